@@ -1,0 +1,155 @@
+//! Events: what an `OVERLAPPED`'s `hEvent` names.
+//!
+//! An event is a word that is 1 when signalled. Manual-reset events stay signalled until
+//! reset and release every waiter; auto-reset events release one waiter and reset as they
+//! do. Each event is named by a handle, a file descriptor the library owns (so it never
+//! collides with the caller's descriptors), and registered under it so that a completion
+//! can find the event from the `hEvent` number alone.
+
+use crate::error;
+use crate::sys::{self, Deadline, WaitStatus};
+use crate::RawHandle;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+/// Live events by handle.
+static REGISTRY: LazyLock<RwLock<HashMap<RawHandle, Weak<Inner>>>> =
+    LazyLock::new(Default::default);
+
+/// A manual- or auto-reset event. Clones name the same event; it lives, and its handle
+/// stays valid, until the last clone is dropped.
+#[derive(Clone)]
+pub struct Event {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    signalled: AtomicU32,
+    /// Threads in `wait` past their first check.
+    waiters: AtomicU32,
+    manual_reset: bool,
+    handle: OwnedFd,
+}
+
+impl Event {
+    /// A new event, signalled or not.
+    pub fn new(manual_reset: bool, signalled: bool) -> io::Result<Event> {
+        let inner = Arc::new(Inner {
+            signalled: AtomicU32::new(signalled.into()),
+            waiters: AtomicU32::new(0),
+            manual_reset,
+            handle: sys::handle_fd()?,
+        });
+        REGISTRY
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(inner.handle.as_raw_fd(), Arc::downgrade(&inner));
+        Ok(Event { inner })
+    }
+
+    /// The event registered under `handle`, if it is alive.
+    pub fn from_handle(handle: RawHandle) -> Option<Event> {
+        let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
+        let inner = registry.get(&handle)?.upgrade()?;
+        Some(Event { inner })
+    }
+
+    /// The handle naming this event (what goes into `hEvent`).
+    pub fn handle(&self) -> RawHandle {
+        self.inner.handle.as_raw_fd()
+    }
+
+    /// Whether the event is manual-reset.
+    pub fn is_manual_reset(&self) -> bool {
+        self.inner.manual_reset
+    }
+
+    /// Whether the event is signalled now.
+    pub fn is_set(&self) -> bool {
+        self.inner.signalled.load(Ordering::Acquire) == 1
+    }
+
+    /// Signals the event, releasing every waiter (manual reset) or one (auto reset).
+    pub fn set(&self) {
+        let inner = &*self.inner;
+        // SeqCst: release pairs with the acquire in `try_take`; sequential consistency is
+        // the setter half of the Dekker pair with the waiter count in `wait`.
+        inner.signalled.store(1, Ordering::SeqCst);
+        if inner.waiters.load(Ordering::SeqCst) != 0 {
+            if inner.manual_reset {
+                sys::futex_wake_all(&inner.signalled);
+            } else {
+                sys::futex_wake_one(&inner.signalled);
+            }
+        }
+    }
+
+    /// Clears the signal.
+    pub fn reset(&self) {
+        // Relaxed: resetting publishes nothing.
+        self.inner.signalled.store(0, Ordering::Relaxed);
+    }
+
+    /// Waits until the event is signalled (consuming the signal of an auto-reset event),
+    /// up to `timeout` (`None`: forever). `ETIMEDOUT` when it passes. A signal handler does
+    /// not end the wait, nor does it stretch the timeout.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let inner = &*self.inner;
+        let deadline = timeout.and_then(Deadline::after);
+        loop {
+            if self.try_take() {
+                return Ok(());
+            }
+            // SeqCst: the waiter half of the Dekker pair with `set`.
+            inner.waiters.fetch_add(1, Ordering::SeqCst);
+            let status = if inner.signalled.load(Ordering::SeqCst) == 0 {
+                sys::futex_wait(&inner.signalled, 0, deadline)
+            } else {
+                WaitStatus::Woken
+            };
+            inner.waiters.fetch_sub(1, Ordering::Relaxed);
+            if status == WaitStatus::TimedOut {
+                return if self.try_take() {
+                    Ok(())
+                } else {
+                    Err(error::timed_out())
+                };
+            }
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        let signalled = &self.inner.signalled;
+        // Acquire: pairs with the store in `set`.
+        if self.inner.manual_reset {
+            signalled.load(Ordering::Acquire) == 1
+        } else {
+            signalled
+                .compare_exchange(1, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The handle is still open here, so no other event can have its number yet.
+        let mut registry = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
+        registry.remove(&self.handle.as_raw_fd());
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("handle", &self.handle())
+            .field("manual_reset", &self.is_manual_reset())
+            .field("set", &self.is_set())
+            .finish()
+    }
+}

@@ -1,0 +1,212 @@
+//! Blocking: a futex parker per thread, a LIFO stack of parked waiters per port, and the
+//! adaptive spin that comes before parking.
+//!
+//! A waiter registers its parker on the port's [`WaitStack`] (which counts sleepers), looks
+//! once more for work, and sleeps on its parker's futex word until the absolute deadline.
+//! A poster publishes its record and then checks the sleeper count; both the registration
+//! and the publication are sequentially consistent, so either the poster sees the sleeper
+//! or the sleeper sees the record (a Dekker pair) and no wake-up is lost. When the count is
+//! zero, posting costs one load and no system call.
+//!
+//! A waker pops the most recent sleeper (Windows wakes completion-port waiters LIFO, which
+//! keeps the hottest thread and its cache busy) and marks its parker notified *under the
+//! stack lock*, so that "no longer on the stack" and "notified" are the same fact: a waiter
+//! whose wait ended by timeout or signal unregisters itself, and if it is gone from the
+//! stack it knows a wake was meant for it. The futex wake itself happens after the lock is
+//! released; at worst it reaches the parker's next wait as a spurious return, which
+//! [`Parker::park`] absorbs. The lock is taken only by threads that sleep and by posts that
+//! find a sleeper, both of which make a system call anyway.
+
+use crate::primitive::{lock, AtomicU32, AtomicUsize, Mutex, Ordering};
+use crate::sys::{self, Deadline, WaitStatus};
+use std::sync::Arc;
+use std::time::Duration;
+
+const EMPTY: u32 = 0;
+const NOTIFIED: u32 = 1;
+
+/// One thread's futex word.
+pub(crate) struct Parker {
+    state: AtomicU32,
+}
+
+crate::primitive::thread_local! {
+    static CURRENT: Arc<Parker> = Arc::new(Parker { state: AtomicU32::new(EMPTY) });
+}
+
+impl Parker {
+    /// The calling thread's parker.
+    pub(crate) fn current() -> Arc<Parker> {
+        CURRENT.with(Arc::clone)
+    }
+
+    /// Sleeps until notified ([`WaitStatus::Woken`]), the deadline passes, or a signal
+    /// handler runs. Spurious futex returns are absorbed here, against the same deadline.
+    pub(crate) fn park(&self, deadline: Option<Deadline>) -> WaitStatus {
+        loop {
+            // Acquire: pairs with the release store in `notify`.
+            if self.state.swap(EMPTY, Ordering::Acquire) == NOTIFIED {
+                return WaitStatus::Woken;
+            }
+            match sys::futex_wait(&self.state, EMPTY, deadline) {
+                WaitStatus::Woken => continue,
+                ended => return ended,
+            }
+        }
+    }
+
+    fn notify(&self) {
+        // Release: pairs with the acquire swap in `park`.
+        self.state.store(NOTIFIED, Ordering::Release);
+    }
+}
+
+/// The parked waiters of one port, most recent on top.
+pub(crate) struct WaitStack {
+    sleepers: AtomicUsize,
+    stack: Mutex<Vec<Arc<Parker>>>,
+}
+
+impl WaitStack {
+    pub(crate) fn new() -> WaitStack {
+        WaitStack {
+            sleepers: AtomicUsize::new(0),
+            stack: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Puts `parker` on top. The caller must look for work once more before parking.
+    pub(crate) fn register(&self, parker: &Arc<Parker>) {
+        // Relaxed: no waker can reach the parker before it is on the stack (lock below).
+        parker.state.store(EMPTY, Ordering::Relaxed);
+        let mut stack = lock(&self.stack);
+        stack.push(Arc::clone(parker));
+        // SeqCst: the waiter half of the Dekker pair with the poster's SeqCst publication
+        // and its `has_sleepers` load.
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes `parker` off the stack after a wait that did not end by notification.
+    /// `false` means a waker already took it: a wake was meant for this waiter.
+    pub(crate) fn unregister(&self, parker: &Arc<Parker>) -> bool {
+        let mut stack = lock(&self.stack);
+        match stack.iter().rposition(|p| Arc::ptr_eq(p, parker)) {
+            Some(i) => {
+                stack.remove(i);
+                // Relaxed: the count changes under the lock; wakers re-check under it.
+                self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether anyone sleeps, read after publishing (the poster half of the Dekker pair).
+    pub(crate) fn has_sleepers(&self) -> bool {
+        // SeqCst: pairs with the SeqCst increment in `register`.
+        self.sleepers.load(Ordering::SeqCst) != 0
+    }
+
+    /// Wakes the most recent sleeper; `false` if there was none.
+    pub(crate) fn wake_one(&self) -> bool {
+        let parker = {
+            let mut stack = lock(&self.stack);
+            let Some(parker) = stack.pop() else {
+                return false;
+            };
+            // Relaxed: as in `unregister`.
+            self.sleepers.fetch_sub(1, Ordering::Relaxed);
+            parker.notify();
+            parker
+        };
+        sys::futex_wake_one(&parker.state);
+        true
+    }
+
+    /// Wakes every sleeper.
+    pub(crate) fn wake_all(&self) {
+        let parkers = {
+            let mut stack = lock(&self.stack);
+            // Relaxed: as in `unregister`.
+            self.sleepers.fetch_sub(stack.len(), Ordering::Relaxed);
+            for parker in stack.iter() {
+                parker.notify();
+            }
+            std::mem::take(&mut *stack)
+        };
+        for parker in &parkers {
+            sys::futex_wake_one(&parker.state);
+        }
+    }
+}
+
+/// Shortest spin before parking.
+const MIN_SPIN: Duration = Duration::from_micros(1);
+/// Longest spin before parking: an idle waiter burns at most this once per wait.
+const MAX_SPIN: Duration = Duration::from_micros(100);
+/// Spin iterations between clock reads.
+const SPINS_PER_CLOCK_READ: u32 = 32;
+
+/// A port's adaptive spin budget.
+///
+/// A futex sleep and wake costs microseconds (tens on virtual machines); a record posted
+/// while the waiter still spins is caught in the time of a cache-line transfer. The budget
+/// follows the waits that actually happen: a wait woken soon after the spin gave up widens
+/// the budget to cover it next time, a long or timed-out wait halves it, so an idle port
+/// spins little and a busy one rarely sleeps.
+pub(crate) struct Spin {
+    budget_ns: AtomicU32,
+}
+
+impl Spin {
+    pub(crate) fn new() -> Spin {
+        Spin {
+            budget_ns: AtomicU32::new(20_000),
+        }
+    }
+
+    /// Spins until `ready()` holds (`true`), or the budget or `deadline` runs out (`false`).
+    /// Returns when it started, for [`learn`](Self::learn).
+    pub(crate) fn spin(
+        &self,
+        deadline: Option<Deadline>,
+        mut ready: impl FnMut() -> bool,
+    ) -> (bool, Deadline) {
+        let start = Deadline::now();
+        if cfg!(loom) {
+            return (ready(), start);
+        }
+        // Relaxed: the budget is a hint; any recent value will do.
+        let budget = Duration::from_nanos(self.budget_ns.load(Ordering::Relaxed).into());
+        let mut end = Deadline::after(budget).unwrap_or(start);
+        if let Some(deadline) = deadline {
+            end = end.min(deadline);
+        }
+        loop {
+            for _ in 0..SPINS_PER_CLOCK_READ {
+                if ready() {
+                    return (true, start);
+                }
+                crate::primitive::spin_loop();
+            }
+            if end.has_passed() {
+                return (false, start);
+            }
+        }
+    }
+
+    /// Adapts the budget after a parked wait that began spinning at `start`; `woken` tells
+    /// whether it ended with work rather than a timeout.
+    pub(crate) fn learn(&self, start: Deadline, woken: bool) {
+        let waited = Deadline::now().since(start);
+        // Relaxed: see `spin`.
+        let old = Duration::from_nanos(self.budget_ns.load(Ordering::Relaxed).into());
+        let new = if woken && waited < MAX_SPIN {
+            (waited * 2).clamp(MIN_SPIN, MAX_SPIN)
+        } else {
+            (old / 2).max(MIN_SPIN)
+        };
+        self.budget_ns
+            .store(new.as_nanos() as u32, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,732 @@
+//! Completion ports: posting, the two dequeue calls, the waiter rules, and close.
+//!
+//! Semantics follow Windows and AIX:
+//!
+//! * [`Port::get`] is `GetQueuedCompletionStatus`: one record; several threads may wait,
+//!   and they wake last-in first-out. It honours the port's concurrency value.
+//! * [`Port::get_many`] / [`Port::fill`] are `GetMultipleCompletionStatus`: up to `out.len()`
+//!   records copied in one pass, waiting up to the timeout for `min` of them; fewer than
+//!   `min` is not an error but is reported in [`Drained::status`]. `min == 0` polls.
+//! * [`Port::drain`] is the zero-copy form: a borrowed [`Batch`] of the records ready now.
+//! * The batched dequeues are exclusive: while one runs (or a [`Batch`] is held) every
+//!   other dequeue fails with `EBUSY`, and while `get` callers wait a batched dequeue fails
+//!   with `EBUSY`.
+//! * [`Port::close`] wakes every waiter, which fails with `EBADF`; queued records are
+//!   discarded with the port.
+
+use crate::error;
+use crate::parker::{Parker, Spin, WaitStack};
+use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::ring::{Consumer, Ring, DEFAULT_CAPACITY, MAX_CAPACITY};
+use crate::sys::{Deadline, WaitStatus};
+use crate::Completion;
+use crossbeam_utils::CachePadded;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most records one batched dequeue returns (AIX's `GMCS_NMAX`).
+pub const GMCS_NMAX: usize = 4096;
+
+/// `dequeuers` bit held by a batched dequeue; the bits below count waiting `get` calls.
+const EXCLUSIVE: u32 = 1 << 31;
+
+/// An I/O completion port: a queue of [`Completion`]s that producers fill and threads
+/// drain, one record or a batch at a time.
+///
+/// `Port` is a handle: clones refer to the same port, which lives until the last clone is
+/// dropped. Posting never blocks and never drops a record; when the ring is full records
+/// wait in an overflow queue, in order.
+///
+/// ```
+/// use iocp::{Completion, Port};
+/// use std::time::Duration;
+///
+/// let port = Port::new()?;
+/// port.post(Completion::new(7, 512, 0))?;
+/// let record = port.get(Some(Duration::from_millis(100)))?;
+/// assert_eq!((record.key(), record.result()?), (7, 512));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Port {
+    shared: Arc<Shared>,
+}
+
+/// Settings for a new [`Port`].
+#[derive(Clone, Debug)]
+pub struct PortBuilder {
+    capacity: usize,
+    concurrency: usize,
+    scalar_drain: bool,
+}
+
+/// What a batched dequeue returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// Records written to the front of the output.
+    pub count: usize,
+    /// Whether `min` records were had, and if not, why not.
+    pub status: DrainStatus,
+}
+
+/// How a batched dequeue ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainStatus {
+    /// At least `min` records were returned.
+    Complete,
+    /// The timeout passed with fewer than `min` (AIX: `errno` = `ETIMEDOUT`).
+    TimedOut,
+    /// A signal handler interrupted the wait with fewer than `min` (AIX: `EINTR`).
+    Interrupted,
+}
+
+struct Shared {
+    ring: Ring,
+    waiters: WaitStack,
+    spin: Spin,
+    closed: AtomicBool,
+    /// [`EXCLUSIVE`] while a batched dequeue runs, else the number of waiting `get` calls.
+    dequeuers: CachePadded<AtomicU32>,
+    /// While a batched dequeue sleeps, how many more records it needs: posters do not wake
+    /// it for fewer. Zero otherwise.
+    wanted: AtomicUsize,
+    /// Threads released by `get` and not yet back (the concurrency value).
+    active: CachePadded<AtomicUsize>,
+    /// Most threads released at once; `usize::MAX` turns the accounting off.
+    concurrency: usize,
+    scalar_drain: bool,
+}
+
+impl Default for PortBuilder {
+    fn default() -> PortBuilder {
+        PortBuilder {
+            capacity: DEFAULT_CAPACITY,
+            concurrency: 0,
+            scalar_drain: false,
+        }
+    }
+}
+
+impl PortBuilder {
+    /// Ring slots: a power of two from 1 to 2^22 (default 4096). Records beyond it wait in
+    /// the overflow queue, so this bounds memory for the common case, not the queue.
+    pub fn capacity(mut self, capacity: usize) -> PortBuilder {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Most threads released by [`Port::get`] at once (Windows' `NumberOfConcurrentThreads`;
+    /// 0, the default, means the number of CPUs; `usize::MAX` means no limit). A thread
+    /// counts as released from the return of `get` until it calls `get` again (on any port)
+    /// or exits. The batched dequeues ignore it, as AIX does.
+    pub fn concurrency(mut self, threads: usize) -> PortBuilder {
+        self.concurrency = threads;
+        self
+    }
+
+    /// Drains one record at a time, checking each slot on its own, instead of copying runs
+    /// found a word of the publication bitmap at a time. Slower; it exists so benchmarks
+    /// can measure what the batched path buys.
+    pub fn scalar_drain(mut self, scalar: bool) -> PortBuilder {
+        self.scalar_drain = scalar;
+        self
+    }
+
+    /// Creates the port; `EINVAL` for a capacity that is not a power of two in range.
+    pub fn build(self) -> io::Result<Port> {
+        if !self.capacity.is_power_of_two() || self.capacity > MAX_CAPACITY {
+            return Err(error::invalid());
+        }
+        let concurrency = match self.concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        Ok(Port {
+            shared: Arc::new(Shared {
+                ring: Ring::new(self.capacity),
+                waiters: WaitStack::new(),
+                spin: Spin::new(),
+                closed: AtomicBool::new(false),
+                dequeuers: CachePadded::new(AtomicU32::new(0)),
+                wanted: AtomicUsize::new(0),
+                active: CachePadded::new(AtomicUsize::new(0)),
+                concurrency,
+                scalar_drain: self.scalar_drain,
+            }),
+        })
+    }
+}
+
+impl Port {
+    /// A port with the default settings.
+    pub fn new() -> io::Result<Port> {
+        PortBuilder::default().build()
+    }
+
+    /// Settings for a port.
+    pub fn builder() -> PortBuilder {
+        PortBuilder::default()
+    }
+
+    /// Queues `record` (`PostQueuedCompletionStatus`) and wakes one waiter if one sleeps.
+    /// Never blocks, allocates nothing while the ring has room. `EBADF` once closed.
+    pub fn post(&self, record: Completion) -> io::Result<()> {
+        let shared = &*self.shared;
+        // Relaxed: a post that races `close` is simply discarded with the port.
+        if shared.closed.load(Ordering::Relaxed) {
+            return Err(error::closed());
+        }
+        shared.ring.push(record);
+        shared.notify();
+        Ok(())
+    }
+
+    /// Dequeues one record (`GetQueuedCompletionStatus`), waiting up to `timeout` (`None`:
+    /// forever; zero: poll). A failed I/O is a record too: see [`Completion::result`].
+    ///
+    /// Errors: `ETIMEDOUT`; `EINTR` when a signal handler (installed without `SA_RESTART`)
+    /// interrupts the wait; `EBADF` when the port is closed, also while waiting; `EBUSY`
+    /// while a batched dequeue runs.
+    pub fn get(&self, timeout: Option<Duration>) -> io::Result<Completion> {
+        let shared = &self.shared;
+        shared.check_open()?;
+        // Acquire: pairs with the release in `leave_exclusive`.
+        if shared.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
+            return Err(error::busy());
+        }
+        shared.come_back();
+        if let Some(record) = shared.try_get() {
+            return Ok(record);
+        }
+        let deadline = deadline(timeout);
+        shared.enter_wait()?;
+        let result = shared
+            .wait(
+                deadline,
+                || shared.ring.has_ready() && shared.has_room(),
+                || shared.try_get(),
+            )
+            .map_err(io::Error::from);
+        // Release: pairs with the acquire CAS in `enter_exclusive`.
+        shared.dequeuers.fetch_sub(1, Ordering::Release);
+        result
+    }
+
+    /// Dequeues up to `out.len()` records (at most [`GMCS_NMAX`]) into `out`, waiting up to
+    /// `timeout` until at least `min` have come (`GetMultipleCompletionStatus`).
+    ///
+    /// Errors: `EINVAL` for an empty `out`, more than `GMCS_NMAX`, or `min > out.len()`;
+    /// `EBADF` for a closed port; `EBUSY` when another dequeue already waits on the port.
+    pub fn get_many(
+        &self,
+        out: &mut [Completion],
+        min: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<Drained> {
+        let mut index = 0;
+        self.shared.dequeue_many(out.len(), min, timeout, |run| {
+            out[index..index + run.len()].copy_from_slice(run);
+            index += run.len();
+        })
+    }
+
+    /// [`get_many`](Self::get_many) into uninitialized memory, converting each record with
+    /// `map` as it is copied: the C ABI writes `struct gmcs` entries straight into the
+    /// caller's array this way. The first [`Drained::count`] entries are initialized.
+    pub fn fill<T>(
+        &self,
+        out: &mut [MaybeUninit<T>],
+        min: usize,
+        timeout: Option<Duration>,
+        mut map: impl FnMut(&Completion) -> T,
+    ) -> io::Result<Drained> {
+        let mut index = 0;
+        self.shared.dequeue_many(out.len(), min, timeout, |run| {
+            for (slot, record) in out[index..index + run.len()].iter_mut().zip(run) {
+                slot.write(map(record));
+            }
+            index += run.len();
+        })
+    }
+
+    /// Waits up to `timeout` for a record and returns a borrowed view of the run ready now,
+    /// at most `max` records, without copying. Records the batch yields are freed when it
+    /// is dropped, those it does not stay queued. While the batch lives, other dequeues on
+    /// the port fail with `EBUSY`, so keep it short.
+    ///
+    /// Errors: as [`get_many`](Self::get_many) with `min == 1`, and `ETIMEDOUT` or `EINTR`
+    /// when no record came.
+    pub fn drain(&self, max: usize, timeout: Option<Duration>) -> io::Result<Batch<'_>> {
+        let shared = &*self.shared;
+        if max == 0 || max > GMCS_NMAX {
+            return Err(error::invalid());
+        }
+        shared.check_open()?;
+        shared.enter_exclusive()?;
+        let exclusive = Exclusive(shared);
+        let ready = |consumer: &mut Consumer<'_>| {
+            let mut n = consumer.ready(max);
+            if n == 0 {
+                consumer.refill();
+                n = consumer.ready(max);
+            }
+            n
+        };
+        let (consumer, len) = shared.wait(
+            deadline(timeout),
+            || shared.ring.has_ready(),
+            || {
+                let mut consumer = shared.ring.try_consume()?;
+                let n = ready(&mut consumer);
+                (n > 0).then_some((consumer, n))
+            },
+        )?;
+        Ok(Batch {
+            consumer,
+            len,
+            next: 0,
+            _exclusive: exclusive,
+        })
+    }
+
+    /// Closes the port (`CloseHandle`): every waiter wakes and fails with `EBADF`, as does
+    /// every later call; queued records are discarded. `EBADF` if already closed.
+    pub fn close(&self) -> io::Result<()> {
+        // SeqCst: pairs with the waiters' SeqCst registration and check (see `parker`).
+        if self.shared.closed.swap(true, Ordering::SeqCst) {
+            return Err(error::closed());
+        }
+        self.shared.waiters.wake_all();
+        Ok(())
+    }
+
+    /// Whether [`close`](Self::close) has been called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Records queued now (a snapshot).
+    pub fn queued(&self) -> usize {
+        self.shared.ring.len()
+    }
+
+    /// The ring's capacity.
+    pub fn capacity(&self) -> usize {
+        self.shared.ring.capacity()
+    }
+
+    /// The concurrency value in force (the number of CPUs when 0 was given).
+    pub fn concurrency(&self) -> usize {
+        self.shared.concurrency
+    }
+
+    /// Whether `self` and `other` are handles to the same port.
+    pub fn same_port(&self, other: &Port) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl fmt::Debug for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Port")
+            .field("capacity", &self.capacity())
+            .field("queued", &self.queued())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+fn deadline(timeout: Option<Duration>) -> Option<Deadline> {
+    // A timeout too long for the clock is no timeout.
+    timeout.and_then(Deadline::after)
+}
+
+impl Shared {
+    fn check_open(&self) -> io::Result<()> {
+        // Acquire: pairs with the swap in `close` (a later call sees the port closed).
+        if self.closed.load(Ordering::Acquire) {
+            Err(error::closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// After a record is queued: wakes the most recent sleeper, if there is one it helps.
+    fn notify(&self) {
+        if !self.waiters.has_sleepers() {
+            return;
+        }
+        // SeqCst: read after `has_sleepers` saw the batched waiter, which stored it first.
+        let wanted = self.wanted.load(Ordering::SeqCst);
+        if wanted > 1 && self.ring.len() < wanted {
+            return;
+        }
+        if !self.has_room() {
+            // Sleepers held back by the concurrency value: `come_back` wakes them.
+            return;
+        }
+        self.waiters.wake_one();
+    }
+
+    /// The shared wait loop: `attempt` until it yields, spinning while `ready` says it
+    /// might, then sleeping on the wait stack until `deadline`.
+    fn wait<R>(
+        &self,
+        deadline: Option<Deadline>,
+        ready: impl Fn() -> bool,
+        mut attempt: impl FnMut() -> Option<R>,
+    ) -> Result<R, Ended> {
+        loop {
+            if let Some(found) = attempt() {
+                return Ok(found);
+            }
+            self.check_open().map_err(|_| Ended::Closed)?;
+            if deadline.is_some_and(Deadline::has_passed) {
+                return Err(Ended::TimedOut);
+            }
+            let (spun_ready, start) = self
+                .spin
+                .spin(deadline, || ready() || self.is_closed_relaxed());
+            if spun_ready {
+                continue;
+            }
+            let parker = Parker::current();
+            self.waiters.register(&parker);
+            // SeqCst (inside `ready`, `has_ready`, and here): the waiter half of the Dekker
+            // pairs described in `parker`.
+            if ready() || self.closed.load(Ordering::SeqCst) {
+                self.waiters.unregister(&parker);
+                continue;
+            }
+            let ended = parker.park(deadline);
+            if ended == WaitStatus::Woken {
+                self.spin.learn(start, true);
+                continue;
+            }
+            self.spin.learn(start, false);
+            if !self.waiters.unregister(&parker) {
+                // A wake raced the timeout. It was meant for this waiter: use it, or hand
+                // it on if something is ready that this waiter could not take.
+                if let Some(found) = attempt() {
+                    return Ok(found);
+                }
+                if ready() {
+                    self.waiters.wake_one();
+                }
+            }
+            return Err(match ended {
+                WaitStatus::Interrupted => Ended::Interrupted,
+                _ => Ended::TimedOut,
+            });
+        }
+    }
+
+    fn is_closed_relaxed(&self) -> bool {
+        // Relaxed: a hint to stop spinning; the decision is re-made with SeqCst.
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Takes one record if the concurrency value lets this thread go.
+    fn try_get(self: &Arc<Self>) -> Option<Completion> {
+        if !self.admit() {
+            return None;
+        }
+        let record = self.ring.try_consume().and_then(|mut consumer| {
+            let mut ready = consumer.ready_scalar(1);
+            if ready == 0 {
+                consumer.refill();
+                ready = consumer.ready_scalar(1);
+            }
+            (ready == 1).then(|| {
+                let record = consumer.get(0);
+                consumer.release(1);
+                record
+            })
+        });
+        match record {
+            Some(_) => self.mark_released(),
+            None => self.withdraw(),
+        }
+        record
+    }
+
+    /// `GetMultipleCompletionStatus`: hands runs of records to `sink`, at most `max` in
+    /// all, until at least `min` have gone or the deadline passes.
+    fn dequeue_many(
+        &self,
+        max: usize,
+        min: usize,
+        timeout: Option<Duration>,
+        mut sink: impl FnMut(&[Completion]),
+    ) -> io::Result<Drained> {
+        if max == 0 || max > GMCS_NMAX || min > max {
+            return Err(error::invalid());
+        }
+        self.check_open()?;
+        self.enter_exclusive()?;
+        let _exclusive = Exclusive(self);
+        let mut count = self.take_many(max, &mut sink);
+        if count >= min {
+            return Ok(Drained {
+                count,
+                status: DrainStatus::Complete,
+            });
+        }
+        let wanted = Cell::new(min - count);
+        // SeqCst: published before this waiter registers, read by posters (see `notify`).
+        self.wanted.store(wanted.get(), Ordering::SeqCst);
+        let result = self.wait(
+            deadline(timeout),
+            || self.ring.len() >= wanted.get(),
+            || {
+                count += self.take_many(max - count, &mut sink);
+                wanted.set(min.saturating_sub(count));
+                // SeqCst: as above.
+                self.wanted.store(wanted.get(), Ordering::SeqCst);
+                (count >= min).then_some(())
+            },
+        );
+        // Relaxed: nobody sleeps on this port's batched wait any more.
+        self.wanted.store(0, Ordering::Relaxed);
+        let status = match result {
+            Ok(()) => DrainStatus::Complete,
+            Err(Ended::TimedOut) => DrainStatus::TimedOut,
+            Err(Ended::Interrupted) => DrainStatus::Interrupted,
+            Err(Ended::Closed) => return Err(error::closed()),
+        };
+        Ok(Drained { count, status })
+    }
+
+    /// Copies out the runs ready now, at most `max` records.
+    fn take_many(&self, max: usize, sink: &mut impl FnMut(&[Completion])) -> usize {
+        // Under the exclusive dequeue the claim is free but for a `get` that slipped in
+        // before it; that one is quick.
+        let mut consumer = loop {
+            match self.ring.try_consume() {
+                Some(consumer) => break consumer,
+                None => crate::primitive::spin_loop(),
+            }
+        };
+        let mut total = 0;
+        while total < max {
+            let mut n = self.ready_run(&consumer, max - total);
+            if n == 0 {
+                consumer.refill();
+                n = self.ready_run(&consumer, max - total);
+                if n == 0 {
+                    break;
+                }
+            }
+            if self.scalar_drain {
+                let record = consumer.get(0);
+                consumer.release(1);
+                sink(std::slice::from_ref(&record));
+            } else {
+                consumer.take(n, |a, b| {
+                    sink(a);
+                    if !b.is_empty() {
+                        sink(b);
+                    }
+                });
+            }
+            total += n;
+        }
+        total
+    }
+
+    fn ready_run(&self, consumer: &Consumer<'_>, max: usize) -> usize {
+        if self.scalar_drain {
+            consumer.ready_scalar(max.min(1))
+        } else {
+            consumer.ready(max)
+        }
+    }
+
+    fn enter_exclusive(&self) -> io::Result<()> {
+        // Acquire: pairs with the release decrements of waiting `get` calls and with
+        // `leave_exclusive`.
+        self.dequeuers
+            .compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+            .map(drop)
+            .map_err(|_| error::busy())
+    }
+
+    fn enter_wait(&self) -> io::Result<()> {
+        // Acquire: pairs with the release in `leave_exclusive`.
+        self.dequeuers
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n & EXCLUSIVE == 0).then_some(n + 1)
+            })
+            .map(drop)
+            .map_err(|_| error::busy())
+    }
+
+    fn limited(&self) -> bool {
+        self.concurrency != usize::MAX
+    }
+
+    fn has_room(&self) -> bool {
+        // SeqCst: pairs with the SeqCst decrement in `withdraw` (waiter/releaser Dekker).
+        !self.limited() || self.active.load(Ordering::SeqCst) < self.concurrency
+    }
+
+    /// Counts this thread in before it takes a record; `false` at the concurrency value.
+    fn admit(&self) -> bool {
+        !self.limited()
+            || self
+                .active
+                // SeqCst: ordered with `has_room` as the decrement in `withdraw` is.
+                .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| {
+                    (n < self.concurrency).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    /// Counts a thread out, waking a sleeper the limit held back if records are ready.
+    fn withdraw(&self) {
+        if !self.limited() {
+            return;
+        }
+        // SeqCst: the releaser half of the Dekker pair with `has_room` in a waiter.
+        let before = self.active.fetch_sub(1, Ordering::SeqCst);
+        if before >= self.concurrency && self.ring.has_ready() && self.waiters.has_sleepers() {
+            self.waiters.wake_one();
+        }
+    }
+
+    /// Remembers that this thread was released by this port.
+    fn mark_released(self: &Arc<Self>) {
+        if !self.limited() {
+            return;
+        }
+        RELEASED.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            match &mut *slot {
+                Some(released) if Arc::ptr_eq(&released.port, self) => released.counted = true,
+                // Replacing an entry that is still counted counts it out.
+                _ => {
+                    *slot = Some(Released {
+                        port: Arc::clone(self),
+                        counted: true,
+                    })
+                }
+            }
+        });
+    }
+
+    /// A thread calling `get` is back from whatever it was released to do.
+    fn come_back(&self) {
+        if !self.limited() {
+            return;
+        }
+        RELEASED.with(|slot| {
+            if let Some(released) = slot.borrow_mut().as_mut() {
+                if std::mem::take(&mut released.counted) {
+                    released.port.withdraw();
+                }
+            }
+        });
+    }
+}
+
+/// Why [`Shared::wait`] gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    TimedOut,
+    Interrupted,
+}
+
+impl From<Ended> for io::Error {
+    fn from(ended: Ended) -> io::Error {
+        match ended {
+            Ended::Closed => error::closed(),
+            Ended::TimedOut => error::timed_out(),
+            Ended::Interrupted => error::interrupted(),
+        }
+    }
+}
+
+/// The port a thread was last released by (the concurrency value's accounting).
+struct Released {
+    port: Arc<Shared>,
+    /// Whether the thread still counts as running on `port`.
+    counted: bool,
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        if self.counted {
+            self.port.withdraw();
+        }
+    }
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static RELEASED: RefCell<Option<Released>> = const { RefCell::new(None) };
+}
+
+// Loom's `thread_local!` has no `const` initializer form.
+#[cfg(loom)]
+loom::thread_local! {
+    static RELEASED: RefCell<Option<Released>> = RefCell::new(None);
+}
+
+/// Holds the port's exclusive dequeue; released on drop.
+struct Exclusive<'a>(&'a Shared);
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with the acquire in `enter_exclusive`, `enter_wait` and `get`.
+        self.0.dequeuers.store(0, Ordering::Release);
+    }
+}
+
+/// A borrowed run of ready records (see [`Port::drain`]): an exact-size iterator that
+/// reads them in place and frees the ones it yielded when dropped.
+pub struct Batch<'a> {
+    consumer: Consumer<'a>,
+    len: usize,
+    next: usize,
+    _exclusive: Exclusive<'a>,
+}
+
+impl Iterator for Batch<'_> {
+    type Item = Completion;
+
+    fn next(&mut self) -> Option<Completion> {
+        (self.next < self.len).then(|| {
+            self.next += 1;
+            self.consumer.get(self.next - 1)
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.len - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Batch<'_> {}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.consumer.release(self.next);
+        // The exclusive dequeue is released next (field order); records left behind are
+        // for the next dequeue, which nobody could start while the batch lived.
+    }
+}
+
+impl fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("len", &self.len)
+            .field("yielded", &self.next)
+            .finish()
+    }
+}

@@ -1,0 +1,55 @@
+//! Everything the engine asks of the operating system.
+//!
+//! Each backend supplies the same contract:
+//!
+//! * `futex_wait(word, expected, deadline)`: sleep while `word == expected`, until woken,
+//!   until the absolute CLOCK_MONOTONIC `deadline`, or until a signal handler runs. It may
+//!   return early for no reason (a spurious wake, reported as [`WaitStatus::Woken`]);
+//!   callers re-check their condition and call again with the *same* deadline, so that
+//!   restarts never stretch or shorten a timeout.
+//! * `futex_wake_one(word)` / `futex_wake_all(word)`: wake sleepers of `word`. Calling
+//!   them with no sleeper is harmless, as is calling them on a word nobody will read again.
+//! * `handle_fd()`: a descriptor the library owns, whose number names an object.
+//!
+//! Backends:
+//!
+//! * `linux`: the `futex(2)` system call, `FUTEX_WAIT_BITSET` with an absolute deadline.
+//! * `emulated`: a table of mutex/condvar buckets hashed by address. Used on other Unixes,
+//!   under loom (built on loom's primitives), and on Linux with `--cfg iocp_force_fallback`
+//!   so that CI exercises it.
+//!
+//! The clock (`clock`) is plain POSIX and shared by both.
+
+mod clock;
+pub(crate) use clock::Deadline;
+#[cfg(not(loom))]
+mod handle;
+#[cfg(not(loom))]
+pub(crate) use handle::handle_fd;
+
+#[cfg(all(target_os = "linux", not(loom), not(iocp_force_fallback)))]
+mod linux;
+#[cfg(all(target_os = "linux", not(loom), not(iocp_force_fallback)))]
+pub(crate) use linux::{futex_wait, futex_wake_all, futex_wake_one};
+
+#[cfg(any(not(target_os = "linux"), loom, iocp_force_fallback))]
+mod emulated;
+#[cfg(any(not(target_os = "linux"), loom, iocp_force_fallback))]
+#[cfg_attr(loom, allow(unused_imports))] // only the overlapped and event waits wake all
+pub(crate) use emulated::{futex_wait, futex_wake_all, futex_wake_one};
+
+/// How a futex wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitStatus {
+    /// Woken, the word no longer held the expected value, or a spurious return.
+    Woken,
+    /// The deadline passed.
+    TimedOut,
+    /// A signal handler ran (only for handlers installed without `SA_RESTART`; the
+    /// emulation restarts instead, as condition variables do).
+    #[cfg_attr(
+        any(not(target_os = "linux"), loom, iocp_force_fallback),
+        allow(dead_code)
+    )]
+    Interrupted,
+}
