@@ -91,8 +91,8 @@ struct Shared {
     closed: AtomicBool,
     /// [`EXCLUSIVE`] while a batched dequeue runs, else the number of waiting `get` calls.
     dequeuers: CachePadded<AtomicU32>,
-    /// While a batched dequeue sleeps, how many more records it needs: posters do not wake
-    /// it for fewer. Zero otherwise.
+    /// While an exclusive (batched) dequeue waits, how many more records it needs: posters
+    /// do not wake it for fewer. Zero while none waits.
     wanted: AtomicUsize,
     /// Threads released by `get` and not yet back (the concurrency value).
     active: CachePadded<AtomicUsize>,
@@ -202,6 +202,10 @@ impl Port {
         if let Some(record) = shared.try_get() {
             return Ok(record);
         }
+        if timeout == Some(Duration::ZERO) {
+            // A poll does not wait, so it does not count as a waiter for the EBUSY rule.
+            return Err(error::timed_out());
+        }
         let deadline = deadline(timeout);
         shared.enter_wait()?;
         let result = shared
@@ -276,7 +280,9 @@ impl Port {
             }
             n
         };
-        let (consumer, len) = shared.wait(
+        // SeqCst: published before this waiter registers, read by posters (see `notify`).
+        shared.wanted.store(1, Ordering::SeqCst);
+        let found = shared.wait(
             deadline(timeout),
             || shared.ring.has_ready(),
             || {
@@ -284,7 +290,10 @@ impl Port {
                 let n = ready(&mut consumer);
                 (n > 0).then_some((consumer, n))
             },
-        )?;
+        );
+        // Relaxed: nobody sleeps on this port's exclusive wait any more.
+        shared.wanted.store(0, Ordering::Relaxed);
+        let (consumer, len) = found?;
         Ok(Batch {
             consumer,
             len,
@@ -360,16 +369,18 @@ impl Shared {
         if !self.waiters.has_sleepers() {
             return;
         }
-        // SeqCst: read after `has_sleepers` saw the batched waiter, which stored it first.
+        // SeqCst: read after `has_sleepers` saw the exclusive waiter, which stored it first.
         let wanted = self.wanted.load(Ordering::SeqCst);
-        if wanted > 1 && self.ring.len() < wanted {
-            return;
+        let helps = if wanted > 0 {
+            // The exclusive waiter ignores the concurrency value but wants `wanted` records.
+            self.ring.len() >= wanted
+        } else {
+            // `get` sleepers held back by the concurrency value are woken by `withdraw`.
+            self.has_room()
+        };
+        if helps {
+            self.waiters.wake_one();
         }
-        if !self.has_room() {
-            // Sleepers held back by the concurrency value: `come_back` wakes them.
-            return;
-        }
-        self.waiters.wake_one();
     }
 
     /// The shared wait loop: `attempt` until it yields, spinning while `ready` says it
