@@ -62,10 +62,13 @@ mod error;
 #[cfg(not(loom))]
 mod event;
 #[cfg(not(loom))]
+mod net;
+#[cfg(not(loom))]
 mod overlapped;
 mod parker;
 mod port;
 mod primitive;
+mod reactor;
 mod ring;
 mod sys;
 
@@ -73,8 +76,11 @@ pub use completion::Completion;
 #[cfg(not(loom))]
 pub use event::Event;
 #[cfg(not(loom))]
+pub use net::{OpResult, Socket, Submitted, MAX_TRANSFER};
+#[cfg(not(loom))]
 pub use overlapped::{Overlapped, STATUS_PENDING};
 pub use port::{Batch, DrainStatus, Drained, Port, PortBuilder, GMCS_NMAX};
+pub use reactor::Drive;
 pub use ring::{DEFAULT_CAPACITY, MAX_CAPACITY};
 
 /// A handle: the number of a file descriptor the library owns (`HANDLE` in C).

@@ -17,6 +17,9 @@
 use crate::error;
 use crate::parker::{Parker, Spin, WaitStack};
 use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::reactor::Drive;
+#[cfg(not(loom))]
+use crate::reactor::Reactor;
 use crate::ring::{Consumer, Ring, DEFAULT_CAPACITY, MAX_CAPACITY};
 use crate::sys::{Deadline, WaitStatus};
 use crate::Completion;
@@ -26,6 +29,8 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
+#[cfg(not(loom))]
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Most records one batched dequeue returns (AIX's `GMCS_NMAX`).
@@ -62,6 +67,7 @@ pub struct PortBuilder {
     capacity: usize,
     concurrency: usize,
     scalar_drain: bool,
+    drive: Drive,
 }
 
 /// What a batched dequeue returned.
@@ -99,6 +105,10 @@ struct Shared {
     /// Most threads released at once; `usize::MAX` turns the accounting off.
     concurrency: usize,
     scalar_drain: bool,
+    drive: Drive,
+    /// Socket readiness, created with the first socket request that has to wait.
+    #[cfg(not(loom))]
+    reactor: OnceLock<Arc<Reactor>>,
 }
 
 impl Default for PortBuilder {
@@ -107,6 +117,7 @@ impl Default for PortBuilder {
             capacity: DEFAULT_CAPACITY,
             concurrency: 0,
             scalar_drain: false,
+            drive: Drive::default(),
         }
     }
 }
@@ -136,6 +147,13 @@ impl PortBuilder {
         self
     }
 
+    /// How socket readiness is collected: by the waiting threads in turn (the default,
+    /// [`Drive::Inline`]) or by a reactor thread of the port's own ([`Drive::Thread`]).
+    pub fn drive(mut self, drive: Drive) -> PortBuilder {
+        self.drive = drive;
+        self
+    }
+
     /// Creates the port; `EINVAL` for a capacity that is not a power of two in range.
     pub fn build(self) -> io::Result<Port> {
         if !self.capacity.is_power_of_two() || self.capacity > MAX_CAPACITY {
@@ -156,6 +174,9 @@ impl PortBuilder {
                 active: CachePadded::new(AtomicUsize::new(0)),
                 concurrency,
                 scalar_drain: self.scalar_drain,
+                drive: self.drive,
+                #[cfg(not(loom))]
+                reactor: OnceLock::new(),
             }),
         })
     }
@@ -310,6 +331,11 @@ impl Port {
             return Err(error::closed());
         }
         self.shared.waiters.wake_all();
+        #[cfg(not(loom))]
+        if let Some(reactor) = self.shared.reactor.get() {
+            // Ends a reactor thread, or wakes a leader blocked in `epoll_wait`.
+            reactor.stop();
+        }
         Ok(())
     }
 
@@ -336,6 +362,24 @@ impl Port {
     /// Whether `self` and `other` are handles to the same port.
     pub fn same_port(&self, other: &Port) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The port's reactor, created (with its thread, for [`Drive::Thread`]) on first use.
+    #[cfg(not(loom))]
+    pub(crate) fn reactor(&self) -> io::Result<Arc<Reactor>> {
+        let shared = &*self.shared;
+        if let Some(reactor) = shared.reactor.get() {
+            return Ok(Arc::clone(reactor));
+        }
+        let reactor = Arc::new(Reactor::new()?);
+        if shared.reactor.set(Arc::clone(&reactor)).is_err() {
+            // Another thread created it first.
+            return Ok(Arc::clone(shared.reactor.get().expect("set")));
+        }
+        if shared.drive == Drive::Thread {
+            reactor.spawn_thread("iocp-reactor")?;
+        }
+        Ok(reactor)
     }
 }
 
@@ -367,6 +411,10 @@ impl Shared {
     /// After a record is queued: wakes the most recent sleeper, if there is one it helps.
     fn notify(&self) {
         if !self.waiters.has_sleepers() {
+            #[cfg(not(loom))]
+            if let Some(reactor) = self.reactor.get() {
+                reactor.wake_if_blocked();
+            }
             return;
         }
         // SeqCst: read after `has_sleepers` saw the exclusive waiter, which stored it first.
@@ -383,21 +431,51 @@ impl Shared {
         }
     }
 
-    /// The shared wait loop: `attempt` until it yields, spinning while `ready` says it
-    /// might, then sleeping on the wait stack until `deadline`.
+    /// The reactor when waiters drive it themselves.
+    #[cfg(not(loom))]
+    fn inline_reactor(&self) -> Option<&Reactor> {
+        match self.drive {
+            Drive::Inline => self.reactor.get().map(|r| &**r),
+            Drive::Thread => None,
+        }
+    }
+
+    /// The shared wait loop: `attempt` until it yields; meanwhile lead the reactor if
+    /// nobody does (inline drive), else spin while `ready` says it might, then sleep on the
+    /// wait stack until `deadline`.
     fn wait<R>(
         &self,
         deadline: Option<Deadline>,
         ready: impl Fn() -> bool,
         mut attempt: impl FnMut() -> Option<R>,
     ) -> Result<R, Ended> {
+        let mut led = false;
         loop {
             if let Some(found) = attempt() {
+                if led && self.waiters.has_sleepers() {
+                    // Leaving the lead: a follower takes over polling.
+                    self.waiters.wake_one();
+                }
                 return Ok(found);
             }
             self.check_open().map_err(|_| Ended::Closed)?;
             if deadline.is_some_and(Deadline::has_passed) {
                 return Err(Ended::TimedOut);
+            }
+            #[cfg(not(loom))]
+            if let Some(reactor) = self.inline_reactor() {
+                let timeout = deadline.map(Deadline::remaining);
+                if let Some(polled) = reactor.lead(timeout, || ready() || self.is_closed_relaxed())
+                {
+                    led = true;
+                    match polled {
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {
+                            return Err(Ended::Interrupted)
+                        }
+                        // Other poll failures are transient (ENOMEM); the loop tries again.
+                        _ => continue,
+                    }
+                }
             }
             let (spun_ready, start) = self
                 .spin
@@ -407,9 +485,9 @@ impl Shared {
             }
             let parker = Parker::current();
             self.waiters.register(&parker);
-            // SeqCst (inside `ready`, `has_ready`, and here): the waiter half of the Dekker
-            // pairs described in `parker`.
-            if ready() || self.closed.load(Ordering::SeqCst) {
+            // SeqCst (inside `ready`, `has_ready`, `is_led`, and here): the waiter half of
+            // the Dekker pairs described in `parker` and `reactor`.
+            if ready() || self.closed.load(Ordering::SeqCst) || self.unled() {
                 self.waiters.unregister(&parker);
                 continue;
             }
@@ -434,6 +512,15 @@ impl Shared {
                 _ => Ended::TimedOut,
             });
         }
+    }
+
+    /// Whether the inline reactor has no leader: then a waiter must not sleep, but lead.
+    fn unled(&self) -> bool {
+        #[cfg(not(loom))]
+        if let Some(reactor) = self.inline_reactor() {
+            return !reactor.is_led();
+        }
+        false
     }
 
     fn is_closed_relaxed(&self) -> bool {

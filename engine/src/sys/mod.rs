@@ -25,6 +25,8 @@ pub(crate) use clock::Deadline;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+pub(crate) mod socket;
+#[cfg(not(loom))]
 pub(crate) use handle::handle_fd;
 
 #[cfg(all(target_os = "linux", not(loom), not(iocp_force_fallback)))]

@@ -1,0 +1,617 @@
+//! Overlapped socket I/O.
+//!
+//! A [`Socket`] owns a descriptor (TCP listener or stream, UDP, Unix stream) associated with
+//! at most one port under a key. Each operation is tried at once. If it completes, the
+//! result comes back from the call and no record is posted (AIX `ReadFile`, Windows with
+//! `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`); a failure at once is likewise returned. If it
+//! would block, it joins the socket's queue for its direction (reads: recv, recvfrom,
+//! accept; writes: send, sendto, connect) and completes later, in order, as one record on
+//! the port when the reactor sees the socket ready.
+//!
+//! Two kinds of request share the queues. Owned-buffer requests ([`Socket::recv`] and the
+//! like) hand their buffer to the engine; a later completion's record carries a *ticket*
+//! in its `overlapped` field, and [`Socket::finish`] turns the record back into the result
+//! and the buffer. Overlapped requests ([`Socket::read_overlapped`], the C ABI's
+//! `ReadFile`) name caller memory and an [`Overlapped`], which the completion fills in
+//! before the record (carrying its address) is posted, or before the `hEvent` event is set
+//! when the socket has no port.
+//!
+//! Every queued request yields exactly one completion: its result, or `ECANCELED` when
+//! cancelled or when the socket is closed first. All of a socket's request state lives
+//! under one mutex, which is what makes "cancelled or completed, never both" hold.
+
+use crate::error;
+use crate::overlapped::Overlapped;
+use crate::primitive::{lock, Mutex};
+use crate::reactor::Reactor;
+use crate::sys::socket as sys;
+use crate::{Completion, Port};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::task::Poll;
+
+/// Longest transfer one request makes: records count bytes in 32 bits, and AIX caps
+/// `transfer_count` at 2^31 - 1.
+pub const MAX_TRANSFER: usize = i32::MAX as usize;
+
+/// An overlapped socket. Dropping it closes it: pending requests complete with
+/// `ECANCELED`.
+pub struct Socket {
+    inner: Arc<SocketInner>,
+}
+
+pub(crate) struct SocketInner {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// `None` once closed.
+    fd: Option<OwnedFd>,
+    /// The port and key, once associated.
+    port: Option<(Port, u64)>,
+    /// The reactor the socket is registered with, once a request had to wait.
+    reactor: Option<Arc<Reactor>>,
+    reads: VecDeque<Request>,
+    writes: VecDeque<Request>,
+    /// Results of owned-buffer requests that completed through the port, by ticket.
+    finished: HashMap<u64, OpResult>,
+    next_ticket: u64,
+}
+
+/// What a request handed to the engine has become.
+#[derive(Debug)]
+pub enum Submitted {
+    /// It completed at once; no record will be posted.
+    Done(OpResult),
+    /// It will complete as a record whose `overlapped()` is this ticket.
+    Pending(u64),
+}
+
+/// The outcome of a socket request, with the buffer it was given.
+#[derive(Debug)]
+pub struct OpResult {
+    /// Bytes transferred, or the request's error (`ECANCELED` if cancelled).
+    pub result: io::Result<usize>,
+    /// The buffer handed in (empty for accept and connect); received data is at the front.
+    pub buf: Vec<u8>,
+    /// The peer: the sender of a datagram, or an accepted connection's address.
+    pub peer: Option<SocketAddr>,
+    /// The connection an accept produced (non-blocking, close-on-exec, not yet associated).
+    pub accepted: Option<OwnedFd>,
+}
+
+struct Request {
+    kind: Kind,
+    buf: Buf,
+    notify: Notify,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Recv,
+    Send,
+    Accept,
+    RecvFrom,
+    SendTo(SocketAddr),
+    /// `started` once `connect(2)` has been called.
+    Connect {
+        addr: SocketAddr,
+        started: bool,
+    },
+}
+
+enum Buf {
+    None,
+    Owned(Vec<u8>),
+    /// Caller memory (the C ABI's `ReadFile`/`WriteFile`).
+    Raw {
+        ptr: *mut u8,
+        len: usize,
+    },
+}
+
+enum Notify {
+    Ticket(u64),
+    Overlapped(*const Overlapped),
+}
+
+/// What one attempt produced besides the byte count.
+#[derive(Default)]
+struct Extra {
+    peer: Option<SocketAddr>,
+    accepted: Option<OwnedFd>,
+}
+
+// SAFETY: the raw pointers in `Buf::Raw` and `Notify::Overlapped` come from callers of the
+// `unsafe` overlapped functions, who guarantee the memory stays valid and untouched until
+// the request completes, from whatever thread completes it.
+unsafe impl Send for Request {}
+
+impl Kind {
+    fn is_read(self) -> bool {
+        matches!(self, Kind::Recv | Kind::Accept | Kind::RecvFrom)
+    }
+}
+
+impl Port {
+    /// Associates a socket with this port under `key` (`CreateIoCompletionPort`): its
+    /// requests that do not complete at once become records here.
+    pub fn associate(&self, socket: impl Into<OwnedFd>, key: u64) -> io::Result<Socket> {
+        let socket = Socket::unassociated(socket)?;
+        socket.associate(self, key)?;
+        Ok(socket)
+    }
+}
+
+impl Socket {
+    /// Takes over a socket without a port: its overlapped requests report through their
+    /// `Overlapped` and its `hEvent`. `EINVAL` for a descriptor that is not a socket.
+    pub fn unassociated(socket: impl Into<OwnedFd>) -> io::Result<Socket> {
+        let fd = socket.into();
+        if !sys::is_socket(fd.as_fd())? {
+            return Err(error::invalid());
+        }
+        sys::prepare(fd.as_fd())?;
+        Ok(Socket {
+            inner: Arc::new(SocketInner {
+                state: Mutex::new(State {
+                    fd: Some(fd),
+                    port: None,
+                    reactor: None,
+                    reads: VecDeque::new(),
+                    writes: VecDeque::new(),
+                    finished: HashMap::new(),
+                    next_ticket: 1,
+                }),
+            }),
+        })
+    }
+
+    /// Associates the socket with `port` under `key`. `EALREADY` if it has a port,
+    /// `EBUSY` while it has requests in flight, `EBADF` once closed.
+    pub fn associate(&self, port: &Port, key: u64) -> io::Result<()> {
+        let mut state = lock(&self.inner.state);
+        let fd = state.fd()?;
+        if state.port.is_some() {
+            return Err(io::Error::from_raw_os_error(libc::EALREADY));
+        }
+        if !state.reads.is_empty() || !state.writes.is_empty() {
+            return Err(error::busy());
+        }
+        if let Some(reactor) = state.reactor.take() {
+            // Registered with the shared port-less reactor: move to the port's on demand.
+            reactor.deregister(fd, &self.inner);
+        }
+        state.port = Some((port.clone(), key));
+        Ok(())
+    }
+
+    /// The port and key the socket is associated with.
+    pub fn port(&self) -> Option<(Port, u64)> {
+        lock(&self.inner.state).port.clone()
+    }
+
+    /// Receives into `buf` (up to its length).
+    pub fn recv(&self, buf: Vec<u8>) -> io::Result<Submitted> {
+        self.submit_owned(Kind::Recv, Buf::Owned(buf))
+    }
+
+    /// Sends `buf`; a partial send completes with the count sent, as on Windows.
+    pub fn send(&self, buf: Vec<u8>) -> io::Result<Submitted> {
+        self.submit_owned(Kind::Send, Buf::Owned(buf))
+    }
+
+    /// Receives one datagram into `buf`, with its sender in [`OpResult::peer`].
+    pub fn recv_from(&self, buf: Vec<u8>) -> io::Result<Submitted> {
+        self.submit_owned(Kind::RecvFrom, Buf::Owned(buf))
+    }
+
+    /// Sends `buf` as one datagram to `addr`.
+    pub fn send_to(&self, buf: Vec<u8>, addr: SocketAddr) -> io::Result<Submitted> {
+        self.submit_owned(Kind::SendTo(addr), Buf::Owned(buf))
+    }
+
+    /// Accepts a connection, returned in [`OpResult::accepted`].
+    pub fn accept(&self) -> io::Result<Submitted> {
+        self.submit_owned(Kind::Accept, Buf::None)
+    }
+
+    /// Connects to `addr`.
+    pub fn connect(&self, addr: SocketAddr) -> io::Result<Submitted> {
+        self.submit_owned(
+            Kind::Connect {
+                addr,
+                started: false,
+            },
+            Buf::None,
+        )
+    }
+
+    /// Turns a record of this socket's owned-buffer request back into its result and
+    /// buffer. `EINVAL` for a record that is not one (or was finished already).
+    pub fn finish(&self, record: &Completion) -> io::Result<OpResult> {
+        let ticket = record.overlapped() as u64;
+        lock(&self.inner.state)
+            .finished
+            .remove(&ticket)
+            .ok_or_else(error::invalid)
+    }
+
+    /// Cancels the pending request with `ticket`: it completes with `ECANCELED`.
+    /// `ENOENT` if it is not pending (it may have completed first).
+    pub fn cancel(&self, ticket: u64) -> io::Result<()> {
+        self.cancel_where(|notify| matches!(notify, Notify::Ticket(t) if *t == ticket))
+            .map(drop)
+    }
+
+    /// Cancels every pending request (`CancelIoEx` with no overlapped): each completes
+    /// with `ECANCELED`. Returns how many; `ENOENT` if none was pending.
+    pub fn cancel_all(&self) -> io::Result<usize> {
+        self.cancel_where(|_| true)
+    }
+
+    /// Cancels the pending overlapped request `overlapped` (`CancelIoEx`). `ENOENT` if it
+    /// is not pending.
+    pub fn cancel_overlapped(&self, overlapped: *const Overlapped) -> io::Result<()> {
+        self.cancel_where(|notify| matches!(notify, Notify::Overlapped(o) if *o == overlapped))
+            .map(drop)
+    }
+
+    /// Receives into caller memory, completing through `overlapped` (`ReadFile` on a
+    /// socket). `Ok(Some(n))` when done at once (the block is filled in, no record);
+    /// `Ok(None)` when it will complete later through the port, or the block's event.
+    ///
+    /// # Safety
+    ///
+    /// `buf` must be valid for writes of `len` bytes and `overlapped` must point to a live
+    /// [`Overlapped`]; both must stay valid, and `buf` untouched, until the request
+    /// completes (the block no longer reads as pending).
+    pub unsafe fn read_overlapped(
+        &self,
+        buf: *mut u8,
+        len: usize,
+        overlapped: *const Overlapped,
+    ) -> io::Result<Option<u32>> {
+        self.submit_overlapped(Kind::Recv, Buf::Raw { ptr: buf, len }, overlapped)
+    }
+
+    /// Sends caller memory, completing through `overlapped` (`WriteFile` on a socket).
+    ///
+    /// # Safety
+    ///
+    /// As [`read_overlapped`](Self::read_overlapped), with `buf` valid for reads.
+    pub unsafe fn write_overlapped(
+        &self,
+        buf: *const u8,
+        len: usize,
+        overlapped: *const Overlapped,
+    ) -> io::Result<Option<u32>> {
+        let buf = Buf::Raw {
+            ptr: buf.cast_mut(),
+            len,
+        };
+        self.submit_overlapped(Kind::Send, buf, overlapped)
+    }
+
+    /// Closes the socket now: pending requests complete with `ECANCELED`, the descriptor
+    /// is closed. `EBADF` if already closed.
+    pub fn close(&self) -> io::Result<()> {
+        self.inner.close()
+    }
+
+    /// The descriptor, while open.
+    pub fn raw_fd(&self) -> io::Result<RawFd> {
+        lock(&self.inner.state).fd()
+    }
+
+    fn submit_owned(&self, kind: Kind, buf: Buf) -> io::Result<Submitted> {
+        let mut state = lock(&self.inner.state);
+        if state.port.is_none() {
+            // An owned buffer can only come back through a port's record.
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        let ticket = state.next_ticket;
+        let request = Request {
+            kind,
+            buf,
+            notify: Notify::Ticket(ticket),
+        };
+        match self.inner.submit(&mut state, request)? {
+            Poll::Ready((request, result, extra)) => {
+                Ok(Submitted::Done(request.into_result(result, extra)))
+            }
+            Poll::Pending => {
+                state.next_ticket += 1;
+                Ok(Submitted::Pending(ticket))
+            }
+        }
+    }
+
+    fn submit_overlapped(
+        &self,
+        kind: Kind,
+        buf: Buf,
+        overlapped: *const Overlapped,
+    ) -> io::Result<Option<u32>> {
+        // SAFETY: the caller guarantees `overlapped` is live until completion.
+        let block = unsafe { &*overlapped };
+        block.start();
+        let request = Request {
+            kind,
+            buf,
+            notify: Notify::Overlapped(overlapped),
+        };
+        let mut state = lock(&self.inner.state);
+        match self.inner.submit(&mut state, request) {
+            Ok(Poll::Ready((_, result, _))) => {
+                let (bytes, errno) = split(&result);
+                block.publish(bytes, errno)?;
+                result.map(|n| Some(n as u32))
+            }
+            Ok(Poll::Pending) => Ok(None),
+            Err(err) => {
+                // Never queued: complete the block with the error so no one waits on it.
+                block.publish(0, err.raw_os_error().unwrap_or(libc::EIO) as u32)?;
+                Err(err)
+            }
+        }
+    }
+
+    fn cancel_where(&self, matches: impl Fn(&Notify) -> bool) -> io::Result<usize> {
+        let mut guard = lock(&self.inner.state);
+        let state = &mut *guard;
+        let mut cancelled = Vec::new();
+        for queue in [&mut state.reads, &mut state.writes] {
+            let mut i = 0;
+            while i < queue.len() {
+                if matches(&queue[i].notify) {
+                    cancelled.extend(queue.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if cancelled.is_empty() {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        let count = cancelled.len();
+        for request in cancelled {
+            state.deliver(request, Err(canceled()), Extra::default());
+        }
+        Ok(count)
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // Already closed is the only failure, and then there is nothing left to do.
+        let _ = self.inner.close();
+    }
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.inner.state);
+        f.debug_struct("Socket")
+            .field("fd", &state.fd.as_ref().map(AsRawFd::as_raw_fd))
+            .field("key", &state.port.as_ref().map(|(_, key)| key))
+            .field("pending", &(state.reads.len() + state.writes.len()))
+            .finish()
+    }
+}
+
+fn canceled() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
+}
+
+/// A result as a record's byte count and errno.
+fn split(result: &io::Result<usize>) -> (u32, u32) {
+    match result {
+        Ok(n) => ((*n).min(MAX_TRANSFER) as u32, 0),
+        Err(err) => (0, err.raw_os_error().unwrap_or(libc::EIO) as u32),
+    }
+}
+
+type Attempted = (Request, io::Result<usize>, Extra);
+
+impl SocketInner {
+    /// Tries `request` at once unless its direction has requests queued; queues it if it
+    /// would block. `Ready` hands the request back with its result.
+    fn submit(
+        self: &Arc<Self>,
+        state: &mut State,
+        mut request: Request,
+    ) -> io::Result<Poll<Attempted>> {
+        let fd = state.fd()?;
+        let queue_empty = if request.kind.is_read() {
+            state.reads.is_empty()
+        } else {
+            state.writes.is_empty()
+        };
+        if queue_empty {
+            if let Poll::Ready((result, extra)) = request.attempt(fd) {
+                return Ok(Poll::Ready((request, result, extra)));
+            }
+        }
+        if state.reactor.is_none() {
+            let reactor = match &state.port {
+                Some((port, _)) => port.reactor()?,
+                None => Arc::clone(Reactor::portless()?),
+            };
+            reactor.register(fd, self)?;
+            state.reactor = Some(reactor);
+        }
+        if request.kind.is_read() {
+            state.reads.push_back(request);
+        } else {
+            state.writes.push_back(request);
+        }
+        Ok(Poll::Pending)
+    }
+
+    /// Readiness from the reactor: runs the queued requests that can now complete.
+    pub(crate) fn on_ready(&self, readable: bool, writable: bool) {
+        let mut state = lock(&self.state);
+        let Ok(fd) = state.fd() else {
+            // Closed after the event was collected.
+            return;
+        };
+        if readable {
+            state.run(fd, true);
+        }
+        if writable {
+            state.run(fd, false);
+        }
+    }
+
+    fn close(self: &Arc<Self>) -> io::Result<()> {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let fd = state.fd()?;
+        let pending: Vec<Request> = state
+            .reads
+            .drain(..)
+            .chain(state.writes.drain(..))
+            .collect();
+        for request in pending {
+            state.deliver(request, Err(canceled()), Extra::default());
+        }
+        if let Some(reactor) = state.reactor.take() {
+            reactor.deregister(fd, self);
+        }
+        state.fd = None;
+        Ok(())
+    }
+}
+
+impl State {
+    fn fd(&self) -> io::Result<RawFd> {
+        self.fd
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
+            .ok_or_else(error::closed)
+    }
+
+    /// Completes queued requests of one direction, in order, until one would block.
+    fn run(&mut self, fd: RawFd, reads: bool) {
+        loop {
+            let queue = if reads {
+                &mut self.reads
+            } else {
+                &mut self.writes
+            };
+            let Some(request) = queue.front_mut() else {
+                return;
+            };
+            let Poll::Ready((result, extra)) = request.attempt(fd) else {
+                return;
+            };
+            let request = queue.pop_front().expect("front exists");
+            self.deliver(request, result, extra);
+        }
+    }
+
+    /// Reports a request that completed after it was queued: fills in its overlapped and
+    /// posts a record, or sets the overlapped's event when there is no port.
+    fn deliver(&mut self, request: Request, result: io::Result<usize>, extra: Extra) {
+        let (bytes, errno) = split(&result);
+        let port = self.port.as_ref().map(|(port, key)| (port, *key));
+        match request.notify {
+            Notify::Ticket(ticket) => {
+                let Some((port, key)) = port else {
+                    unreachable!("owned-buffer requests need a port")
+                };
+                self.finished
+                    .insert(ticket, request.into_result(result, extra));
+                // A closed port discards its records, this one with them.
+                let _ = port.post(Completion::new(key, bytes, ticket as usize).with_error(errno));
+            }
+            Notify::Overlapped(overlapped) => {
+                // SAFETY: the submitter guaranteed the block lives until this completion.
+                let block = unsafe { &*overlapped };
+                // Fails only for a closed port, which discards its records anyway.
+                let _ = block.complete(bytes, errno, port);
+            }
+        }
+    }
+}
+
+impl Request {
+    /// One non-blocking try; `Pending` if it would block.
+    fn attempt(&mut self, fd: RawFd) -> Poll<(io::Result<usize>, Extra)> {
+        let (ptr, len) = match &mut self.buf {
+            Buf::None => (std::ptr::null_mut(), 0),
+            Buf::Owned(vec) => (vec.as_mut_ptr(), vec.len().min(MAX_TRANSFER)),
+            Buf::Raw { ptr, len } => (*ptr, (*len).min(MAX_TRANSFER)),
+        };
+        let mut extra = Extra::default();
+        // In every arm below, `ptr..ptr + len` is the owned vector this request holds, or
+        // caller memory that the overlapped functions' callers guarantee until completion.
+        let result = match &mut self.kind {
+            // SAFETY: see above.
+            Kind::Recv => unsafe { sys::recv(fd, ptr, len) },
+            // SAFETY: see above.
+            Kind::Send => unsafe { sys::send(fd, ptr, len) },
+            // SAFETY: see above.
+            Kind::RecvFrom => unsafe { sys::recv_from(fd, ptr, len) }.map(|(n, peer)| {
+                extra.peer = peer;
+                n
+            }),
+            // SAFETY: see above.
+            Kind::SendTo(addr) => unsafe { sys::send_to(fd, ptr, len, addr) },
+            Kind::Accept => sys::accept(fd).map(|(stream, peer)| {
+                extra.accepted = Some(stream);
+                extra.peer = peer;
+                0
+            }),
+            Kind::Connect { addr, started } => {
+                if *started {
+                    match sys::take_error(fd) {
+                        Ok(None) => connected_or_pending(fd),
+                        Ok(Some(err)) | Err(err) => Err(err),
+                    }
+                } else {
+                    *started = true;
+                    match sys::connect(fd, addr) {
+                        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {
+                            return Poll::Pending;
+                        }
+                        other => other.map(|()| 0),
+                    }
+                }
+            }
+        };
+        match result {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            result => Poll::Ready((result, extra)),
+        }
+    }
+
+    fn into_result(self, result: io::Result<usize>, extra: Extra) -> OpResult {
+        OpResult {
+            result,
+            buf: match self.buf {
+                Buf::Owned(vec) => vec,
+                Buf::None | Buf::Raw { .. } => Vec::new(),
+            },
+            peer: extra.peer,
+            accepted: extra.accepted,
+        }
+    }
+}
+
+/// After a writable event on a connecting socket with no pending error: connected, unless
+/// the event was for something else and the connection is still in progress.
+fn connected_or_pending(fd: RawFd) -> io::Result<usize> {
+    match sys::peer_addr(fd) {
+        Ok(_) => Ok(0),
+        Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        Err(err) => Err(err),
+    }
+}

@@ -1,0 +1,212 @@
+//! Socket readiness through mio (epoll on Linux, kqueue on the BSDs and macOS).
+//!
+//! A socket operation is tried at once; only when it would block does its socket get
+//! registered here (edge-triggered, for reading and writing, once). When readiness
+//! arrives the reactor runs the socket's pending operations and posts their records.
+//!
+//! Two ways to drive it:
+//!
+//! * [`Drive::Inline`] (the default for ports): the leader/follower scheme of Boost.Asio's
+//!   scheduler. A thread waiting on an empty port that finds nobody polling becomes the
+//!   leader and waits in `epoll_wait` itself, with its own deadline; the others sleep on
+//!   the port's futex stack. Readiness becomes records on the leader's own thread, which
+//!   usually dequeues them at once: no hand-off, no wake-up. A post from another thread
+//!   reaches a leader blocked in `epoll_wait` through mio's `Waker` (an eventfd), written
+//!   only while a leader is blocked. A leader that leaves with a record while followers
+//!   sleep wakes one of them to take over.
+//! * [`Drive::Thread`]: a reactor thread per port polls forever; waiters only sleep on the
+//!   futex stack. Sockets with no port always use one shared thread of this kind.
+//!
+//! Tokens are the addresses of the registered sockets, each holding a strong count. A
+//! closed socket is deregistered at once but its count is dropped only after the current
+//! turn has dispatched its events (the graveyard), so no event refers to freed memory.
+
+use crate::net::SocketInner;
+use crate::primitive::{lock, Mutex};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+/// How a port's socket readiness is collected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Drive {
+    /// Waiting threads take turns polling (leader/follower).
+    #[default]
+    Inline,
+    /// A dedicated reactor thread polls.
+    Thread,
+}
+
+/// The waker's token; socket tokens are addresses, never this.
+const WAKER: Token = Token(usize::MAX);
+/// Readiness events collected per turn.
+const EVENTS: usize = 256;
+
+pub(crate) struct Reactor {
+    poller: Mutex<Poller>,
+    registry: Registry,
+    waker: Waker,
+    /// Set while a thread holds the poller (inline drive).
+    leading: AtomicBool,
+    /// Set while the leader is, or is about to be, blocked in `epoll_wait`.
+    blocked: AtomicBool,
+    /// Deregistered sockets whose token count is dropped after the current turn.
+    graveyard: Mutex<Vec<Arc<SocketInner>>>,
+    /// Tells a reactor thread to exit.
+    stop: AtomicBool,
+}
+
+struct Poller {
+    poll: Poll,
+    events: Events,
+}
+
+impl Reactor {
+    pub(crate) fn new() -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        Ok(Reactor {
+            poller: Mutex::new(Poller {
+                poll,
+                events: Events::with_capacity(EVENTS),
+            }),
+            registry,
+            waker,
+            leading: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            graveyard: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// The reactor of sockets that have no port, driven by its own thread.
+    pub(crate) fn portless() -> io::Result<&'static Arc<Reactor>> {
+        static PORTLESS: OnceLock<Arc<Reactor>> = OnceLock::new();
+        if let Some(reactor) = PORTLESS.get() {
+            return Ok(reactor);
+        }
+        let reactor = Arc::new(Reactor::new()?);
+        if PORTLESS.set(Arc::clone(&reactor)).is_ok() {
+            reactor.spawn_thread("iocp-portless")?;
+        }
+        Ok(PORTLESS.get().expect("set above"))
+    }
+
+    /// Starts a thread that polls until [`stop`](Self::stop).
+    pub(crate) fn spawn_thread(self: &Arc<Self>, name: &str) -> io::Result<()> {
+        let reactor = Arc::clone(self);
+        thread::Builder::new().name(name.into()).spawn(move || {
+            let mut poller = lock(&reactor.poller);
+            // Relaxed: `stop` is followed by a wake, which ends the poll below.
+            while !reactor.stop.load(Ordering::Relaxed) {
+                if let Err(err) = reactor.turn(&mut poller, None) {
+                    debug_assert_eq!(err.kind(), io::ErrorKind::Interrupted, "{err}");
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Ends a reactor thread.
+    pub(crate) fn stop(&self) {
+        // Relaxed: the wake below is the synchronization.
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake();
+    }
+
+    /// Registers `socket` (edge-triggered, both directions) under its address.
+    pub(crate) fn register(&self, fd: RawFd, socket: &Arc<SocketInner>) -> io::Result<()> {
+        let token = Token(Arc::into_raw(Arc::clone(socket)) as usize);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.registry
+            .register(&mut mio::unix::SourceFd(&fd), token, interest)
+            .inspect_err(|_| {
+                // SAFETY: the count taken above was not handed to the registry.
+                drop(unsafe { Arc::from_raw(token.0 as *const SocketInner) });
+            })
+    }
+
+    /// Deregisters `socket` (still open as `fd`); its token's count dies after this turn.
+    pub(crate) fn deregister(&self, fd: RawFd, socket: &Arc<SocketInner>) {
+        // Deregistration fails only if the descriptor is already gone from the poll set,
+        // which cannot happen while the socket is open; the count is released regardless.
+        let _ = self.registry.deregister(&mut mio::unix::SourceFd(&fd));
+        // SAFETY: `register` leaked one count for this token; it is reclaimed exactly once,
+        // here, and kept alive in the graveyard until no event of this turn can name it.
+        let token_count = unsafe { Arc::from_raw(Arc::as_ptr(socket)) };
+        lock(&self.graveyard).push(token_count);
+    }
+
+    /// Interrupts a thread blocked in `epoll_wait`.
+    pub(crate) fn wake(&self) {
+        // A failed eventfd write means the counter is saturated: a wake is pending anyway.
+        let _ = self.waker.wake();
+    }
+
+    /// After a post: wakes the leader if it is blocked in `epoll_wait`.
+    pub(crate) fn wake_if_blocked(&self) {
+        // SeqCst: the poster half of the Dekker pair with `lead`.
+        if self.blocked.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Whether a thread leads (inline drive).
+    pub(crate) fn is_led(&self) -> bool {
+        // SeqCst: pairs with the store in `lead` (see `port`'s follower check).
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Becomes the leader if nobody is: waits for readiness (unless `ready()` already
+    /// holds) until `timeout`, and runs what became ready. `None` if another thread leads.
+    pub(crate) fn lead(
+        &self,
+        timeout: Option<Duration>,
+        ready: impl Fn() -> bool,
+    ) -> Option<io::Result<()>> {
+        let mut poller = self.poller.try_lock().ok()?;
+        // SeqCst: announced before the last look for work (Dekker with posters, through
+        // `wake_if_blocked`, and with followers, through `is_led`).
+        self.leading.store(true, Ordering::SeqCst);
+        self.blocked.store(true, Ordering::SeqCst);
+        let result = if ready() {
+            Ok(())
+        } else {
+            self.turn(&mut poller, timeout)
+        };
+        // Relaxed: a late wake only costs the next poll a spurious return.
+        self.blocked.store(false, Ordering::Relaxed);
+        // SeqCst: the leader half of the hand-over Dekker pair (see `port`).
+        self.leading.store(false, Ordering::SeqCst);
+        Some(result)
+    }
+
+    /// One poll: wait up to `timeout`, dispatch readiness, bury deregistered sockets.
+    fn turn(&self, poller: &mut Poller, timeout: Option<Duration>) -> io::Result<()> {
+        let Poller { poll, events } = poller;
+        let polled = poll.poll(events, timeout);
+        // Relaxed: events are being handled; posts need not interrupt a poll now.
+        self.blocked.store(false, Ordering::Relaxed);
+        for event in events.iter() {
+            if event.token() == WAKER {
+                continue;
+            }
+            // SAFETY: the token is the address of a socket whose count `register` leaked;
+            // that count is released only through the graveyard, after this loop.
+            let socket = unsafe { &*(event.token().0 as *const SocketInner) };
+            let failed = event.is_error();
+            socket.on_ready(
+                event.is_readable() || event.is_read_closed() || failed,
+                event.is_writable() || event.is_write_closed() || failed,
+            );
+        }
+        let buried = std::mem::take(&mut *lock(&self.graveyard));
+        drop(buried);
+        polled
+    }
+}

@@ -1,0 +1,291 @@
+//! Non-blocking socket system calls on raw descriptors.
+//!
+//! Every call is made on a descriptor in non-blocking mode and returns `WouldBlock` rather
+//! than waiting; `EINTR` is retried here, since a non-blocking call cannot have waited.
+//! Sends never raise `SIGPIPE`: a closed peer is an `EPIPE` record, not a dead process.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Runs a libc call returning -1 on error, retrying on `EINTR`.
+fn cvt(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let rc = call();
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// Puts `fd` in non-blocking mode (and, where there is no `MSG_NOSIGNAL`, stops it from
+/// raising `SIGPIPE`).
+pub(crate) fn prepare(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor the caller keeps open; no pointers involved.
+    let flags = cvt(|| unsafe { libc::fcntl(fd, libc::F_GETFL) } as isize)? as libc::c_int;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        cvt(|| unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } as isize)?;
+    }
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    {
+        let one: libc::c_int = 1;
+        // SAFETY: `one` outlives the call and its size is passed.
+        cvt(|| unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_NOSIGPIPE,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        } as isize)?;
+    }
+    Ok(())
+}
+
+/// Whether `fd` is a socket (as opposed to a regular file, pipe, ...).
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable and large enough for a `stat`.
+    cvt(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } as isize)?;
+    // SAFETY: fstat succeeded, so it filled `st`.
+    let mode = unsafe { st.assume_init() }.st_mode;
+    Ok(mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+/// `recv` into `buf`: the byte count, 0 at end of stream.
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes for the duration of the call.
+pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `buf..buf + len` is writable.
+    cvt(|| unsafe { libc::recv(fd, buf.cast(), len, 0) })
+}
+
+/// `send` from `buf`: the byte count, possibly short.
+///
+/// # Safety
+///
+/// `buf` must be valid for reads of `len` bytes for the duration of the call.
+pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `buf..buf + len` is readable.
+    cvt(|| unsafe { libc::send(fd, buf.cast(), len, SEND_FLAGS) })
+}
+
+/// `recvfrom` into `buf`: the byte count and the sender, when it has an IP address.
+///
+/// # Safety
+///
+/// As for [`recv`].
+pub(crate) unsafe fn recv_from(
+    fd: RawFd,
+    buf: *mut u8,
+    len: usize,
+) -> io::Result<(usize, Option<SocketAddr>)> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut addr_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the caller guarantees `buf`; `storage` and `addr_len` are writable and sized.
+    let n = cvt(|| unsafe {
+        libc::recvfrom(
+            fd,
+            buf.cast(),
+            len,
+            0,
+            storage.as_mut_ptr().cast(),
+            &mut addr_len,
+        )
+    })?;
+    // SAFETY: zero-initialized, then possibly filled by the kernel.
+    Ok((n, from_sockaddr(unsafe { storage.assume_init_ref() })))
+}
+
+/// `sendto` from `buf` to `addr`.
+///
+/// # Safety
+///
+/// As for [`send`].
+pub(crate) unsafe fn send_to(
+    fd: RawFd,
+    buf: *const u8,
+    len: usize,
+    addr: &SocketAddr,
+) -> io::Result<usize> {
+    let (storage, addr_len) = to_sockaddr(addr);
+    // SAFETY: the caller guarantees `buf`; `storage` holds a valid address of `addr_len`.
+    cvt(|| unsafe {
+        libc::sendto(
+            fd,
+            buf.cast(),
+            len,
+            SEND_FLAGS,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            addr_len,
+        )
+    })
+}
+
+/// Accepts a connection: the new socket (non-blocking, close-on-exec) and its peer.
+pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut addr_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    // SAFETY: `storage` and `addr_len` are writable and sized.
+    let new = cvt(|| unsafe {
+        libc::accept4(
+            fd,
+            storage.as_mut_ptr().cast(),
+            &mut addr_len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        ) as isize
+    })?;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    // SAFETY: as above.
+    let new =
+        cvt(|| unsafe { libc::accept(fd, storage.as_mut_ptr().cast(), &mut addr_len) as isize })?;
+    // SAFETY: accept returned a new descriptor that nothing else owns.
+    let new = unsafe { OwnedFd::from_raw_fd(new as RawFd) };
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        // SAFETY: F_SETFD on the descriptor we own.
+        cvt(|| unsafe { libc::fcntl(new.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } as isize)?;
+        prepare(std::os::fd::AsFd::as_fd(&new))?;
+    }
+    // SAFETY: zero-initialized, then possibly filled by the kernel.
+    Ok((new, from_sockaddr(unsafe { storage.assume_init_ref() })))
+}
+
+/// Starts connecting to `addr`: `Ok` when connected at once, `EINPROGRESS` when the result
+/// comes later (see [`take_error`]).
+pub(crate) fn connect(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    let (storage, addr_len) = to_sockaddr(addr);
+    // SAFETY: `storage` holds a valid address of `addr_len` bytes.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            addr_len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The socket's pending error (`SO_ERROR`), clearing it.
+pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    let mut errno: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `errno` and `len` are writable and sized for SO_ERROR's int.
+    cvt(|| unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut errno as *mut libc::c_int).cast(),
+            &mut len,
+        ) as isize
+    })?;
+    Ok((errno != 0).then(|| io::Error::from_raw_os_error(errno)))
+}
+
+/// The connected peer's address (`getpeername`); `ENOTCONN` while not connected.
+pub(crate) fn peer_addr(fd: RawFd) -> io::Result<Option<SocketAddr>> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut addr_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `addr_len` are writable and sized.
+    cvt(|| unsafe { libc::getpeername(fd, storage.as_mut_ptr().cast(), &mut addr_len) } as isize)?;
+    // SAFETY: zero-initialized, then possibly filled by the kernel.
+    Ok(from_sockaddr(unsafe { storage.assume_init_ref() }))
+}
+
+fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_round_trip() {
+        for addr in ["127.0.0.1:8080", "[::1]:443", "[fe80::1%3]:9"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let (storage, _) = to_sockaddr(&addr);
+            assert_eq!(from_sockaddr(&storage), Some(addr));
+        }
+    }
+}
