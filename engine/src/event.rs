@@ -7,19 +7,17 @@
 //! can find the event from the `hEvent` number alone.
 
 use crate::error;
+use crate::handle::{Named, Registry};
 use crate::sys::{self, Deadline, WaitStatus};
 use crate::RawHandle;
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, LazyLock, PoisonError, RwLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Live events by handle.
-static REGISTRY: LazyLock<RwLock<HashMap<RawHandle, Weak<Inner>>>> =
-    LazyLock::new(Default::default);
+static EVENTS: Registry<Inner> = Registry::new();
 
 /// A manual- or auto-reset event. Clones name the same event; it lives, and its handle
 /// stays valid, until the last clone is dropped.
@@ -39,29 +37,23 @@ struct Inner {
 impl Event {
     /// A new event, signalled or not.
     pub fn new(manual_reset: bool, signalled: bool) -> io::Result<Event> {
-        let inner = Arc::new(Inner {
+        let inner = EVENTS.create(|handle| Inner {
             signalled: AtomicU32::new(signalled.into()),
             waiters: AtomicU32::new(0),
             manual_reset,
-            handle: sys::handle_fd()?,
-        });
-        REGISTRY
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(inner.handle.as_raw_fd(), Arc::downgrade(&inner));
+            handle,
+        })?;
         Ok(Event { inner })
     }
 
     /// The event registered under `handle`, if it is alive.
     pub fn from_handle(handle: RawHandle) -> Option<Event> {
-        let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
-        let inner = registry.get(&handle)?.upgrade()?;
-        Some(Event { inner })
+        EVENTS.get(handle).map(|inner| Event { inner })
     }
 
     /// The handle naming this event (what goes into `hEvent`).
     pub fn handle(&self) -> RawHandle {
-        self.inner.handle.as_raw_fd()
+        self.inner.handle()
     }
 
     /// Whether the event is manual-reset.
@@ -136,11 +128,16 @@ impl Event {
     }
 }
 
+impl Named for Inner {
+    fn handle_fd(&self) -> &OwnedFd {
+        &self.handle
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The handle is still open here, so no other event can have its number yet.
-        let mut registry = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
-        registry.remove(&self.handle.as_raw_fd());
+        // The descriptor is still open here, so no other object can have its number yet.
+        EVENTS.remove(self.handle());
     }
 }
 

@@ -62,12 +62,17 @@ mod error;
 #[cfg(not(loom))]
 mod event;
 #[cfg(not(loom))]
+mod handle;
+#[cfg(not(loom))]
 mod net;
 #[cfg(not(loom))]
 mod overlapped;
 mod parker;
 mod port;
 mod primitive;
+#[cfg(not(loom))]
+mod provider;
+#[cfg(not(loom))]
 mod reactor;
 mod ring;
 mod sys;
@@ -79,8 +84,9 @@ pub use event::Event;
 pub use net::{OpResult, Socket, Submitted, MAX_TRANSFER};
 #[cfg(not(loom))]
 pub use overlapped::{Overlapped, STATUS_PENDING};
-pub use port::{Batch, DrainStatus, Drained, Port, PortBuilder, GMCS_NMAX};
-pub use reactor::Drive;
+pub use port::{Batch, DrainStatus, Drained, Drive, Port, PortBuilder, GMCS_NMAX};
+#[cfg(not(loom))]
+pub use provider::{ProviderSocket, ProviderStatus};
 pub use ring::{DEFAULT_CAPACITY, MAX_CAPACITY};
 
 /// A handle: the number of a file descriptor the library owns (`HANDLE` in C).

@@ -82,6 +82,12 @@ impl Overlapped {
         self.internal.store(STATUS_PENDING, Ordering::Relaxed);
     }
 
+    /// `InternalHigh`: the byte count of a finished request.
+    pub fn bytes(&self) -> u32 {
+        // Acquire: read after `Internal` says done, as `get_result` does.
+        self.internal_high.load(Ordering::Acquire)
+    }
+
     /// `HasOverlappedIoCompleted`: `Internal != STATUS_PENDING`.
     pub fn is_complete(&self) -> bool {
         // Acquire: pairs with the store in `publish`, so the byte count is visible.

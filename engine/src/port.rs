@@ -17,7 +17,6 @@
 use crate::error;
 use crate::parker::{Parker, Spin, WaitStack};
 use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use crate::reactor::Drive;
 #[cfg(not(loom))]
 use crate::reactor::Reactor;
 use crate::ring::{Consumer, Ring, DEFAULT_CAPACITY, MAX_CAPACITY};
@@ -70,6 +69,16 @@ pub struct PortBuilder {
     drive: Drive,
 }
 
+/// How a port's socket readiness is collected (see the `reactor` module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Drive {
+    /// Waiting threads take turns polling (leader/follower).
+    #[default]
+    Inline,
+    /// A dedicated reactor thread polls.
+    Thread,
+}
+
 /// What a batched dequeue returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Drained {
@@ -105,6 +114,7 @@ struct Shared {
     /// Most threads released at once; `usize::MAX` turns the accounting off.
     concurrency: usize,
     scalar_drain: bool,
+    #[cfg_attr(loom, allow(dead_code))]
     drive: Drive,
     /// Socket readiness, created with the first socket request that has to wait.
     #[cfg(not(loom))]
@@ -449,6 +459,7 @@ impl Shared {
         ready: impl Fn() -> bool,
         mut attempt: impl FnMut() -> Option<R>,
     ) -> Result<R, Ended> {
+        #[cfg_attr(loom, allow(unused_mut))]
         let mut led = false;
         loop {
             if let Some(found) = attempt() {

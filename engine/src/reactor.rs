@@ -6,7 +6,7 @@
 //!
 //! Two ways to drive it:
 //!
-//! * [`Drive::Inline`] (the default for ports): the leader/follower scheme of Boost.Asio's
+//! * [`Drive::Inline`](crate::Drive::Inline) (the default for ports): the leader/follower scheme of Boost.Asio's
 //!   scheduler. A thread waiting on an empty port that finds nobody polling becomes the
 //!   leader and waits in `epoll_wait` itself, with its own deadline; the others sleep on
 //!   the port's futex stack. Readiness becomes records on the leader's own thread, which
@@ -14,7 +14,7 @@
 //!   reaches a leader blocked in `epoll_wait` through mio's `Waker` (an eventfd), written
 //!   only while a leader is blocked. A leader that leaves with a record while followers
 //!   sleep wakes one of them to take over.
-//! * [`Drive::Thread`]: a reactor thread per port polls forever; waiters only sleep on the
+//! * [`Drive::Thread`](crate::Drive::Thread): a reactor thread per port polls forever; waiters only sleep on the
 //!   futex stack. Sockets with no port always use one shared thread of this kind.
 //!
 //! Tokens are the addresses of the registered sockets, each holding a strong count. A
@@ -30,16 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
-
-/// How a port's socket readiness is collected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Drive {
-    /// Waiting threads take turns polling (leader/follower).
-    #[default]
-    Inline,
-    /// A dedicated reactor thread polls.
-    Thread,
-}
 
 /// The waker's token; socket tokens are addresses, never this.
 const WAKER: Token = Token(usize::MAX);

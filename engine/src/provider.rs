@@ -1,0 +1,161 @@
+//! The provider path (Winsock SPI's `WPU*` calls): code outside the engine — a user-space
+//! TCP stack, a device queue, a test double — completes overlapped requests into ports.
+//!
+//! A provider makes a socket handle for each of its sockets ([`ProviderSocket::new`],
+//! `WPUCreateSocketHandle`); applications associate it with a port like any socket and
+//! issue overlapped requests that the provider accepts ([`Overlapped::start`]). When one is
+//! done, [`ProviderSocket::complete`] (`WPUCompleteOverlappedRequest`) fills in the block —
+//! the byte count, then the status with release ordering — and queues a record to the
+//! handle's port, or sets the block's event when the handle has none.
+
+use crate::error;
+use crate::handle::{Named, Registry};
+use crate::overlapped::Overlapped;
+use crate::primitive::{lock, Mutex};
+use crate::{Port, RawHandle};
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+static PROVIDERS: Registry<Inner> = Registry::new();
+
+/// A provider's socket handle. Clones name the same handle, which stays valid until
+/// [`close`](Self::close) or until the last clone is dropped.
+#[derive(Clone)]
+pub struct ProviderSocket {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog_id: u32,
+    context: usize,
+    handle: OwnedFd,
+    /// The port and key once associated; `None` inside after close.
+    state: Mutex<Option<Association>>,
+}
+
+#[derive(Default)]
+struct Association {
+    port: Option<(Port, u64)>,
+}
+
+/// What `WSPGetOverlappedResult` reports of a finished request: the words a provider
+/// leaves in the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProviderStatus {
+    /// `InternalHigh`: bytes transferred.
+    pub bytes: u32,
+    /// `Offset`: the request's flags.
+    pub flags: u32,
+    /// `OffsetHigh`: 0 for success, else the provider's error code.
+    pub error: u32,
+}
+
+impl ProviderSocket {
+    /// Creates a handle for the provider `catalog_id`, carrying the provider's `context`.
+    pub fn new(catalog_id: u32, context: usize) -> io::Result<ProviderSocket> {
+        let inner = PROVIDERS.create(|handle| Inner {
+            catalog_id,
+            context,
+            handle,
+            state: Mutex::new(Some(Association::default())),
+        })?;
+        Ok(ProviderSocket { inner })
+    }
+
+    /// The open provider handle named `handle`; `None` for anything else.
+    pub fn from_handle(handle: RawHandle) -> Option<ProviderSocket> {
+        let inner = PROVIDERS.get(handle)?;
+        let open = lock(&inner.state).is_some();
+        open.then_some(ProviderSocket { inner })
+    }
+
+    /// The handle's number.
+    pub fn handle(&self) -> RawHandle {
+        self.inner.handle()
+    }
+
+    /// The provider's catalog entry.
+    pub fn catalog_id(&self) -> u32 {
+        self.inner.catalog_id
+    }
+
+    /// The context given at creation.
+    pub fn context(&self) -> usize {
+        self.inner.context
+    }
+
+    /// Associates the handle with `port` under `key`. `EALREADY` if it has a port, `EBADF`
+    /// once closed.
+    pub fn associate(&self, port: &Port, key: u64) -> io::Result<()> {
+        let mut state = lock(&self.inner.state);
+        let association = state.as_mut().ok_or_else(error::closed)?;
+        if association.port.is_some() {
+            return Err(io::Error::from_raw_os_error(libc::EALREADY));
+        }
+        association.port = Some((port.clone(), key));
+        Ok(())
+    }
+
+    /// Completes an overlapped request on this handle (`WPUCompleteOverlappedRequest`):
+    /// `InternalHigh = bytes`, then `Internal = error` (0 for success) with release
+    /// ordering, then a record with `errorno = error` to the port, or the block's event.
+    /// `EINVAL` when `error` is the in-progress status, `EBADF` once closed.
+    pub fn complete(&self, overlapped: &Overlapped, error: u32, bytes: u32) -> io::Result<()> {
+        let port = {
+            let state = lock(&self.inner.state);
+            let association = state.as_ref().ok_or_else(error::closed)?;
+            association.port.clone()
+        };
+        overlapped.complete(bytes, error, port.as_ref().map(|(port, key)| (port, *key)))
+    }
+
+    /// `WSPGetOverlappedResult`: the words of a finished request; `None` while it runs and
+    /// `wait` is false. With `wait` it blocks until the request is done.
+    pub fn overlapped_result(&self, overlapped: &Overlapped, wait: bool) -> Option<ProviderStatus> {
+        if !overlapped.is_complete() {
+            if !wait {
+                return None;
+            }
+            // Only the wait matters here; the status words are read below.
+            let _ = overlapped.get_result(true);
+        }
+        let offset = overlapped.offset();
+        Some(ProviderStatus {
+            bytes: overlapped.bytes(),
+            flags: offset as u32,
+            error: (offset >> 32) as u32,
+        })
+    }
+
+    /// Closes the handle (`WPUCloseSocketHandle`): it no longer names anything, and
+    /// completing into it fails with `EBADF`. `EBADF` if already closed.
+    pub fn close(&self) -> io::Result<()> {
+        let association = lock(&self.inner.state).take().ok_or_else(error::closed)?;
+        PROVIDERS.remove(self.handle());
+        drop(association);
+        Ok(())
+    }
+}
+
+impl Named for Inner {
+    fn handle_fd(&self) -> &OwnedFd {
+        &self.handle
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        PROVIDERS.remove(self.handle());
+    }
+}
+
+impl fmt::Debug for ProviderSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSocket")
+            .field("handle", &self.handle())
+            .field("catalog_id", &self.catalog_id())
+            .finish()
+    }
+}
