@@ -100,6 +100,9 @@ pub enum DrainStatus {
 }
 
 struct Shared {
+    /// The descriptor whose number names the port (`HANDLE` in C).
+    #[cfg(not(loom))]
+    handle: std::os::fd::OwnedFd,
     ring: Ring,
     waiters: WaitStack,
     spin: Spin,
@@ -173,22 +176,45 @@ impl PortBuilder {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        Ok(Port {
-            shared: Arc::new(Shared {
-                ring: Ring::new(self.capacity),
-                waiters: WaitStack::new(),
-                spin: Spin::new(),
-                closed: AtomicBool::new(false),
-                dequeuers: CachePadded::new(AtomicU32::new(0)),
-                wanted: AtomicUsize::new(0),
-                active: CachePadded::new(AtomicUsize::new(0)),
-                concurrency,
-                scalar_drain: self.scalar_drain,
-                drive: self.drive,
-                #[cfg(not(loom))]
-                reactor: OnceLock::new(),
-            }),
-        })
+        let make = |#[cfg(not(loom))] handle| Shared {
+            #[cfg(not(loom))]
+            handle,
+            ring: Ring::new(self.capacity),
+            waiters: WaitStack::new(),
+            spin: Spin::new(),
+            closed: AtomicBool::new(false),
+            dequeuers: CachePadded::new(AtomicU32::new(0)),
+            wanted: AtomicUsize::new(0),
+            active: CachePadded::new(AtomicUsize::new(0)),
+            concurrency,
+            scalar_drain: self.scalar_drain,
+            drive: self.drive,
+            #[cfg(not(loom))]
+            reactor: OnceLock::new(),
+        };
+        #[cfg(not(loom))]
+        let shared = PORTS.create(make)?;
+        #[cfg(loom)]
+        let shared = Arc::new(make());
+        Ok(Port { shared })
+    }
+}
+
+#[cfg(not(loom))]
+static PORTS: crate::handle::Registry<Shared> = crate::handle::Registry::new();
+
+#[cfg(not(loom))]
+impl crate::handle::Named for Shared {
+    fn handle_fd(&self) -> &std::os::fd::OwnedFd {
+        &self.handle
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Shared {
+    fn drop(&mut self) {
+        use crate::handle::Named;
+        PORTS.remove(self.handle());
     }
 }
 
@@ -367,6 +393,19 @@ impl Port {
     /// The concurrency value in force (the number of CPUs when 0 was given).
     pub fn concurrency(&self) -> usize {
         self.shared.concurrency
+    }
+
+    /// The handle naming the port: the number of a descriptor the library owns.
+    #[cfg(not(loom))]
+    pub fn handle(&self) -> crate::RawHandle {
+        use crate::handle::Named;
+        self.shared.handle()
+    }
+
+    /// The live port named `handle`.
+    #[cfg(not(loom))]
+    pub fn from_handle(handle: crate::RawHandle) -> Option<Port> {
+        PORTS.get(handle).map(|shared| Port { shared })
     }
 
     /// Whether `self` and `other` are handles to the same port.
