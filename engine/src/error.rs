@@ -32,3 +32,19 @@ pub(crate) fn invalid() -> io::Error {
 pub(crate) fn in_progress() -> io::Error {
     io::Error::from_raw_os_error(libc::EINPROGRESS)
 }
+
+/// A request's result as a record's byte count and `errno` (`EIO` for an error that has
+/// none).
+#[cfg(not(loom))]
+pub(crate) fn to_record(result: &io::Result<usize>) -> (u32, u32) {
+    match result {
+        Ok(n) => ((*n).min(crate::MAX_TRANSFER) as u32, 0),
+        Err(err) => (0, err.raw_os_error().unwrap_or(libc::EIO) as u32),
+    }
+}
+
+/// The request was cancelled.
+#[cfg(not(loom))]
+pub(crate) fn canceled() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
+}

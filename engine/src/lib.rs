@@ -57,10 +57,14 @@
 //! Linux uses the futex system call; other Unixes (and Linux built with
 //! `--cfg iocp_force_fallback`) use a condition-variable emulation behind the same contract.
 
+#[cfg(not(loom))]
+mod buffer;
 mod completion;
 mod error;
 #[cfg(not(loom))]
 mod event;
+#[cfg(not(loom))]
+mod file;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
@@ -77,11 +81,18 @@ mod reactor;
 mod ring;
 mod sys;
 
+#[cfg(not(loom))]
+pub use buffer::MAX_TRANSFER;
 pub use completion::Completion;
 #[cfg(not(loom))]
 pub use event::Event;
 #[cfg(not(loom))]
-pub use net::{OpResult, Socket, Submitted, MAX_TRANSFER};
+pub use file::{
+    AioCancel, Aiocb, File, FilePool, FilePoolBuilder, LioMode, AIO_EXTENDED, LIO_NOP, LIO_READ,
+    LIO_WRITE,
+};
+#[cfg(not(loom))]
+pub use net::{OpResult, Socket, Submitted};
 #[cfg(not(loom))]
 pub use overlapped::{Overlapped, STATUS_PENDING};
 pub use port::{Batch, DrainStatus, Drained, Drive, Port, PortBuilder, GMCS_NMAX};

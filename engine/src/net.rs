@@ -20,7 +20,8 @@
 //! cancelled or when the socket is closed first. All of a socket's request state lives
 //! under one mutex, which is what makes "cancelled or completed, never both" hold.
 
-use crate::error;
+use crate::buffer::Buf;
+use crate::error::{self, canceled, to_record};
 use crate::overlapped::Overlapped;
 use crate::primitive::{lock, Mutex};
 use crate::reactor::Reactor;
@@ -33,10 +34,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::Poll;
-
-/// Longest transfer one request makes: records count bytes in 32 bits, and AIX caps
-/// `transfer_count` at 2^31 - 1.
-pub const MAX_TRANSFER: usize = i32::MAX as usize;
 
 /// An overlapped socket. Dropping it closes it: pending requests complete with
 /// `ECANCELED`.
@@ -101,16 +98,6 @@ enum Kind {
     Connect {
         addr: SocketAddr,
         started: bool,
-    },
-}
-
-enum Buf {
-    None,
-    Owned(Vec<u8>),
-    /// Caller memory (the C ABI's `ReadFile`/`WriteFile`).
-    Raw {
-        ptr: *mut u8,
-        len: usize,
     },
 }
 
@@ -348,7 +335,7 @@ impl Socket {
         let mut state = lock(&self.inner.state);
         match self.inner.submit(&mut state, request) {
             Ok(Poll::Ready((_, result, _))) => {
-                let (bytes, errno) = split(&result);
+                let (bytes, errno) = to_record(&result);
                 block.publish(bytes, errno)?;
                 result.map(|n| Some(n as u32))
             }
@@ -401,18 +388,6 @@ impl fmt::Debug for Socket {
             .field("key", &state.port.as_ref().map(|(_, key)| key))
             .field("pending", &(state.reads.len() + state.writes.len()))
             .finish()
-    }
-}
-
-fn canceled() -> io::Error {
-    io::Error::from_raw_os_error(libc::ECANCELED)
-}
-
-/// A result as a record's byte count and errno.
-fn split(result: &io::Result<usize>) -> (u32, u32) {
-    match result {
-        Ok(n) => ((*n).min(MAX_TRANSFER) as u32, 0),
-        Err(err) => (0, err.raw_os_error().unwrap_or(libc::EIO) as u32),
     }
 }
 
@@ -518,7 +493,7 @@ impl State {
     /// Reports a request that completed after it was queued: fills in its overlapped and
     /// posts a record, or sets the overlapped's event when there is no port.
     fn deliver(&mut self, request: Request, result: io::Result<usize>, extra: Extra) {
-        let (bytes, errno) = split(&result);
+        let (bytes, errno) = to_record(&result);
         let port = self.port.as_ref().map(|(port, key)| (port, *key));
         match request.notify {
             Notify::Ticket(ticket) => {
@@ -543,11 +518,7 @@ impl State {
 impl Request {
     /// One non-blocking try; `Pending` if it would block.
     fn attempt(&mut self, fd: RawFd) -> Poll<(io::Result<usize>, Extra)> {
-        let (ptr, len) = match &mut self.buf {
-            Buf::None => (std::ptr::null_mut(), 0),
-            Buf::Owned(vec) => (vec.as_mut_ptr(), vec.len().min(MAX_TRANSFER)),
-            Buf::Raw { ptr, len } => (*ptr, (*len).min(MAX_TRANSFER)),
-        };
+        let (ptr, len) = self.buf.raw();
         let mut extra = Extra::default();
         // In every arm below, `ptr..ptr + len` is the owned vector this request holds, or
         // caller memory that the overlapped functions' callers guarantee until completion.
@@ -594,10 +565,7 @@ impl Request {
     fn into_result(self, result: io::Result<usize>, extra: Extra) -> OpResult {
         OpResult {
             result,
-            buf: match self.buf {
-                Buf::Owned(vec) => vec,
-                Buf::None | Buf::Raw { .. } => Vec::new(),
-            },
+            buf: self.buf.into_vec(),
             peer: extra.peer,
             accepted: extra.accepted,
         }

@@ -23,6 +23,8 @@
 mod clock;
 pub(crate) use clock::Deadline;
 #[cfg(not(loom))]
+pub(crate) mod file;
+#[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
 pub(crate) mod socket;
@@ -54,4 +56,20 @@ pub(crate) enum WaitStatus {
         allow(dead_code)
     )]
     Interrupted,
+}
+
+/// Runs a libc call that returns -1 on error, retrying on `EINTR`: the engine's system
+/// calls are non-blocking or short, so an interrupted one is simply made again.
+#[cfg(not(loom))]
+fn cvt(mut call: impl FnMut() -> isize) -> std::io::Result<usize> {
+    loop {
+        let rc = call();
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }

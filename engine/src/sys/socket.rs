@@ -4,24 +4,11 @@
 //! than waiting; `EINTR` is retried here, since a non-blocking call cannot have waited.
 //! Sends never raise `SIGPIPE`: a closed peer is an `EPIPE` record, not a dead process.
 
+use super::cvt;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-
-/// Runs a libc call returning -1 on error, retrying on `EINTR`.
-fn cvt(mut call: impl FnMut() -> isize) -> io::Result<usize> {
-    loop {
-        let rc = call();
-        if rc >= 0 {
-            return Ok(rc as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
 
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;

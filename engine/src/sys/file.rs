@@ -1,0 +1,51 @@
+//! Positioned file I/O on raw descriptors, as the file pool's threads run it.
+
+use super::cvt;
+use std::io;
+use std::os::fd::RawFd;
+
+/// `pread`: bytes read, short at end of file.
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes for the duration of the call.
+pub(crate) unsafe fn pread(fd: RawFd, buf: *mut u8, len: usize, offset: u64) -> io::Result<usize> {
+    // SAFETY: the caller guarantees the buffer; the offset was checked to fit `off_t`.
+    cvt(|| unsafe { libc::pread(fd, buf.cast(), len, offset as libc::off_t) })
+}
+
+/// `pwrite`: bytes written.
+///
+/// # Safety
+///
+/// `buf` must be valid for reads of `len` bytes for the duration of the call.
+pub(crate) unsafe fn pwrite(
+    fd: RawFd,
+    buf: *const u8,
+    len: usize,
+    offset: u64,
+) -> io::Result<usize> {
+    // SAFETY: as for `pread`.
+    cvt(|| unsafe { libc::pwrite(fd, buf.cast(), len, offset as libc::off_t) })
+}
+
+/// `fsync`.
+pub(crate) fn fsync(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: no memory is passed.
+    cvt(|| unsafe { libc::fsync(fd) } as isize)
+}
+
+/// `fdatasync` (plain `fsync` where the system has none).
+pub(crate) fn fdatasync(fd: RawFd) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    // SAFETY: no memory is passed.
+    return cvt(|| unsafe { libc::fdatasync(fd) } as isize);
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    fsync(fd)
+}
+
+/// Whether `fd` is an open descriptor.
+pub(crate) fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor flags; no memory is passed.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
+}
