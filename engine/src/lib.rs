@@ -18,8 +18,8 @@
 //!   copies it out in at most two `memcpy`s.
 //! * **Waits keep their deadline.** Sleeping uses a futex with an absolute CLOCK_MONOTONIC
 //!   deadline, after a short adaptive spin; spurious wakes and signals never stretch or
-//!   shorten a timeout, and a signal handler installed without `SA_RESTART` ends a port
-//!   wait with `EINTR`.
+//!   shorten a timeout, and a signal handler that runs while a port wait sleeps ends it
+//!   with `EINTR` (with or without `SA_RESTART`, as `epoll_wait` does).
 //!
 //! Errors are `io::Error`s carrying the `errno` the C ABI reports (`EBADF`, `EBUSY`,
 //! `ETIMEDOUT`, `EINTR`, `EINVAL`, ...).

@@ -27,13 +27,16 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
-use std::sync::Arc;
 #[cfg(not(loom))]
 use std::sync::OnceLock;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Most records one batched dequeue returns (AIX's `GMCS_NMAX`).
 pub const GMCS_NMAX: usize = 4096;
+
+/// The longest single sleep of an endless wait (see `Shared::wait`).
+const NAP: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `dequeuers` bit held by a batched dequeue; the bits below count waiting `get` calls.
 const EXCLUSIVE: u32 = 1 << 31;
@@ -245,9 +248,10 @@ impl Port {
     /// Dequeues one record (`GetQueuedCompletionStatus`), waiting up to `timeout` (`None`:
     /// forever; zero: poll). A failed I/O is a record too: see [`Completion::result`].
     ///
-    /// Errors: `ETIMEDOUT`; `EINTR` when a signal handler (installed without `SA_RESTART`)
-    /// interrupts the wait; `EBADF` when the port is closed, also while waiting; `EBUSY`
-    /// while a batched dequeue runs.
+    /// Errors: `ETIMEDOUT`; `EINTR` when a signal handler runs while the wait sleeps
+    /// (`SA_RESTART` or not: the kernel restarts neither `epoll_wait` nor a timed futex
+    /// wait, so no port wait restarts); `EBADF` when the port is closed, also while waiting;
+    /// `EBUSY` while a batched dequeue runs.
     pub fn get(&self, timeout: Option<Duration>) -> io::Result<Completion> {
         let shared = &self.shared;
         shared.check_open()?;
@@ -541,9 +545,17 @@ impl Shared {
                 self.waiters.unregister(&parker);
                 continue;
             }
-            let ended = parker.park(deadline);
+            // Even an endless wait sleeps in day-long timed naps: Linux restarts neither
+            // `epoll_wait` nor a timed futex wait after a signal handler, so this way every
+            // port wait ends on a handler, `SA_RESTART` or not, however it sleeps.
+            let nap = deadline.or_else(|| Deadline::after(NAP));
+            let ended = parker.park(nap);
             if ended == WaitStatus::Woken {
                 self.spin.learn(start, true);
+                continue;
+            }
+            if ended == WaitStatus::TimedOut && deadline.is_none() {
+                self.waiters.unregister(&parker);
                 continue;
             }
             self.spin.learn(start, false);
@@ -583,18 +595,18 @@ impl Shared {
         if !self.admit() {
             return None;
         }
-        let record = self.ring.try_consume().and_then(|mut consumer| {
-            let mut ready = consumer.ready_scalar(1);
-            if ready == 0 {
-                consumer.refill();
-                ready = consumer.ready_scalar(1);
-            }
-            (ready == 1).then(|| {
-                let record = consumer.get(0);
-                consumer.release(1);
-                record
-            })
+        let mut consumer = self.ring.consume();
+        let mut ready = consumer.ready_scalar(1);
+        if ready == 0 {
+            consumer.refill();
+            ready = consumer.ready_scalar(1);
+        }
+        let record = (ready == 1).then(|| {
+            let record = consumer.get(0);
+            consumer.release(1);
+            record
         });
+        drop(consumer);
         match record {
             Some(_) => self.mark_released(),
             None => self.withdraw(),
@@ -653,12 +665,7 @@ impl Shared {
     fn take_many(&self, max: usize, sink: &mut impl FnMut(&[Completion])) -> usize {
         // Under the exclusive dequeue the claim is free but for a `get` that slipped in
         // before it; that one is quick.
-        let mut consumer = loop {
-            match self.ring.try_consume() {
-                Some(consumer) => break consumer,
-                None => crate::primitive::spin_loop(),
-            }
-        };
+        let mut consumer = self.ring.consume();
         let mut total = 0;
         while total < max {
             let mut n = self.ready_run(&consumer, max - total);
@@ -754,11 +761,11 @@ impl Shared {
         RELEASED.with(|slot| {
             let mut slot = slot.borrow_mut();
             match &mut *slot {
-                Some(released) if Arc::ptr_eq(&released.port, self) => released.counted = true,
+                Some(released) if released.is(self) => released.counted = true,
                 // Replacing an entry that is still counted counts it out.
                 _ => {
                     *slot = Some(Released {
-                        port: Arc::clone(self),
+                        port: Arc::downgrade(self),
                         counted: true,
                     })
                 }
@@ -774,7 +781,11 @@ impl Shared {
         RELEASED.with(|slot| {
             if let Some(released) = slot.borrow_mut().as_mut() {
                 if std::mem::take(&mut released.counted) {
-                    released.port.withdraw();
+                    if released.is(self) {
+                        self.withdraw();
+                    } else if let Some(port) = released.port.upgrade() {
+                        port.withdraw();
+                    }
                 }
             }
         });
@@ -799,17 +810,27 @@ impl From<Ended> for io::Error {
     }
 }
 
-/// The port a thread was last released by (the concurrency value's accounting).
+/// The port a thread was last released by (the concurrency value's accounting). Weak, so
+/// that a thread does not keep a port alive; the allocation it pins keeps the address from
+/// being reused, so comparing addresses is sound.
 struct Released {
-    port: Arc<Shared>,
+    port: Weak<Shared>,
     /// Whether the thread still counts as running on `port`.
     counted: bool,
+}
+
+impl Released {
+    fn is(&self, port: &Shared) -> bool {
+        std::ptr::eq(self.port.as_ptr(), port)
+    }
 }
 
 impl Drop for Released {
     fn drop(&mut self) {
         if self.counted {
-            self.port.withdraw();
+            if let Some(port) = self.port.upgrade() {
+                port.withdraw();
+            }
         }
     }
 }

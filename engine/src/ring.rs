@@ -185,6 +185,18 @@ impl Ring {
         tail.wrapping_sub(head) + self.overflow_len.load(Ordering::SeqCst)
     }
 
+    /// The consumer claim, waiting out a holder: claims are held for one copy pass (the
+    /// long-lived [`Batch`](crate::Batch) holds the port's exclusive dequeue, which keeps
+    /// other dequeuers from getting here).
+    pub(crate) fn consume(&self) -> Consumer<'_> {
+        loop {
+            if let Some(consumer) = self.try_consume() {
+                return consumer;
+            }
+            crate::primitive::spin_loop();
+        }
+    }
+
     /// The consumer claim, or `None` while another thread holds it.
     pub(crate) fn try_consume(&self) -> Option<Consumer<'_>> {
         // Acquire: pairs with the release in `Consumer::drop`, so the previous holder's
