@@ -18,6 +18,7 @@
 //! lets the threads finish every queued job, and joins them: no request is lost.
 
 use crate::buffer::{Buf, MAX_TRANSFER};
+use crate::descriptor::Descriptor;
 use crate::error::{self, canceled, to_record};
 use crate::overlapped::Overlapped;
 use crate::parker::{Parker, WaitStack};
@@ -28,7 +29,7 @@ use crossbeam_queue::SegQueue;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicIsize, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
@@ -331,15 +332,28 @@ impl FilePool {
     /// Takes over a regular file: requests on it run on this pool. Use
     /// [`File::associate`] (or [`Port::associate_file`]) to have them report to a port.
     pub fn open(&self, file: impl Into<OwnedFd>) -> io::Result<File> {
-        Ok(File {
+        Ok(self.file(Descriptor::Owned(file.into())))
+    }
+
+    /// A file over a descriptor the caller keeps owning (the C ABI's).
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be a regular file that stays open while this value is in use.
+    pub(crate) unsafe fn borrowed(&self, fd: RawFd) -> File {
+        self.file(Descriptor::Borrowed(fd))
+    }
+
+    fn file(&self, fd: Descriptor) -> File {
+        File {
             inner: Arc::new(FileInner {
-                fd: file.into(),
+                fd,
                 pool: Arc::clone(&self.shared),
                 port: Mutex::new(None),
                 finished: Mutex::new(HashMap::new()),
                 next_ticket: AtomicU64::new(1),
             }),
-        })
+        }
     }
 
     /// AIX `lio_listio`: submits every request of `list` in one call.
@@ -687,7 +701,7 @@ pub struct File {
 }
 
 struct FileInner {
-    fd: OwnedFd,
+    fd: Descriptor,
     pool: Arc<PoolShared>,
     port: Mutex<Option<(Port, u64)>>,
     /// Results of owned-buffer requests, by ticket, until [`File::finish`].
@@ -755,7 +769,7 @@ impl File {
         check_offset(offset)?;
         let len = buf.len().min(MAX_TRANSFER);
         // SAFETY: `buf` is a live, writable slice of at least `len` bytes.
-        unsafe { sysfile::pread(self.inner.fd.as_raw_fd(), buf.as_mut_ptr(), len, offset) }
+        unsafe { sysfile::pread(self.inner.fd.raw(), buf.as_mut_ptr(), len, offset) }
     }
 
     /// Writes at `offset` and waits for the result (the synchronous form).
@@ -763,7 +777,7 @@ impl File {
         check_offset(offset)?;
         let len = buf.len().min(MAX_TRANSFER);
         // SAFETY: `buf` is a live slice of at least `len` bytes.
-        unsafe { sysfile::pwrite(self.inner.fd.as_raw_fd(), buf.as_ptr(), len, offset) }
+        unsafe { sysfile::pwrite(self.inner.fd.raw(), buf.as_ptr(), len, offset) }
     }
 
     /// Reads into caller memory at the block's offset (`ReadFile` on a file): completes
@@ -822,7 +836,7 @@ impl File {
 
     /// The descriptor.
     pub fn raw_fd(&self) -> RawFd {
-        self.inner.fd.as_raw_fd()
+        self.inner.fd.raw()
     }
 
     fn cancel_where(&self, matches: impl Fn(&Notify) -> bool) -> io::Result<usize> {
@@ -913,6 +927,7 @@ impl fmt::Debug for File {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
     fn scratch(len: usize) -> (std::fs::File, Vec<u8>) {

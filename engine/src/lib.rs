@@ -60,6 +60,8 @@
 #[cfg(not(loom))]
 mod buffer;
 mod completion;
+#[cfg(not(loom))]
+pub mod descriptor;
 mod error;
 #[cfg(not(loom))]
 mod event;

@@ -21,6 +21,7 @@
 //! under one mutex, which is what makes "cancelled or completed, never both" hold.
 
 use crate::buffer::Buf;
+use crate::descriptor::Descriptor;
 use crate::error::{self, canceled, to_record};
 use crate::overlapped::Overlapped;
 use crate::primitive::{lock, Mutex};
@@ -31,7 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -47,7 +48,7 @@ pub(crate) struct SocketInner {
 
 struct State {
     /// `None` once closed.
-    fd: Option<OwnedFd>,
+    fd: Option<Descriptor>,
     /// The port and key, once associated.
     port: Option<(Port, u64)>,
     /// The reactor the socket is registered with, once a request had to wait.
@@ -143,7 +144,21 @@ impl Socket {
             return Err(error::invalid());
         }
         sys::prepare(fd.as_fd())?;
-        Ok(Socket {
+        Ok(Socket::with(Descriptor::Owned(fd)))
+    }
+
+    /// A socket over a descriptor the caller keeps owning (the C ABI's): it is neither put
+    /// in non-blocking mode (transfers pass `MSG_DONTWAIT`) nor closed by the engine.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be a socket that stays open while this value is in use.
+    pub(crate) unsafe fn borrowed(fd: RawFd) -> Socket {
+        Socket::with(Descriptor::Borrowed(fd))
+    }
+
+    fn with(fd: Descriptor) -> Socket {
+        Socket {
             inner: Arc::new(SocketInner {
                 state: Mutex::new(State {
                     fd: Some(fd),
@@ -155,7 +170,7 @@ impl Socket {
                     next_ticket: 1,
                 }),
             }),
-        })
+        }
     }
 
     /// Associates the socket with `port` under `key`. `EALREADY` if it has a port,
@@ -384,7 +399,7 @@ impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = lock(&self.inner.state);
         f.debug_struct("Socket")
-            .field("fd", &state.fd.as_ref().map(AsRawFd::as_raw_fd))
+            .field("fd", &state.fd.as_ref().map(Descriptor::raw))
             .field("key", &state.port.as_ref().map(|(_, key)| key))
             .field("pending", &(state.reads.len() + state.writes.len()))
             .finish()
@@ -467,7 +482,7 @@ impl State {
     fn fd(&self) -> io::Result<RawFd> {
         self.fd
             .as_ref()
-            .map(AsRawFd::as_raw_fd)
+            .map(Descriptor::raw)
             .ok_or_else(error::closed)
     }
 

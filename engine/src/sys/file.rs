@@ -29,6 +29,26 @@ pub(crate) unsafe fn pwrite(
     cvt(|| unsafe { libc::pwrite(fd, buf.cast(), len, offset as libc::off_t) })
 }
 
+/// `read` from the file position (or a socket, pipe, ...), blocking as the descriptor does.
+///
+/// # Safety
+///
+/// As for [`pread`].
+pub(crate) unsafe fn read(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees the buffer.
+    cvt(|| unsafe { libc::read(fd, buf.cast(), len) })
+}
+
+/// `write` at the file position, blocking as the descriptor does.
+///
+/// # Safety
+///
+/// As for [`pwrite`].
+pub(crate) unsafe fn write(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees the buffer.
+    cvt(|| unsafe { libc::write(fd, buf.cast(), len) })
+}
+
 /// `fsync`.
 pub(crate) fn fsync(fd: RawFd) -> io::Result<usize> {
     // SAFETY: no memory is passed.

@@ -73,3 +73,43 @@ fn cvt(mut call: impl FnMut() -> isize) -> std::io::Result<usize> {
         }
     }
 }
+
+/// What a descriptor is, and which object it is (`st_dev`, `st_ino`): two descriptors with
+/// the same identity refer to the same socket or file.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) kind: Kind,
+    dev: u64,
+    ino: u64,
+}
+
+/// The kinds of descriptor the engine tells apart.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Socket,
+    RegularFile,
+    Other,
+}
+
+/// `fstat`s `fd`: `EBADF` for a closed descriptor.
+#[cfg(not(loom))]
+pub(crate) fn identify(fd: std::os::fd::RawFd) -> std::io::Result<Identity> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable and large enough for a `stat`.
+    cvt(|| unsafe { libc::fstat(fd, st.as_mut_ptr()) } as isize)?;
+    // SAFETY: fstat succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => Kind::Socket,
+        libc::S_IFREG => Kind::RegularFile,
+        _ => Kind::Other,
+    };
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // the widths vary by OS
+    Ok(Identity {
+        kind,
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+    })
+}

@@ -1,7 +1,7 @@
 //! Non-blocking socket system calls on raw descriptors.
 //!
-//! Every call is made on a descriptor in non-blocking mode and returns `WouldBlock` rather
-//! than waiting; `EINTR` is retried here, since a non-blocking call cannot have waited.
+//! Every call returns `WouldBlock` rather than waiting (owned descriptors are in
+//! non-blocking mode, transfers also pass `MSG_DONTWAIT`); `EINTR` is retried here, since a non-blocking call cannot have waited.
 //! Sends never raise `SIGPIPE`: a closed peer is an `EPIPE` record, not a dead process.
 
 use super::cvt;
@@ -10,10 +10,13 @@ use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+/// Every transfer is non-blocking by flag, so descriptors borrowed from a C caller, whose
+/// blocking mode is the caller's business, never block us.
+const RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-const SEND_FLAGS: libc::c_int = 0;
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// Puts `fd` in non-blocking mode (and, where there is no `MSG_NOSIGNAL`, stops it from
 /// raising `SIGPIPE`).
@@ -44,12 +47,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Whether `fd` is a socket (as opposed to a regular file, pipe, ...).
 pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is writable and large enough for a `stat`.
-    cvt(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } as isize)?;
-    // SAFETY: fstat succeeded, so it filled `st`.
-    let mode = unsafe { st.assume_init() }.st_mode;
-    Ok(mode & libc::S_IFMT == libc::S_IFSOCK)
+    Ok(super::identify(fd.as_raw_fd())?.kind == super::Kind::Socket)
 }
 
 /// `recv` into `buf`: the byte count, 0 at end of stream.
@@ -59,7 +57,7 @@ pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// `buf` must be valid for writes of `len` bytes for the duration of the call.
 pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees `buf..buf + len` is writable.
-    cvt(|| unsafe { libc::recv(fd, buf.cast(), len, 0) })
+    cvt(|| unsafe { libc::recv(fd, buf.cast(), len, RECV_FLAGS) })
 }
 
 /// `send` from `buf`: the byte count, possibly short.
@@ -70,6 +68,17 @@ pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usi
 pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees `buf..buf + len` is readable.
     cvt(|| unsafe { libc::send(fd, buf.cast(), len, SEND_FLAGS) })
+}
+
+/// `send` that blocks as the descriptor does (a C caller's synchronous `WriteFile`), still
+/// without `SIGPIPE` where `MSG_NOSIGNAL` exists.
+///
+/// # Safety
+///
+/// As for [`send`].
+pub(crate) unsafe fn send_blocking(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `buf..buf + len` is readable.
+    cvt(|| unsafe { libc::send(fd, buf.cast(), len, SEND_FLAGS & !libc::MSG_DONTWAIT) })
 }
 
 /// `recvfrom` into `buf`: the byte count and the sender, when it has an IP address.
@@ -90,7 +99,7 @@ pub(crate) unsafe fn recv_from(
             fd,
             buf.cast(),
             len,
-            0,
+            RECV_FLAGS,
             storage.as_mut_ptr().cast(),
             &mut addr_len,
         )
