@@ -93,14 +93,17 @@ pub unsafe fn read(
     overlapped: *const Overlapped,
 ) -> io::Result<Started> {
     // SAFETY: forwarded from the caller.
-    match unsafe { lookup(fd)? }.object {
-        // SAFETY: forwarded from the caller.
-        Object::Socket(ref socket) => {
-            unsafe { socket.read_overlapped(buf, len, overlapped) }.map(started)
+    let entry = unsafe { lookup(fd)? };
+    match &entry.object {
+        Object::Socket(socket) => {
+            // SAFETY: the caller keeps `buf` and `overlapped` valid until completion.
+            let done = unsafe { socket.read_overlapped(buf, len, overlapped) }?;
+            Ok(done.map_or(Started::Pending, Started::Done))
         }
-        // SAFETY: forwarded from the caller.
-        Object::File(ref file) => {
-            unsafe { file.read_overlapped(buf, len, overlapped) }.map(|()| Started::Pending)
+        Object::File(file) => {
+            // SAFETY: as above.
+            unsafe { file.read_overlapped(buf, len, overlapped) }?;
+            Ok(Started::Pending)
         }
     }
 }
@@ -117,14 +120,17 @@ pub unsafe fn write(
     overlapped: *const Overlapped,
 ) -> io::Result<Started> {
     // SAFETY: forwarded from the caller.
-    match unsafe { lookup(fd)? }.object {
-        // SAFETY: forwarded from the caller.
-        Object::Socket(ref socket) => {
-            unsafe { socket.write_overlapped(buf, len, overlapped) }.map(started)
+    let entry = unsafe { lookup(fd)? };
+    match &entry.object {
+        Object::Socket(socket) => {
+            // SAFETY: the caller keeps `buf` and `overlapped` valid until completion.
+            let done = unsafe { socket.write_overlapped(buf, len, overlapped) }?;
+            Ok(done.map_or(Started::Pending, Started::Done))
         }
-        // SAFETY: forwarded from the caller.
-        Object::File(ref file) => {
-            unsafe { file.write_overlapped(buf, len, overlapped) }.map(|()| Started::Pending)
+        Object::File(file) => {
+            // SAFETY: as above.
+            unsafe { file.write_overlapped(buf, len, overlapped) }?;
+            Ok(Started::Pending)
         }
     }
 }
@@ -173,10 +179,6 @@ pub fn cancel(fd: RawFd, overlapped: Option<*const Overlapped>) -> io::Result<us
         (Object::File(file), Some(o)) => file.cancel_overlapped(o).map(|()| 1),
         (Object::File(file), None) => file.cancel_all(),
     }
-}
-
-fn started(done: Option<u32>) -> Started {
-    done.map_or(Started::Pending, Started::Done)
 }
 
 /// The entry for `fd`, checked against its identity now.

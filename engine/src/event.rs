@@ -7,12 +7,11 @@
 //! can find the event from the `hEvent` number alone.
 
 use crate::error;
-use crate::handle::{Named, Registry};
+use crate::handle::{HandleFd, Named, Registry};
 use crate::sys::{self, Deadline, WaitStatus};
 use crate::RawHandle;
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +30,7 @@ struct Inner {
     /// Threads in `wait` past their first check.
     waiters: AtomicU32,
     manual_reset: bool,
-    handle: OwnedFd,
+    handle: HandleFd,
 }
 
 impl Event {
@@ -129,7 +128,7 @@ impl Event {
 }
 
 impl Named for Inner {
-    fn handle_fd(&self) -> &OwnedFd {
+    fn handle_fd(&self) -> &HandleFd {
         &self.handle
     }
 }
@@ -137,7 +136,7 @@ impl Named for Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // The descriptor is still open here, so no other object can have its number yet.
-        EVENTS.remove(self.handle());
+        EVENTS.remove(self);
     }
 }
 

@@ -105,7 +105,7 @@ pub enum DrainStatus {
 struct Shared {
     /// The descriptor whose number names the port (`HANDLE` in C).
     #[cfg(not(loom))]
-    handle: std::os::fd::OwnedFd,
+    handle: crate::handle::HandleFd,
     ring: Ring,
     waiters: WaitStack,
     spin: Spin,
@@ -208,7 +208,7 @@ static PORTS: crate::handle::Registry<Shared> = crate::handle::Registry::new();
 
 #[cfg(not(loom))]
 impl crate::handle::Named for Shared {
-    fn handle_fd(&self) -> &std::os::fd::OwnedFd {
+    fn handle_fd(&self) -> &crate::handle::HandleFd {
         &self.handle
     }
 }
@@ -216,8 +216,7 @@ impl crate::handle::Named for Shared {
 #[cfg(not(loom))]
 impl Drop for Shared {
     fn drop(&mut self) {
-        use crate::handle::Named;
-        PORTS.remove(self.handle());
+        PORTS.remove(self);
     }
 }
 
@@ -404,6 +403,25 @@ impl Port {
     pub fn handle(&self) -> crate::RawHandle {
         use crate::handle::Named;
         self.shared.handle()
+    }
+
+    /// Checks that the port's handle descriptor is still ours. A caller that closed it
+    /// with plain `close` (as AIX programs do) has closed the port: this closes it here too
+    /// (waking its waiters with `EBADF`), forgets the number without closing it again (it
+    /// may already name the caller's next file) and fails with `EBADF`. One `fstat`; the C
+    /// ABI calls it where a call binds to the port or is about to sleep, not on the fast path.
+    #[cfg(not(loom))]
+    pub fn check_handle(&self) -> io::Result<()> {
+        use crate::handle::Named;
+        let handle = self.shared.handle_fd();
+        if handle.is_intact() {
+            return Ok(());
+        }
+        handle.disown();
+        PORTS.remove(&self.shared);
+        // Already closed is fine: either way the port is closed now.
+        let _ = self.close();
+        Err(error::closed())
     }
 
     /// The live port named `handle`.
@@ -897,5 +915,35 @@ impl fmt::Debug for Batch<'_> {
             .field("len", &self.len)
             .field("yielded", &self.next)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_port_whose_handle_was_closed_behind_its_back_closes_and_never_closes_the_number_again() {
+        let port = Port::new().unwrap();
+        port.check_handle().unwrap();
+        let handle = port.handle();
+        // An AIX program's `close(port)`, then a new file of the program's gets the number.
+        let (file, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: dup2 atomically closes the port's descriptor and reuses its number.
+        assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), handle) }, handle);
+        let err = port.check_handle().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        assert!(port.is_closed());
+        assert!(Port::from_handle(handle).is_none());
+        drop(port);
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        assert_ne!(
+            unsafe { libc::fcntl(handle, libc::F_GETFD) },
+            -1,
+            "the caller's descriptor survived"
+        );
+        // SAFETY: the number is the program's again; close it as the program would.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(handle) });
     }
 }

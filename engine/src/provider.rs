@@ -9,13 +9,12 @@
 //! handle's port, or sets the block's event when the handle has none.
 
 use crate::error;
-use crate::handle::{Named, Registry};
+use crate::handle::{HandleFd, Named, Registry};
 use crate::overlapped::Overlapped;
 use crate::primitive::{lock, Mutex};
 use crate::{Port, RawHandle};
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 static PROVIDERS: Registry<Inner> = Registry::new();
@@ -30,7 +29,7 @@ pub struct ProviderSocket {
 struct Inner {
     catalog_id: u32,
     context: usize,
-    handle: OwnedFd,
+    handle: HandleFd,
     /// The port and key once associated; `None` inside after close.
     state: Mutex<Option<Association>>,
 }
@@ -133,21 +132,21 @@ impl ProviderSocket {
     /// completing into it fails with `EBADF`. `EBADF` if already closed.
     pub fn close(&self) -> io::Result<()> {
         let association = lock(&self.inner.state).take().ok_or_else(error::closed)?;
-        PROVIDERS.remove(self.handle());
+        PROVIDERS.remove(&self.inner);
         drop(association);
         Ok(())
     }
 }
 
 impl Named for Inner {
-    fn handle_fd(&self) -> &OwnedFd {
+    fn handle_fd(&self) -> &HandleFd {
         &self.handle
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        PROVIDERS.remove(self.handle());
+        PROVIDERS.remove(self);
     }
 }
 
