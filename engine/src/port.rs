@@ -938,11 +938,8 @@ mod tests {
         assert!(Port::from_handle(handle).is_none());
         drop(port);
         // SAFETY: F_GETFD only reads the descriptor's flags.
-        assert_ne!(
-            unsafe { libc::fcntl(handle, libc::F_GETFD) },
-            -1,
-            "the caller's descriptor survived"
-        );
+        let flags = unsafe { libc::fcntl(handle, libc::F_GETFD) };
+        assert_ne!(flags, -1, "the caller's descriptor survived");
         // SAFETY: the number is the program's again; close it as the program would.
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(handle) });
     }
