@@ -104,3 +104,8 @@ pub use ring::{DEFAULT_CAPACITY, MAX_CAPACITY};
 
 /// A handle: the number of a file descriptor the library owns (`HANDLE` in C).
 pub type RawHandle = i32;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
