@@ -188,6 +188,7 @@ impl FilePoolBuilder {
             stopping: AtomicBool::new(false),
             submitting: AtomicUsize::new(0),
             inflight: Mutex::new(HashMap::new()),
+            next_job: AtomicU64::new(0),
         });
         let cores = if self.pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -233,8 +234,9 @@ struct PoolShared {
     stopping: AtomicBool,
     /// Submissions between their check of `stopping` and their push.
     submitting: AtomicUsize,
-    /// Jobs not yet completed, by descriptor, for cancellation.
-    inflight: Mutex<HashMap<RawFd, Vec<Arc<Job>>>>,
+    /// Jobs not yet completed, by descriptor and id, for cancellation.
+    inflight: Mutex<HashMap<RawFd, HashMap<u64, Arc<Job>>>>,
+    next_job: AtomicU64,
 }
 
 const QUEUED: u8 = 0;
@@ -242,6 +244,8 @@ const RUNNING: u8 = 1;
 const DONE: u8 = 2;
 
 struct Job {
+    /// Set at submission, unique in the pool.
+    id: u64,
     fd: RawFd,
     op: Op,
     offset: u64,
@@ -351,7 +355,6 @@ impl FilePool {
                 pool: Arc::clone(&self.shared),
                 port: Mutex::new(None),
                 finished: Mutex::new(HashMap::new()),
-                next_ticket: AtomicU64::new(1),
             }),
         }
     }
@@ -377,7 +380,7 @@ impl FilePool {
                 remaining: AtomicU32::new(1),
             })
         });
-        let mut failed = false;
+        let (mut failed, mut refused) = (false, false);
         for &entry in list {
             // SAFETY: the caller guarantees non-NULL entries point to live aiocbs.
             let Some(aiocb) = (unsafe { entry.as_ref() }) else {
@@ -419,18 +422,23 @@ impl FilePool {
                 // Relaxed: the count is only read after the submitting loop's last add.
                 wait.remaining.fetch_add(1, Ordering::Relaxed);
             }
-            if let Err(err) = self.shared.submit(Arc::new(job)) {
+            if let Err(err) = self.shared.submit(job) {
                 if let Some(wait) = &wait {
                     wait.remaining.fetch_sub(1, Ordering::Relaxed);
                 }
                 aiocb.report(&Err(err));
-                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+                refused = true;
+                break;
             }
         }
         if let Some(wait) = wait {
             // The initial count of one kept the waiter from finishing before the loop did.
+            // Even a refused list waits for what it queued: its aiocbs are in use until then.
             wait.done();
             wait.wait();
+        }
+        if refused {
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         }
         if failed {
             Err(io::Error::from_raw_os_error(libc::EIO))
@@ -469,7 +477,9 @@ fn lio_port(aiocb: &Aiocb, mode: LioMode) -> io::Result<Option<(Port, u64)>> {
             _ => Ok(None),
         };
     }
-    let port = Port::from_handle(aiocb.aio_iocpfd).ok_or_else(error::closed)?;
+    let port = Port::from_handle(aiocb.aio_iocpfd)
+        .filter(|port| !port.is_closed())
+        .ok_or_else(error::closed)?;
     Ok(Some((port, 0)))
 }
 
@@ -492,6 +502,7 @@ fn lio_job(
         return Err(error::closed());
     }
     Ok(Job {
+        id: 0,
         fd: aiocb.aio_fildes,
         op,
         offset,
@@ -525,7 +536,7 @@ impl fmt::Debug for FilePool {
 }
 
 impl PoolShared {
-    fn submit(&self, job: Arc<Job>) -> io::Result<()> {
+    fn submit(&self, mut job: Job) -> io::Result<()> {
         // SeqCst: the submitter half of the shutdown handshake in `stop`: either `stop`
         // waits for this submission or this submission sees `stopping`.
         self.submitting.fetch_add(1, Ordering::SeqCst);
@@ -533,10 +544,13 @@ impl PoolShared {
             self.submitting.fetch_sub(1, Ordering::SeqCst);
             return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         }
+        // Relaxed: ids only need to be distinct.
+        job.id = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = Arc::new(job);
         lock(&self.inflight)
             .entry(job.fd)
             .or_default()
-            .push(Arc::clone(&job));
+            .insert(job.id, Arc::clone(&job));
         self.queue.push(job);
         // SeqCst: the submitter half of the Dekker pair with an idle thread's registration.
         self.queued.fetch_add(1, Ordering::SeqCst);
@@ -605,12 +619,16 @@ impl PoolShared {
         let mut cancelled = Vec::new();
         let mut running = 0;
         if let Some(jobs) = lock(&self.inflight).get(&fd) {
-            for job in jobs.iter().filter(|job| matches(job)) {
-                // Acquire: as in `run`; whoever wins the swap completes the job.
-                match job
-                    .state
-                    .compare_exchange(QUEUED, DONE, Ordering::Acquire, Ordering::Relaxed)
-                {
+            for job in jobs.values().filter(|job| matches(job)) {
+                // Acquire: as in `run`; whoever wins the swap completes the job. The winner
+                // marks it running, so a second canceller says "not cancelled" rather than
+                // "all done" until the job is reported.
+                match job.state.compare_exchange(
+                    QUEUED,
+                    RUNNING,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => cancelled.push(Arc::clone(job)),
                     Err(RUNNING) => running += 1,
                     Err(_) => {}
@@ -626,17 +644,6 @@ impl PoolShared {
     /// Reports a job, exactly once: fills in its aiocb or overlapped, posts its record,
     /// counts down an `LIO_WAIT` call.
     fn complete(&self, job: &Arc<Job>, result: io::Result<usize>) {
-        // Relaxed: the job is off the queue or cancelled; nobody claims it again.
-        job.state.store(DONE, Ordering::Relaxed);
-        {
-            let mut inflight = lock(&self.inflight);
-            if let Some(jobs) = inflight.get_mut(&job.fd) {
-                jobs.retain(|other| !Arc::ptr_eq(other, job));
-                if jobs.is_empty() {
-                    inflight.remove(&job.fd);
-                }
-            }
-        }
         let (bytes, errno) = to_record(&result);
         let port = job.port.as_ref().map(|(port, key)| (port, *key));
         match job.notify {
@@ -674,6 +681,18 @@ impl PoolShared {
                 }
             }
         }
+        // Done only now that it is reported: `aio_cancel` says "all done" for done jobs.
+        // Release: pairs with the acquire of a canceller's compare-and-swap.
+        job.state.store(DONE, Ordering::Release);
+        {
+            let mut inflight = lock(&self.inflight);
+            if let Some(jobs) = inflight.get_mut(&job.fd) {
+                jobs.remove(&job.id);
+                if jobs.is_empty() {
+                    inflight.remove(&job.fd);
+                }
+            }
+        }
         if let Some(list) = &job.list {
             list.done();
         }
@@ -706,7 +725,6 @@ struct FileInner {
     port: Mutex<Option<(Port, u64)>>,
     /// Results of owned-buffer requests, by ticket, until [`File::finish`].
     finished: Mutex<HashMap<u64, OpResult>>,
-    next_ticket: AtomicU64,
 }
 
 impl Port {
@@ -729,6 +747,9 @@ impl File {
         let mut slot = lock(&self.inner.port);
         if slot.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EALREADY));
+        }
+        if port.is_closed() {
+            return Err(error::closed());
         }
         *slot = Some((port.clone(), key));
         Ok(())
@@ -858,8 +879,7 @@ impl File {
             // An owned buffer can only come back through a port's record.
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         }
-        // Relaxed: tickets only need to be distinct.
-        let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let ticket = crate::completion::next_ticket();
         self.submit(op, buf, offset, Notify::Ticket(ticket), port)?;
         Ok(ticket)
     }
@@ -887,6 +907,7 @@ impl File {
         port: Option<(Port, u64)>,
     ) -> io::Result<()> {
         let job = Job {
+            id: 0,
             fd: self.raw_fd(),
             op,
             offset,
@@ -897,7 +918,7 @@ impl File {
             file: Some(Arc::clone(&self.inner)),
             list: None,
         };
-        self.inner.pool.submit(Arc::new(job))
+        self.inner.pool.submit(job)
     }
 }
 

@@ -23,6 +23,7 @@
 use crate::buffer::Buf;
 use crate::descriptor::Descriptor;
 use crate::error::{self, canceled, to_record};
+use crate::event::Event;
 use crate::overlapped::Overlapped;
 use crate::primitive::{lock, Mutex};
 use crate::reactor::Reactor;
@@ -57,7 +58,6 @@ struct State {
     writes: VecDeque<Request>,
     /// Results of owned-buffer requests that completed through the port, by ticket.
     finished: HashMap<u64, OpResult>,
-    next_ticket: u64,
 }
 
 /// What a request handed to the engine has become.
@@ -91,7 +91,11 @@ struct Request {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Recv,
-    Send,
+    /// `sent` bytes are out already: a send completes only once all of it is, so that
+    /// sends queued behind it reach the peer in order.
+    Send {
+        sent: usize,
+    },
     Accept,
     RecvFrom,
     SendTo(SocketAddr),
@@ -167,7 +171,6 @@ impl Socket {
                     reads: VecDeque::new(),
                     writes: VecDeque::new(),
                     finished: HashMap::new(),
-                    next_ticket: 1,
                 }),
             }),
         }
@@ -180,6 +183,9 @@ impl Socket {
         let fd = state.fd()?;
         if state.port.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EALREADY));
+        }
+        if port.is_closed() {
+            return Err(error::closed());
         }
         if !state.reads.is_empty() || !state.writes.is_empty() {
             return Err(error::busy());
@@ -202,9 +208,10 @@ impl Socket {
         self.submit_owned(Kind::Recv, Buf::Owned(buf))
     }
 
-    /// Sends `buf`; a partial send completes with the count sent, as on Windows.
+    /// Sends all of `buf`: the request completes once every byte is out (sends queued behind
+    /// it wait, so the stream keeps its order), or with the error that stopped it.
     pub fn send(&self, buf: Vec<u8>) -> io::Result<Submitted> {
-        self.submit_owned(Kind::Send, Buf::Owned(buf))
+        self.submit_owned(Kind::Send { sent: 0 }, Buf::Owned(buf))
     }
 
     /// Receives one datagram into `buf`, with its sender in [`OpResult::peer`].
@@ -296,7 +303,7 @@ impl Socket {
             ptr: buf.cast_mut(),
             len,
         };
-        self.submit_overlapped(Kind::Send, buf, overlapped)
+        self.submit_overlapped(Kind::Send { sent: 0 }, buf, overlapped)
     }
 
     /// Closes the socket now: pending requests complete with `ECANCELED`, the descriptor
@@ -312,11 +319,12 @@ impl Socket {
 
     fn submit_owned(&self, kind: Kind, buf: Buf) -> io::Result<Submitted> {
         let mut state = lock(&self.inner.state);
+        state.fd()?;
         if state.port.is_none() {
             // An owned buffer can only come back through a port's record.
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         }
-        let ticket = state.next_ticket;
+        let ticket = crate::completion::next_ticket();
         let request = Request {
             kind,
             buf,
@@ -326,10 +334,7 @@ impl Socket {
             Poll::Ready((request, result, extra)) => {
                 Ok(Submitted::Done(request.into_result(result, extra)))
             }
-            Poll::Pending => {
-                state.next_ticket += 1;
-                Ok(Submitted::Pending(ticket))
-            }
+            Poll::Pending => Ok(Submitted::Pending(ticket)),
         }
     }
 
@@ -341,6 +346,8 @@ impl Socket {
     ) -> io::Result<Option<u32>> {
         // SAFETY: the caller guarantees `overlapped` is live until completion.
         let block = unsafe { &*overlapped };
+        // Read before the block is published: from then on the requester may reuse it.
+        let event = block.event_handle();
         block.start();
         let request = Request {
             kind,
@@ -351,7 +358,14 @@ impl Socket {
         match self.inner.submit(&mut state, request) {
             Ok(Poll::Ready((_, result, _))) => {
                 let (bytes, errno) = to_record(&result);
+                let portless = state.port.is_none();
                 block.publish(bytes, errno)?;
+                // As on Windows, a request that completes at once still sets its event.
+                if portless {
+                    if let Some(event) = Event::from_handle(event) {
+                        event.set();
+                    }
+                }
                 result.map(|n| Some(n as u32))
             }
             Ok(Poll::Pending) => Ok(None),
@@ -422,7 +436,8 @@ impl SocketInner {
         } else {
             state.writes.is_empty()
         };
-        if queue_empty {
+        // A read during a connect would take the connect's error (`SO_ERROR`) for itself.
+        if queue_empty && !(request.kind.is_read() && state.connecting()) {
             if let Poll::Ready((result, extra)) = request.attempt(fd) {
                 return Ok(Poll::Ready((request, result, extra)));
             }
@@ -450,11 +465,12 @@ impl SocketInner {
             // Closed after the event was collected.
             return;
         };
-        if readable {
-            state.run(fd, true);
-        }
+        // Writes first: a connect they finish lets the reads go.
         if writable {
             state.run(fd, false);
+        }
+        if readable {
+            state.run(fd, true);
         }
     }
 
@@ -474,6 +490,9 @@ impl SocketInner {
             reactor.deregister(fd, self);
         }
         state.fd = None;
+        // A closed socket may wait in the reactor's graveyard a little: it must not keep
+        // its port (and so the reactor) alive from there.
+        state.port = None;
         Ok(())
     }
 }
@@ -486,8 +505,22 @@ impl State {
             .ok_or_else(error::closed)
     }
 
+    /// Whether a connect is under way (at the front of the write queue).
+    fn connecting(&self) -> bool {
+        matches!(
+            self.writes.front(),
+            Some(Request {
+                kind: Kind::Connect { started: true, .. },
+                ..
+            })
+        )
+    }
+
     /// Completes queued requests of one direction, in order, until one would block.
     fn run(&mut self, fd: RawFd, reads: bool) {
+        if reads && self.connecting() {
+            return;
+        }
         loop {
             let queue = if reads {
                 &mut self.reads
@@ -540,8 +573,17 @@ impl Request {
         let result = match &mut self.kind {
             // SAFETY: see above.
             Kind::Recv => unsafe { sys::recv(fd, ptr, len) },
-            // SAFETY: see above.
-            Kind::Send => unsafe { sys::send(fd, ptr, len) },
+            Kind::Send { sent } => {
+                // SAFETY: see above; `*sent <= len`.
+                match unsafe { sys::send(fd, ptr.add(*sent), len - *sent) } {
+                    Ok(n) if *sent + n < len => {
+                        *sent += n;
+                        return Poll::Pending;
+                    }
+                    Ok(n) => Ok(*sent + n),
+                    Err(err) => Err(err),
+                }
+            }
             // SAFETY: see above.
             Kind::RecvFrom => unsafe { sys::recv_from(fd, ptr, len) }.map(|(n, peer)| {
                 extra.peer = peer;

@@ -144,8 +144,11 @@ impl WaitStack {
 const MIN_SPIN: Duration = Duration::from_micros(1);
 /// Longest spin before parking: an idle waiter burns at most this once per wait.
 const MAX_SPIN: Duration = Duration::from_micros(100);
-/// Spin iterations between clock reads.
-const SPINS_PER_CLOCK_READ: u32 = 32;
+/// Backoff: the pause between looks doubles up to 2^`MAX_STEP` `pause` instructions
+/// (about half a microsecond), short enough to catch a ping-pong's reply promptly.
+const MAX_STEP: u32 = 4;
+/// Spinning this long without success yields the CPU between looks (see `Spin`).
+const YIELD_AFTER: Duration = Duration::from_micros(4);
 
 /// A port's adaptive spin budget.
 ///
@@ -154,6 +157,11 @@ const SPINS_PER_CLOCK_READ: u32 = 32;
 /// follows the waits that actually happen: a wait woken soon after the spin gave up widens
 /// the budget to cover it next time, a long or timed-out wait halves it, so an idle port
 /// spins little and a busy one rarely sleeps.
+///
+/// Between looks the spin backs off exponentially (as crossbeam's `Backoff` does): each look
+/// pulls the cache lines producers are writing, so fewer looks let a batch build up without
+/// slowing every post. After a few microseconds it also yields the CPU between looks, so
+/// that a producer sharing the waiter's core gets to run rather than wait for the spin's end.
 pub(crate) struct Spin {
     budget_ns: AtomicU32,
 }
@@ -178,19 +186,30 @@ impl Spin {
         }
         // Relaxed: the budget is a hint; any recent value will do.
         let budget = Duration::from_nanos(self.budget_ns.load(Ordering::Relaxed).into());
-        let mut end = Deadline::after(budget).unwrap_or(start);
+        let mut end = start.plus(budget);
         if let Some(deadline) = deadline {
             end = end.min(deadline);
         }
+        let yield_from = start.plus(YIELD_AFTER);
+        let mut step = 0;
         loop {
-            for _ in 0..SPINS_PER_CLOCK_READ {
-                if ready() {
-                    return (true, start);
-                }
+            if ready() {
+                return (true, start);
+            }
+            for _ in 0..1u32 << step {
                 crate::primitive::spin_loop();
             }
-            if end.has_passed() {
+            if step < MAX_STEP {
+                step += 1;
+                continue;
+            }
+            // Past the short steps the pauses dwarf a clock read.
+            let now = Deadline::now();
+            if now >= end {
                 return (false, start);
+            }
+            if now >= yield_from {
+                std::thread::yield_now();
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::ring::{Consumer, Ring, DEFAULT_CAPACITY, MAX_CAPACITY};
 use crate::sys::{Deadline, WaitStatus};
 use crate::Completion;
 use crossbeam_utils::CachePadded;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
@@ -107,14 +107,17 @@ struct Shared {
     #[cfg(not(loom))]
     handle: crate::handle::HandleFd,
     ring: Ring,
-    waiters: WaitStack,
-    spin: Spin,
+    // Posters read `closed`, the sleeper count and `reactor` on every post; waiters write
+    // the wait stack, the spin budget and `wanted`. Each written part gets its own cache
+    // line so that a waiting consumer does not slow every post from another core.
+    waiters: CachePadded<WaitStack>,
+    spin: CachePadded<Spin>,
     closed: AtomicBool,
     /// [`EXCLUSIVE`] while a batched dequeue runs, else the number of waiting `get` calls.
     dequeuers: CachePadded<AtomicU32>,
     /// While an exclusive (batched) dequeue waits, how many more records it needs: posters
     /// do not wake it for fewer. Zero while none waits.
-    wanted: AtomicUsize,
+    wanted: CachePadded<AtomicUsize>,
     /// Threads released by `get` and not yet back (the concurrency value).
     active: CachePadded<AtomicUsize>,
     /// Most threads released at once; `usize::MAX` turns the accounting off.
@@ -183,11 +186,11 @@ impl PortBuilder {
             #[cfg(not(loom))]
             handle,
             ring: Ring::new(self.capacity),
-            waiters: WaitStack::new(),
-            spin: Spin::new(),
+            waiters: CachePadded::new(WaitStack::new()),
+            spin: CachePadded::new(Spin::new()),
             closed: AtomicBool::new(false),
             dequeuers: CachePadded::new(AtomicU32::new(0)),
-            wanted: AtomicUsize::new(0),
+            wanted: CachePadded::new(AtomicUsize::new(0)),
             active: CachePadded::new(AtomicUsize::new(0)),
             concurrency,
             scalar_drain: self.scalar_drain,
@@ -217,6 +220,10 @@ impl crate::handle::Named for Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         PORTS.remove(self);
+        if let Some(reactor) = self.reactor.get() {
+            // Ends a reactor thread (which holds the reactor, not the port).
+            reactor.stop();
+        }
     }
 }
 
@@ -259,11 +266,17 @@ impl Port {
             return Err(error::busy());
         }
         shared.come_back();
-        if let Some(record) = shared.try_get() {
+        if let Some(record) = shared.try_get()? {
             return Ok(record);
         }
         if timeout == Some(Duration::ZERO) {
-            // A poll does not wait, so it does not count as a waiter for the EBUSY rule.
+            // A poll does not wait, so it does not count as a waiter for the EBUSY rule;
+            // it does give socket readiness one look.
+            if shared.poll_reactor() {
+                if let Some(record) = shared.try_get()? {
+                    return Ok(record);
+                }
+            }
             return Err(error::timed_out());
         }
         let deadline = deadline(timeout);
@@ -272,9 +285,10 @@ impl Port {
             .wait(
                 deadline,
                 || shared.ring.has_ready() && shared.has_room(),
-                || shared.try_get(),
+                || shared.try_get().transpose(),
             )
-            .map_err(io::Error::from);
+            .map_err(io::Error::from)
+            .and_then(|found| found);
         // Release: pairs with the acquire CAS in `enter_exclusive`.
         shared.dequeuers.fetch_sub(1, Ordering::Release);
         result
@@ -332,27 +346,32 @@ impl Port {
         shared.check_open()?;
         shared.enter_exclusive()?;
         let exclusive = Exclusive(shared);
-        let ready = |consumer: &mut Consumer<'_>| {
+        let take = || {
+            // The exclusive dequeue keeps other dequeuers off the claim but for a `get` that
+            // was already taking its one record.
+            let mut consumer = shared.ring.consume();
             let mut n = consumer.ready(max);
             if n == 0 {
                 consumer.refill();
                 n = consumer.ready(max);
             }
-            n
+            (n > 0).then_some((consumer, n))
         };
-        // SeqCst: published before this waiter registers, read by posters (see `notify`).
-        shared.wanted.store(1, Ordering::SeqCst);
-        let found = shared.wait(
-            deadline(timeout),
-            || shared.ring.has_ready(),
-            || {
-                let mut consumer = shared.ring.try_consume()?;
-                let n = ready(&mut consumer);
-                (n > 0).then_some((consumer, n))
+        let found = match take() {
+            Some(found) => Ok(found),
+            None if timeout == Some(Duration::ZERO) => match shared.poll_reactor() {
+                true => take().ok_or(Ended::TimedOut),
+                false => Err(Ended::TimedOut),
             },
-        );
-        // Relaxed: nobody sleeps on this port's exclusive wait any more.
-        shared.wanted.store(0, Ordering::Relaxed);
+            None => {
+                // SeqCst: published before this waiter registers, read by posters.
+                shared.wanted.store(1, Ordering::SeqCst);
+                let found = shared.wait(deadline(timeout), || shared.ring.has_ready(), take);
+                // Relaxed: nobody sleeps on this port's exclusive wait any more.
+                shared.wanted.store(0, Ordering::Relaxed);
+                found
+            }
+        };
         let (consumer, len) = found?;
         Ok(Batch {
             consumer,
@@ -447,8 +466,16 @@ impl Port {
             // Another thread created it first.
             return Ok(Arc::clone(shared.reactor.get().expect("set")));
         }
-        if shared.drive == Drive::Thread {
-            reactor.spawn_thread("iocp-reactor")?;
+        match shared.drive {
+            Drive::Thread => reactor.spawn_thread("iocp-reactor")?,
+            Drive::Inline => {
+                // A waiter that went to sleep before the reactor existed must come and lead.
+                // SeqCst: pairs with the fence in `Shared::unled`.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if shared.waiters.has_sleepers() {
+                    shared.waiters.wake_one();
+                }
+            }
         }
         Ok(reactor)
     }
@@ -502,6 +529,26 @@ impl Shared {
         }
     }
 
+    /// Wakes the most recent sleeper, or else a leader blocked in `epoll_wait`.
+    fn wake_someone(&self) {
+        if !self.waiters.wake_one() {
+            #[cfg(not(loom))]
+            if let Some(reactor) = self.reactor.get() {
+                reactor.wake_if_blocked();
+            }
+        }
+    }
+
+    /// One non-blocking look at socket readiness, if waiters drive the reactor and none
+    /// is polling; whether it looked.
+    fn poll_reactor(&self) -> bool {
+        #[cfg(not(loom))]
+        if let Some(reactor) = self.inline_reactor() {
+            return reactor.lead(Some(Duration::ZERO), || false).is_some();
+        }
+        false
+    }
+
     /// The reactor when waiters drive it themselves.
     #[cfg(not(loom))]
     fn inline_reactor(&self) -> Option<&Reactor> {
@@ -518,16 +565,26 @@ impl Shared {
         &self,
         deadline: Option<Deadline>,
         ready: impl Fn() -> bool,
-        mut attempt: impl FnMut() -> Option<R>,
+        attempt: impl FnMut() -> Option<R>,
     ) -> Result<R, Ended> {
-        #[cfg_attr(loom, allow(unused_mut))]
         let mut led = false;
+        let result = self.wait_leading(deadline, ready, attempt, &mut led);
+        if led && self.waiters.has_sleepers() {
+            // Leaving the lead, however the wait ended: a follower takes over polling.
+            self.waiters.wake_one();
+        }
+        result
+    }
+
+    fn wait_leading<R>(
+        &self,
+        deadline: Option<Deadline>,
+        ready: impl Fn() -> bool,
+        mut attempt: impl FnMut() -> Option<R>,
+        #[cfg_attr(loom, allow(unused_variables))] led: &mut bool,
+    ) -> Result<R, Ended> {
         loop {
             if let Some(found) = attempt() {
-                if led && self.waiters.has_sleepers() {
-                    // Leaving the lead: a follower takes over polling.
-                    self.waiters.wake_one();
-                }
                 return Ok(found);
             }
             self.check_open().map_err(|_| Ended::Closed)?;
@@ -539,7 +596,7 @@ impl Shared {
                 let timeout = deadline.map(Deadline::remaining);
                 if let Some(polled) = reactor.lead(timeout, || ready() || self.is_closed_relaxed())
                 {
-                    led = true;
+                    *led = true;
                     match polled {
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => {
                             return Err(Ended::Interrupted)
@@ -597,8 +654,13 @@ impl Shared {
     /// Whether the inline reactor has no leader: then a waiter must not sleep, but lead.
     fn unled(&self) -> bool {
         #[cfg(not(loom))]
-        if let Some(reactor) = self.inline_reactor() {
-            return !reactor.is_led();
+        {
+            // SeqCst: the waiter half of the Dekker pair with `Port::reactor`, which
+            // creates the reactor and then wakes a sleeper.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if let Some(reactor) = self.inline_reactor() {
+                return !reactor.is_led();
+            }
         }
         false
     }
@@ -609,11 +671,22 @@ impl Shared {
     }
 
     /// Takes one record if the concurrency value lets this thread go.
-    fn try_get(self: &Arc<Self>) -> Option<Completion> {
+    fn try_get(self: &Arc<Self>) -> io::Result<Option<Completion>> {
         if !self.admit() {
-            return None;
+            return Ok(None);
         }
-        let mut consumer = self.ring.consume();
+        let mut consumer = loop {
+            if let Some(consumer) = self.ring.try_consume() {
+                break consumer;
+            }
+            // A batched dequeue may hold the claim for as long as its `Batch` lives.
+            // Acquire: pairs with the release in `leave_exclusive`.
+            if self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
+                self.withdraw();
+                return Err(error::busy());
+            }
+            crate::primitive::spin_loop();
+        };
         let mut ready = consumer.ready_scalar(1);
         if ready == 0 {
             consumer.refill();
@@ -629,7 +702,7 @@ impl Shared {
             Some(_) => self.mark_released(),
             None => self.withdraw(),
         }
-        record
+        Ok(record)
     }
 
     /// `GetMultipleCompletionStatus`: hands runs of records to `sink`, at most `max` in
@@ -648,24 +721,34 @@ impl Shared {
         self.enter_exclusive()?;
         let _exclusive = Exclusive(self);
         let mut count = self.take_many(max, &mut sink);
+        if count == 0 && min == 0 && self.poll_reactor() {
+            count = self.take_many(max, &mut sink);
+        }
         if count >= min {
             return Ok(Drained {
                 count,
                 status: DrainStatus::Complete,
             });
         }
-        let wanted = Cell::new(min - count);
         // SeqCst: published before this waiter registers, read by posters (see `notify`).
-        self.wanted.store(wanted.get(), Ordering::SeqCst);
+        self.wanted.store(min - count, Ordering::SeqCst);
         let result = self.wait(
             deadline(timeout),
-            || self.ring.len() >= wanted.get(),
+            // Spin and re-check on the head slot alone: reading `tail` here would pull the
+            // line every producer's claim writes. Partial runs are taken as they come; the
+            // `wanted` threshold only spares posters from waking a sleeper too early.
+            || self.ring.has_ready(),
             || {
-                count += self.take_many(max - count, &mut sink);
-                wanted.set(min.saturating_sub(count));
-                // SeqCst: as above.
-                self.wanted.store(wanted.get(), Ordering::SeqCst);
-                (count >= min).then_some(())
+                let took = self.take_many(max - count, &mut sink);
+                if took > 0 {
+                    count += took;
+                    if count >= min {
+                        return Some(());
+                    }
+                    // SeqCst: as above.
+                    self.wanted.store(min - count, Ordering::SeqCst);
+                }
+                None
             },
         );
         // Relaxed: nobody sleeps on this port's batched wait any more.
@@ -766,8 +849,9 @@ impl Shared {
         }
         // SeqCst: the releaser half of the Dekker pair with `has_room` in a waiter.
         let before = self.active.fetch_sub(1, Ordering::SeqCst);
-        if before >= self.concurrency && self.ring.has_ready() && self.waiters.has_sleepers() {
-            self.waiters.wake_one();
+        if before >= self.concurrency && self.ring.has_ready() {
+            // The thread held back may be asleep, or leading the reactor.
+            self.wake_someone();
         }
     }
 

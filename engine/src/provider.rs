@@ -93,6 +93,9 @@ impl ProviderSocket {
         if association.port.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EALREADY));
         }
+        if port.is_closed() {
+            return Err(error::closed());
+        }
         association.port = Some((port.clone(), key));
         Ok(())
     }

@@ -129,7 +129,15 @@ impl Reactor {
         // SAFETY: `register` leaked one count for this token; it is reclaimed exactly once,
         // here, and kept alive in the graveyard until no event of this turn can name it.
         let token_count = unsafe { Arc::from_raw(Arc::as_ptr(socket)) };
-        lock(&self.graveyard).push(token_count);
+        match self.poller.try_lock() {
+            // Nobody is polling, so no collected event can name the socket.
+            Ok(_poller) => drop(token_count),
+            Err(_) => {
+                lock(&self.graveyard).push(token_count);
+                // Have the poller bury it soon, rather than at its next event.
+                self.wake();
+            }
+        }
     }
 
     /// Interrupts a thread blocked in `epoll_wait`.

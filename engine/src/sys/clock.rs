@@ -26,6 +26,11 @@ impl Deadline {
         Deadline::now().0.checked_add(timeout).map(Deadline)
     }
 
+    /// `duration` after this instant (saturating at the clock's end).
+    pub(crate) fn plus(self, duration: Duration) -> Deadline {
+        Deadline(self.0.saturating_add(duration))
+    }
+
     /// Time left until the deadline, zero once it has passed.
     #[cfg_attr(
         any(loom, all(target_os = "linux", not(iocp_force_fallback))),

@@ -93,17 +93,27 @@ pub(crate) unsafe fn recv_from(
 ) -> io::Result<(usize, Option<SocketAddr>)> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut addr_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // MSG_TRUNC makes Linux return a datagram's full length, so truncation shows.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = RECV_FLAGS | libc::MSG_TRUNC;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = RECV_FLAGS;
     // SAFETY: the caller guarantees `buf`; `storage` and `addr_len` are writable and sized.
     let n = cvt(|| unsafe {
         libc::recvfrom(
             fd,
             buf.cast(),
             len,
-            RECV_FLAGS,
+            flags,
             storage.as_mut_ptr().cast(),
             &mut addr_len,
         )
     })?;
+    if n > len {
+        // Too long for the buffer: the part that fit is there, the rest is lost (as
+        // Windows reports with WSAEMSGSIZE).
+        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+    }
     // SAFETY: zero-initialized, then possibly filled by the kernel.
     Ok((n, from_sockaddr(unsafe { storage.assume_init_ref() })))
 }
