@@ -1,0 +1,337 @@
+//! The SVG plots of a run:
+//!
+//! * `wake-latency.svg`: round-trip latency against percentile, one curve per
+//!   implementation, percentiles spaced by their nines (90%, 99%, 99.9%, ...) so that the
+//!   tail is as wide as the body;
+//! * `drain-throughput.svg`: records/s per variant and implementation, as grouped bars on
+//!   a log scale, same-thread batches on the left and producer counts on the right.
+
+use crate::report::Scenarios;
+use crate::scenario::{drain, wake};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::io;
+use std::path::Path;
+
+/// Size of every plot, in SVG pixels.
+const WIDTH: u32 = 1100;
+const HEIGHT: u32 = 620;
+/// x units per nine on the latency plot, per group on the throughput plot: plotters takes
+/// custom tick positions only on integer axes.
+const X_SCALE: i32 = 1000;
+/// Matplotlib's "tab10" colors.
+const TAB_BLUE: RGBColor = RGBColor(31, 119, 180);
+const TAB_CYAN: RGBColor = RGBColor(23, 190, 207);
+const TAB_PURPLE: RGBColor = RGBColor(148, 103, 189);
+const TAB_ORANGE: RGBColor = RGBColor(255, 127, 14);
+const TAB_GREEN: RGBColor = RGBColor(44, 160, 44);
+const TAB_RED: RGBColor = RGBColor(214, 39, 40);
+
+/// iocp in blues and purple, the peers in warm colors and green.
+fn drain_color(subject: drain::Subject) -> RGBColor {
+    match subject {
+        drain::Subject::IocpGetMany => TAB_BLUE,
+        drain::Subject::IocpDrain => TAB_CYAN,
+        drain::Subject::IocpScalar => TAB_PURPLE,
+        drain::Subject::ArrayQueue => TAB_ORANGE,
+        drain::Subject::Mpsc => TAB_GREEN,
+        drain::Subject::IoUring => TAB_RED,
+    }
+}
+
+/// iocp in the same blue as in the drain plot, the peers in their own colors.
+fn wake_color(subject: wake::Subject) -> RGBColor {
+    match subject {
+        wake::Subject::Iocp => TAB_BLUE,
+        wake::Subject::Futex => TAB_ORANGE,
+        wake::Subject::MioWaker => TAB_GREEN,
+    }
+}
+
+/// Draws the plots of every scenario that ran into `dir`; returns the file names.
+pub fn all(dir: &Path, scenarios: &Scenarios) -> io::Result<Vec<String>> {
+    let mut files = Vec::new();
+    if let Some(wake) = &scenarios.wake {
+        files.extend(latency(dir, wake)?);
+    }
+    if let Some(drain) = &scenarios.drain {
+        files.extend(throughput(dir, drain)?);
+    }
+    Ok(files)
+}
+
+/// Plotters' errors, as the `io::Error` the results writer reports.
+fn plot_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("plot: {e}"))
+}
+
+/// One implementation's line on the latency plot.
+struct Curve {
+    name: &'static str,
+    color: RGBColor,
+    /// (percentile in nines x [`X_SCALE`], latency in µs)
+    points: Vec<(i32, f64)>,
+}
+
+/// `wake-latency.svg`, unless nothing was measured.
+fn latency(dir: &Path, report: &wake::Report) -> io::Result<Option<String>> {
+    let curves: Vec<Curve> = report
+        .rows
+        .iter()
+        .filter_map(|row| match &row.outcome {
+            wake::Outcome::Measured { curve, .. } => {
+                let points = curve
+                    .iter()
+                    .filter(|point| point.percentile < 100.0)
+                    .map(|point| {
+                        let x = (nines(point.percentile) * f64::from(X_SCALE)).round() as i32;
+                        (x, point.ns as f64 / 1e3)
+                    })
+                    .collect();
+                Some(Curve {
+                    name: row.name,
+                    color: wake_color(row.subject),
+                    points,
+                })
+            }
+            wake::Outcome::Skipped { .. } => None,
+        })
+        .collect();
+    let all_points = || curves.iter().flat_map(|curve| curve.points.iter());
+    let Some(max_x) = all_points().map(|&(x, _)| x).max() else {
+        return Ok(None);
+    };
+    let (low, high) = all_points().fold((f64::MAX, f64::MIN), |(low, high), &(_, y)| {
+        (low.min(y), high.max(y))
+    });
+    // Whole nines, so that the last tick is at the end of the axis.
+    let max_nines = ((max_x + X_SCALE - 1) / X_SCALE).max(1);
+
+    let name = "wake-latency.svg";
+    let path = dir.join(name);
+    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let ticks: Vec<i32> = (0..=max_nines).map(|n| n * X_SCALE).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "wake: round trip through a parked waiter (closed-loop ping-pong)",
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .margin_right(48)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(
+            (0..max_nines * X_SCALE).with_key_points(ticks),
+            (low / 1.5..high * 1.5).log_scale(),
+        )
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("round trip (µs, log scale)")
+        .x_label_formatter(&|&x| percentile_label(f64::from(x) / f64::from(X_SCALE)))
+        .y_label_formatter(&|&y| log_label(y, |y| format!("{y}")))
+        .draw()
+        .map_err(plot_error)?;
+    for Curve {
+        name,
+        color,
+        points,
+    } in curves
+    {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(Some(name.to_owned()))
+}
+
+/// Labels the 1-2-5 steps of a log axis and leaves the other ticks bare.
+fn log_label(value: f64, format: impl Fn(f64) -> String) -> String {
+    let mantissa = value / 10f64.powf(value.log10().floor());
+    if [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6) {
+        format(value)
+    } else {
+        String::new()
+    }
+}
+
+/// `20M`: records per second with an SI prefix.
+fn si(value: f64) -> String {
+    match value {
+        v if v >= 1e9 => format!("{}G", v / 1e9),
+        v if v >= 1e6 => format!("{}M", v / 1e6),
+        v if v >= 1e3 => format!("{}k", v / 1e3),
+        v => format!("{v}"),
+    }
+}
+
+/// The nines of a percentile: 0 for 0%, 1 for 90%, 2 for 99%, 3 for 99.9% ...
+fn nines(percentile: f64) -> f64 {
+    -(1.0 - percentile / 100.0).log10()
+}
+
+/// The percentile `nines` stands for, written as briefly as it reads: `99.9%`.
+fn percentile_label(nines: f64) -> String {
+    let percentile = 100.0 * (1.0 - 10f64.powf(-nines));
+    let decimals = (nines.ceil() as usize).saturating_sub(2);
+    format!("{percentile:.decimals$}%")
+}
+
+/// `drain-throughput.svg`, unless nothing was measured.
+fn throughput(dir: &Path, report: &drain::Report) -> io::Result<Option<String>> {
+    let rates = || {
+        report
+            .groups
+            .iter()
+            .flat_map(|group| group.rows.iter())
+            .filter_map(|row| row.outcome.records_per_sec())
+    };
+    let Some(high) = rates().reduce(f64::max) else {
+        return Ok(None);
+    };
+    let low = rates().reduce(f64::min).unwrap_or(high);
+    // A decade of headroom keeps the tallest bars clear of the legend.
+    let y_range = (low / 3.0, high * 10.0);
+
+    let name = "drain-throughput.svg";
+    let path = dir.join(name);
+    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root
+        .titled(
+            "drain: post -> batched drain throughput (median records/s)",
+            ("sans-serif", 22),
+        )
+        .map_err(plot_error)?;
+    let same: Vec<&drain::Group> = report
+        .groups
+        .iter()
+        .filter(|g| matches!(g.shape, drain::Shape::SameThread { .. }))
+        .collect();
+    let producers: Vec<&drain::Group> = report
+        .groups
+        .iter()
+        .filter(|g| matches!(g.shape, drain::Shape::Producers { .. }))
+        .collect();
+    let (left, right) = root.split_horizontally(WIDTH * 11 / 20);
+    bars(
+        &left,
+        "1 thread: post a batch, take it back",
+        &same,
+        y_range,
+    )?;
+    bars(&right, "N producers, 1 consumer", &producers, y_range)?;
+    root.present().map_err(plot_error)?;
+    Ok(Some(name.to_owned()))
+}
+
+/// One panel of grouped bars: a group per variant, a bar per implementation.
+fn bars(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    title: &str,
+    groups: &[&drain::Group],
+    (low, high): (f64, f64),
+) -> io::Result<()> {
+    let Some(first) = groups.first() else {
+        return Ok(());
+    };
+    // Every group of a panel has the same implementations in the same order.
+    let subjects: Vec<(drain::Subject, &str)> = first
+        .rows
+        .iter()
+        .map(|row| (row.subject, row.name))
+        .collect();
+    // Each group is X_SCALE wide: 10% margin on each side, bars sharing the rest.
+    let width = X_SCALE * 8 / 10 / subjects.len() as i32;
+    let groups_end = groups.len() as i32 * X_SCALE;
+    let centers: Vec<i32> = (0..groups_end)
+        .step_by(X_SCALE as usize)
+        .map(|x| x + X_SCALE / 2)
+        .collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (0..groups_end).with_key_points(centers),
+            (low..high).log_scale(),
+        )
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc("records/s (log scale)")
+        .x_label_formatter(&|&x| {
+            groups
+                .get((x / X_SCALE) as usize)
+                .map_or_else(String::new, |group| short_label(group.shape))
+        })
+        .y_label_formatter(&|&y| log_label(y, si))
+        .draw()
+        .map_err(plot_error)?;
+    for (j, &(subject, name)) in subjects.iter().enumerate() {
+        let color = drain_color(subject);
+        let bars = groups.iter().enumerate().filter_map(|(g, group)| {
+            let rate = group
+                .rows
+                .iter()
+                .find(|row| row.subject == subject)?
+                .outcome
+                .records_per_sec()?;
+            let x = g as i32 * X_SCALE + X_SCALE / 10 + j as i32 * width;
+            Some(Rectangle::new(
+                [(x, low), (x + width * 9 / 10, rate)],
+                color.filled(),
+            ))
+        });
+        chart
+            .draw_series(bars)
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    Ok(())
+}
+
+/// A variant's label short enough to sit under its bars.
+fn short_label(shape: drain::Shape) -> String {
+    match shape {
+        drain::Shape::SameThread { batch } => format!("batch {batch}"),
+        drain::Shape::Producers { .. } => shape.label(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_labels() {
+        assert_eq!(percentile_label(0.0), "0%");
+        assert_eq!(percentile_label(1.0), "90%");
+        assert_eq!(percentile_label(2.0), "99%");
+        assert_eq!(percentile_label(3.0), "99.9%");
+        assert_eq!(percentile_label(5.0), "99.999%");
+        assert!((nines(99.9) - 3.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,413 @@
+//! What a run leaves behind: the terminal table, `results.json`, and the machine record
+//! that makes figures from different runs comparable (or shows that they are not).
+
+use crate::scenario::{drain, wake};
+use crate::{plot, sys, Settings};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Everything `results.json` holds.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// `iocp-bench` and its version.
+    pub harness: String,
+    /// The command line, as the process received it.
+    pub command: Vec<String>,
+    /// The scenario subcommand (`all` when none was given).
+    pub scenario: &'static str,
+    /// When the run ended, UTC, ISO 8601.
+    pub finished_at: String,
+    /// Wall time of the whole run, in seconds.
+    pub wall_time_s: f64,
+    /// The machine the figures come from.
+    pub machine: Machine,
+    /// How the run was configured.
+    pub settings: SettingsRecord,
+    /// The scenarios that ran.
+    pub scenarios: Scenarios,
+}
+
+/// The scenarios' reports; a scenario that did not run is absent.
+#[derive(Debug, Default, Serialize)]
+pub struct Scenarios {
+    /// `drain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<drain::Report>,
+    /// `wake`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake: Option<wake::Report>,
+}
+
+/// The settings, as recorded.
+#[derive(Debug, Serialize)]
+pub struct SettingsRecord {
+    /// `--quick`.
+    pub quick: bool,
+    /// Seconds per measurement.
+    pub duration_s: f64,
+    /// `--pin`, and the cores it could use.
+    pub pin_cores: Vec<usize>,
+}
+
+/// The machine a run measured.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    /// CPU model, from `/proc/cpuinfo`.
+    pub cpu_model: Option<String>,
+    /// CPUs this process may run on.
+    pub cores: usize,
+    /// `uname -srvm`.
+    pub kernel: Option<String>,
+    /// `rustc -V`, if a rustc is on the PATH.
+    pub rustc: Option<String>,
+    /// `git rev-parse HEAD` in the current directory, if it is a checkout.
+    pub git_commit: Option<String>,
+    /// Whether that checkout had uncommitted changes.
+    pub git_dirty: Option<bool>,
+}
+
+impl Machine {
+    fn detect() -> Machine {
+        let cpu_model = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        });
+        Machine {
+            cpu_model,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            kernel: sys::uname(),
+            rustc: output("rustc", &["-V"]),
+            git_commit: output("git", &["rev-parse", "HEAD"]),
+            git_dirty: output("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// A command's trimmed standard output, if it ran and succeeded.
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Results {
+    /// Gathers the run's record.
+    pub fn new(
+        scenario: &'static str,
+        settings: &Settings,
+        scenarios: Scenarios,
+        wall_time: Duration,
+    ) -> Results {
+        Results {
+            harness: format!("iocp-bench {}", env!("CARGO_PKG_VERSION")),
+            command: std::env::args().collect(),
+            scenario,
+            finished_at: utc(SystemTime::now(), ':'),
+            wall_time_s: wall_time.as_secs_f64(),
+            machine: Machine::detect(),
+            settings: SettingsRecord {
+                quick: settings.quick,
+                duration_s: settings.duration.as_secs_f64(),
+                pin_cores: settings.cores.iter().map(|core| core.id).collect(),
+            },
+            scenarios,
+        }
+    }
+}
+
+/// The results directory: `out` if given, else `results/<UTC timestamp>/` here. Created.
+pub fn results_dir(out: Option<&Path>) -> io::Result<PathBuf> {
+    let dir = match out {
+        Some(out) => out.to_owned(),
+        None => {
+            let base = Path::new("results").join(utc(SystemTime::now(), '-'));
+            // Two runs in one second get distinct directories.
+            (1..)
+                .map(|n| match n {
+                    1 => base.clone(),
+                    n => PathBuf::from(format!("{}-{n}", base.display())),
+                })
+                .find(|dir| !dir.exists())
+                .expect("some suffix is free")
+        }
+    };
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Writes `results.json`, `table.txt` and the plots into `dir`; returns the file names.
+pub fn write(dir: &Path, results: &Results, table: &str) -> io::Result<Vec<String>> {
+    let mut files = Vec::new();
+    let json = serde_json::to_string_pretty(results).map_err(io::Error::other)?;
+    fs::write(dir.join("results.json"), json + "\n")?;
+    files.push("results.json".to_owned());
+    fs::write(dir.join("table.txt"), table)?;
+    files.push("table.txt".to_owned());
+    files.extend(plot::all(dir, &results.scenarios)?);
+    Ok(files)
+}
+
+/// `2026-05-21T13:45:02Z` (with `time_separator` between the clock fields: `-` keeps the
+/// string usable as a file name everywhere).
+fn utc(time: SystemTime, time_separator: char) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, secs_of_day) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days: days since 1970-01-01 to a proleptic Gregorian date.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let s = time_separator;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}{s}{:02}{s}{:02}Z",
+        secs_of_day / 3_600,
+        secs_of_day / 60 % 60,
+        secs_of_day % 60
+    )
+}
+
+/// The terminal table: the machine, then one section per scenario that ran.
+pub fn table(results: &Results) -> String {
+    let mut out = String::new();
+    let machine = &results.machine;
+    let unknown = || "unknown".to_owned();
+    let _ = writeln!(
+        out,
+        "\niocp-bench on {} ({} cores), {}",
+        machine.cpu_model.clone().unwrap_or_else(unknown),
+        machine.cores,
+        machine.kernel.clone().unwrap_or_else(unknown)
+    );
+    let _ = writeln!(
+        out,
+        "{}, commit {}{}; {:.2} s per measurement{}; wall time {:.1} s",
+        machine
+            .rustc
+            .clone()
+            .unwrap_or_else(|| "rustc unknown".into()),
+        machine
+            .git_commit
+            .as_deref()
+            .map_or("unknown", |c| &c[..c.len().min(12)]),
+        if machine.git_dirty == Some(true) {
+            " (dirty)"
+        } else {
+            ""
+        },
+        results.settings.duration_s,
+        if results.settings.quick {
+            " (--quick: indicative only)"
+        } else {
+            ""
+        },
+        results.wall_time_s
+    );
+    if let Some(drain) = &results.scenarios.drain {
+        drain_table(&mut out, drain);
+    }
+    if let Some(wake) = &results.scenarios.wake {
+        wake_table(&mut out, wake);
+    }
+    out
+}
+
+/// The `drain` section: a block of rows per variant, then its verdict.
+fn drain_table(out: &mut String, report: &drain::Report) {
+    let _ = writeln!(
+        out,
+        "\ndrain: post -> batched drain, records/s (median of {} runs of {:.2} s); ratio to the best peer",
+        report.rounds, report.duration_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:<22} {:>12} {:>9}",
+        "variant", "implementation", "records/s", "x best"
+    );
+    for group in &report.groups {
+        let mut label = group.label.clone();
+        if group.pinned {
+            label.push_str(" (pinned)");
+        }
+        for row in &group.rows {
+            let best = if group.best_peer == Some(row.subject) {
+                " <- best peer"
+            } else {
+                ""
+            };
+            match &row.outcome {
+                drain::Outcome::Measured {
+                    records_per_sec,
+                    ratio_to_best_peer,
+                    ..
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "{label:<24} {:<22} {:>12} {:>9}{best}",
+                        row.name,
+                        si(*records_per_sec),
+                        ratio_to_best_peer.map_or("-".into(), |r| format!("{r:.2}x")),
+                    );
+                }
+                drain::Outcome::Skipped { reason } => {
+                    let _ = writeln!(out, "{label:<24} {:<22} skipped: {reason}", row.name);
+                }
+            }
+            label.clear();
+        }
+        if let Some(ratio) = group.iocp_batched_ratio {
+            let _ = writeln!(
+                out,
+                "{:<24} iocp batched / best peer = {ratio:.2}x (target >= {:.0}x: {})",
+                "",
+                report.target_ratio,
+                verdict(ratio >= report.target_ratio)
+            );
+        }
+    }
+    if report
+        .groups
+        .iter()
+        .any(|g| matches!(g.shape, drain::Shape::Producers { .. }))
+    {
+        let _ = writeln!(
+            out,
+            "(io_uring has one submitter per ring, so the producer rows have no io_uring peer)"
+        );
+    }
+}
+
+/// The `wake` section: a row per implementation, the p50 verdict, the idle waiter.
+fn wake_table(out: &mut String, report: &wake::Report) {
+    let _ = writeln!(
+        out,
+        "\nwake: ping-pong through a parked waiter, round trip in us ({} runs of {:.2} s{}, closed loop)",
+        report.rounds,
+        report.duration_s,
+        if report.pinned { ", pinned" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9}",
+        "implementation", "p50", "p90", "p99", "p99.9", "p99.99", "max", "trips/s", "p50/futex"
+    );
+    let futex_p50 = report
+        .rows
+        .iter()
+        .find(|row| row.subject == wake::Subject::Futex)
+        .and_then(|row| row.outcome.latency())
+        .map(|latency| latency.p50 as f64);
+    for row in &report.rows {
+        match &row.outcome {
+            wake::Outcome::Measured {
+                round_trips_per_sec,
+                latency_ns: l,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9}",
+                    row.name,
+                    us(l.p50),
+                    us(l.p90),
+                    us(l.p99),
+                    us(l.p99_9),
+                    us(l.p99_99),
+                    us(l.max),
+                    si(*round_trips_per_sec),
+                    futex_p50.map_or("-".into(), |f| format!("{:.2}x", l.p50 as f64 / f)),
+                );
+            }
+            wake::Outcome::Skipped { reason } => {
+                let _ = writeln!(out, "{:<20} skipped: {reason}", row.name);
+            }
+        }
+    }
+    if let Some(ratio) = report.p50_ratio_iocp_to_futex {
+        let _ = writeln!(
+            out,
+            "p50(iocp) / p50(futex) = {ratio:.2} (target <= {}: {})",
+            report.target_p50_ratio,
+            verdict(ratio <= report.target_p50_ratio)
+        );
+    }
+    match &report.idle {
+        wake::Idle::Measured {
+            wait_s,
+            cpu_s,
+            percent_of_core,
+            target_percent,
+            target_met,
+            ..
+        } => {
+            let _ = writeln!(
+                out,
+                "idle waiter: get({wait_s} s) on an empty port used {:.1} us of CPU = {percent_of_core:.4}% of a core (target < {target_percent}%: {})",
+                cpu_s * 1e6,
+                verdict(*target_met)
+            );
+        }
+        wake::Idle::Skipped { reason } => {
+            let _ = writeln!(out, "idle waiter: skipped: {reason}");
+        }
+    }
+}
+
+/// How a target fared, in capitals when missed so that it stands out.
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// `123.4M`-style figure with an SI prefix.
+fn si(value: f64) -> String {
+    match value {
+        v if v >= 1e9 => format!("{:.2}G", v / 1e9),
+        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+}
+
+/// Nanoseconds as microseconds.
+fn us(ns: u64) -> String {
+    format!("{:.2}", ns as f64 / 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(utc(at(0), ':'), "1970-01-01T00:00:00Z");
+        // 2000-02-29 (a leap day) 12:34:56.
+        assert_eq!(utc(at(951_827_696), ':'), "2000-02-29T12:34:56Z");
+        assert_eq!(utc(at(1_767_225_599), '-'), "2025-12-31T23-59-59Z");
+    }
+
+    #[test]
+    fn si_prefixes() {
+        assert_eq!(si(999.0), "999");
+        assert_eq!(si(12_345.0), "12.3k");
+        assert_eq!(si(123_456_789.0), "123.46M");
+        assert_eq!(si(2.5e9), "2.50G");
+    }
+}
