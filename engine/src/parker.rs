@@ -148,7 +148,7 @@ const MAX_SPIN: Duration = Duration::from_micros(100);
 /// (about half a microsecond), short enough to catch a ping-pong's reply promptly.
 const MAX_STEP: u32 = 4;
 /// Spinning this long without success yields the CPU between looks (see `Spin`).
-const YIELD_AFTER: Duration = Duration::from_micros(4);
+const YIELD_AFTER: Duration = Duration::from_micros(1);
 
 /// A port's adaptive spin budget.
 ///
