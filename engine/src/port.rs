@@ -285,6 +285,7 @@ impl Port {
             .wait(
                 deadline,
                 || shared.ring.has_ready() && shared.has_room(),
+                || shared.ring.has_claimed() && shared.has_room(),
                 || shared.try_get().transpose(),
             )
             .map_err(io::Error::from)
@@ -366,7 +367,12 @@ impl Port {
             None => {
                 // SeqCst: published before this waiter registers, read by posters.
                 shared.wanted.store(1, Ordering::SeqCst);
-                let found = shared.wait(deadline(timeout), || shared.ring.has_ready(), take);
+                let found = shared.wait(
+                    deadline(timeout),
+                    || shared.ring.has_ready(),
+                    || shared.ring.has_claimed(),
+                    take,
+                );
                 // Relaxed: nobody sleeps on this port's exclusive wait any more.
                 shared.wanted.store(0, Ordering::Relaxed);
                 found
@@ -560,15 +566,17 @@ impl Shared {
 
     /// The shared wait loop: `attempt` until it yields; meanwhile lead the reactor if
     /// nobody does (inline drive), else spin while `ready` says it might, then sleep on the
-    /// wait stack until `deadline`.
+    /// wait stack until `deadline` unless `pending` (the sequentially consistent last look,
+    /// see `ring`) says a record is on its way.
     fn wait<R>(
         &self,
         deadline: Option<Deadline>,
         ready: impl Fn() -> bool,
+        pending: impl Fn() -> bool,
         attempt: impl FnMut() -> Option<R>,
     ) -> Result<R, Ended> {
         let mut led = false;
-        let result = self.wait_leading(deadline, ready, attempt, &mut led);
+        let result = self.wait_leading(deadline, ready, pending, attempt, &mut led);
         if led && self.waiters.has_sleepers() {
             // Leaving the lead, however the wait ended: a follower takes over polling.
             self.waiters.wake_one();
@@ -580,6 +588,7 @@ impl Shared {
         &self,
         deadline: Option<Deadline>,
         ready: impl Fn() -> bool,
+        pending: impl Fn() -> bool,
         mut attempt: impl FnMut() -> Option<R>,
         #[cfg_attr(loom, allow(unused_variables))] led: &mut bool,
     ) -> Result<R, Ended> {
@@ -614,9 +623,9 @@ impl Shared {
             }
             let parker = Parker::current();
             self.waiters.register(&parker);
-            // SeqCst (inside `ready`, `has_ready`, `is_led`, and here): the waiter half of
-            // the Dekker pairs described in `parker` and `reactor`.
-            if ready() || self.closed.load(Ordering::SeqCst) || self.unled() {
+            // SeqCst (inside `pending`, `is_led`, and here): the waiter half of the Dekker
+            // pairs described in `ring`, `parker` and `reactor`.
+            if pending() || self.closed.load(Ordering::SeqCst) || self.unled() {
                 self.waiters.unregister(&parker);
                 continue;
             }
@@ -738,6 +747,7 @@ impl Shared {
             // line every producer's claim writes. Partial runs are taken as they come; the
             // `wanted` threshold only spares posters from waking a sleeper too early.
             || self.ring.has_ready(),
+            || self.ring.has_claimed(),
             || {
                 let took = self.take_many(max - count, &mut sink);
                 if took > 0 {
@@ -849,7 +859,7 @@ impl Shared {
         }
         // SeqCst: the releaser half of the Dekker pair with `has_room` in a waiter.
         let before = self.active.fetch_sub(1, Ordering::SeqCst);
-        if before >= self.concurrency && self.ring.has_ready() {
+        if before >= self.concurrency && self.ring.has_claimed() {
             // The thread held back may be asleep, or leading the reactor.
             self.wake_someone();
         }
