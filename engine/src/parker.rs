@@ -56,8 +56,10 @@ impl Parker {
     }
 
     fn notify(&self) {
-        // Release: pairs with the acquire swap in `park`.
-        self.state.store(NOTIFIED, Ordering::Release);
+        // Release: pairs with the acquire swap in `park`. A swap rather than a store: loom
+        // can order a plain store inside `park`'s swap (tokio-rs/loom#254), and this path
+        // makes a system call anyway.
+        self.state.swap(NOTIFIED, Ordering::Release);
     }
 }
 

@@ -514,6 +514,7 @@ impl Shared {
 
     /// After a record is queued: wakes the most recent sleeper, if there is one it helps.
     fn notify(&self) {
+        crate::primitive::loom_seqcst_fence();
         if !self.waiters.has_sleepers() {
             #[cfg(not(loom))]
             if let Some(reactor) = self.reactor.get() {
@@ -537,6 +538,7 @@ impl Shared {
 
     /// Wakes the most recent sleeper, or else a leader blocked in `epoll_wait`.
     fn wake_someone(&self) {
+        crate::primitive::loom_seqcst_fence();
         if !self.waiters.wake_one() {
             #[cfg(not(loom))]
             if let Some(reactor) = self.reactor.get() {
@@ -575,10 +577,14 @@ impl Shared {
         pending: impl Fn() -> bool,
         attempt: impl FnMut() -> Option<R>,
     ) -> Result<R, Ended> {
-        let mut led = false;
-        let result = self.wait_leading(deadline, ready, pending, attempt, &mut led);
-        if led && self.waiters.has_sleepers() {
-            // Leaving the lead, however the wait ended: a follower takes over polling.
+        let (mut led, mut slept) = (false, false);
+        let result = self.wait_leading(deadline, ready, pending, attempt, &mut led, &mut slept);
+        crate::primitive::loom_seqcst_fence();
+        if self.waiters.has_sleepers() && (led || (slept && self.ring.has_claimed())) {
+            // Leaving the lead, however the wait ended: a follower takes over polling. And a
+            // waiter that slept may have spent a wake meant for a record it did not take
+            // (one behind a slot claimed but not yet published, say): if records remain,
+            // it passes a wake on, so no record waits while a waiter sleeps.
             self.waiters.wake_one();
         }
         result
@@ -591,6 +597,7 @@ impl Shared {
         pending: impl Fn() -> bool,
         mut attempt: impl FnMut() -> Option<R>,
         #[cfg_attr(loom, allow(unused_variables))] led: &mut bool,
+        slept: &mut bool,
     ) -> Result<R, Ended> {
         loop {
             if let Some(found) = attempt() {
@@ -623,16 +630,22 @@ impl Shared {
             }
             let parker = Parker::current();
             self.waiters.register(&parker);
+            crate::primitive::loom_seqcst_fence();
             // SeqCst (inside `pending`, `is_led`, and here): the waiter half of the Dekker
             // pairs described in `ring`, `parker` and `reactor`.
             if pending() || self.closed.load(Ordering::SeqCst) || self.unled() {
-                self.waiters.unregister(&parker);
+                if !self.waiters.unregister(&parker) {
+                    // A waker took this waiter meanwhile: its wake is spent here.
+                    *slept = true;
+                }
                 continue;
             }
             // Even an endless wait sleeps in day-long timed naps: Linux restarts neither
             // `epoll_wait` nor a timed futex wait after a signal handler, so this way every
             // port wait ends on a handler, `SA_RESTART` or not, however it sleeps.
-            let nap = deadline.or_else(|| Deadline::after(NAP));
+            // (Loom has no clock: there, an endless wait sleeps without a deadline.)
+            let nap = deadline.or_else(|| Deadline::after(NAP).filter(|_| !cfg!(loom)));
+            *slept = true;
             let ended = parker.park(nap);
             if ended == WaitStatus::Woken {
                 self.spin.learn(start, true);

@@ -29,6 +29,16 @@ pub(crate) fn spin_loop() {
     std::hint::spin_loop();
 }
 
+/// A `SeqCst` fence for loom only. Loom models `SeqCst` accesses as `AcqRel` (see its
+/// README's limitations), which breaks the Dekker pairs between posters and waiters that
+/// the real memory model keeps through the single total order of `SeqCst` accesses; this
+/// fence at each side's turn gives loom that order. Elsewhere it compiles to nothing.
+#[inline]
+pub(crate) fn loom_seqcst_fence() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
 /// Locks `mutex`, ignoring poisoning: every critical section in the engine leaves its
 /// data consistent before anything in it can panic.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

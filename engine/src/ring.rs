@@ -439,7 +439,11 @@ impl Consumer<'_> {
 
 impl Drop for Consumer<'_> {
     fn drop(&mut self) {
-        // Release: pairs with the acquire swap in `Ring::try_consume`.
+        // Release: pairs with the acquire swap in `Ring::try_consume`. Loom can order a
+        // plain store inside a racing swap (tokio-rs/loom#254), so it gets a swap too.
+        #[cfg(loom)]
+        self.ring.consumer.consuming.swap(false, Ordering::Release);
+        #[cfg(not(loom))]
         self.ring.consumer.consuming.store(false, Ordering::Release);
     }
 }
