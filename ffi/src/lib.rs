@@ -1,4 +1,31 @@
-//! The C ABI of iocp-rs (`libiocp`). The exported functions arrive with the C ABI work;
-//! for now the crate builds the libraries over the engine.
+#![doc = include_str!("../README.md")]
+//!
+//! # Modules
+//!
+//! One per part of the C API — `port`, `io`, `aio`, `provider`, `event` — over the
+//! table of handles C owns (`handles`), the panic boundary (`boundary`), the C types
+//! (`types`) and the C declarations of the engine's structs (`layout`).
 
-pub use iocp::GMCS_NMAX;
+mod aio;
+mod boundary;
+mod event;
+mod handles;
+mod io;
+mod layout;
+mod port;
+mod provider;
+mod types;
+
+pub use aio::{iocp_aio_cancel, iocp_aio_error, iocp_aio_return, iocp_lio_listio};
+pub use event::{iocp_event_create, iocp_event_reset, iocp_event_set, iocp_event_wait};
+pub use handles::CloseHandle;
+pub use io::{CancelIoEx, GetOverlappedResult, ReadFile, WriteFile};
+pub use port::{
+    CreateIoCompletionPort, GetMultipleCompletionStatus, GetQueuedCompletionStatus,
+    PostQueuedCompletionStatus,
+};
+pub use provider::{
+    WPUCloseSocketHandle, WPUCompleteOverlappedRequest, WPUCreateSocketHandle,
+    WSPGetOverlappedResult,
+};
+pub use types::*;

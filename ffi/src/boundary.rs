@@ -1,0 +1,81 @@
+//! The panic boundary and `errno`.
+//!
+//! Every export runs its body through [`run`] (or [`catch`]): an error becomes the
+//! function's failure value with `errno` set, and a Rust panic becomes the same failure
+//! with `errno` = `EIO` instead of unwinding into C. (An unwind reaching an `extern "C"`
+//! frame would abort the whole process.) The engine recovers the locks a panic poisons, so
+//! carrying on after a caught panic is sound, which is what the `AssertUnwindSafe` claims.
+
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+
+/// An `errno` value on its way to the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Errno(pub(crate) i32);
+
+impl Errno {
+    pub(crate) const BADF: Errno = Errno(libc::EBADF);
+    pub(crate) const INVAL: Errno = Errno(libc::EINVAL);
+}
+
+impl From<io::Error> for Errno {
+    fn from(err: io::Error) -> Errno {
+        Errno(err.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+/// What an export's body returns.
+pub(crate) type Outcome<T> = Result<T, Errno>;
+
+/// Runs an export's body behind the panic boundary: a panic is `Err(EIO)`.
+pub(crate) fn catch<T, E: From<Errno>>(body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| Err(Errno(libc::EIO).into()))
+}
+
+/// Runs an export's body behind the panic boundary: its value, or `failure` with `errno`
+/// set.
+pub(crate) fn run<T>(failure: T, body: impl FnOnce() -> Outcome<T>) -> T {
+    catch(body).unwrap_or_else(|errno| {
+        set_errno(errno.0);
+        failure
+    })
+}
+
+/// Sets the calling thread's `errno`.
+pub(crate) fn set_errno(value: i32) {
+    // SAFETY: the location is the calling thread's own `errno`, valid while it lives.
+    unsafe { *errno_location() = value };
+}
+
+#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+use libc::__errno as errno_location;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use libc::__errno_location as errno_location;
+#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+use libc::__error as errno_location;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_the_failure_value_with_eio() {
+        set_errno(0);
+        let got = run(-1, || -> Outcome<i32> { panic!("engine bug") });
+        assert_eq!(got, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EIO));
+    }
+
+    #[test]
+    fn an_error_sets_errno_and_success_leaves_it_alone() {
+        set_errno(0);
+        assert_eq!(run(0, || Err(Errno::BADF)), 0);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EBADF));
+        set_errno(libc::ENOENT);
+        assert_eq!(run(0, || Ok(7)), 7);
+        assert_eq!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOENT)
+        );
+    }
+}

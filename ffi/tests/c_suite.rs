@@ -1,0 +1,217 @@
+//! The C test suite: each program in `tests/c/` is compiled with the system C compiler
+//! (`$CC`, else `cc`) with `-std=c11 -Wall -Wextra -Werror` against `include/iocp.h` and the
+//! `libiocp.a` cargo built beside this test, run, and must exit 0.
+//!
+//! `IOCP_C_SANITIZE=1` compiles them with `-fsanitize=address,undefined` instead
+//! (`tests/sanitize.sh` runs the suite that way).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a program may run (sanitized builds are several times slower).
+const TIME_LIMIT: Duration = Duration::from_secs(120);
+
+fn sanitized() -> bool {
+    std::env::var_os("IOCP_C_SANITIZE").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `target/<profile>`: this test runs from `target/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+fn compiler() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".to_owned())
+}
+
+/// Runs `command` to completion within [`TIME_LIMIT`], its output going to `log`; panics
+/// with the output if it fails.
+fn run(mut command: Command, what: &str, log: &Path) {
+    let out = File::create(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > TIME_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    match status {
+        Some(status) if status.success() => print!("{output}"),
+        Some(status) => panic!("{what} failed ({status}):\n{output}"),
+        None => panic!("{what} ran past {TIME_LIMIT:?}:\n{output}"),
+    }
+}
+
+/// Compiles `tests/c/<name>.c` against `libiocp.a` and runs it with `args`.
+fn c_program(name: &str, args: &[&str]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    compile_and_run(&dir.join("tests/c").join(format!("{name}.c")), name, args);
+}
+
+/// Compiles `source` against `libiocp.a` as `name` and runs it with `args`.
+fn compile_and_run(source: &Path, name: &str, args: &[&str]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = profile_dir().join("libiocp.a");
+    assert!(
+        lib.exists(),
+        "{} is missing: cargo builds it with this test",
+        lib.display()
+    );
+    let kind = if sanitized() { "sanitized" } else { "plain" };
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("c-{kind}"));
+    std::fs::create_dir_all(&out_dir).expect("output directory");
+    let exe = out_dir.join(name);
+
+    let mut cc = Command::new(compiler());
+    cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"]);
+    if sanitized() {
+        cc.args([
+            "-O1",
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ]);
+    } else {
+        cc.arg("-O2");
+    }
+    cc.arg("-I").arg(dir.join("include"));
+    cc.arg("-I").arg(dir.join("tests/c"));
+    cc.arg(source);
+    cc.arg(&lib);
+    cc.args(["-lpthread", "-ldl", "-lm", "-o"]).arg(&exe);
+    run(
+        cc,
+        &format!("compiling {name}.c"),
+        &out_dir.join(format!("{name}.cc.log")),
+    );
+
+    let mut program = Command::new(&exe);
+    program.args(args);
+    // Leak checking stays on: the library's lasting state is reachable from its statics.
+    program.env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1");
+    run(program, name, &out_dir.join(format!("{name}.log")));
+}
+
+#[test]
+fn layout() {
+    c_program("layout", &[]);
+}
+
+#[test]
+fn aix_example() {
+    c_program("aix_example", &[]);
+}
+
+#[test]
+fn api_table() {
+    c_program("api_table", &[]);
+}
+
+#[test]
+fn sockets() {
+    c_program("sockets", &[]);
+}
+
+#[test]
+fn files() {
+    c_program("files", &[]);
+}
+
+#[test]
+fn provider() {
+    c_program("provider", &[]);
+}
+
+#[test]
+fn events() {
+    c_program("events", &[]);
+}
+
+#[test]
+fn threads() {
+    c_program("threads", &[]);
+}
+
+#[test]
+fn close_port() {
+    c_program("close_port", &[]);
+}
+
+#[test]
+fn fuzz_calls() {
+    c_program("fuzz_calls", &[]);
+}
+
+/// The example in `README.md` (its first C block) compiles and runs.
+#[test]
+fn readme_example() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(dir.join("README.md")).expect("README.md");
+    let start = readme.find("```c\n").expect("a C example in README.md") + "```c\n".len();
+    let len = readme[start..].find("```").expect("the end of the example");
+    let source = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme_example.c");
+    std::fs::write(&source, &readme[start..start + len]).expect("write the example");
+    compile_and_run(&source, "readme_example", &[]);
+}
+
+/// The header alone compiles as strict C99 and, where a C++ compiler exists, as C++11.
+#[test]
+fn header_compiles_as_c99_and_cpp() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = dir.join("tests/c/header_only.c");
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-header");
+    std::fs::create_dir_all(&out_dir).expect("output directory");
+    let mut c99 = Command::new(compiler());
+    c99.args([
+        "-std=c99",
+        "-pedantic-errors",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ]);
+    c99.arg("-fsyntax-only")
+        .arg("-I")
+        .arg(dir.join("include"))
+        .arg(&source);
+    run(c99, "iocp.h as C99", &out_dir.join("c99.log"));
+
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_owned());
+    if Command::new(&cxx).arg("--version").output().is_err() {
+        println!("no C++ compiler ({cxx}): the C++ check is skipped");
+        return;
+    }
+    let mut cpp = Command::new(cxx);
+    cpp.args([
+        "-x",
+        "c++",
+        "-std=c++11",
+        "-pedantic-errors",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ]);
+    cpp.arg("-fsyntax-only")
+        .arg("-I")
+        .arg(dir.join("include"))
+        .arg(&source);
+    run(cpp, "iocp.h as C++11", &out_dir.join("cpp.log"));
+}
