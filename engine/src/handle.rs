@@ -52,14 +52,23 @@ impl HandleFd {
         // Relaxed: see `is_intact`.
         self.owned.store(false, Ordering::Relaxed);
     }
+
+    /// Closes the descriptor now (the object it names is closed, though it may live on a
+    /// while), unless it was closed behind our back; idempotent.
+    pub(crate) fn release(&self) {
+        let intact = self.is_intact();
+        // Relaxed: see `is_intact`; the swap makes the close happen once.
+        if self.owned.swap(false, Ordering::Relaxed) && intact {
+            // SAFETY: we owned `fd` until the swap above, which only one caller wins, and
+            // its identity shows it is still ours; nothing uses the number after this.
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(self.fd) });
+        }
+    }
 }
 
 impl Drop for HandleFd {
     fn drop(&mut self) {
-        if *self.owned.get_mut() {
-            // SAFETY: we own `fd` (it was never disowned) and nothing uses it after this.
-            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(self.fd) });
-        }
+        self.release();
     }
 }
 

@@ -388,7 +388,8 @@ impl Port {
     }
 
     /// Closes the port (`CloseHandle`): every waiter wakes and fails with `EBADF`, as does
-    /// every later call; queued records are discarded. `EBADF` if already closed.
+    /// every later call; queued records are discarded, and the handle's number is released
+    /// at once. `EBADF` if already closed.
     pub fn close(&self) -> io::Result<()> {
         // SeqCst: pairs with the waiters' SeqCst registration and check (see `parker`).
         if self.shared.closed.swap(true, Ordering::SeqCst) {
@@ -396,9 +397,16 @@ impl Port {
         }
         self.shared.waiters.wake_all();
         #[cfg(not(loom))]
-        if let Some(reactor) = self.shared.reactor.get() {
-            // Ends a reactor thread, or wakes a leader blocked in `epoll_wait`.
-            reactor.stop();
+        {
+            if let Some(reactor) = self.shared.reactor.get() {
+                // Ends a reactor thread, or wakes a leader blocked in `epoll_wait`.
+                reactor.stop();
+            }
+            // The handle is gone with the port, as `CloseHandle` makes it on Windows, even
+            // while sockets still refer to the port's memory.
+            use crate::handle::Named;
+            PORTS.remove(&self.shared);
+            self.shared.handle_fd().release();
         }
         Ok(())
     }

@@ -136,6 +136,7 @@ impl ProviderSocket {
     pub fn close(&self) -> io::Result<()> {
         let association = lock(&self.inner.state).take().ok_or_else(error::closed)?;
         PROVIDERS.remove(&self.inner);
+        self.inner.handle.release();
         drop(association);
         Ok(())
     }

@@ -2368,8 +2368,11 @@ fn drain_queued_on_one_file(n: usize) -> Duration {
 
 #[test]
 fn many_requests_queued_on_one_file_complete_in_linear_time() {
-    let small = drain_queued_on_one_file(2_000);
-    let large = drain_queued_on_one_file(16_000);
+    // The best of three runs per size: a single run of a few milliseconds on a loaded
+    // machine is mostly noise, and noise only ever adds time.
+    let best = |n| (0..3).map(|_| drain_queued_on_one_file(n)).min().unwrap();
+    let small = best(2_000);
+    let large = best(16_000);
     let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
     eprintln!("2k queued: {small:?}, 16k queued: {large:?}, ratio {ratio:.1} (linear: 8)");
     assert!(

@@ -577,7 +577,7 @@ fn a_thread_waiting_forever_on_an_event_is_released_by_a_set() {
 // Port handles
 
 #[test]
-fn a_port_is_found_by_its_handle_until_its_last_clone_is_dropped() {
+fn a_port_is_found_by_its_handle_until_it_is_closed_or_its_last_clone_is_dropped() {
     let _fds = descriptors();
     let port = Port::builder().concurrency(usize::MAX).build().unwrap();
     let handle = port.handle();
@@ -586,10 +586,24 @@ fn a_port_is_found_by_its_handle_until_its_last_clone_is_dropped() {
     let clone = port.clone();
     drop(port);
     assert!(Port::from_handle(handle).unwrap().same_port(&clone));
-    // A closed port is still the live object its handle names.
+    // Closing releases the handle at once, as CloseHandle does, though a clone lives on.
     clone.close().unwrap();
-    assert!(Port::from_handle(handle).unwrap().is_closed());
+    assert!(
+        Port::from_handle(handle).is_none(),
+        "a closed port is still found"
+    );
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(handle, libc::F_GETFD) };
+    // The lock above keeps this file's other tests from opening a descriptor meanwhile.
+    assert_eq!(
+        flags, -1,
+        "the handle's descriptor was closed with the port"
+    );
     drop(clone);
+
+    let port = Port::new().unwrap();
+    let handle = port.handle();
+    drop(port);
     assert!(
         Port::from_handle(handle).is_none(),
         "a dropped port is still found"
