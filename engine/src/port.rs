@@ -646,6 +646,9 @@ impl Shared {
                     // A waker took this waiter meanwhile: its wake is spent here.
                     *slept = true;
                 }
+                // A record claimed but not yet published is nanoseconds away; pause (under
+                // loom, yield) before looking again rather than hammer its line.
+                crate::primitive::spin_loop();
                 continue;
             }
             // Even an endless wait sleeps in day-long timed naps: Linux restarts neither
@@ -721,6 +724,14 @@ impl Shared {
         if ready == 0 {
             consumer.refill();
             ready = consumer.ready_scalar(1);
+        }
+        // A batched dequeue that began meanwhile owns what is queued from then on: a record
+        // posted after it was seen holding the port must not go to this `get`.
+        // Acquire: pairs with the release in `leave_exclusive`.
+        if ready == 1 && self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
+            drop(consumer);
+            self.withdraw();
+            return Err(error::busy());
         }
         let record = (ready == 1).then(|| {
             let record = consumer.get(0);

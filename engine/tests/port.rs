@@ -187,6 +187,24 @@ fn a_zero_timeout_drain_finds_queued_records_while_another_thread_polls_with_get
 
 #[test]
 fn a_get_racing_a_drain_never_spins_while_the_batch_is_held() {
+    // A slow poll is measured in CPU time, but a VM may charge a host's preemption of the
+    // vCPU to whatever thread was running: a spike is only a finding if a second run shows
+    // it too. The bug this guards against showed in most runs.
+    let hold = Duration::from_millis(4);
+    let (mut longest, mut calls) = race_polls_against_batches(hold);
+    if longest >= hold / 2 {
+        eprintln!("a poll took {longest:?} of CPU; running the race again");
+        (longest, calls) = race_polls_against_batches(hold);
+    }
+    assert!(
+        longest < hold / 2,
+        "a poll spun for {longest:?} of CPU while a batch was held ({calls} polls)"
+    );
+}
+
+/// Polls with `get` in one thread while this one takes batches and holds each for `hold`;
+/// returns the longest poll in CPU time and how many polls ran.
+fn race_polls_against_batches(hold: Duration) -> (Duration, u64) {
     // A poll returns at once: a record, EBUSY while a batch is held, or ETIMEDOUT. One
     // that slipped past the EBUSY check as the batch was taken must not spin on the
     // batch's claim for as long as the batch lives. CPU time, unlike wall time, is not
@@ -196,11 +214,10 @@ fn a_get_racing_a_drain_never_spins_while_the_batch_is_held() {
     for i in 0..64 {
         port.post(record(i)).unwrap();
     }
-    let hold = Duration::from_millis(1);
     let done = AtomicBool::new(false);
     let polling = AtomicBool::new(false);
     let mut rng = 0x9e37_79b9_u32;
-    let (longest, calls) = thread::scope(|s| {
+    thread::scope(|s| {
         let poller = s.spawn(|| {
             let (mut longest, mut calls) = (Duration::ZERO, 0u64);
             polling.store(true, Ordering::Relaxed);
@@ -218,7 +235,7 @@ fn a_get_racing_a_drain_never_spins_while_the_batch_is_held() {
         while !polling.load(Ordering::Relaxed) {
             thread::yield_now();
         }
-        for _ in 0..1000 {
+        for _ in 0..250 {
             if let Ok(batch) = port.drain(4, Some(Duration::ZERO)) {
                 thread::sleep(hold);
                 drop(batch);
@@ -234,11 +251,7 @@ fn a_get_racing_a_drain_never_spins_while_the_batch_is_held() {
         }
         done.store(true, Ordering::Relaxed);
         poller.join().unwrap()
-    });
-    assert!(
-        longest < hold / 2,
-        "a poll spun for {longest:?} of CPU while a batch was held ({calls} polls)"
-    );
+    })
 }
 
 #[test]
