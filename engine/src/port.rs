@@ -522,7 +522,8 @@ impl Shared {
 
     /// After a record is queued: wakes the most recent sleeper, if there is one it helps.
     fn notify(&self) {
-        crate::primitive::loom_seqcst_fence();
+        // (Under loom the claim's fence, in `Ring::claim` and `Ring::push`, stands for the
+        // SeqCst order this check relies on.)
         if !self.waiters.has_sleepers() {
             #[cfg(not(loom))]
             if let Some(reactor) = self.reactor.get() {

@@ -158,6 +158,7 @@ impl Ring {
         // SeqCst: like the claim's, this increment is the poster's half of the sleeper
         // Dekker pair (see the module docs and `has_claimed`).
         self.overflow_len.fetch_add(1, Ordering::SeqCst);
+        crate::primitive::loom_seqcst_fence();
         self.overflow.push(record);
     }
 
@@ -195,7 +196,10 @@ impl Ring {
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(tail),
+                Ok(_) => {
+                    crate::primitive::loom_seqcst_fence();
+                    return Some(tail);
+                }
                 Err(now) => tail = now,
             }
         }
