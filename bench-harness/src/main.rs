@@ -12,11 +12,17 @@
 //!   `std::sync::mpsc` and io_uring NOPs ([`scenario::drain`]).
 //! * `wake`: post-to-parked-waiter round-trip latency, iocp against a raw futex and mio's
 //!   `Waker`, and the CPU an idle waiter burns ([`scenario::wake`]).
+//! * `echo`: TCP echo on loopback, 64-byte messages, 1 to 256 connections, closed and open
+//!   loop, iocp's two drives against the same server on mio, tokio and io_uring
+//!   ([`scenario::echo`], driven by [`loadgen`]).
+//! * `file`: 4 KiB random reads of a page-cached file, iocp's `lio_listio` at queue depths
+//!   16 and 64 against a `pread` loop and fio ([`scenario::file`]).
 //!
 //! Every measurement is bounded in time and count, and every thread it starts is joined
 //! before the next one begins. `--quick` shrinks the run to a few seconds (CI smoke run).
 
 mod latency;
+mod loadgen;
 mod plot;
 mod report;
 mod scenario;
@@ -51,13 +57,17 @@ struct Cli {
     /// Seconds per measurement [default: 0.3, or 0.02 with --quick].
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Worker threads of every `echo` server.
+    #[arg(long, global = true, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
 }
 
 /// The subcommands: one per scenario, plus `all`.
 ///
-/// A new scenario (the TCP `echo` and the `file` read scenarios are planned) is one variant
-/// here, one module under `scenario/` with `measurements` and `run`, one field in
-/// [`report::Scenarios`] with its table, and one arm in [`run`] below.
+/// A new scenario is one variant here, one module under `scenario/` with `measurements`
+/// and `run`, one field in [`report::Scenarios`] with its table, and one arm in [`run`]
+/// below.
 #[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
 enum Command {
     /// Every scenario, one after the other (the default).
@@ -66,15 +76,21 @@ enum Command {
     Drain,
     /// Post-to-parked-waiter round-trip latency against futex and mio Waker; idle waiter CPU.
     Wake,
+    /// TCP echo, 64 B, 1/64/256 connections, closed and open loop, against mio, tokio, io_uring.
+    Echo,
+    /// 4 KiB random reads of a cached file, lio_listio at QD 16/64, against pread and fio.
+    File,
 }
 
 impl Command {
     /// The scenarios this command runs, in order.
     fn scenarios(self) -> &'static [Command] {
         match self {
-            Command::All => &[Command::Drain, Command::Wake],
+            Command::All => &[Command::Drain, Command::Wake, Command::Echo, Command::File],
             Command::Drain => &[Command::Drain],
             Command::Wake => &[Command::Wake],
+            Command::Echo => &[Command::Echo],
+            Command::File => &[Command::File],
         }
     }
 
@@ -83,6 +99,8 @@ impl Command {
             Command::All => "all",
             Command::Drain => "drain",
             Command::Wake => "wake",
+            Command::Echo => "echo",
+            Command::File => "file",
         }
     }
 }
@@ -107,7 +125,8 @@ pub struct Settings {
 impl Settings {
     fn new(cli: &Cli) -> Settings {
         // Full run: drain is 28 variants x 5 rounds x 0.3 s = 42 s, wake 3 x 12 x 0.3 s
-        // = 11 s, so the two stay near a minute and leave room for the scenarios to come.
+        // = 11 s, echo about 55 s and file about 15 s (their modules derive their lengths
+        // from this duration), so that the whole run stays under three minutes on 2 cores.
         let (duration, drain_rounds, wake_rounds, idle_wait) = if cli.quick {
             (Duration::from_millis(20), 3, 2, Duration::from_millis(250))
         } else {
@@ -162,7 +181,7 @@ fn main() -> ExitCode {
 
     let mut scenarios = report::Scenarios::default();
     for &scenario in command.scenarios() {
-        run(scenario, &settings, &mut scenarios);
+        run(scenario, &settings, cli.workers.into(), &mut scenarios);
     }
 
     let results = report::Results::new(command.name(), &settings, scenarios, started.elapsed());
@@ -183,9 +202,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs one scenario under its progress bar and files its report.
-fn run(scenario: Command, settings: &Settings, scenarios: &mut report::Scenarios) {
-    use scenario::{drain, wake};
+/// Runs one scenario under its progress bar and files its report. `workers`: `--workers`.
+fn run(scenario: Command, settings: &Settings, workers: usize, scenarios: &mut report::Scenarios) {
+    use scenario::{drain, echo, file, wake};
     let name = scenario.name();
     match scenario {
         Command::All => unreachable!("`all` is expanded by `Command::scenarios`"),
@@ -197,6 +216,16 @@ fn run(scenario: Command, settings: &Settings, scenarios: &mut report::Scenarios
         Command::Wake => {
             let bar = progress_bar(name, wake::measurements(settings));
             scenarios.wake = Some(wake::run(settings, &bar));
+            bar.finish_with_message("done");
+        }
+        Command::Echo => {
+            let bar = progress_bar(name, echo::measurements(settings));
+            scenarios.echo = Some(echo::run(settings, workers, &bar));
+            bar.finish_with_message("done");
+        }
+        Command::File => {
+            let bar = progress_bar(name, file::measurements(settings));
+            scenarios.file = Some(file::run(settings, &bar));
             bar.finish_with_message("done");
         }
     }

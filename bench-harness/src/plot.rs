@@ -4,10 +4,16 @@
 //!   implementation, percentiles spaced by their nines (90%, 99%, 99.9%, ...) so that the
 //!   tail is as wide as the body;
 //! * `drain-throughput.svg`: records/s per variant and implementation, as grouped bars on
-//!   a log scale, same-thread batches on the left and producer counts on the right.
+//!   a log scale, same-thread batches on the left and producer counts on the right;
+//! * `echo-throughput.svg`: closed-loop messages/s per connection count and server, as
+//!   grouped bars;
+//! * `echo-latency.svg`: open-loop latency (from the intended send time) against
+//!   percentile, a panel per connection count, a curve per server;
+//! * `file-iops.svg`: reads/s per queue depth and implementation, as grouped bars.
 
+use crate::latency;
 use crate::report::Scenarios;
-use crate::scenario::{drain, wake};
+use crate::scenario::{drain, echo, file, wake};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::io;
@@ -57,7 +63,331 @@ pub fn all(dir: &Path, scenarios: &Scenarios) -> io::Result<Vec<String>> {
     if let Some(drain) = &scenarios.drain {
         files.extend(throughput(dir, drain)?);
     }
+    if let Some(echo) = &scenarios.echo {
+        files.extend(echo_throughput(dir, echo)?);
+        files.extend(echo_latency(dir, echo)?);
+    }
+    if let Some(file) = &scenarios.file {
+        files.extend(file_iops(dir, file)?);
+    }
     Ok(files)
+}
+
+/// iocp's drives in the blues of the other plots, the peers in their own colors.
+fn echo_color(server: echo::Server) -> RGBColor {
+    match server {
+        echo::Server::IocpInline => TAB_BLUE,
+        echo::Server::IocpThread => TAB_CYAN,
+        echo::Server::Mio => TAB_GREEN,
+        echo::Server::Tokio => TAB_ORANGE,
+        echo::Server::IoUring => TAB_RED,
+    }
+}
+
+/// iocp in blue, the peers in their own colors.
+fn file_color(subject: file::Subject) -> RGBColor {
+    match subject {
+        file::Subject::Iocp => TAB_BLUE,
+        file::Subject::Pread => TAB_ORANGE,
+        file::Subject::FioPsync => TAB_GREEN,
+        file::Subject::FioIoUring => TAB_RED,
+    }
+}
+
+/// One implementation's bars, a value (or none) per group.
+struct Series {
+    name: &'static str,
+    color: RGBColor,
+    values: Vec<Option<f64>>,
+}
+
+/// `echo-throughput.svg`, unless nothing was measured.
+fn echo_throughput(dir: &Path, report: &echo::Report) -> io::Result<Option<String>> {
+    let Some(first) = report.groups.first() else {
+        return Ok(None);
+    };
+    let series: Vec<Series> = first
+        .rows
+        .iter()
+        .map(|row| Series {
+            name: row.name,
+            color: echo_color(row.server),
+            values: report
+                .groups
+                .iter()
+                .map(|group| {
+                    let row = group.rows.iter().find(|r| r.server == row.server)?;
+                    row.closed.measured().map(|c| c.messages_per_sec)
+                })
+                .collect(),
+        })
+        .collect();
+    let labels: Vec<String> = report
+        .groups
+        .iter()
+        .map(|group| {
+            format!(
+                "{} connection{}",
+                group.connections,
+                plural(group.connections)
+            )
+        })
+        .collect();
+    grouped_bars(
+        dir,
+        "echo-throughput.svg",
+        "echo: closed-loop throughput, 64-byte messages on loopback",
+        "messages/s",
+        &labels,
+        &series,
+    )
+}
+
+/// `file-iops.svg`, unless nothing was measured.
+fn file_iops(dir: &Path, report: &file::Report) -> io::Result<Option<String>> {
+    let Some(first) = report.groups.first() else {
+        return Ok(None);
+    };
+    let series: Vec<Series> = first
+        .rows
+        .iter()
+        .map(|row| Series {
+            name: row.name,
+            color: file_color(row.subject),
+            values: report
+                .groups
+                .iter()
+                .map(|group| {
+                    let row = group.rows.iter().find(|r| r.subject == row.subject)?;
+                    row.outcome.iops()
+                })
+                .collect(),
+        })
+        .collect();
+    let labels: Vec<String> = report
+        .groups
+        .iter()
+        .map(|group| format!("queue depth {}", group.queue_depth))
+        .collect();
+    grouped_bars(
+        dir,
+        "file-iops.svg",
+        "file: 4 KiB random reads of a page-cached file (median reads/s)",
+        "reads/s",
+        &labels,
+        &series,
+    )
+}
+
+/// Grouped bars on a linear axis from zero: a group per label, a bar per series. `None`
+/// when no series has a value.
+fn grouped_bars(
+    dir: &Path,
+    name: &str,
+    caption: &str,
+    y_desc: &str,
+    labels: &[String],
+    series: &[Series],
+) -> io::Result<Option<String>> {
+    let Some(high) = series
+        .iter()
+        .flat_map(|s| s.values.iter().flatten())
+        .copied()
+        .reduce(f64::max)
+    else {
+        return Ok(None);
+    };
+    let path = dir.join(name);
+    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    // Each group is X_SCALE wide: 10% margin on each side, bars sharing the rest.
+    let width = X_SCALE * 8 / 10 / series.len().max(1) as i32;
+    let groups_end = labels.len() as i32 * X_SCALE;
+    let centers: Vec<i32> = (0..groups_end)
+        .step_by(X_SCALE as usize)
+        .map(|x| x + X_SCALE / 2)
+        .collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        // A third of headroom keeps the tallest bars clear of the legend.
+        .build_cartesian_2d((0..groups_end).with_key_points(centers), 0.0..high * 1.35)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(y_desc)
+        .x_label_formatter(&|&x| {
+            labels
+                .get((x / X_SCALE) as usize)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .y_label_formatter(&|&y| si(y))
+        .draw()
+        .map_err(plot_error)?;
+    for (j, series) in series.iter().enumerate() {
+        let color = series.color;
+        let bars = series.values.iter().enumerate().filter_map(|(g, value)| {
+            let x = g as i32 * X_SCALE + X_SCALE / 10 + j as i32 * width;
+            Some(Rectangle::new(
+                [(x, 0.0), (x + width * 9 / 10, (*value)?)],
+                color.filled(),
+            ))
+        });
+        chart
+            .draw_series(bars)
+            .map_err(plot_error)?
+            .label(series.name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(Some(name.to_owned()))
+}
+
+/// `echo-latency.svg`: a panel per connection count, unless no open loop was measured.
+fn echo_latency(dir: &Path, report: &echo::Report) -> io::Result<Option<String>> {
+    let panels: Vec<(String, Vec<Curve>)> = report
+        .groups
+        .iter()
+        .map(|group| {
+            let curves = group
+                .rows
+                .iter()
+                .filter_map(|row| {
+                    let open = row.open.measured()?;
+                    Some(Curve {
+                        name: row.name,
+                        color: echo_color(row.server),
+                        points: curve_points(&open.curve),
+                    })
+                })
+                .collect();
+            let title = format!(
+                "{} connection{}, {} msg/s",
+                group.connections,
+                plural(group.connections),
+                group.open_rate.map_or("-".into(), si_rounded)
+            );
+            (title, curves)
+        })
+        .filter(|(_, curves): &(String, Vec<Curve>)| !curves.is_empty())
+        .collect();
+    if panels.is_empty() {
+        return Ok(None);
+    }
+    let name = "echo-latency.svg";
+    let path = dir.join(name);
+    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root
+        .titled(
+            "echo: open-loop latency from the intended send time (coordinated-omission corrected)",
+            ("sans-serif", 20),
+        )
+        .map_err(plot_error)?;
+    let areas = root.split_evenly((1, panels.len()));
+    for (area, (title, curves)) in areas.iter().zip(panels) {
+        percentile_panel(area, &title, curves)?;
+    }
+    root.present().map_err(plot_error)?;
+    Ok(Some(name.to_owned()))
+}
+
+/// A percentile curve as plot points: (nines x [`X_SCALE`], µs), the 100th percentile left
+/// out (it has no finite position on the axis).
+fn curve_points(curve: &[latency::CurvePoint]) -> Vec<(i32, f64)> {
+    curve
+        .iter()
+        .filter(|point| point.percentile < 100.0)
+        .map(|point| {
+            let x = (nines(point.percentile) * f64::from(X_SCALE)).round() as i32;
+            (x, point.ns as f64 / 1e3)
+        })
+        .collect()
+}
+
+/// One latency-against-percentile panel, the percentile axis spaced by nines.
+fn percentile_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    title: &str,
+    curves: Vec<Curve>,
+) -> io::Result<()> {
+    let all_points = || curves.iter().flat_map(|curve| curve.points.iter());
+    let Some(max_x) = all_points().map(|&(x, _)| x).max() else {
+        return Ok(());
+    };
+    let (low, high) = all_points().fold((f64::MAX, f64::MIN), |(low, high), &(_, y)| {
+        (low.min(y), high.max(y))
+    });
+    let max_nines = ((max_x + X_SCALE - 1) / X_SCALE).max(1);
+    let ticks: Vec<i32> = (0..=max_nines).map(|n| n * X_SCALE).collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .margin_right(24)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(
+            (0..max_nines * X_SCALE).with_key_points(ticks),
+            (low / 1.5..high * 1.5).log_scale(),
+        )
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (µs, log scale)")
+        .x_label_formatter(&|&x| percentile_label(f64::from(x) / f64::from(X_SCALE)))
+        .y_label_formatter(&|&y| log_label(y, |y| format!("{y}")))
+        .draw()
+        .map_err(plot_error)?;
+    for Curve {
+        name,
+        color,
+        points,
+    } in curves
+    {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    Ok(())
+}
+
+/// `12.3k`: a rate rounded for a caption.
+fn si_rounded(value: f64) -> String {
+    match value {
+        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+}
+
+/// `s` after a count other than one.
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// Plotters' errors, as the `io::Error` the results writer reports.

@@ -1,7 +1,7 @@
 //! What a run leaves behind: the terminal table, `results.json`, and the machine record
 //! that makes figures from different runs comparable (or shows that they are not).
 
-use crate::scenario::{drain, wake};
+use crate::scenario::{drain, echo, file, wake};
 use crate::{plot, sys, Settings};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -41,6 +41,12 @@ pub struct Scenarios {
     /// `wake`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wake: Option<wake::Report>,
+    /// `echo`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo: Option<echo::Report>,
+    /// `file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<file::Report>,
 }
 
 /// The settings, as recorded.
@@ -222,6 +228,12 @@ pub fn table(results: &Results) -> String {
     if let Some(wake) = &results.scenarios.wake {
         wake_table(&mut out, wake);
     }
+    if let Some(echo) = &results.scenarios.echo {
+        echo_table(&mut out, echo);
+    }
+    if let Some(file) = &results.scenarios.file {
+        file_table(&mut out, file);
+    }
     out
 }
 
@@ -363,6 +375,215 @@ fn wake_table(out: &mut String, report: &wake::Report) {
         wake::Idle::Skipped { reason } => {
             let _ = writeln!(out, "idle waiter: skipped: {reason}");
         }
+    }
+}
+
+/// The `echo` section: a block per connection count, a row per server (closed-loop
+/// messages/s and p99, open-loop percentiles), then iocp's verdicts.
+fn echo_table(out: &mut String, report: &echo::Report) {
+    let _ = writeln!(
+        out,
+        "\necho: TCP echo on 127.0.0.1, {} B messages, {} worker{} per server, {} generator thread{}{}",
+        report.message_bytes,
+        report.workers,
+        plural(report.workers),
+        report.generator_threads,
+        plural(report.generator_threads),
+        if report.pinned { ", pinned" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "closed loop: {} x {:.2} s, msg/s and round trip (us); open loop: {} x {:.2} s at {:.0}% of the weakest closed-loop rate, latency (us) from the intended send time",
+        report.rounds,
+        report.closed_duration_s,
+        report.rounds,
+        report.open_duration_s,
+        report.open_rate_fraction * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "{:<6} {:<20} {:>9} {:>7} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+        "conns",
+        "server",
+        "msg/s",
+        "x best",
+        "p99",
+        "open p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+        "x best"
+    );
+    for group in &report.groups {
+        let mut label = group.connections.to_string();
+        for row in &group.rows {
+            let closed = match &row.closed {
+                echo::Outcome::Measured(c) => format!(
+                    "{:>9} {:>7} {:>9}",
+                    si(c.messages_per_sec),
+                    ratio(row.throughput_ratio),
+                    us(c.latency_ns.p99)
+                ),
+                echo::Outcome::Skipped { .. } => format!("{:>9} {:>7} {:>9}", "-", "-", "-"),
+            };
+            let open = match &row.open {
+                echo::Outcome::Measured(o) => {
+                    let l = &o.latency_ns;
+                    let late = if o.late > 0 {
+                        format!(" ({} late)", o.late)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}{late}",
+                        us(l.p50),
+                        us(l.p90),
+                        us(l.p99),
+                        us(l.p99_9),
+                        us(l.p99_99),
+                        us(l.max),
+                        ratio(row.p99_ratio)
+                    )
+                }
+                echo::Outcome::Skipped { .. } => String::new(),
+            };
+            let mut marks = Vec::new();
+            if group.best_peer_throughput == Some(row.server) {
+                marks.push("best msg/s");
+            }
+            if group.best_peer_p99 == Some(row.server) {
+                marks.push("best p99");
+            }
+            let marks = if marks.is_empty() {
+                String::new()
+            } else {
+                format!(" <- {}", marks.join(", "))
+            };
+            let _ = writeln!(out, "{label:<6} {:<20} {closed} | {open}{marks}", row.name);
+            use echo::Outcome::Skipped;
+            match (&row.closed, &row.open) {
+                (Skipped { reason: closed }, Skipped { reason: open }) if closed == open => {
+                    let _ = writeln!(out, "{:<6} {:<20} skipped: {closed}", "", "");
+                }
+                (closed, open) => {
+                    let closed = match closed {
+                        Skipped { reason } => Some(reason),
+                        echo::Outcome::Measured(_) => None,
+                    };
+                    let open = match open {
+                        Skipped { reason } => Some(reason),
+                        echo::Outcome::Measured(_) => None,
+                    };
+                    for (mode, reason) in [("closed", closed), ("open", open)] {
+                        if let Some(reason) = reason {
+                            let _ =
+                                writeln!(out, "{:<6} {:<20} {mode} loop skipped: {reason}", "", "");
+                        }
+                    }
+                }
+            }
+            label.clear();
+        }
+        if let Some(rate) = group.open_rate {
+            let _ = writeln!(out, "{:<6} open loop at {} msg/s", "", si(rate));
+        }
+        for row in group.rows.iter().filter(|row| row.server.is_iocp()) {
+            if let (Some(t), Some(p)) = (row.throughput_ratio, row.p99_ratio) {
+                let _ = writeln!(
+                    out,
+                    "{:<6} {}: msg/s {t:.2}x, open p99 {p:.2}x the best peer's (target >= 1x and <= 1x: {})",
+                    "",
+                    row.name,
+                    verdict(row.target_met == Some(true))
+                );
+            }
+        }
+    }
+}
+
+/// The `file` section: a block per queue depth, then the ratios and fio's status.
+fn file_table(out: &mut String, report: &file::Report) {
+    let _ = writeln!(
+        out,
+        "\nfile: {} KiB random reads of a page-cached {} MiB file, IOPS (median of {} runs of {:.2} s); iocp file pool: {} threads",
+        report.block_bytes / 1024,
+        report.file_bytes >> 20,
+        report.rounds,
+        report.duration_s,
+        report.pool_threads
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:<26} {:>4} {:>10} {:>12}",
+        "QD", "implementation", "QD", "IOPS", "iocp / this"
+    );
+    for group in &report.groups {
+        let iocp = group
+            .rows
+            .iter()
+            .find(|row| row.subject == file::Subject::Iocp)
+            .and_then(|row| row.outcome.iops());
+        let mut label = group.queue_depth.to_string();
+        for row in &group.rows {
+            match &row.outcome {
+                file::Outcome::Measured { iops, .. } => {
+                    let versus = match (row.subject, iocp) {
+                        (file::Subject::Iocp, _) | (_, None) => "-".to_owned(),
+                        (_, Some(iocp)) => format!("{:.2}x", iocp / iops),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{label:<4} {:<26} {:>4} {:>10} {versus:>12}",
+                        row.name,
+                        row.queue_depth,
+                        si(*iops)
+                    );
+                }
+                file::Outcome::Skipped { reason } => {
+                    let _ = writeln!(
+                        out,
+                        "{label:<4} {:<26} {:>4} skipped: {reason}",
+                        row.name, row.queue_depth
+                    );
+                }
+            }
+            label.clear();
+        }
+        if let Some(r) = group.iocp_to_pread {
+            let _ = writeln!(
+                out,
+                "{:<4} iocp / pread loop = {r:.2}x (target >= {:.0}x: {}); iocp / fio psync = {}; iocp / fio io_uring = {}",
+                "",
+                report.target_ratio,
+                verdict(r >= report.target_ratio),
+                ratio(group.iocp_to_fio_psync),
+                ratio(group.iocp_to_fio_io_uring)
+            );
+        }
+    }
+    match &report.fio {
+        file::Fio::Found { version } => {
+            let _ = writeln!(out, "fio: {version}");
+        }
+        file::Fio::Missing { reason, install } => {
+            let _ = writeln!(out, "fio: skipped: {reason}; to install it, {install}");
+        }
+    }
+}
+
+/// `1.23x`, or `-`.
+fn ratio(value: Option<f64>) -> String {
+    value.map_or("-".into(), |r| format!("{r:.2}x"))
+}
+
+/// `s` after a count other than one.
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 

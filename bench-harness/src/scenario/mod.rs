@@ -13,6 +13,8 @@
 //! is bounded in time and in count, and joins all its threads before it returns.
 
 pub mod drain;
+pub mod echo;
+pub mod file;
 pub mod wake;
 
 use core_affinity::CoreId;
