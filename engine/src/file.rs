@@ -21,11 +21,12 @@ use crate::buffer::{Buf, MAX_TRANSFER};
 use crate::descriptor::Descriptor;
 use crate::error::{self, canceled, to_record};
 use crate::overlapped::Overlapped;
-use crate::parker::{Parker, WaitStack};
+use crate::parker::{Parker, Spin, WaitStack};
 use crate::primitive::{lock, Mutex};
 use crate::sys::{self, file as sysfile};
 use crate::{Completion, OpResult, Port};
 use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -185,6 +186,7 @@ impl FilePoolBuilder {
             queue: SegQueue::new(),
             queued: AtomicUsize::new(0),
             idle: WaitStack::new(),
+            spin: CachePadded::new(Spin::new()),
             stopping: AtomicBool::new(false),
             submitting: AtomicUsize::new(0),
             inflight: Mutex::new(HashMap::new()),
@@ -231,6 +233,8 @@ struct PoolShared {
     /// Jobs pushed and not yet popped (the idle threads' Dekker partner).
     queued: AtomicUsize,
     idle: WaitStack,
+    /// How long idle threads spin before they park, learnt as a port's is.
+    spin: CachePadded<Spin>,
     stopping: AtomicBool,
     /// Submissions between their check of `stopping` and their push.
     submitting: AtomicUsize,
@@ -381,6 +385,7 @@ impl FilePool {
             })
         });
         let (mut failed, mut refused) = (false, false);
+        let mut last_port: Option<(i32, i32, Association)> = None;
         for &entry in list {
             // SAFETY: the caller guarantees non-NULL entries point to live aiocbs.
             let Some(aiocb) = (unsafe { entry.as_ref() }) else {
@@ -389,7 +394,23 @@ impl FilePool {
             if aiocb.aio_lio_opcode == LIO_NOP {
                 continue;
             }
-            let port = match lio_port(aiocb, mode) {
+            // A list nearly always names one port: look each handle up once per call.
+            let looked_up = match &last_port {
+                Some((flag, handle, port))
+                    if *flag == aiocb.aio_flag & AIO_EXTENDED && *handle == aiocb.aio_iocpfd =>
+                {
+                    Ok(port.clone())
+                }
+                _ => lio_port(aiocb, mode),
+            };
+            if let Ok(port) = &looked_up {
+                last_port = Some((
+                    aiocb.aio_flag & AIO_EXTENDED,
+                    aiocb.aio_iocpfd,
+                    port.clone(),
+                ));
+            }
+            let port = match looked_up {
                 Ok(port) => port,
                 Err(err) => {
                     failed = true;
@@ -469,8 +490,11 @@ impl FilePool {
     }
 }
 
+/// The port (and key) a request reports to, if any.
+type Association = Option<(Port, u64)>;
+
 /// The port an aiocb reports to, checked against the mode.
-fn lio_port(aiocb: &Aiocb, mode: LioMode) -> io::Result<Option<(Port, u64)>> {
+fn lio_port(aiocb: &Aiocb, mode: LioMode) -> io::Result<Association> {
     if aiocb.aio_flag & AIO_EXTENDED == 0 {
         return match mode {
             LioMode::NoWaitGmcs => Err(error::invalid()),
@@ -574,6 +598,15 @@ impl PoolShared {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
+            // A submitter usually sends more soon: waking a parked thread costs a futex call
+            // and a context switch per request, which is what a `pread` loop never pays.
+            // Relaxed: a hint; the decision to sleep is made with SeqCst below.
+            let (work, start) = self.spin.spin(None, || {
+                self.queued.load(Ordering::Relaxed) > 0 || self.stopping.load(Ordering::Relaxed)
+            });
+            if work {
+                continue;
+            }
             let parker = Parker::current();
             self.idle.register(&parker);
             // SeqCst: the idle half of the Dekker pair with `submit`.
@@ -581,7 +614,9 @@ impl PoolShared {
                 self.idle.unregister(&parker);
                 continue;
             }
-            if parker.park(None) != sys::WaitStatus::Woken {
+            let woken = parker.park(None) == sys::WaitStatus::Woken;
+            self.spin.learn(start, woken);
+            if !woken {
                 self.idle.unregister(&parker);
             }
         }
