@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Longest a program may run (sanitized builds are several times slower).
@@ -24,6 +25,38 @@ fn profile_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>")
         .to_path_buf()
+}
+
+/// `libiocp.a`: the one `cargo build` left beside this test, or else one built now, once.
+///
+/// `cargo test` builds no static library for a crate that has no rlib (nothing links it),
+/// so on a fresh clone there is none yet. It is built into a target directory of its own:
+/// the running `cargo test` may hold the main one's lock.
+fn library() -> PathBuf {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY
+        .get_or_init(|| {
+            let beside = profile_dir().join("libiocp.a");
+            if beside.exists() {
+                return beside;
+            }
+            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libiocp");
+            let profile = profile_dir();
+            let release = profile.file_name().is_some_and(|name| name == "release");
+            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cargo
+                .args(["build", "-p", "iocp-ffi", "--lib", "--target-dir"])
+                .arg(&target);
+            if release {
+                cargo.arg("--release");
+            }
+            let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libiocp-build.log");
+            run(cargo, "building libiocp.a", &log);
+            target
+                .join(if release { "release" } else { "debug" })
+                .join("libiocp.a")
+        })
+        .clone()
 }
 
 fn compiler() -> String {
@@ -70,12 +103,7 @@ fn c_program(name: &str, args: &[&str]) {
 /// Compiles `source` against `libiocp.a` as `name` and runs it with `args`.
 fn compile_and_run(source: &Path, name: &str, args: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = profile_dir().join("libiocp.a");
-    assert!(
-        lib.exists(),
-        "{} is missing: cargo builds it with this test",
-        lib.display()
-    );
+    let lib = library();
     let kind = if sanitized() { "sanitized" } else { "plain" };
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("c-{kind}"));
     std::fs::create_dir_all(&out_dir).expect("output directory");
