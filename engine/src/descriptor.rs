@@ -93,19 +93,7 @@ pub unsafe fn read(
     overlapped: *const Overlapped,
 ) -> io::Result<Started> {
     // SAFETY: forwarded from the caller.
-    let entry = unsafe { lookup(fd)? };
-    match &entry.object {
-        Object::Socket(socket) => {
-            // SAFETY: the caller keeps `buf` and `overlapped` valid until completion.
-            let done = unsafe { socket.read_overlapped(buf, len, overlapped) }?;
-            Ok(done.map_or(Started::Pending, Started::Done))
-        }
-        Object::File(file) => {
-            // SAFETY: as above.
-            unsafe { file.read_overlapped(buf, len, overlapped) }?;
-            Ok(Started::Pending)
-        }
-    }
+    unsafe { start(fd, buf, len, overlapped, false) }
 }
 
 /// `WriteFile` with an overlapped block; see [`read`].
@@ -119,16 +107,43 @@ pub unsafe fn write(
     len: usize,
     overlapped: *const Overlapped,
 ) -> io::Result<Started> {
+    // SAFETY: forwarded from the caller; a write only reads `buf`.
+    unsafe { start(fd, buf.cast_mut(), len, overlapped, true) }
+}
+
+/// Starts an overlapped read or write on `fd`'s socket or file.
+///
+/// # Safety
+///
+/// As [`read`] (for a write, `buf` need only be valid for reads).
+unsafe fn start(
+    fd: RawFd,
+    buf: *mut u8,
+    len: usize,
+    overlapped: *const Overlapped,
+    write: bool,
+) -> io::Result<Started> {
     // SAFETY: forwarded from the caller.
     let entry = unsafe { lookup(fd)? };
-    match &entry.object {
-        Object::Socket(socket) => {
-            // SAFETY: the caller keeps `buf` and `overlapped` valid until completion.
+    // SAFETY (every arm): the caller keeps `buf` and `overlapped` valid until completion.
+    match (&entry.object, write) {
+        (Object::Socket(socket), false) => {
+            // SAFETY: see above.
+            let done = unsafe { socket.read_overlapped(buf, len, overlapped) }?;
+            Ok(done.map_or(Started::Pending, Started::Done))
+        }
+        (Object::Socket(socket), true) => {
+            // SAFETY: see above.
             let done = unsafe { socket.write_overlapped(buf, len, overlapped) }?;
             Ok(done.map_or(Started::Pending, Started::Done))
         }
-        Object::File(file) => {
-            // SAFETY: as above.
+        (Object::File(file), false) => {
+            // SAFETY: see above.
+            unsafe { file.read_overlapped(buf, len, overlapped) }?;
+            Ok(Started::Pending)
+        }
+        (Object::File(file), true) => {
+            // SAFETY: see above.
             unsafe { file.write_overlapped(buf, len, overlapped) }?;
             Ok(Started::Pending)
         }
