@@ -409,80 +409,26 @@ fn latency(dir: &Path, report: &wake::Report) -> io::Result<Option<String>> {
         .rows
         .iter()
         .filter_map(|row| match &row.outcome {
-            wake::Outcome::Measured { curve, .. } => {
-                let points = curve
-                    .iter()
-                    .filter(|point| point.percentile < 100.0)
-                    .map(|point| {
-                        let x = (nines(point.percentile) * f64::from(X_SCALE)).round() as i32;
-                        (x, point.ns as f64 / 1e3)
-                    })
-                    .collect();
-                Some(Curve {
-                    name: row.name,
-                    color: wake_color(row.subject),
-                    points,
-                })
-            }
+            wake::Outcome::Measured { curve, .. } => Some(Curve {
+                name: row.name,
+                color: wake_color(row.subject),
+                points: curve_points(curve),
+            }),
             wake::Outcome::Skipped { .. } => None,
         })
         .collect();
-    let all_points = || curves.iter().flat_map(|curve| curve.points.iter());
-    let Some(max_x) = all_points().map(|&(x, _)| x).max() else {
+    if curves.iter().all(|curve| curve.points.is_empty()) {
         return Ok(None);
-    };
-    let (low, high) = all_points().fold((f64::MAX, f64::MIN), |(low, high), &(_, y)| {
-        (low.min(y), high.max(y))
-    });
-    // Whole nines, so that the last tick is at the end of the axis.
-    let max_nines = ((max_x + X_SCALE - 1) / X_SCALE).max(1);
-
+    }
     let name = "wake-latency.svg";
     let path = dir.join(name);
     let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let ticks: Vec<i32> = (0..=max_nines).map(|n| n * X_SCALE).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "wake: round trip through a parked waiter (closed-loop ping-pong)",
-            ("sans-serif", 22),
-        )
-        .margin(16)
-        .margin_right(48)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(
-            (0..max_nines * X_SCALE).with_key_points(ticks),
-            (low / 1.5..high * 1.5).log_scale(),
-        )
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("round trip (µs, log scale)")
-        .x_label_formatter(&|&x| percentile_label(f64::from(x) / f64::from(X_SCALE)))
-        .y_label_formatter(&|&y| log_label(y, |y| format!("{y}")))
-        .draw()
-        .map_err(plot_error)?;
-    for Curve {
-        name,
-        color,
-        points,
-    } in curves
-    {
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(plot_error)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
+    percentile_panel(
+        &root,
+        "wake: round trip through a parked waiter (closed-loop ping-pong)",
+        curves,
+    )?;
     root.present().map_err(plot_error)?;
     Ok(Some(name.to_owned()))
 }
