@@ -159,7 +159,7 @@ impl PortBuilder {
     }
 
     /// Drains one record at a time, checking each slot on its own, instead of copying runs
-    /// found a word of the publication bitmap at a time. Slower; it exists so benchmarks
+    /// found 32 tags per vector compare. Slower; it exists so benchmarks
     /// can measure what the batched path buys.
     pub fn scalar_drain(mut self, scalar: bool) -> PortBuilder {
         self.scalar_drain = scalar;
@@ -261,7 +261,7 @@ impl Port {
     pub fn get(&self, timeout: Option<Duration>) -> io::Result<Completion> {
         let shared = &self.shared;
         shared.check_open()?;
-        // Acquire: pairs with the release in `leave_exclusive`.
+        // Acquire: pairs with the release in `Exclusive::drop`.
         if shared.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
             return Err(error::busy());
         }
@@ -351,11 +351,7 @@ impl Port {
             // The exclusive dequeue keeps other dequeuers off the claim but for a `get` that
             // was already taking its one record.
             let mut consumer = shared.ring.consume();
-            let mut n = consumer.ready(max);
-            if n == 0 {
-                consumer.refill();
-                n = consumer.ready(max);
-            }
+            let n = consumer.refilled(|c| c.ready(max));
             (n > 0).then_some((consumer, n))
         };
         let found = match take() {
@@ -451,8 +447,8 @@ impl Port {
             return Ok(());
         }
         handle.disown();
-        PORTS.remove(&self.shared);
-        // Already closed is fine: either way the port is closed now.
+        // Closing forgets the handle (the disowned descriptor stays open). Already closed
+        // is fine: either way the port is closed now.
         let _ = self.close();
         Err(error::closed())
     }
@@ -525,10 +521,7 @@ impl Shared {
         // (Under loom the claim's fence, in `Ring::claim` and `Ring::push`, stands for the
         // SeqCst order this check relies on.)
         if !self.waiters.has_sleepers() {
-            #[cfg(not(loom))]
-            if let Some(reactor) = self.reactor.get() {
-                reactor.wake_if_blocked();
-            }
+            self.wake_blocked_leader();
             return;
         }
         // SeqCst: read after `has_sleepers` saw the exclusive waiter, which stored it first.
@@ -549,10 +542,15 @@ impl Shared {
     fn wake_someone(&self) {
         crate::primitive::loom_seqcst_fence();
         if !self.waiters.wake_one() {
-            #[cfg(not(loom))]
-            if let Some(reactor) = self.reactor.get() {
-                reactor.wake_if_blocked();
-            }
+            self.wake_blocked_leader();
+        }
+    }
+
+    /// Interrupts a leader blocked in `epoll_wait`, if one is.
+    fn wake_blocked_leader(&self) {
+        #[cfg(not(loom))]
+        if let Some(reactor) = self.reactor.get() {
+            reactor.wake_if_blocked();
         }
     }
 
@@ -714,21 +712,17 @@ impl Shared {
                 break consumer;
             }
             // A batched dequeue may hold the claim for as long as its `Batch` lives.
-            // Acquire: pairs with the release in `leave_exclusive`.
+            // Acquire: pairs with the release in `Exclusive::drop`.
             if self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
                 self.withdraw();
                 return Err(error::busy());
             }
             crate::primitive::spin_loop();
         };
-        let mut ready = consumer.ready_scalar(1);
-        if ready == 0 {
-            consumer.refill();
-            ready = consumer.ready_scalar(1);
-        }
+        let ready = consumer.refilled(|c| c.ready_scalar(1));
         // A batched dequeue that began meanwhile owns what is queued from then on: a record
         // posted after it was seen holding the port must not go to this `get`.
-        // Acquire: pairs with the release in `leave_exclusive`.
+        // Acquire: pairs with the release in `Exclusive::drop`.
         if ready == 1 && self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
             drop(consumer);
             self.withdraw();
@@ -812,13 +806,9 @@ impl Shared {
         let mut consumer = self.ring.consume();
         let mut total = 0;
         while total < max {
-            let mut n = self.ready_run(&consumer, max - total);
+            let n = consumer.refilled(|c| self.ready_run(c, max - total));
             if n == 0 {
-                consumer.refill();
-                n = self.ready_run(&consumer, max - total);
-                if n == 0 {
-                    break;
-                }
+                break;
             }
             if self.scalar_drain {
                 let record = consumer.get(0);
@@ -847,7 +837,7 @@ impl Shared {
 
     fn enter_exclusive(&self) -> io::Result<()> {
         // Acquire: pairs with the release decrements of waiting `get` calls and with
-        // `leave_exclusive`.
+        // `Exclusive::drop`.
         self.dequeuers
             .compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
             .map(drop)
@@ -855,7 +845,7 @@ impl Shared {
     }
 
     fn enter_wait(&self) -> io::Result<()> {
-        // Acquire: pairs with the release in `leave_exclusive`.
+        // Acquire: pairs with the release in `Exclusive::drop`.
         self.dequeuers
             .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
                 (n & EXCLUSIVE == 0).then_some(n + 1)

@@ -334,6 +334,17 @@ impl Consumer<'_> {
         });
     }
 
+    /// `search`'s run of ready records; if it finds none, it moves overflow records into
+    /// the ring first and searches again.
+    pub(crate) fn refilled(&mut self, search: impl Fn(&Self) -> usize) -> usize {
+        let n = search(self);
+        if n > 0 {
+            return n;
+        }
+        self.refill();
+        search(self)
+    }
+
     /// Length of the run of published records from `head`, at most `max`: 32 slots per
     /// compare where the CPU allows, else one at a time.
     pub(crate) fn ready(&self, max: usize) -> usize {
