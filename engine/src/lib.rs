@@ -14,8 +14,8 @@
 //! * **The fast path allocates nothing and takes no lock**: posting, dequeuing records that
 //!   are ready, and the check for sleeping waiters are a handful of atomic operations. A
 //!   post makes a system call only when a waiter sleeps.
-//! * **Batched drains**: the consumer finds the run of ready records 64 slots per load and
-//!   copies it out in at most two `memcpy`s.
+//! * **Batched drains**: the consumer finds the run of ready records 32 slots per vector
+//!   compare (AVX2, detected at run time) and copies it out in at most two `memcpy`s.
 //! * **Waits keep their deadline.** Sleeping uses a futex with an absolute CLOCK_MONOTONIC
 //!   deadline, after a short adaptive spin; spurious wakes and signals never stretch or
 //!   shorten a timeout, and a signal handler that runs while a port wait sleeps ends it
