@@ -17,6 +17,9 @@
 //! be cancelled.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::{address, errno};
 use iocp::{
     AioCancel, Aiocb, Completion, DrainStatus, Event, File, FilePool, FilePoolBuilder, LioMode,
     OpResult, Overlapped, Port, AIO_EXTENDED, LIO_NOP, LIO_READ, LIO_WRITE, MAX_TRANSFER,
@@ -25,7 +28,6 @@ use iocp::{
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::fs::OpenOptions;
-use std::io;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, RawFd};
@@ -46,19 +48,6 @@ const BUSY: usize = 64 * MIB;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-fn errno<T: Debug>(result: io::Result<T>) -> i32 {
-    match result {
-        Ok(value) => panic!("expected an error, got Ok({value:?})"),
-        Err(error) => error
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("expected an errno, got {error:?}")),
-    }
-}
-
-fn address(overlapped: &Overlapped) -> usize {
-    overlapped as *const Overlapped as usize
-}
 
 /// The five 32-bit words of an `OVERLAPPED` as a C caller sees them: `Internal`,
 /// `InternalHigh`, `Offset`, `OffsetHigh`, `hEvent`.

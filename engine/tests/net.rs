@@ -8,9 +8,11 @@
 //! wait has a timeout; every loop is bounded.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::{address, errno};
 use iocp::{Completion, Drive, Event, OpResult, Overlapped, Port, Socket, Submitted};
 use std::collections::{HashMap, HashSet};
-use std::fmt::Debug;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -43,15 +45,6 @@ fn each_drive(test: impl Fn(Drive)) {
     for drive in DRIVES {
         eprintln!("--- drive {drive:?}");
         test(drive);
-    }
-}
-
-fn errno<T: Debug>(result: io::Result<T>) -> i32 {
-    match result {
-        Ok(value) => panic!("expected an error, got Ok({value:?})"),
-        Err(error) => error
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("expected an errno, got {error:?}")),
     }
 }
 
@@ -266,10 +259,6 @@ fn fill_until_pending(socket: &Socket, chunk: usize) -> (usize, u64) {
         }
     }
     panic!("the send buffer never filled after {sent} bytes");
-}
-
-fn address(overlapped: &Overlapped) -> usize {
-    overlapped as *const Overlapped as usize
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 //! completion to a port or an event) and of [`iocp::Event`].
 #![cfg(not(loom))]
 
+mod common;
+
+use common::{address, errno};
 use iocp::{Completion, Event, Overlapped, Port, STATUS_PENDING};
-use std::fmt::Debug;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -25,19 +27,6 @@ static DESCRIPTORS: Mutex<()> = Mutex::new(());
 
 fn descriptors() -> MutexGuard<'static, ()> {
     DESCRIPTORS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn errno<T: Debug>(result: io::Result<T>) -> i32 {
-    match result {
-        Ok(value) => panic!("expected an error, got Ok({value:?})"),
-        Err(error) => error
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("expected an errno, got {error:?}")),
-    }
-}
-
-fn address(overlapped: &Overlapped) -> usize {
-    overlapped as *const Overlapped as usize
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 //! overflow, the concurrency value, timeouts, and the cost of an idle waiter.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::errno;
 use iocp::{Completion, DrainStatus, Drained, Port, GMCS_NMAX, MAX_CAPACITY};
 use std::fmt::Debug;
 use std::io;
@@ -22,15 +25,6 @@ const LATE: Duration = Duration::from_millis(150);
 const LONG: Duration = Duration::from_secs(10);
 /// How long a test waits for a thread's report before it declares it lost.
 const PATIENCE: Duration = Duration::from_secs(5);
-
-fn errno<T: Debug>(result: io::Result<T>) -> i32 {
-    match result {
-        Ok(value) => panic!("expected an error, got Ok({value:?})"),
-        Err(error) => error
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("expected an errno, got {error:?}")),
-    }
-}
 
 fn record(i: usize) -> Completion {
     Completion::new(i as u64, i as u32, i * 8)

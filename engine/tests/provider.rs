@@ -4,10 +4,11 @@
 //! event, errors, and waiting for a result.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::{address, errno};
 use iocp::{Completion, Drive, Event, Overlapped, Port, ProviderSocket, ProviderStatus};
 use std::collections::HashSet;
-use std::fmt::Debug;
-use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,19 +30,6 @@ static HANDLES: Mutex<()> = Mutex::new(());
 
 fn handles() -> MutexGuard<'static, ()> {
     HANDLES.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn errno<T: Debug>(result: io::Result<T>) -> i32 {
-    match result {
-        Ok(value) => panic!("expected an error, got Ok({value:?})"),
-        Err(error) => error
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("expected an errno, got {error:?}")),
-    }
-}
-
-fn address(overlapped: &Overlapped) -> usize {
-    overlapped as *const Overlapped as usize
 }
 
 fn port(drive: Drive) -> Port {

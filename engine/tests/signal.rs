@@ -13,6 +13,9 @@
 //! are skipped.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::errno;
 use iocp::{Completion, DrainStatus, Drained, Event, Overlapped, Port};
 use std::fmt::Debug;
 use std::io;
@@ -55,15 +58,6 @@ fn install_handlers() {
             assert_eq!(rc, 0, "sigaction: {}", io::Error::last_os_error());
         }
     });
-}
-
-fn errno<T: Debug>(result: io::Result<T>) -> i32 {
-    match result {
-        Ok(value) => panic!("expected an error, got Ok({value:?})"),
-        Err(error) => error
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("expected an errno, got {error:?}")),
-    }
 }
 
 /// A thread running one wait, with the channel its result and duration come back on.
