@@ -1,6 +1,7 @@
 //! Positioned file I/O on raw descriptors, as the file pool's threads run it.
 
 use super::cvt;
+use super::fault::Call;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -11,7 +12,9 @@ use std::os::fd::RawFd;
 /// `buf` must be valid for writes of `len` bytes for the duration of the call.
 pub(crate) unsafe fn pread(fd: RawFd, buf: *mut u8, len: usize, offset: u64) -> io::Result<usize> {
     // SAFETY: the caller guarantees the buffer; the offset was checked to fit `off_t`.
-    cvt(|| unsafe { libc::pread(fd, buf.cast(), len, offset as libc::off_t) })
+    cvt(Call::Pread, fd, || unsafe {
+        libc::pread(fd, buf.cast(), len, offset as libc::off_t)
+    })
 }
 
 /// `pwrite`: bytes written.
@@ -26,7 +29,9 @@ pub(crate) unsafe fn pwrite(
     offset: u64,
 ) -> io::Result<usize> {
     // SAFETY: as for `pread`.
-    cvt(|| unsafe { libc::pwrite(fd, buf.cast(), len, offset as libc::off_t) })
+    cvt(Call::Pwrite, fd, || unsafe {
+        libc::pwrite(fd, buf.cast(), len, offset as libc::off_t)
+    })
 }
 
 /// `read` from the file position (or a socket, pipe, ...), blocking as the descriptor does.
@@ -36,7 +41,9 @@ pub(crate) unsafe fn pwrite(
 /// As for [`pread`].
 pub(crate) unsafe fn read(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees the buffer.
-    cvt(|| unsafe { libc::read(fd, buf.cast(), len) })
+    cvt(Call::Read, fd, || unsafe {
+        libc::read(fd, buf.cast(), len)
+    })
 }
 
 /// `write` at the file position, blocking as the descriptor does.
@@ -46,20 +53,23 @@ pub(crate) unsafe fn read(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usi
 /// As for [`pwrite`].
 pub(crate) unsafe fn write(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees the buffer.
-    cvt(|| unsafe { libc::write(fd, buf.cast(), len) })
+    cvt(Call::Write, fd, || unsafe {
+        libc::write(fd, buf.cast(), len)
+    })
 }
 
 /// `fsync`.
 pub(crate) fn fsync(fd: RawFd) -> io::Result<usize> {
     // SAFETY: no memory is passed.
-    cvt(|| unsafe { libc::fsync(fd) } as isize)
+    cvt(Call::Fsync, fd, || unsafe { libc::fsync(fd) } as isize)
 }
 
 /// `fdatasync` (plain `fsync` where the system has none).
 pub(crate) fn fdatasync(fd: RawFd) -> io::Result<usize> {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     // SAFETY: no memory is passed.
-    return cvt(|| unsafe { libc::fdatasync(fd) } as isize);
+    return cvt(Call::Fdatasync, fd, || unsafe { libc::fdatasync(fd) }
+        as isize);
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
     fsync(fd)
 }

@@ -22,6 +22,8 @@
 
 mod clock;
 pub(crate) use clock::Deadline;
+#[cfg_attr(loom, allow(dead_code, unused_imports))] // loom builds make no system calls
+pub(crate) mod fault;
 #[cfg(not(loom))]
 pub(crate) mod file;
 #[cfg(not(loom))]
@@ -34,13 +36,38 @@ pub(crate) use handle::handle_fd;
 #[cfg(all(target_os = "linux", not(loom), not(iocp_force_fallback)))]
 mod linux;
 #[cfg(all(target_os = "linux", not(loom), not(iocp_force_fallback)))]
-pub(crate) use linux::{futex_wait, futex_wake_all, futex_wake_one};
+use linux as futex;
+#[cfg(all(target_os = "linux", not(loom), not(iocp_force_fallback)))]
+pub(crate) use linux::{futex_wake_all, futex_wake_one};
 
 #[cfg(any(not(target_os = "linux"), loom, iocp_force_fallback))]
 mod emulated;
 #[cfg(any(not(target_os = "linux"), loom, iocp_force_fallback))]
+use emulated as futex;
+#[cfg(any(not(target_os = "linux"), loom, iocp_force_fallback))]
 #[cfg_attr(loom, allow(unused_imports))] // only the overlapped and event waits wake all
-pub(crate) use emulated::{futex_wait, futex_wake_all, futex_wake_one};
+pub(crate) use emulated::{futex_wake_all, futex_wake_one};
+
+/// Sleeps while `word == expected` (see the module docs), through the fault seam.
+///
+/// A wait never ends early: a timeout reported before `deadline` (by the fault seam, or by
+/// a backend whose clock disagrees with ours) counts as a spurious return.
+pub(crate) fn futex_wait(
+    word: &crate::primitive::AtomicU32,
+    expected: u32,
+    deadline: Option<Deadline>,
+) -> WaitStatus {
+    let status = match fault::take(fault::Call::FutexWait, -1) {
+        None => futex::futex_wait(word, expected, deadline),
+        Some(libc::EINTR) => WaitStatus::Interrupted,
+        Some(libc::ETIMEDOUT) => WaitStatus::TimedOut,
+        Some(_) => WaitStatus::Woken,
+    };
+    match status {
+        WaitStatus::TimedOut if !deadline.is_some_and(Deadline::has_passed) => WaitStatus::Woken,
+        status => status,
+    }
+}
 
 /// How a futex wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,16 +85,26 @@ pub(crate) enum WaitStatus {
     Interrupted,
 }
 
-/// Runs a libc call that returns -1 on error, retrying on `EINTR`: the engine's system
-/// calls are non-blocking or short, so an interrupted one is simply made again.
+/// Runs `syscall`, a libc call on `fd` that returns -1 on error, retrying on `EINTR`: the
+/// engine's system calls are non-blocking or short, so an interrupted one is simply made
+/// again. Each attempt goes through the fault seam as `call`.
 #[cfg(not(loom))]
-fn cvt(mut call: impl FnMut() -> isize) -> std::io::Result<usize> {
+fn cvt(
+    call: fault::Call,
+    fd: std::os::fd::RawFd,
+    mut syscall: impl FnMut() -> isize,
+) -> std::io::Result<usize> {
     loop {
-        let rc = call();
-        if rc >= 0 {
-            return Ok(rc as usize);
-        }
-        let err = std::io::Error::last_os_error();
+        let err = match fault::take(call, fd) {
+            Some(errno) => std::io::Error::from_raw_os_error(errno),
+            None => {
+                let rc = syscall();
+                if rc >= 0 {
+                    return Ok(rc as usize);
+                }
+                std::io::Error::last_os_error()
+            }
+        };
         if err.kind() != std::io::ErrorKind::Interrupted {
             return Err(err);
         }
@@ -97,8 +134,10 @@ pub(crate) enum Kind {
 #[cfg(not(loom))]
 pub(crate) fn identify(fd: std::os::fd::RawFd) -> std::io::Result<Identity> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is writable and large enough for a `stat`.
-    cvt(|| unsafe { libc::fstat(fd, st.as_mut_ptr()) } as isize)?;
+    cvt(fault::Call::Fstat, fd, || {
+        // SAFETY: `st` is writable and large enough for a `stat`.
+        unsafe { libc::fstat(fd, st.as_mut_ptr()) as isize }
+    })?;
     // SAFETY: fstat succeeded, so it filled `st`.
     let st = unsafe { st.assume_init() };
     let kind = match st.st_mode & libc::S_IFMT {

@@ -5,6 +5,7 @@
 //! Sends never raise `SIGPIPE`: a closed peer is an `EPIPE` record, not a dead process.
 
 use super::cvt;
+use super::fault::{self, Call};
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -22,17 +23,21 @@ const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 /// raising `SIGPIPE`).
 pub(crate) fn prepare(fd: BorrowedFd<'_>) -> io::Result<()> {
     let fd = fd.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on a descriptor the caller keeps open; no pointers involved.
-    let flags = cvt(|| unsafe { libc::fcntl(fd, libc::F_GETFL) } as isize)? as libc::c_int;
+    let flags = cvt(Call::Fcntl, fd, || {
+        // SAFETY: F_GETFL/F_SETFL on a descriptor the caller keeps open; no pointers.
+        unsafe { libc::fcntl(fd, libc::F_GETFL) as isize }
+    })? as libc::c_int;
     if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: as above.
-        cvt(|| unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } as isize)?;
+        cvt(Call::Fcntl, fd, || {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) as isize }
+        })?;
     }
     #[cfg(any(target_os = "macos", target_os = "ios"))]
     {
         let one: libc::c_int = 1;
         // SAFETY: `one` outlives the call and its size is passed.
-        cvt(|| unsafe {
+        cvt(Call::Fcntl, fd, || unsafe {
             libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
@@ -57,7 +62,9 @@ pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// `buf` must be valid for writes of `len` bytes for the duration of the call.
 pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees `buf..buf + len` is writable.
-    cvt(|| unsafe { libc::recv(fd, buf.cast(), len, RECV_FLAGS) })
+    cvt(Call::Recv, fd, || unsafe {
+        libc::recv(fd, buf.cast(), len, RECV_FLAGS)
+    })
 }
 
 /// `send` from `buf`: the byte count, possibly short.
@@ -67,7 +74,9 @@ pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usi
 /// `buf` must be valid for reads of `len` bytes for the duration of the call.
 pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees `buf..buf + len` is readable.
-    cvt(|| unsafe { libc::send(fd, buf.cast(), len, SEND_FLAGS) })
+    cvt(Call::Send, fd, || unsafe {
+        libc::send(fd, buf.cast(), len, SEND_FLAGS)
+    })
 }
 
 /// `send` that blocks as the descriptor does (a C caller's synchronous `WriteFile`), still
@@ -78,7 +87,9 @@ pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<u
 /// As for [`send`].
 pub(crate) unsafe fn send_blocking(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees `buf..buf + len` is readable.
-    cvt(|| unsafe { libc::send(fd, buf.cast(), len, SEND_FLAGS & !libc::MSG_DONTWAIT) })
+    cvt(Call::Send, fd, || unsafe {
+        libc::send(fd, buf.cast(), len, SEND_FLAGS & !libc::MSG_DONTWAIT)
+    })
 }
 
 /// `recvfrom` into `buf`: the byte count and the sender, when it has an IP address.
@@ -99,7 +110,7 @@ pub(crate) unsafe fn recv_from(
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let flags = RECV_FLAGS;
     // SAFETY: the caller guarantees `buf`; `storage` and `addr_len` are writable and sized.
-    let n = cvt(|| unsafe {
+    let n = cvt(Call::RecvFrom, fd, || unsafe {
         libc::recvfrom(
             fd,
             buf.cast(),
@@ -131,7 +142,7 @@ pub(crate) unsafe fn send_to(
 ) -> io::Result<usize> {
     let (storage, addr_len) = to_sockaddr(addr);
     // SAFETY: the caller guarantees `buf`; `storage` holds a valid address of `addr_len`.
-    cvt(|| unsafe {
+    cvt(Call::SendTo, fd, || unsafe {
         libc::sendto(
             fd,
             buf.cast(),
@@ -149,7 +160,7 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     let mut addr_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     // SAFETY: `storage` and `addr_len` are writable and sized.
-    let new = cvt(|| unsafe {
+    let new = cvt(Call::Accept, fd, || unsafe {
         libc::accept4(
             fd,
             storage.as_mut_ptr().cast(),
@@ -159,14 +170,17 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     })?;
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
     // SAFETY: as above.
-    let new =
-        cvt(|| unsafe { libc::accept(fd, storage.as_mut_ptr().cast(), &mut addr_len) as isize })?;
+    let new = cvt(Call::Accept, fd, || unsafe {
+        libc::accept(fd, storage.as_mut_ptr().cast(), &mut addr_len) as isize
+    })?;
     // SAFETY: accept returned a new descriptor that nothing else owns.
     let new = unsafe { OwnedFd::from_raw_fd(new as RawFd) };
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
     {
         // SAFETY: F_SETFD on the descriptor we own.
-        cvt(|| unsafe { libc::fcntl(new.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } as isize)?;
+        cvt(Call::Fcntl, new.as_raw_fd(), || unsafe {
+            libc::fcntl(new.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC)
+        } as isize)?;
         prepare(std::os::fd::AsFd::as_fd(&new))?;
     }
     // SAFETY: zero-initialized, then possibly filled by the kernel.
@@ -176,6 +190,9 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
 /// Starts connecting to `addr`: `Ok` when connected at once, `EINPROGRESS` when the result
 /// comes later (see [`take_error`]).
 pub(crate) fn connect(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    if let Some(errno) = fault::take(Call::Connect, fd) {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
     let (storage, addr_len) = to_sockaddr(addr);
     // SAFETY: `storage` holds a valid address of `addr_len` bytes.
     let rc = unsafe {
@@ -197,7 +214,7 @@ pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     let mut errno: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `errno` and `len` are writable and sized for SO_ERROR's int.
-    cvt(|| unsafe {
+    cvt(Call::GetSockOpt, fd, || unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
@@ -214,7 +231,9 @@ pub(crate) fn peer_addr(fd: RawFd) -> io::Result<Option<SocketAddr>> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut addr_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` and `addr_len` are writable and sized.
-    cvt(|| unsafe { libc::getpeername(fd, storage.as_mut_ptr().cast(), &mut addr_len) } as isize)?;
+    cvt(Call::GetPeerName, fd, || unsafe {
+        libc::getpeername(fd, storage.as_mut_ptr().cast(), &mut addr_len)
+    } as isize)?;
     // SAFETY: zero-initialized, then possibly filled by the kernel.
     Ok(from_sockaddr(unsafe { storage.assume_init_ref() }))
 }

@@ -1,0 +1,219 @@
+//! Fault injection: the seam through which tests make chosen system calls fail.
+//!
+//! Every system call the engine makes itself passes through [`take`] first: the retry
+//! loop `cvt` asks it before each attempt, and the futex wait, `connect` and the handle
+//! descriptor's creation ask it once. Outside the crate's own tests `take` is an inlined
+//! `None`, so the seam costs nothing in a real build.
+//!
+//! In tests, [`fail`] arms a rule — "the next `times` calls of this kind fail with this
+//! errno" — scoped to one descriptor or one thread, so that the crate's other tests, which
+//! run on other threads and descriptors of the same process, never meet it. The [`Armed`]
+//! guard it returns counts the faults delivered and disarms the rule when dropped.
+//!
+//! Not covered: calls made inside other crates (mio's `epoll_ctl`/`epoll_wait`, std's
+//! thread spawning and allocation).
+
+/// The system calls the seam can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// `fcntl` (descriptor flags).
+    Fcntl,
+    /// `fstat` (what a descriptor is).
+    Fstat,
+    /// `recv`.
+    Recv,
+    /// `send`.
+    Send,
+    /// `recvfrom`.
+    RecvFrom,
+    /// `sendto`.
+    SendTo,
+    /// `accept4`/`accept`.
+    Accept,
+    /// `connect`.
+    Connect,
+    /// `getsockopt(SO_ERROR)`.
+    GetSockOpt,
+    /// `getpeername`.
+    GetPeerName,
+    /// `pread`.
+    Pread,
+    /// `pwrite`.
+    Pwrite,
+    /// `read`.
+    Read,
+    /// `write`.
+    Write,
+    /// `fsync`.
+    Fsync,
+    /// `fdatasync` (plain `fsync` where there is none).
+    #[cfg_attr(
+        not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
+        allow(dead_code)
+    )]
+    Fdatasync,
+    /// Creating a handle's descriptor (`socket`).
+    HandleFd,
+    /// A futex wait: `EINTR` ends it as a signal would, `EAGAIN` makes it return
+    /// spuriously, `ETIMEDOUT` makes it time out.
+    FutexWait,
+}
+
+#[cfg(test)]
+pub(crate) use imp::fail;
+pub(crate) use imp::take;
+
+#[cfg(not(test))]
+mod imp {
+    use super::Call;
+
+    /// The errno the next `call` on `fd` must fail with: never, outside tests.
+    #[inline(always)]
+    pub(crate) fn take(_call: Call, _fd: std::os::fd::RawFd) -> Option<i32> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod imp {
+    use super::Call;
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::thread::{self, ThreadId};
+
+    struct Rule {
+        id: usize,
+        call: Call,
+        fd: Option<RawFd>,
+        thread: Option<ThreadId>,
+        errno: i32,
+        remaining: u32,
+        hits: Arc<AtomicU32>,
+    }
+
+    static RULES: Mutex<Vec<Rule>> = Mutex::new(Vec::new());
+    /// How many rules are armed: lets `take` skip the lock when none is.
+    static ARMED: AtomicUsize = AtomicUsize::new(0);
+    static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+    /// The errno the next `call` on `fd` (by this thread) must fail with, if a rule says
+    /// so; consumes one of the rule's faults.
+    pub(crate) fn take(call: Call, fd: RawFd) -> Option<i32> {
+        // Relaxed: a test arms a rule before it starts the operation that should meet it,
+        // and that start reaches the thread making the call through the engine's own
+        // synchronisation (a queue, a lock, a spawn), so the arming store happens before
+        // this load and coherence makes it visible.
+        if ARMED.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let me = thread::current().id();
+        let mut rules = RULES.lock().unwrap_or_else(PoisonError::into_inner);
+        let rule = rules.iter_mut().find(|rule| {
+            rule.call == call
+                && rule.remaining > 0
+                && rule.fd.is_none_or(|want| want == fd)
+                && rule.thread.is_none_or(|want| want == me)
+        })?;
+        rule.remaining -= 1;
+        rule.hits.fetch_add(1, Ordering::Relaxed);
+        Some(rule.errno)
+    }
+
+    /// A rule being built: `call` fails with `errno`.
+    #[must_use = "a plan does nothing until armed"]
+    pub(crate) struct Plan {
+        call: Call,
+        errno: i32,
+        fd: Option<RawFd>,
+        thread: Option<ThreadId>,
+        times: u32,
+    }
+
+    /// Plans a fault: `call` fails with `errno`, once unless [`Plan::times`] says more.
+    pub(crate) fn fail(call: Call, errno: i32) -> Plan {
+        Plan {
+            call,
+            errno,
+            fd: None,
+            thread: None,
+            times: 1,
+        }
+    }
+
+    impl Plan {
+        /// Only calls on descriptor `fd` fail.
+        pub(crate) fn on_fd(self, fd: RawFd) -> Plan {
+            Plan {
+                fd: Some(fd),
+                ..self
+            }
+        }
+
+        /// Only calls made by the calling thread fail.
+        pub(crate) fn on_this_thread(self) -> Plan {
+            Plan {
+                thread: Some(thread::current().id()),
+                ..self
+            }
+        }
+
+        /// The next `times` matching calls fail.
+        pub(crate) fn times(self, times: u32) -> Plan {
+            Plan { times, ..self }
+        }
+
+        /// Arms the rule until the returned guard is dropped.
+        ///
+        /// # Panics
+        ///
+        /// If the rule names neither a descriptor nor a thread: it would hit the crate's
+        /// other tests, running in parallel.
+        pub(crate) fn arm(self) -> Armed {
+            assert!(
+                self.fd.is_some() || self.thread.is_some(),
+                "a fault must be scoped to a descriptor or a thread"
+            );
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let hits = Arc::new(AtomicU32::new(0));
+            let mut rules = RULES.lock().unwrap_or_else(PoisonError::into_inner);
+            rules.push(Rule {
+                id,
+                call: self.call,
+                fd: self.fd,
+                thread: self.thread,
+                errno: self.errno,
+                remaining: self.times,
+                hits: Arc::clone(&hits),
+            });
+            ARMED.fetch_add(1, Ordering::Relaxed);
+            Armed { id, hits }
+        }
+    }
+
+    /// An armed rule; dropping it disarms the rule.
+    pub(crate) struct Armed {
+        id: usize,
+        hits: Arc<AtomicU32>,
+    }
+
+    impl Armed {
+        /// How many faults the rule has delivered so far.
+        pub(crate) fn hits(&self) -> u32 {
+            // Relaxed: read after the operations that met the fault have reported back
+            // (through the port or a join), which orders their increments before this.
+            self.hits.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            let mut rules = RULES.lock().unwrap_or_else(PoisonError::into_inner);
+            rules.retain(|rule| rule.id != self.id);
+            ARMED.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;
