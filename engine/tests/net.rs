@@ -15,7 +15,7 @@ use iocp::{Completion, Drive, Event, OpResult, Overlapped, Port, Socket, Submitt
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -1739,38 +1739,98 @@ fn an_inline_leader_held_back_by_the_concurrency_value_takes_a_completion_once_r
     assert!(waited < Duration::from_secs(1), "waited {waited:?}");
 }
 
+/// A TCP socket bound to 127.0.0.1:`port` (0: any) with `SO_REUSEPORT`, so that a second
+/// one can share its port.
+fn reuseport_socket(port: u16) -> OwnedFd {
+    let fd = tcp_socket(libc::AF_INET);
+    set_int_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a valid sockaddr_in that outlives the call, and its size is passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", io::Error::last_os_error());
+    fd
+}
+
+/// A listener on 127.0.0.1 whose accept queue is full; the connection that fills it; and
+/// a socket that holds the port (bound, not listening) once the listener is dropped.
+///
+/// Linux drops the SYN of a further connect, which stays in progress (`SYN_SENT`) until
+/// its SYN is retransmitted, about a second later; if the listener has been dropped by
+/// then, the holder keeps any other listener off the port, so that SYN is refused. A
+/// backlog of zero holds one connection.
+fn full_listener() -> (TcpListener, OwnedFd, TcpStream) {
+    let listener = reuseport_socket(0);
+    // SAFETY: listen(2) on a socket this function owns; no pointers.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+    assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
+    let listener = TcpListener::from(listener);
+    let addr = listener.local_addr().unwrap();
+    let holder = reuseport_socket(addr.port());
+    let filler = TcpStream::connect(addr).unwrap();
+    // The queue is full once the filler's handshake has reached it.
+    wait_readable(listener.as_raw_fd());
+    (listener, holder, filler)
+}
+
+/// Guards 05007d4 ("a recv queued during a connect took the connect's SO_ERROR and left
+/// the connect pending forever"): the recv must queue while the connect is in progress,
+/// and the refusal that comes later belongs to the connect.
 #[test]
 fn a_refused_connect_completes_even_with_a_recv_queued_behind_it() {
     each_drive(|drive| {
         let port = port(drive);
         let socket = port.associate(tcp_socket(libc::AF_INET), 74).unwrap();
-        let connect = match socket.connect(closed_port()).unwrap() {
-            Submitted::Pending(ticket) => ticket,
-            Submitted::Done(done) => {
-                eprintln!("refused at once ({:?}); nothing to race", done.result);
-                return;
-            }
-        };
-        let recv = match socket.recv(vec![0; 8]).unwrap() {
-            Submitted::Pending(ticket) => Some(ticket),
-            Submitted::Done(done) => {
-                eprintln!("the recv completed at once with {:?}", done.result);
-                None
-            }
-        };
-        let mut open: HashSet<u64> = [Some(connect), recv].into_iter().flatten().collect();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !open.is_empty() && Instant::now() < deadline {
-            if let Ok(record) = port.get(Some(Duration::from_millis(100))) {
-                let finished = socket.finish(&record).unwrap();
-                eprintln!("#{}: {:?}", record.overlapped(), finished.result);
-                open.remove(&(record.overlapped() as u64));
-            }
+        // On loopback the refusal of a connect to a closed port comes back at once: it
+        // may beat the connect call's return, or the recv's submission. A full listener
+        // keeps the connect in progress for a second instead.
+        let (listener, _holder, _filler) = full_listener();
+        let connect = pending(socket.connect(listener.local_addr().unwrap()));
+        let recv = pending(socket.recv(vec![0; 8]));
+        // The retransmitted SYN finds no listener.
+        drop(listener);
+        let mut results = HashMap::new();
+        while results.len() < 2 {
+            let record = next(&port);
+            assert_eq!(record.key(), 74, "{record:?}");
+            let ticket = record.overlapped() as u64;
+            assert!(ticket == connect || ticket == recv, "{record:?}");
+            let finished = socket.finish(&record).unwrap();
+            eprintln!("{drive:?} #{ticket}: {:?}", finished.result);
+            assert!(
+                results.insert(ticket, finished.result).is_none(),
+                "two records for #{ticket}"
+            );
         }
-        assert!(
-            !open.contains(&connect),
-            "the refused connect never completed"
+        assert_eq!(
+            errno(results.remove(&connect).unwrap()),
+            libc::ECONNREFUSED,
+            "the connect's error went elsewhere"
         );
+        // Linux ends a read on a reset socket with end of stream; an error is fine too, as
+        // long as it is not the one the connect owns.
+        match results.remove(&recv).unwrap() {
+            Ok(0) => {}
+            Ok(n) => panic!("a recv on a refused socket got {n} bytes"),
+            Err(err) => assert_ne!(
+                err.raw_os_error(),
+                Some(libc::ECONNREFUSED),
+                "the recv took the connect's error"
+            ),
+        }
+        assert_no_record(&port, QUIET);
     });
 }
 
@@ -1910,4 +1970,102 @@ fn queued_sends_reach_the_peer_in_submission_order() {
             "stream out of order"
         );
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Regression tests, named after the bug
+// ---------------------------------------------------------------------------------------
+
+/// Guards 05007d4 ("a request with no port that completed at once did not set its
+/// event"): as on Windows, an overlapped request on a socket without a port sets its
+/// `hEvent` however it completes, at once (success or failure) as well as later. Only the
+/// later case was checked.
+#[test]
+fn regression_portless_overlapped_request_completed_at_once_left_its_event_unset() {
+    let mut buf = [0u8; 16];
+    let (a, mut b) = unix_pair();
+    let socket = Socket::unassociated(a).unwrap();
+    for manual_reset in [true, false] {
+        let event = Event::new(manual_reset, false).unwrap();
+        let overlapped = Overlapped::with_event(&event);
+        // SAFETY: the message and `overlapped` outlive the call, which completes at once.
+        let wrote = unsafe { socket.write_overlapped(b"at once".as_ptr(), 7, &overlapped) };
+        assert_eq!(wrote.unwrap(), Some(7));
+        assert!(
+            event.is_set(),
+            "a write done at once left its event unset (manual reset: {manual_reset})"
+        );
+        event.wait(Some(Duration::ZERO)).unwrap();
+        let mut back = [0; 7];
+        b.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"at once");
+
+        let event = Event::new(manual_reset, false).unwrap();
+        let overlapped = Overlapped::with_event(&event);
+        b.write_all(b"ready").unwrap();
+        // SAFETY: `buf` and `overlapped` outlive the call, which completes at once.
+        let read = unsafe { socket.read_overlapped(buf.as_mut_ptr(), buf.len(), &overlapped) };
+        assert_eq!(read.unwrap(), Some(5));
+        assert_eq!(&buf[..5], b"ready");
+        assert!(
+            event.is_set(),
+            "a read done at once left its event unset (manual reset: {manual_reset})"
+        );
+    }
+
+    // A request that fails at once sets it too.
+    drop(b);
+    let event = Event::new(true, false).unwrap();
+    let overlapped = Overlapped::with_event(&event);
+    // SAFETY: as above.
+    let wrote = unsafe { socket.write_overlapped(b"gone".as_ptr(), 4, &overlapped) };
+    assert_eq!(errno(wrote), libc::EPIPE);
+    assert_eq!(errno(overlapped.get_result(false)), libc::EPIPE);
+    assert!(
+        event.is_set(),
+        "a write failed at once left its event unset"
+    );
+}
+
+/// Guards 05007d4 ("tickets were per socket, so one socket could finish another's
+/// record"): each socket numbered its requests from 1, so two sockets on one port issued
+/// the same tickets, and `finish` on the wrong socket took that socket's own result for
+/// the other's record. Tickets are unique in the process now.
+#[test]
+fn regression_one_socket_could_finish_another_sockets_record() {
+    let port = Port::new().unwrap();
+    let (a, mut a_peer) = unix_pair();
+    let (b, mut b_peer) = unix_pair();
+    let a = port.associate(a, 1).unwrap();
+    let b = port.associate(b, 2).unwrap();
+    let a_ticket = pending(a.recv(vec![0; 8]));
+    let b_ticket = pending(b.recv(vec![0; 8]));
+    assert_ne!(
+        a_ticket, b_ticket,
+        "two sockets' pending requests share a ticket"
+    );
+    a_peer.write_all(b"for a").unwrap();
+    b_peer.write_all(b"for b").unwrap();
+    let mut records: HashMap<u64, Completion> = (0..2)
+        .map(|_| {
+            let record = next(&port);
+            (record.key(), record)
+        })
+        .collect();
+    let a_record = records.remove(&1).expect("a record for socket A");
+    let b_record = records.remove(&2).expect("a record for socket B");
+    assert_eq!(a_record.overlapped() as u64, a_ticket);
+    assert_eq!(b_record.overlapped() as u64, b_ticket);
+
+    assert_eq!(
+        errno(b.finish(&a_record)),
+        libc::EINVAL,
+        "socket B finished socket A's record"
+    );
+    // Neither socket's result was taken by the wrong call.
+    let a_done = a.finish(&a_record).expect("A's result is still there");
+    assert_eq!(&a_done.buf[..a_done.result.unwrap()], b"for a");
+    let b_done = b.finish(&b_record).expect("B's result is still there");
+    assert_eq!(&b_done.buf[..b_done.result.unwrap()], b"for b");
+    assert_no_record(&port, QUIET);
 }
