@@ -184,4 +184,53 @@ mod tests {
         assert_eq!(o.offset.load(Ordering::Relaxed), 0x9abc_def0);
         assert_eq!(o.offset_high.load(Ordering::Relaxed), 0x1234_5678);
     }
+
+    /// The Dekker pair between `get_result`'s sleeper and `publish`: whatever the
+    /// interleaving, the waiter wakes and reads the count stored before the status. Under
+    /// Miri the futex is emulated and its weak-memory emulation checks the orderings.
+    #[test]
+    fn a_waiter_in_get_result_wakes_with_the_result_another_thread_publishes() {
+        let rounds = if cfg!(miri) { 4 } else { 500 };
+        for round in 0..rounds {
+            let block = std::sync::Arc::new(Overlapped::new());
+            block.start();
+            let waiter = {
+                let block = std::sync::Arc::clone(&block);
+                std::thread::spawn(move || block.get_result(true))
+            };
+            if round % 2 == 0 {
+                // Sometimes let the waiter get to its futex first.
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            let errno = if round % 3 == 0 { libc::EIO as u32 } else { 0 };
+            block.publish(round, errno).unwrap();
+            let result = waiter.join().unwrap();
+            match errno {
+                0 => assert_eq!(result.unwrap(), round),
+                _ => assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO)),
+            }
+            assert!(block.is_complete());
+            assert_eq!(block.bytes(), round);
+        }
+    }
+
+    #[test]
+    fn a_thread_that_sees_the_request_complete_sees_its_byte_count() {
+        let rounds = if cfg!(miri) { 4 } else { 500 };
+        for round in 1..=rounds {
+            let block = std::sync::Arc::new(Overlapped::new());
+            block.start();
+            let reader = {
+                let block = std::sync::Arc::clone(&block);
+                std::thread::spawn(move || {
+                    while !block.is_complete() {
+                        std::thread::yield_now();
+                    }
+                    block.bytes()
+                })
+            };
+            block.publish(round, 0).unwrap();
+            assert_eq!(reader.join().unwrap(), round);
+        }
+    }
 }

@@ -113,6 +113,11 @@ impl Reactor {
     pub(crate) fn register(&self, fd: RawFd, socket: &Arc<SocketInner>) -> io::Result<()> {
         let token = Token(Arc::into_raw(Arc::clone(socket)) as usize);
         let interest = Interest::READABLE | Interest::WRITABLE;
+        // The socket reaches the polling thread through the kernel: registered here, its
+        // address comes back from `epoll_wait` in `turn`. ThreadSanitizer cannot tie the two
+        // (the registry is mio's duplicate of the epoll descriptor), so name the edge.
+        #[cfg(iocp_tsan)]
+        crate::sys::tsan::release(self);
         self.registry
             .register(&mut mio::unix::SourceFd(&fd), token, interest)
             .inspect_err(|_| {
@@ -188,6 +193,9 @@ impl Reactor {
     fn turn(&self, poller: &mut Poller, timeout: Option<Duration>) -> io::Result<()> {
         let Poller { poll, events } = poller;
         let polled = poll.poll(events, timeout);
+        // The other end of the edge named in `register`.
+        #[cfg(iocp_tsan)]
+        crate::sys::tsan::acquire(self);
         // Relaxed: events are being handled; posts need not interrupt a poll now.
         self.blocked.store(false, Ordering::Relaxed);
         for event in events.iter() {

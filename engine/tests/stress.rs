@@ -4,7 +4,7 @@
 //! waiters wakes them all.
 //!
 //! Release builds move several million records through the port; debug builds scale the
-//! counts down to stay quick.
+//! counts down to stay quick, and `IOCP_STRESS_RECORDS` sets them (see [`records`]).
 #![cfg(not(loom))]
 
 use iocp::{Completion, DrainStatus, Port, GMCS_NMAX};
@@ -12,7 +12,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,12 +20,19 @@ use std::time::{Duration, Instant};
 /// everything the consumers wait for.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// Records per producer-and-capacity combination.
-const RECORDS: usize = if cfg!(debug_assertions) {
-    400_000
-} else {
-    2_000_000
-};
+/// Records per producer-and-capacity combination: `IOCP_STRESS_RECORDS` if set (to scale a
+/// slow run down, a sanitizer's say), else 2 000 000 in release builds and 400 000 in debug
+/// builds.
+fn records() -> usize {
+    static RECORDS: OnceLock<usize> = OnceLock::new();
+    *RECORDS.get_or_init(|| match std::env::var("IOCP_STRESS_RECORDS") {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("IOCP_STRESS_RECORDS={value:?}: not a count")),
+        Err(_) if cfg!(debug_assertions) => 400_000,
+        Err(_) => 2_000_000,
+    })
+}
 
 /// The key marking a consumer's last record (never a producer id).
 const STOP: u64 = u64::MAX;
@@ -171,7 +178,7 @@ fn consume_with_every_call(port: &Port, producers: usize, total: usize) {
 /// Producers post as fast as they can, or in bursts so that the consumer often waits.
 fn producers_to_one_consumer(producers: usize, capacity: usize, paced: bool) {
     let port = Port::builder().capacity(capacity).build().unwrap();
-    let per_producer = RECORDS / producers;
+    let per_producer = records() / producers;
     let started = Instant::now();
     let pause = paced.then_some((128, Duration::from_micros(20)));
     let threads = spawn_producers(&port, producers, per_producer, pause);
@@ -289,7 +296,7 @@ fn producers_to_get_consumers(
         .concurrency(concurrency)
         .build()
         .unwrap();
-    let per_producer = RECORDS / 2 / producers;
+    let per_producer = records() / 2 / producers;
     let started = Instant::now();
     let takers = get_consumers(&port, consumers);
     let pause = Some((64, Duration::from_micros(50)));
@@ -331,7 +338,7 @@ fn consumers_mixing_get_and_get_many_take_each_record_once() {
     // Batched and single dequeues exclude each other with EBUSY; a consumer refused one
     // tries the other. Short timeouts let consumers see the end.
     let producers = 2;
-    let per_producer = RECORDS / 4 / producers;
+    let per_producer = records() / 4 / producers;
     let total = per_producer * producers;
     let port = Port::builder()
         .capacity(16)
@@ -457,7 +464,7 @@ fn records_racing_short_get_timeouts_are_each_delivered_once() {
         .concurrency(usize::MAX)
         .build()
         .unwrap();
-    let per_producer = RECORDS / 8;
+    let per_producer = records() / 8;
     let stop = Arc::new(AtomicBool::new(false));
     let consumers: Vec<_> = (0..3)
         .map(|_| {

@@ -2,8 +2,13 @@
 //! (`$CC`, else `cc`) with `-std=c11 -Wall -Wextra -Werror` against `include/iocp.h` and the
 //! `libiocp.a` cargo built beside this test, run, and must exit 0.
 //!
-//! `IOCP_C_SANITIZE=1` compiles them with `-fsanitize=address,undefined` instead
-//! (`tests/sanitize.sh` runs the suite that way).
+//! `tests/sanitize.sh` runs the suite under sanitizers through three variables:
+//!
+//! * `IOCP_C_SANITIZE`: `address` (or `1`) compiles the programs with
+//!   `-fsanitize=address,undefined`, `thread` with `-fsanitize=thread`.
+//! * `IOCP_C_LIBRARY`: the `libiocp.a` to link, for one built with the same sanitizer.
+//! * `IOCP_C_SANITIZER_RUNTIME`: a sanitizer runtime archive to link in place of the C
+//!   compiler's, for a library whose instrumentation needs a newer runtime than it has.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,8 +19,38 @@ use std::time::{Duration, Instant};
 /// Longest a program may run (sanitized builds are several times slower).
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
-fn sanitized() -> bool {
-    std::env::var_os("IOCP_C_SANITIZE").is_some_and(|v| !v.is_empty() && v != "0")
+/// What `IOCP_C_SANITIZE` asks for: a name for the build, and the flags that compile and
+/// link the programs with it.
+struct Sanitizer {
+    name: &'static str,
+    compile: &'static [&'static str],
+    link: &'static [&'static str],
+}
+
+fn sanitizer() -> Sanitizer {
+    match std::env::var("IOCP_C_SANITIZE").as_deref() {
+        Err(_) | Ok("" | "0") => Sanitizer {
+            name: "plain",
+            compile: &["-O2"],
+            link: &[],
+        },
+        Ok("1" | "address") => Sanitizer {
+            name: "address",
+            compile: &[
+                "-O1",
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=all",
+            ],
+            link: &["-fsanitize=address,undefined"],
+        },
+        Ok("thread") => Sanitizer {
+            name: "thread",
+            compile: &["-O1", "-fsanitize=thread", "-fno-omit-frame-pointer"],
+            link: &["-fsanitize=thread"],
+        },
+        Ok(other) => panic!("IOCP_C_SANITIZE={other:?}: expected address, thread or 0"),
+    }
 }
 
 /// `target/<profile>`: this test runs from `target/<profile>/deps/`.
@@ -27,7 +62,8 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// `libiocp.a`: the one `cargo build` left beside this test, or else one built now, once.
+/// `libiocp.a`: `$IOCP_C_LIBRARY`, else the one `cargo build` left beside this test, else
+/// one built now, once.
 ///
 /// `cargo test` builds no static library for a crate that has no rlib (nothing links it),
 /// so on a fresh clone there is none yet. It is built into a target directory of its own:
@@ -36,6 +72,14 @@ fn library() -> PathBuf {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
     LIBRARY
         .get_or_init(|| {
+            if let Some(library) = std::env::var_os("IOCP_C_LIBRARY") {
+                let library = PathBuf::from(library);
+                assert!(
+                    library.exists(),
+                    "IOCP_C_LIBRARY={library:?} does not exist"
+                );
+                return library;
+            }
             let beside = profile_dir().join("libiocp.a");
             if beside.exists() {
                 return beside;
@@ -104,32 +148,42 @@ fn c_program(name: &str, args: &[&str]) {
 fn compile_and_run(source: &Path, name: &str, args: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = library();
-    let kind = if sanitized() { "sanitized" } else { "plain" };
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("c-{kind}"));
+    let sanitizer = sanitizer();
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("c-{}", sanitizer.name));
     std::fs::create_dir_all(&out_dir).expect("output directory");
     let exe = out_dir.join(name);
+    let object = out_dir.join(format!("{name}.o"));
 
     let mut cc = Command::new(compiler());
     cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"]);
-    if sanitized() {
-        cc.args([
-            "-O1",
-            "-fsanitize=address,undefined",
-            "-fno-omit-frame-pointer",
-            "-fno-sanitize-recover=all",
-        ]);
-    } else {
-        cc.arg("-O2");
-    }
+    cc.args(sanitizer.compile);
     cc.arg("-I").arg(dir.join("include"));
     cc.arg("-I").arg(dir.join("tests/c"));
-    cc.arg(source);
-    cc.arg(&lib);
-    cc.args(["-lpthread", "-ldl", "-lm", "-o"]).arg(&exe);
+    cc.arg("-c").arg(source).arg("-o").arg(&object);
     run(
         cc,
         &format!("compiling {name}.c"),
         &out_dir.join(format!("{name}.cc.log")),
+    );
+
+    let mut ld = Command::new(compiler());
+    ld.args(["-g", "-pthread"]).arg(&object).arg(&lib);
+    match std::env::var_os("IOCP_C_SANITIZER_RUNTIME") {
+        // All of the runtime: its interceptors must win over libc's.
+        Some(runtime) => {
+            ld.arg("-Wl,--whole-archive")
+                .arg(runtime)
+                .args(["-Wl,--no-whole-archive", "-lrt"]);
+        }
+        None => {
+            ld.args(sanitizer.link);
+        }
+    }
+    ld.args(["-lpthread", "-ldl", "-lm", "-o"]).arg(&exe);
+    run(
+        ld,
+        &format!("linking {name}"),
+        &out_dir.join(format!("{name}.ld.log")),
     );
 
     let mut program = Command::new(&exe);

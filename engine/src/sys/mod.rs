@@ -28,6 +28,8 @@ pub(crate) mod fault;
 pub(crate) mod file;
 #[cfg(not(loom))]
 mod handle;
+#[cfg(iocp_tsan)]
+pub(crate) mod tsan;
 #[cfg(not(loom))]
 pub(crate) mod socket;
 #[cfg(not(loom))]

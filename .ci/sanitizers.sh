@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# ThreadSanitizer and AddressSanitizer (with LeakSanitizer) over the engine's tests and the
+# C tests, with the standard library rebuilt instrumented (-Zbuild-std) so that its locks,
+# threads and allocations are seen as well.
+#
+#   bash .ci/sanitizers.sh              both sanitizers
+#   bash .ci/sanitizers.sh thread       one of them (thread or address)
+#
+# Needs the nightly toolchain with rust-src; without them it says so and exits 0. Any
+# sanitizer report fails it. Builds go to target/san-thread and target/san-address.
+#
+# tests/stress.rs runs at its debug size (400000 records per producer-and-capacity test);
+# IOCP_STRESS_RECORDS scales it down should the run grow too long.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+skip() {
+    echo "sanitizers.sh: skipped: $*"
+    exit 0
+}
+cargo +nightly --version >/dev/null 2>&1 || skip "no nightly toolchain (rustup toolchain install nightly)"
+sysroot=$(rustc +nightly --print sysroot)
+host=$(rustc +nightly -vV | sed -n 's/^host: //p')
+[ -d "$sysroot/lib/rustlib/src/rust/library" ] ||
+    skip "the nightly toolchain has no rust-src (rustup +nightly component add rust-src)"
+
+# A report makes the process exit non-zero (TSan: 66 at exit, after all reports; ASan: at
+# the first), which fails its test binary.
+export TSAN_OPTIONS="second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
+export ASAN_OPTIONS="detect_leaks=1 ${ASAN_OPTIONS:-}"
+
+# The engine's integration tests (tests/*.rs) under `mode`, but those named after it.
+# Always left out: loom (models, empty without --cfg loom) and soak (minutes long, #[ignore]).
+engine_tests() {
+    local mode=$1 rustflags=$2
+    shift 2
+    local args=(--lib) name
+    for file in engine/tests/*.rs; do
+        name=$(basename "$file" .rs)
+        case " loom soak $* " in
+        *" $name "*) echo "sanitizers.sh: $mode: tests/$name.rs left out" ;;
+        *) args+=(--test "$name") ;;
+        esac
+    done
+    RUSTFLAGS="-Zsanitizer=$mode $rustflags" cargo +nightly test -Zbuild-std --target "$host" \
+        -p iocp-engine --target-dir "target/san-$mode" "${args[@]}"
+}
+
+started=$SECONDS
+step() { printf '\n=== sanitizers: %s (at %ss)\n' "$*" "$((SECONDS - started))"; }
+
+modes=("$@")
+[ ${#modes[@]} -gt 0 ] || modes=(thread address)
+for mode in "${modes[@]}"; do
+    case $mode in
+    thread)
+        step "ThreadSanitizer: engine"
+        # --cfg iocp_tsan: the annotations of engine/src/sys/tsan.rs.
+        engine_tests thread "--cfg iocp_tsan"
+        step "ThreadSanitizer: C tests"
+        bash ffi/tests/sanitize.sh thread
+        ;;
+    address)
+        step "AddressSanitizer: engine"
+        engine_tests address ""
+        step "AddressSanitizer: C tests"
+        bash ffi/tests/sanitize.sh address
+        ;;
+    *)
+        echo "usage: $0 [thread|address]..." >&2
+        exit 2
+        ;;
+    esac
+done
+step "done"
