@@ -10,13 +10,18 @@
 # no unit tests of their own. The ring's AVX2 search is inline assembly, which Miri
 # cannot run: under cfg(miri) the ring uses its scalar search, so that is what Miri checks.
 #
-# Needs the nightly toolchain's miri component; without it this says so and exits 0.
+# Needs the nightly toolchain; adds its miri component when missing, and says so and exits
+# 0 when it cannot.
 # Builds go to target/miri. IOCP_MIRI_SEEDS (default 8) runs the concurrent tests under
 # that many scheduler seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
+# A nightly toolchain without Miri gets it (rustup fetches the component, when it can).
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly miri --version >/dev/null 2>&1; then
+    rustup +nightly component add miri rust-src >/dev/null 2>&1 || true
+fi
 if ! cargo +nightly miri --version >/dev/null 2>&1; then
     echo "miri.sh: skipped: no Miri (rustup +nightly component add miri)"
     exit 0

@@ -23,6 +23,8 @@ cargo +nightly --version >/dev/null 2>&1 || skip "no nightly toolchain (rustup t
 sysroot=$(rustc +nightly --print sysroot)
 host=$(rustc +nightly -vV | sed -n 's/^host: //p')
 [ -d "$sysroot/lib/rustlib/src/rust/library" ] ||
+    rustup +nightly component add rust-src >/dev/null 2>&1 || true
+[ -d "$sysroot/lib/rustlib/src/rust/library" ] ||
     skip "the nightly toolchain has no rust-src (rustup +nightly component add rust-src)"
 
 # A report makes the process exit non-zero (TSan: 66 at exit, after all reports; ASan: at
