@@ -1,5 +1,6 @@
-//! The completion record.
+//! The completion record, and the decision of who delivers an operation's one record.
 
+use crate::primitive::{AtomicU8, Ordering};
 use std::io;
 
 /// A fresh ticket for an owned-buffer request: unique in the process, so a record can only
@@ -72,5 +73,90 @@ impl Completion {
             0 => Ok(self.bytes),
             errno => Err(io::Error::from_raw_os_error(errno as i32)),
         }
+    }
+}
+
+/// Not started: the next claim, by its runner or a canceller, wins.
+const QUEUED: u8 = 0;
+/// Claimed: the winner is delivering the completion.
+const RUNNING: u8 = 1;
+/// The completion has been delivered.
+const DONE: u8 = 2;
+
+/// Decides who delivers a queued operation's one completion: the thread that runs it, or a
+/// canceller that gets there first (the file pool's jobs). One compare-and-swap
+/// `QUEUED → RUNNING` decides, so exactly one of them delivers; the winner delivers
+/// through [`deliver`](Self::deliver), which marks the operation done only once its report
+/// is out, so that a canceller told [`Cancel::Done`] finds the record already queued.
+///
+/// The loom models `cancel_races_complete`, `two_cancels_race_complete` and
+/// `cancel_told_done_sees_the_record` race a runner against cancellers on this type.
+#[derive(Debug)]
+pub struct Delivery {
+    /// `QUEUED`, `RUNNING` or `DONE`; only ever moves forward.
+    state: AtomicU8,
+}
+
+/// What a [`Delivery::cancel`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancel {
+    /// Cancelled before it started: the caller must deliver it, with `ECANCELED`.
+    Cancelled,
+    /// Started (or being cancelled by another caller): its completion is on its way.
+    Running,
+    /// Delivered: its record is queued (or was already dequeued).
+    Done,
+}
+
+impl Delivery {
+    /// A queued operation.
+    #[allow(clippy::new_without_default)] // only jobs make one, each with `new`
+    pub fn new() -> Delivery {
+        Delivery {
+            state: AtomicU8::new(QUEUED),
+        }
+    }
+
+    /// The runner's claim, before it starts the operation: `false` when a canceller won
+    /// (and delivers), so the runner must leave the operation alone.
+    pub fn start(&self) -> bool {
+        // Relaxed: the claim orders nothing else; the operation reached the runner through
+        // its queue, and a runner that loses only drops its reference.
+        self.state
+            .compare_exchange(QUEUED, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// A canceller's claim. On [`Cancel::Cancelled`] the caller delivers the `ECANCELED`
+    /// completion through [`deliver`](Self::deliver).
+    pub fn cancel(&self) -> Cancel {
+        // Relaxed on success: as in `start`, the canceller reached the operation through a
+        // lock. Acquire on failure: pairs with the release store in `deliver`, so a
+        // canceller told `Done` sees everything the delivery reported (the record in the
+        // port, the aiocb's status).
+        match self
+            .state
+            .compare_exchange(QUEUED, RUNNING, Ordering::Relaxed, Ordering::Acquire)
+        {
+            Ok(_) => Cancel::Cancelled,
+            Err(RUNNING) => Cancel::Running,
+            Err(_) => Cancel::Done,
+        }
+    }
+
+    /// Delivers the completion with `report` (fill in the aiocb or overlapped, post the
+    /// record), then marks the operation done. Only the winner of [`start`](Self::start)
+    /// or [`cancel`](Self::cancel) calls it, once.
+    pub fn deliver<R>(&self, report: impl FnOnce() -> R) -> R {
+        debug_assert_eq!(
+            // Relaxed: this thread set RUNNING itself.
+            self.state.load(Ordering::Relaxed),
+            RUNNING,
+            "delivered by a thread that did not win the claim"
+        );
+        let reported = report();
+        // Release: pairs with the acquire of a failed claim in `cancel`.
+        self.state.store(DONE, Ordering::Release);
+        reported
     }
 }

@@ -13,11 +13,13 @@
 //! `aio_return` and `aio_cancel` companions.
 //!
 //! Every job completes exactly once: by a pool thread, or with `ECANCELED` by whoever
-//! cancels it while it is still queued (a compare-and-swap on the job's state decides). A
-//! job already running is not cancelled. Dropping the [`FilePool`] stops new submissions,
-//! lets the threads finish every queued job, and joins them: no request is lost.
+//! cancels it while it is still queued (a compare-and-swap on the job's [`Delivery`] state
+//! decides; loom models race the two). A job already running is not cancelled. Dropping
+//! the [`FilePool`] stops new submissions, lets the threads finish every queued job, and
+//! joins them: no request is lost.
 
 use crate::buffer::{Buf, MAX_TRANSFER};
+use crate::completion::{Cancel, Delivery};
 use crate::descriptor::Descriptor;
 use crate::error::{self, canceled, to_record};
 use crate::overlapped::Overlapped;
@@ -32,7 +34,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicIsize, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -243,10 +245,6 @@ struct PoolShared {
     next_job: AtomicU64,
 }
 
-const QUEUED: u8 = 0;
-const RUNNING: u8 = 1;
-const DONE: u8 = 2;
-
 struct Job {
     /// Set at submission, unique in the pool.
     id: u64,
@@ -254,7 +252,8 @@ struct Job {
     op: Op,
     offset: u64,
     buf: Mutex<Buf>,
-    state: AtomicU8,
+    /// Whether a pool thread or a canceller completes the job.
+    delivery: Delivery,
     notify: Notify,
     port: Option<(Port, u64)>,
     /// Keeps a [`File`]'s descriptor open while its job runs.
@@ -281,7 +280,7 @@ enum Notify {
 // overlapped and lio functions, who keep the memory valid until the job completes, on
 // whichever thread completes it; everything else in a job is `Send + Sync`.
 unsafe impl Send for Job {}
-// SAFETY: as for `Send`; the buffer is behind a mutex, the state is atomic.
+// SAFETY: as for `Send`; the buffer is behind a mutex, the delivery state is atomic.
 unsafe impl Sync for Job {}
 
 /// A countdown an `LIO_WAIT` call sleeps on.
@@ -534,7 +533,7 @@ fn lio_job(
             ptr: aiocb.aio_buf,
             len: aiocb.aio_nbytes,
         }),
-        state: AtomicU8::new(QUEUED),
+        delivery: Delivery::new(),
         notify: Notify::Aiocb {
             aiocb,
             update: mode != LioMode::NoWaitGmcs,
@@ -556,6 +555,49 @@ impl fmt::Debug for FilePool {
         f.debug_struct("FilePool")
             .field("threads", &self.threads())
             .finish()
+    }
+}
+
+impl Job {
+    /// Fills in the job's aiocb or overlapped and posts its record.
+    fn report(&self, result: io::Result<usize>) {
+        let (bytes, errno) = to_record(&result);
+        let port = self.port.as_ref().map(|(port, key)| (port, *key));
+        match self.notify {
+            Notify::Ticket(ticket) => {
+                let file = self
+                    .file
+                    .as_ref()
+                    .expect("owned-buffer jobs belong to a file");
+                let (port, key) = port.expect("owned-buffer requests need a port");
+                let buf = std::mem::replace(&mut *lock(&self.buf), Buf::None);
+                let result = OpResult {
+                    result,
+                    buf: buf.into_vec(),
+                    peer: None,
+                    accepted: None,
+                };
+                lock(&file.finished).insert(ticket, result);
+                // A closed port discards its records, this one with them.
+                let _ = port.post(Completion::new(key, bytes, ticket as usize).with_error(errno));
+            }
+            Notify::Overlapped(overlapped) => {
+                // SAFETY: the submitter guaranteed the block lives until this completion.
+                let block = unsafe { &*overlapped };
+                // Fails only for a closed port, which discards its records anyway.
+                let _ = block.complete(bytes, errno, port);
+            }
+            Notify::Aiocb { aiocb, update } => {
+                if update {
+                    // SAFETY: the lio caller guaranteed the aiocb lives until completion.
+                    unsafe { &*aiocb }.report(&result);
+                }
+                if let Some((port, key)) = port {
+                    let _ =
+                        port.post(Completion::new(key, bytes, aiocb as usize).with_error(errno));
+                }
+            }
+        }
     }
 }
 
@@ -614,7 +656,7 @@ impl PoolShared {
                 self.idle.unregister(&parker);
                 continue;
             }
-            let woken = parker.park(None) == sys::WaitStatus::Woken;
+            let woken = self.idle.park(&parker, None) == sys::WaitStatus::Woken;
             self.spin.learn(start, woken);
             if !woken {
                 self.idle.unregister(&parker);
@@ -623,13 +665,8 @@ impl PoolShared {
     }
 
     fn run(&self, job: &Arc<Job>) {
-        // Acquire: pairs with nothing but orders the run after the claim; a failed claim
-        // means the job was cancelled and completed by the canceller.
-        if job
-            .state
-            .compare_exchange(QUEUED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        if !job.delivery.start() {
+            // Cancelled: the canceller completes it.
             return;
         }
         let result = {
@@ -655,18 +692,13 @@ impl PoolShared {
         let mut running = 0;
         if let Some(jobs) = lock(&self.inflight).get(&fd) {
             for job in jobs.values().filter(|job| matches(job)) {
-                // Acquire: as in `run`; whoever wins the swap completes the job. The winner
-                // marks it running, so a second canceller says "not cancelled" rather than
-                // "all done" until the job is reported.
-                match job.state.compare_exchange(
-                    QUEUED,
-                    RUNNING,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => cancelled.push(Arc::clone(job)),
-                    Err(RUNNING) => running += 1,
-                    Err(_) => {}
+                // Whoever wins the claim completes the job. A second canceller finds it
+                // running, and says "not cancelled" rather than "all done" until the job
+                // is reported.
+                match job.delivery.cancel() {
+                    Cancel::Cancelled => cancelled.push(Arc::clone(job)),
+                    Cancel::Running => running += 1,
+                    Cancel::Done => {}
                 }
             }
         }
@@ -676,49 +708,11 @@ impl PoolShared {
         (cancelled.len(), running)
     }
 
-    /// Reports a job, exactly once: fills in its aiocb or overlapped, posts its record,
-    /// counts down an `LIO_WAIT` call.
+    /// Completes a job, exactly once (its [`Delivery`] decided who): reports it, marks it
+    /// done, forgets it, counts down an `LIO_WAIT` call.
     fn complete(&self, job: &Arc<Job>, result: io::Result<usize>) {
-        let (bytes, errno) = to_record(&result);
-        let port = job.port.as_ref().map(|(port, key)| (port, *key));
-        match job.notify {
-            Notify::Ticket(ticket) => {
-                let file = job
-                    .file
-                    .as_ref()
-                    .expect("owned-buffer jobs belong to a file");
-                let (port, key) = port.expect("owned-buffer requests need a port");
-                let buf = std::mem::replace(&mut *lock(&job.buf), Buf::None);
-                let result = OpResult {
-                    result,
-                    buf: buf.into_vec(),
-                    peer: None,
-                    accepted: None,
-                };
-                lock(&file.finished).insert(ticket, result);
-                // A closed port discards its records, this one with them.
-                let _ = port.post(Completion::new(key, bytes, ticket as usize).with_error(errno));
-            }
-            Notify::Overlapped(overlapped) => {
-                // SAFETY: the submitter guaranteed the block lives until this completion.
-                let block = unsafe { &*overlapped };
-                // Fails only for a closed port, which discards its records anyway.
-                let _ = block.complete(bytes, errno, port);
-            }
-            Notify::Aiocb { aiocb, update } => {
-                if update {
-                    // SAFETY: the lio caller guaranteed the aiocb lives until completion.
-                    unsafe { &*aiocb }.report(&result);
-                }
-                if let Some((port, key)) = port {
-                    let _ =
-                        port.post(Completion::new(key, bytes, aiocb as usize).with_error(errno));
-                }
-            }
-        }
-        // Done only now that it is reported: `aio_cancel` says "all done" for done jobs.
-        // Release: pairs with the acquire of a canceller's compare-and-swap.
-        job.state.store(DONE, Ordering::Release);
+        // Done only once reported: `aio_cancel` says "all done" for done jobs.
+        job.delivery.deliver(|| job.report(result));
         {
             let mut inflight = lock(&self.inflight);
             if let Some(jobs) = inflight.get_mut(&job.fd) {
@@ -947,7 +941,7 @@ impl File {
             op,
             offset,
             buf: Mutex::new(buf),
-            state: AtomicU8::new(QUEUED),
+            delivery: Delivery::new(),
             notify,
             port,
             file: Some(Arc::clone(&self.inner)),

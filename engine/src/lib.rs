@@ -86,6 +86,10 @@ mod sys;
 #[cfg(not(loom))]
 pub use buffer::MAX_TRANSFER;
 pub use completion::Completion;
+/// Who delivers a cancelled operation's record, exported for the loom models only.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use completion::{Cancel, Delivery};
 #[cfg(not(loom))]
 pub use event::Event;
 #[cfg(not(loom))]

@@ -67,6 +67,9 @@ impl Parker {
 pub(crate) struct WaitStack {
     sleepers: AtomicUsize,
     stack: Mutex<Vec<Arc<Parker>>>,
+    /// Waiters inside [`park`](Self::park), for the loom models (see [`asleep`](Self::asleep)).
+    #[cfg(loom)]
+    asleep: std::sync::atomic::AtomicUsize,
 }
 
 impl WaitStack {
@@ -74,6 +77,8 @@ impl WaitStack {
         WaitStack {
             sleepers: AtomicUsize::new(0),
             stack: Mutex::new(Vec::new()),
+            #[cfg(loom)]
+            asleep: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -101,6 +106,30 @@ impl WaitStack {
             }
             None => false,
         }
+    }
+
+    /// Sleeps on `parker`, registered here and past its last look for work, as
+    /// [`Parker::park`] does.
+    pub(crate) fn park(&self, parker: &Parker, deadline: Option<Deadline>) -> WaitStatus {
+        // Relaxed (both): a std atomic, outside the loom model (no scheduling point), since
+        // loom runs the model's threads one at a time; only `asleep` reads it.
+        #[cfg(loom)]
+        self.asleep
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ended = parker.park(deadline);
+        #[cfg(loom)]
+        self.asleep
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        ended
+    }
+
+    /// Waiters committed to sleep: past their last look for work, asleep or about to be.
+    /// Only a wake ends an endless wait from there, so a loom model that counts its endless
+    /// waiters here knows they sleep. (Under loom a timed wait ends at once.)
+    #[cfg(loom)]
+    pub(crate) fn asleep(&self) -> usize {
+        // Relaxed: see `park`.
+        self.asleep.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether anyone sleeps, read after publishing (the poster half of the Dekker pair).

@@ -427,6 +427,14 @@ impl Port {
         self.shared.concurrency
     }
 
+    /// Waiters asleep on the port: past their last look for work and parked, or about to
+    /// park. For the loom models, which wait for it to know that a waiter sleeps.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn sleeping(&self) -> usize {
+        self.shared.waiters.asleep()
+    }
+
     /// The handle naming the port: the number of a descriptor the library owns.
     #[cfg(not(loom))]
     pub fn handle(&self) -> crate::RawHandle {
@@ -656,7 +664,7 @@ impl Shared {
             // (Loom has no clock: there, an endless wait sleeps without a deadline.)
             let nap = deadline.or_else(|| Deadline::after(NAP).filter(|_| !cfg!(loom)));
             *slept = true;
-            let ended = parker.park(nap);
+            let ended = self.waiters.park(&parker, nap);
             if ended == WaitStatus::Woken {
                 self.spin.learn(start, true);
                 continue;
@@ -908,11 +916,12 @@ impl Shared {
         });
     }
 
-    /// A thread calling `get` is back from whatever it was released to do.
+    /// A thread calling `get` is back from whatever it was released to do: it no longer
+    /// counts against the port that released it, whichever port it calls now. (Also a port
+    /// without a limit: such a port never counts a thread in, but it must count one out, or
+    /// a thread that moved on to it would hold its old port's limit for as long as it waits
+    /// there.)
     fn come_back(&self) {
-        if !self.limited() {
-            return;
-        }
         RELEASED.with(|slot| {
             if let Some(released) = slot.borrow_mut().as_mut() {
                 if std::mem::take(&mut released.counted) {
@@ -1059,5 +1068,34 @@ mod tests {
         assert_ne!(flags, -1, "the caller's descriptor survived");
         // SAFETY: the number is the program's again; close it as the program would.
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(handle) });
+    }
+
+    /// Regression: `come_back` returned at once on a port without a concurrency limit, so
+    /// a thread released by a limited port that went on to wait on an unlimited one kept
+    /// its place on the first for as long as it waited, and held every other `get` back.
+    #[test]
+    fn a_thread_waiting_on_an_unlimited_port_no_longer_counts_on_the_port_that_released_it() {
+        let limited = Port::builder().concurrency(1).build().unwrap();
+        let unlimited = Port::builder().concurrency(usize::MAX).build().unwrap();
+        limited.post(Completion::new(1, 0, 0)).unwrap();
+        limited.post(Completion::new(2, 0, 0)).unwrap();
+        let (got_tx, got_rx) = std::sync::mpsc::channel();
+        let moves_on = {
+            let (limited, unlimited) = (limited.clone(), unlimited.clone());
+            std::thread::spawn(move || {
+                got_tx
+                    .send(limited.get(Some(Duration::from_secs(5))))
+                    .unwrap();
+                // Waits here, on the other port, until the end of the test.
+                unlimited.get(Some(Duration::from_secs(10)))
+            })
+        };
+        let first = got_rx.recv().unwrap().unwrap();
+        assert_eq!(first.key(), 1);
+        // Released as soon as the other thread waits on `unlimited`, which it does at once.
+        let second = limited.get(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(second.key(), 2);
+        unlimited.post(Completion::new(3, 0, 0)).unwrap();
+        assert_eq!(moves_on.join().unwrap().unwrap().key(), 3);
     }
 }

@@ -20,6 +20,17 @@
 //!   races the close.
 //! * **EBUSY rule**: a batched dequeue and a `get` exclude each other, and a `get` never
 //!   takes a record while a batched dequeue holds the port.
+//! * **LIFO wake**: with two waiters asleep, a post wakes the one that fell asleep last,
+//!   and a second post reaches the other.
+//! * **Concurrency value**: with a value of 1, a second thread is not released while the
+//!   first runs, and is released once the first calls `get` again, on the same port or
+//!   on another one, also one without a limit.
+//! * **Cancel versus complete**: an operation's runner and its cancellers race on the
+//!   engine's [`Delivery`] (the state the file pool's jobs use): exactly one record is
+//!   delivered, `ECANCELED` exactly when a canceller was told it cancelled, and a
+//!   canceller told the operation is done finds its record queued. (Sockets decide the
+//!   same race under their state mutex, by removing the request from its queue; there is
+//!   nothing lock-free there to model.)
 //!
 //! Each model prints how many executions it explored and how long it took. The preemption
 //! bound is set per model (2 or 3); `LOOM_MAX_PREEMPTIONS` overrides it.
@@ -59,11 +70,20 @@
 //! Loom also cannot finish a model in which two threads busy-wait on a third: it explores
 //! schedules where the two yield to each other forever while the third, preempted, never
 //! runs again. `two_blocking_gets_two_producers` is such a model while waiters spin on a
-//! claimed slot instead of sleeping.
+//! claimed slot instead of sleeping. Models with two blocked waiters therefore post only
+//! once both sleep: [`Port::sleeping`] (under loom only) counts the waiters past their last
+//! look, which only a wake can end.
+//!
+//! And loom drops a thread's thread-locals only after its `join` has returned (std's
+//! `join` waits for them), outside its scheduler: a destructor that blocks on a loom
+//! mutex another thread holds deadlocks the process for real. The concurrency value counts
+//! a released thread out from such a destructor when it exits (`Released::drop`), so in
+//! the models a released thread that exits while others still run counts itself out with
+//! a `get` first; the exit itself is left to the std tests in `tests/port.rs`.
 
 #![cfg(loom)]
 
-use iocp::{Completion, DrainStatus, Port};
+use iocp::{Cancel, Completion, Delivery, DrainStatus, Port};
 use loom::thread;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -551,5 +571,281 @@ fn ebusy_rule_no_get_slips_in() {
             // Only polls ran beside it, and a poll is not a waiter: never refused.
             Err(err) => assert_eq!(errno(&err), libc::EBADF, "{err}"),
         }
+    });
+}
+
+// 8. LIFO wake ----------------------------------------------------------------------------
+
+/// Yields to the model's other threads until `n` waiters sleep on `port` (past their last
+/// look for work: only a wake ends their wait now).
+fn until_sleeping(port: &Port, n: usize) {
+    while port.sleeping() < n {
+        thread::yield_now();
+    }
+}
+
+/// Two waiters asleep, the second to fall asleep on top: one post wakes that most recent
+/// waiter, which takes the record, and a second post reaches the older one (no wake-up is
+/// lost, none is spent on the wrong waiter). Each waiter reports through a channel, so a
+/// wrong waiter shows as a failed assertion and a lost wake as a loom deadlock.
+///
+/// It does not cover a waiter still in its last look when the post lands: such a waiter
+/// may take the record itself, by design (it never slept). Posting before both sleep is
+/// the shape loom cannot finish (two waiters busy-waiting on a claimed slot, see the
+/// module docs), so the model waits until [`Port::sleeping`] counts each one.
+#[test]
+fn lifo_wake_most_recent_sleeper() {
+    model("lifo_wake_most_recent_sleeper", 3, || {
+        let port = port(2);
+        let (tx, rx) = loom::sync::mpsc::channel();
+        let waiter = |id: usize| {
+            let (port, tx) = (port.clone(), tx.clone());
+            thread::spawn(move || tx.send((id, port.get(None).unwrap())).unwrap())
+        };
+        let older = waiter(0);
+        until_sleeping(&port, 1);
+        let newer = waiter(1);
+        until_sleeping(&port, 2);
+        port.post(record(0, 0)).unwrap();
+        assert_eq!(
+            rx.recv().unwrap(),
+            (1, record(0, 0)),
+            "the post did not wake the most recent sleeper"
+        );
+        port.post(record(0, 1)).unwrap();
+        assert_eq!(rx.recv().unwrap(), (0, record(0, 1)));
+        newer.join().unwrap();
+        older.join().unwrap();
+        assert_empty(&port);
+    });
+}
+
+// 9. Concurrency value --------------------------------------------------------------------
+
+/// A port that releases at most one thread at once.
+fn port_concurrency_1() -> Port {
+    Port::builder().capacity(2).concurrency(1).build().unwrap()
+}
+
+/// Concurrency 1. A thread takes record 0 with `get` (it is released: it runs), says so,
+/// and calls `get` on the port again. The main thread posts record 1 and calls `get`: it
+/// must not be released while the other thread runs, and must be released (no lost
+/// wake-up: a loom deadlock) once that thread is back in `get`, unless the returning
+/// thread takes record 1 itself. Then that thread posts record 2 for the main thread, and
+/// counts itself out with a `get` on an unlimited port (not by exiting: see the module
+/// docs); the main thread is released once it has. Each record reaches one thread once.
+///
+/// The thread's exit as a way out is left to the std test
+/// `the_concurrency_value_holds_a_get_back_until_the_released_thread_exits`.
+#[test]
+fn concurrency_1_releases_a_second_thread_when_the_first_comes_back() {
+    model(
+        "concurrency_1_releases_a_second_thread_when_the_first_comes_back",
+        3,
+        || {
+            let elsewhere = port(2);
+            let port = port_concurrency_1();
+            let running = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let (tx, rx) = loom::sync::mpsc::channel();
+            port.post(record(0, 0)).unwrap();
+            let first = {
+                let (port, running) = (port.clone(), Arc::clone(&running));
+                thread::spawn(move || {
+                    assert_eq!(port.get(None).unwrap(), record(0, 0));
+                    // SeqCst (all stores): read by the main thread once it is released.
+                    running.store(true, Ordering::SeqCst);
+                    tx.send(()).unwrap();
+                    running.store(false, Ordering::SeqCst);
+                    match port.get(None) {
+                        Ok(got) => {
+                            running.store(true, Ordering::SeqCst);
+                            assert_eq!(got, record(0, 1));
+                            // The main thread still waits: give it a record, and go.
+                            port.post(record(0, 2)).unwrap();
+                            running.store(false, Ordering::SeqCst);
+                            let err = elsewhere.get(POLL).unwrap_err();
+                            assert_eq!(errno(&err), libc::ETIMEDOUT, "{err}");
+                            true
+                        }
+                        Err(err) => {
+                            assert_eq!(errno(&err), libc::EBADF, "{err}");
+                            false
+                        }
+                    }
+                })
+            };
+            rx.recv().unwrap();
+            port.post(record(0, 1)).unwrap();
+            let got = port.get(None).unwrap();
+            // SeqCst: see the stores.
+            assert!(
+                !running.load(Ordering::SeqCst),
+                "released while the first thread ran"
+            );
+            // Ends the first thread's second `get` if it still waits.
+            port.close().unwrap();
+            let took_1 = first.join().unwrap();
+            let expected = if took_1 { record(0, 2) } else { record(0, 1) };
+            assert_eq!(got, expected);
+        },
+    );
+}
+
+/// Concurrency 1 on port `a`, none on port `b`. A thread takes record 0 from `a`, says so,
+/// and waits on `b`. The main thread posts record 1 to `a` and calls `get` on it: the
+/// other thread's `get` on `b` counts it out of `a` (the thread-local `Released` entry
+/// holds `a` weakly and `b`'s `get` reaches it), so the main thread is released.
+///
+/// Regression: `come_back` returned at once on a port without a limit, so a thread that
+/// moved on to such a port kept its old port's place for as long as it waited there; here
+/// the main thread was never released (a loom deadlock).
+#[test]
+fn a_get_on_an_unlimited_port_counts_the_thread_out() {
+    model(
+        "a_get_on_an_unlimited_port_counts_the_thread_out",
+        3,
+        || {
+            let a = port_concurrency_1();
+            let b = port(2);
+            let (tx, rx) = loom::sync::mpsc::channel();
+            a.post(record(0, 0)).unwrap();
+            let moves_on = {
+                let (a, b) = (a.clone(), b.clone());
+                thread::spawn(move || {
+                    assert_eq!(a.get(None).unwrap(), record(0, 0));
+                    tx.send(()).unwrap();
+                    b.get(None).unwrap()
+                })
+            };
+            rx.recv().unwrap();
+            a.post(record(0, 1)).unwrap();
+            assert_eq!(a.get(None).unwrap(), record(0, 1));
+            b.post(record(1, 0)).unwrap();
+            assert_eq!(moves_on.join().unwrap(), record(1, 0));
+            assert_empty(&a);
+            assert_empty(&b);
+        },
+    );
+}
+
+// 10. Cancel versus complete --------------------------------------------------------------
+
+/// The record of the model's operation: its result, or `ECANCELED`.
+fn op_record(errno: u32) -> Completion {
+    let bytes = if errno == 0 { 512 } else { 0 };
+    Completion::new(9, bytes, 0x9000).with_error(errno)
+}
+
+/// Races the runner of a queued operation (a file-pool thread: [`Delivery::start`], then
+/// the result) against `cancellers` cancellers ([`Delivery::cancel`], `ECANCELED` when it
+/// wins), each delivering through the port as the file pool does, and checks that exactly
+/// one record is delivered: the one that the runner's and the cancellers' answers call for.
+fn cancel_race(cancellers: usize) {
+    let port = port(2);
+    let op = Arc::new(Delivery::new());
+    let runner = {
+        let (port, op) = (port.clone(), Arc::clone(&op));
+        thread::spawn(move || {
+            let ran = op.start();
+            if ran {
+                op.deliver(|| port.post(op_record(0)).unwrap());
+            }
+            ran
+        })
+    };
+    let cancel = |port: &Port, op: &Delivery| {
+        let told = op.cancel();
+        match told {
+            Cancel::Cancelled => {
+                op.deliver(|| port.post(op_record(libc::ECANCELED as u32)).unwrap());
+            }
+            // Done means reported: the record is in the port, visible to this thread.
+            Cancel::Done => assert_eq!(
+                port.queued(),
+                1,
+                "told the operation is done before its record is queued"
+            ),
+            Cancel::Running => {}
+        }
+        told
+    };
+    let others: Vec<_> = (1..cancellers)
+        .map(|_| {
+            let (port, op) = (port.clone(), Arc::clone(&op));
+            thread::spawn(move || cancel(&port, &op))
+        })
+        .collect();
+    let mut told = vec![cancel(&port, &op)];
+    told.extend(others.into_iter().map(|c| c.join().unwrap()));
+    let ran = runner.join().unwrap();
+    let won = told.iter().filter(|&&t| t == Cancel::Cancelled).count();
+    assert_eq!(
+        won + usize::from(ran),
+        1,
+        "runner ran: {ran}, cancellers told {told:?}"
+    );
+    let expected = if ran {
+        op_record(0)
+    } else {
+        op_record(libc::ECANCELED as u32)
+    };
+    assert_eq!(port.get(POLL).expect("no record"), expected);
+    assert_empty(&port);
+}
+
+/// Cancel racing completion yields exactly one record: `ECANCELED` when the canceller
+/// was told [`Cancel::Cancelled`] (and then the runner did not run the operation), the
+/// result otherwise; a canceller told [`Cancel::Done`] finds the record already queued.
+#[test]
+fn cancel_races_complete() {
+    model("cancel_races_complete", 3, || cancel_race(1));
+}
+
+/// Two cancellers and the runner: still one record, and at most one canceller is told it
+/// cancelled.
+#[test]
+fn two_cancels_race_complete() {
+    model("two_cancels_race_complete", 3, || cancel_race(2));
+}
+
+/// A canceller that asks until it is told the operation is done (as a program calling
+/// `aio_cancel` until `AIO_ALLDONE` would) finds its record in the port.
+///
+/// Regression: the canceller's claim read `DONE` with a relaxed failure ordering, so being
+/// told "done" did not synchronize with the delivery: the canceller could then poll the
+/// port (or read the aiocb's status) and miss what the delivery had reported.
+#[test]
+fn cancel_told_done_sees_the_record() {
+    model("cancel_told_done_sees_the_record", 3, || {
+        let port = port(2);
+        let op = Arc::new(Delivery::new());
+        let runner = {
+            let (port, op) = (port.clone(), Arc::clone(&op));
+            thread::spawn(move || {
+                if op.start() {
+                    op.deliver(|| port.post(op_record(0)).unwrap());
+                }
+            })
+        };
+        let mut cancelled = false;
+        loop {
+            match op.cancel() {
+                Cancel::Cancelled => {
+                    op.deliver(|| port.post(op_record(libc::ECANCELED as u32)).unwrap());
+                    cancelled = true;
+                }
+                Cancel::Running => thread::yield_now(),
+                Cancel::Done => break,
+            }
+        }
+        assert_eq!(port.queued(), 1, "told done before the record was queued");
+        let expected = if cancelled {
+            op_record(libc::ECANCELED as u32)
+        } else {
+            op_record(0)
+        };
+        assert_eq!(port.get(POLL).unwrap(), expected);
+        runner.join().unwrap();
+        assert_empty(&port);
     });
 }
