@@ -78,16 +78,18 @@ impl Completion {
 
 /// Not started: the next claim, by its runner or a canceller, wins.
 const QUEUED: u8 = 0;
-/// Claimed: the winner is delivering the completion.
+/// Claimed: the winner is running the operation, or cancelling it.
 const RUNNING: u8 = 1;
-/// The completion has been delivered.
+/// The completion has been reported (its record may still be on its way to the port).
 const DONE: u8 = 2;
 
 /// Decides who delivers a queued operation's one completion: the thread that runs it, or a
 /// canceller that gets there first (the file pool's jobs). One compare-and-swap
 /// `QUEUED → RUNNING` decides, so exactly one of them delivers; the winner delivers
-/// through [`deliver`](Self::deliver), which marks the operation done only once its report
-/// is out, so that a canceller told [`Cancel::Done`] finds the record already queued.
+/// through [`deliver`](Self::deliver), which marks the operation done once its report is
+/// made and before its record is posted: a canceller told [`Cancel::Done`] sees the report,
+/// and one told [`Cancel::Running`] is never looking at an operation whose record was
+/// already dequeued.
 ///
 /// The loom models `cancel_races_complete`, `two_cancels_race_complete` and
 /// `cancel_told_done_sees_the_record` race a runner against cancellers on this type.
@@ -102,9 +104,10 @@ pub struct Delivery {
 pub enum Cancel {
     /// Cancelled before it started: the caller must deliver it, with `ECANCELED`.
     Cancelled,
-    /// Started (or being cancelled by another caller): its completion is on its way.
+    /// Started (or being cancelled by another caller), its I/O not yet over: its
+    /// completion is on its way.
     Running,
-    /// Delivered: its record is queued (or was already dequeued).
+    /// Reported: the aiocb or result is filled in; its record is queued or on its way.
     Done,
 }
 
@@ -144,10 +147,15 @@ impl Delivery {
         }
     }
 
-    /// Delivers the completion with `report` (fill in the aiocb or overlapped, post the
-    /// record), then marks the operation done. Only the winner of [`start`](Self::start)
-    /// or [`cancel`](Self::cancel) calls it, once.
-    pub fn deliver<R>(&self, report: impl FnOnce() -> R) -> R {
+    /// Delivers the completion: `report` fills in what the operation's owner reads (the
+    /// aiocb, the result kept for `finish`), the operation is marked done, then `post` sends
+    /// what `report` returned (the record). Only the winner of [`start`](Self::start) or
+    /// [`cancel`](Self::cancel) calls it, once.
+    ///
+    /// Done comes before the post so that a program that dequeued the record and then
+    /// cancels is told [`Cancel::Done`], never that the operation still runs; a canceller
+    /// told `Done` sees the report, and the record follows.
+    pub fn deliver<R>(&self, report: impl FnOnce() -> R, post: impl FnOnce(R)) {
         debug_assert_eq!(
             // Relaxed: this thread set RUNNING itself.
             self.state.load(Ordering::Relaxed),
@@ -157,6 +165,42 @@ impl Delivery {
         let reported = report();
         // Release: pairs with the acquire of a failed claim in `cancel`.
         self.state.store(DONE, Ordering::Release);
-        reported
+        post(reported);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::{mpsc, Arc};
+    use std::thread;
+    use std::time::Duration;
+
+    /// Regression: the operation was marked done only after its record was posted, so a
+    /// program that dequeued the record and then cancelled could be told `Running`
+    /// (`aio_cancel` → `AIO_NOTCANCELED`; seen as a flaky
+    /// `cancel_with_nothing_queued_fails_with_enoent_and_aio_cancel_reports_all_done`).
+    #[test]
+    fn regression_cancel_after_the_record_was_posted_said_running() {
+        let delivery = Arc::new(Delivery::new());
+        assert!(delivery.start());
+        let (posted, dequeued) = mpsc::channel();
+        let canceller = {
+            let delivery = Arc::clone(&delivery);
+            thread::spawn(move || {
+                dequeued.recv().unwrap();
+                delivery.cancel()
+            })
+        };
+        delivery.deliver(
+            || (),
+            |()| {
+                posted.send(()).unwrap();
+                // Long enough for the canceller to look before `deliver` returns.
+                thread::sleep(Duration::from_millis(100));
+            },
+        );
+        assert_eq!(canceller.join().unwrap(), Cancel::Done);
+        assert_eq!(delivery.cancel(), Cancel::Done);
     }
 }

@@ -474,11 +474,22 @@ impl FilePool {
         if !sysfile::is_open(fd) {
             return Err(error::closed());
         }
-        let (cancelled, running) = self.shared.cancel(fd, |job| match (aiocb, &job.notify) {
-            (None, _) => true,
-            (Some(wanted), Notify::Aiocb { aiocb, .. }) => *aiocb == wanted,
-            (Some(_), _) => false,
-        });
+        let (cancelled, running) = match aiocb {
+            None => self.shared.cancel(fd, |_| true),
+            Some(wanted) => {
+                // An aiocb may be submitted again once its request completed, and the old
+                // job can still be in the table for a moment after its record is out: the
+                // aiocb names its newest job only.
+                let newest = self.shared.newest(
+                    fd,
+                    |job| matches!(job.notify, Notify::Aiocb { aiocb, .. } if aiocb == wanted),
+                );
+                match newest {
+                    Some(id) => self.shared.cancel(fd, |job| job.id == id),
+                    None => (0, 0),
+                }
+            }
+        };
         Ok(if running > 0 {
             AioCancel::NotCanceled
         } else if cancelled > 0 {
@@ -559,8 +570,9 @@ impl fmt::Debug for FilePool {
 }
 
 impl Job {
-    /// Fills in the job's aiocb or overlapped and posts its record.
-    fn report(&self, result: io::Result<usize>) {
+    /// Fills in the job's aiocb, overlapped or kept result; returns the record still to
+    /// post to its port (an overlapped block posts its own, as it completes).
+    fn report(&self, result: io::Result<usize>) -> Option<Completion> {
         let (bytes, errno) = to_record(&result);
         let port = self.port.as_ref().map(|(port, key)| (port, *key));
         match self.notify {
@@ -569,7 +581,7 @@ impl Job {
                     .file
                     .as_ref()
                     .expect("owned-buffer jobs belong to a file");
-                let (port, key) = port.expect("owned-buffer requests need a port");
+                let (_, key) = port.expect("owned-buffer requests need a port");
                 let buf = std::mem::replace(&mut *lock(&self.buf), Buf::None);
                 let result = OpResult {
                     result,
@@ -578,25 +590,30 @@ impl Job {
                     accepted: None,
                 };
                 lock(&file.finished).insert(ticket, result);
-                // A closed port discards its records, this one with them.
-                let _ = port.post(Completion::new(key, bytes, ticket as usize).with_error(errno));
+                Some(Completion::new(key, bytes, ticket as usize).with_error(errno))
             }
             Notify::Overlapped(overlapped) => {
                 // SAFETY: the submitter guaranteed the block lives until this completion.
                 let block = unsafe { &*overlapped };
                 // Fails only for a closed port, which discards its records anyway.
                 let _ = block.complete(bytes, errno, port);
+                None
             }
             Notify::Aiocb { aiocb, update } => {
                 if update {
                     // SAFETY: the lio caller guaranteed the aiocb lives until completion.
                     unsafe { &*aiocb }.report(&result);
                 }
-                if let Some((port, key)) = port {
-                    let _ =
-                        port.post(Completion::new(key, bytes, aiocb as usize).with_error(errno));
-                }
+                port.map(|(_, key)| Completion::new(key, bytes, aiocb as usize).with_error(errno))
             }
+        }
+    }
+
+    /// Posts the record [`report`](Self::report) returned.
+    fn post(&self, record: Option<Completion>) {
+        if let (Some(record), Some((port, _))) = (record, &self.port) {
+            // A closed port discards its records, this one with them.
+            let _ = port.post(record);
         }
     }
 }
@@ -686,6 +703,16 @@ impl PoolShared {
         self.complete(job, result);
     }
 
+    /// The id of the most recently submitted in-flight job of `fd` that `matches`.
+    fn newest(&self, fd: RawFd, matches: impl Fn(&Job) -> bool) -> Option<u64> {
+        let inflight = lock(&self.inflight);
+        let jobs = inflight.get(&fd)?;
+        jobs.values()
+            .filter(|job| matches(job))
+            .map(|job| job.id)
+            .max()
+    }
+
     /// Cancels queued jobs of `fd` that `matches`; returns (cancelled, still running).
     fn cancel(&self, fd: RawFd, matches: impl Fn(&Job) -> bool) -> (usize, usize) {
         let mut cancelled = Vec::new();
@@ -712,7 +739,8 @@ impl PoolShared {
     /// done, forgets it, counts down an `LIO_WAIT` call.
     fn complete(&self, job: &Arc<Job>, result: io::Result<usize>) {
         // Done only once reported: `aio_cancel` says "all done" for done jobs.
-        job.delivery.deliver(|| job.report(result));
+        job.delivery
+            .deliver(|| job.report(result), |record| job.post(record));
         {
             let mut inflight = lock(&self.inflight);
             if let Some(jobs) = inflight.get_mut(&job.fd) {
@@ -1051,5 +1079,40 @@ mod tests {
         for (i, buf) in bufs.iter().enumerate() {
             assert_eq!(&buf[..], &data[i * 4096..(i + 1) * 4096]);
         }
+    }
+
+    /// Regression: after an aiocb's request reported its record, its job stayed in the
+    /// in-flight table (running) for a moment. A program that had dequeued the record,
+    /// submitted the aiocb again and cancelled it was told `AIO_NOTCANCELED` although the
+    /// new request was cancelled. The soak-era ThreadSanitizer runs caught it in
+    /// `aio_cancel_racing_completion_reports_what_it_did_and_each_request_completes_once`;
+    /// this sets the window up directly: the old job claimed by a runner and not yet done,
+    /// the new one queued.
+    #[test]
+    fn regression_aio_cancel_of_a_reused_aiocb_counted_its_previous_request() {
+        let pool = FilePool::builder().threads(1).build().unwrap();
+        let (file, _) = scratch(4096);
+        let fd = file.as_raw_fd();
+        let mut buf = vec![0u8; 512];
+        let aiocb = Aiocb::new(fd, LIO_READ, 0, buf.as_mut_ptr(), buf.len());
+        let job = |id| {
+            let mut job = lio_job(&aiocb, LioMode::NoWait, None, None).unwrap();
+            job.id = id;
+            Arc::new(job)
+        };
+        let (old, new) = (job(u64::MAX - 1), job(u64::MAX));
+        assert!(old.delivery.start(), "the old job is its runner's");
+        {
+            let mut inflight = lock(&pool.shared.inflight);
+            let jobs = inflight.entry(fd).or_default();
+            jobs.insert(old.id, Arc::clone(&old));
+            jobs.insert(new.id, Arc::clone(&new));
+        }
+        let answer = pool.aio_cancel(fd, Some(&aiocb as *const Aiocb)).unwrap();
+        assert_eq!(answer, AioCancel::Canceled);
+        assert_eq!(aiocb.error(), libc::ECANCELED);
+        // The old job's runner would finish it; here it is dropped from the table by hand.
+        let left = lock(&pool.shared.inflight).remove(&fd).unwrap();
+        assert_eq!(left.keys().copied().collect::<Vec<_>>(), [old.id]);
     }
 }
