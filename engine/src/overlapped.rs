@@ -129,13 +129,16 @@ impl Overlapped {
         if errno == STATUS_PENDING {
             return Err(error::invalid());
         }
+        // The wake below names the word by address only: once `Internal` is stored the
+        // requester may free the block, so no reference to it is made after that store.
+        let word: *const AtomicU32 = &self.internal;
         // Relaxed: published by the store of `Internal` below.
         self.internal_high.store(bytes, Ordering::Relaxed);
         // SeqCst: release pairs with the acquire loads of `Internal`; sequential consistency
         // is the completer half of the Dekker pair in `get_result`.
         self.internal.store(errno, Ordering::SeqCst);
         if RESULT_WAITERS.load(Ordering::SeqCst) != 0 {
-            sys::futex_wake_all(&self.internal);
+            sys::futex_wake_all(word);
         }
         Ok(())
     }
