@@ -1003,23 +1003,34 @@ impl fmt::Debug for File {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
-    fn scratch(len: usize) -> (std::fs::File, Vec<u8>) {
-        let path =
-            std::env::temp_dir().join(format!("iocp-file-unit-{}-{len}", std::process::id()));
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
+    /// A read-write file holding `contents`, already unlinked, so nothing is left behind.
+    /// The crate's other unit tests use it too.
+    pub(crate) fn scratch_file(contents: &[u8]) -> std::fs::File {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "iocp-unit-{}-{}",
+            std::process::id(),
+            // Relaxed: names only need to be distinct.
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, contents).unwrap();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .unwrap();
         std::fs::remove_file(&path).unwrap();
-        (file, data)
+        file
+    }
+
+    fn scratch(len: usize) -> (std::fs::File, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        (scratch_file(&data), data)
     }
 
     #[test]

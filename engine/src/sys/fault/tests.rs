@@ -4,14 +4,13 @@
 //! module), so these tests run alongside the crate's others.
 
 use super::{fail, Call};
+use crate::file::tests::scratch_file;
 use crate::{
     Aiocb, Completion, DrainStatus, Event, File, FilePool, LioMode, Port, Socket, Submitted,
 };
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,6 +43,14 @@ fn pending(submitted: Submitted) -> u64 {
     match submitted {
         Submitted::Pending(ticket) => ticket,
         Submitted::Done(result) => panic!("expected a pending request, got {result:?}"),
+    }
+}
+
+/// The result of a request that may complete at once or through its one record.
+fn outcome(port: &Port, socket: &Socket, submitted: Submitted) -> crate::OpResult {
+    match submitted {
+        Submitted::Done(result) => result,
+        Submitted::Pending(ticket) => socket.finish(&record_for(port, ticket)).unwrap(),
     }
 }
 
@@ -82,10 +89,7 @@ fn eintr_is_retried_by_socket_calls() {
     peer.write_all(b"world").unwrap();
     let recvs = fail(Call::Recv, libc::EINTR).on_fd(fd).times(3).arm();
     // The bytes are on their way through loopback: wait for them with a queued request.
-    let result = match socket.recv(vec![0; 16]).unwrap() {
-        Submitted::Done(result) => result,
-        Submitted::Pending(ticket) => socket.finish(&record_for(&port, ticket)).unwrap(),
-    };
+    let result = outcome(&port, &socket, socket.recv(vec![0; 16]).unwrap());
     assert_eq!(result.result.unwrap(), 5);
     assert_eq!(&result.buf[..5], b"world");
     assert_eq!(recvs.hits(), 3);
@@ -164,11 +168,7 @@ fn enomem_and_ebadf_are_request_results() {
     drop(badf);
 
     // The bytes the failed request did not take go to the next one.
-    let got = socket.recv(vec![0; 8]).unwrap();
-    let got = match got {
-        Submitted::Done(result) => result,
-        Submitted::Pending(ticket) => socket.finish(&record_for(&port, ticket)).unwrap(),
-    };
+    let got = outcome(&port, &socket, socket.recv(vec![0; 8]).unwrap());
     assert_eq!(&got.buf[..got.result.unwrap()], b"data");
     assert_no_record(&port);
 }
@@ -194,10 +194,7 @@ fn enomem_on_accept_loses_no_connection() {
     let stream = accepted.accepted.expect("the connection is still there");
     let stream = port.associate(stream, 8).unwrap();
     client.write_all(b"hi").unwrap();
-    let got = match stream.recv(vec![0; 2]).unwrap() {
-        Submitted::Done(result) => result,
-        Submitted::Pending(ticket) => stream.finish(&record_for(&port, ticket)).unwrap(),
-    };
+    let got = outcome(&port, &stream, stream.recv(vec![0; 2]).unwrap());
     assert_eq!(&got.buf[..got.result.unwrap()], b"hi");
     assert_no_record(&port);
 }
@@ -256,33 +253,6 @@ fn associating_a_closed_descriptor_is_ebadf() {
     assert_eq!(badf.hits(), 1);
 }
 
-/// A scratch file under the system's temporary directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str, contents: &[u8]) -> (Scratch, std::fs::File) {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "iocp-fault-{}-{name}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&path, contents).unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        (Scratch(path), file)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn file_result(file: &File, port: &Port, ticket: u64) -> crate::OpResult {
     file.finish(&record_for(port, ticket)).unwrap()
 }
@@ -293,7 +263,7 @@ fn file_result(file: &File, port: &Port, ticket: u64) -> crate::OpResult {
 fn file_pool_faults_give_one_record_each() {
     let port = Port::new().unwrap();
     let pool = FilePool::builder().threads(2).build().unwrap();
-    let (_scratch, file) = Scratch::new("pool", b"0123456789");
+    let file = scratch_file(b"0123456789");
     let fd = file.as_raw_fd();
     let file = port.associate_file(file, 5, &pool).unwrap();
 
@@ -344,8 +314,8 @@ fn file_pool_faults_give_one_record_each() {
 fn lio_listio_entry_faults_fail_alone() {
     let port = Port::new().unwrap();
     let pool = FilePool::builder().threads(2).build().unwrap();
-    let (_a, a) = Scratch::new("lio-a", b"aaaaaaaa");
-    let (_b, b) = Scratch::new("lio-b", b"bbbbbbbb");
+    let a = scratch_file(b"aaaaaaaa");
+    let b = scratch_file(b"bbbbbbbb");
     let mut bufs = [[0u8; 8]; 2];
     let [buf_a, buf_b] = &mut bufs;
     let mut cbs = [
