@@ -46,7 +46,7 @@ if [ "$mode" != plain ]; then
         skip "the nightly toolchain has no rust-src (rustup +nightly component add rust-src)"
     rustflags="-Zsanitizer=$mode"
     if [ "$mode" = thread ]; then
-        # See the `tsan` module in engine/src/ring.rs.
+        # The annotations of engine/src/sys/tsan.rs.
         rustflags+=" --cfg iocp_tsan"
     fi
     RUSTFLAGS="$rustflags" cargo +nightly build -Zbuild-std --target "$host" \
