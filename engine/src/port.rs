@@ -251,6 +251,24 @@ impl Port {
         Ok(())
     }
 
+    /// Queues every record of `records` in order, as if by one [`post`](Self::post) each,
+    /// but claiming their ring slots together: one atomic operation for the whole slice
+    /// while the ring has room, and one wake check at the end. Never blocks, never drops.
+    /// `EBADF` once closed (then nothing is queued).
+    pub fn post_many(&self, records: &[Completion]) -> io::Result<()> {
+        let shared = &*self.shared;
+        // Relaxed: as in `post`.
+        if shared.closed.load(Ordering::Relaxed) {
+            return Err(error::closed());
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        shared.ring.push_many(records);
+        shared.notify();
+        Ok(())
+    }
+
     /// Dequeues one record (`GetQueuedCompletionStatus`), waiting up to `timeout` (`None`:
     /// forever; zero: poll). A failed I/O is a record too: see [`Completion::result`].
     ///
@@ -259,40 +277,42 @@ impl Port {
     /// wait, so no port wait restarts); `EBADF` when the port is closed, also while waiting;
     /// `EBUSY` while a batched dequeue runs.
     pub fn get(&self, timeout: Option<Duration>) -> io::Result<Completion> {
-        let shared = &self.shared;
-        shared.check_open()?;
-        // Acquire: pairs with the release in `Exclusive::drop`.
-        if shared.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
-            return Err(error::busy());
-        }
-        shared.come_back();
-        if let Some(record) = shared.try_get()? {
-            return Ok(record);
-        }
-        if timeout == Some(Duration::ZERO) {
-            // A poll does not wait, so it does not count as a waiter for the EBUSY rule;
-            // it does give socket readiness one look.
-            if shared.poll_reactor() {
-                if let Some(record) = shared.try_get()? {
-                    return Ok(record);
-                }
-            }
-            return Err(error::timed_out());
-        }
-        let deadline = deadline(timeout);
-        shared.enter_wait()?;
-        let result = shared
-            .wait(
-                deadline,
-                || shared.ring.has_ready() && shared.has_room(),
-                || shared.ring.has_claimed() && shared.has_room(),
-                || shared.try_get().transpose(),
-            )
-            .map_err(io::Error::from)
-            .and_then(|found| found);
-        // Release: pairs with the acquire CAS in `enter_exclusive`.
-        shared.dequeuers.fetch_sub(1, Ordering::Release);
-        result
+        let mut record = Completion::default();
+        self.shared
+            .dequeue_some(1, timeout, |_, taken| record = *taken)?;
+        Ok(record)
+    }
+
+    /// Dequeues between one and `out.len()` records into `out`, waiting up to `timeout` for
+    /// the first (`GetQueuedCompletionStatusEx`). Returns how many it wrote.
+    ///
+    /// Unlike [`get_many`](Self::get_many) this is not an exclusive wait: several threads
+    /// may call it (and [`get`](Self::get)) on one port at once, each taking the run ready
+    /// when its turn comes, as a worker pool does. It waits and wakes like `get`: LIFO,
+    /// within the concurrency value (a thread counts once, whatever the run's length).
+    ///
+    /// Errors: as [`get`](Self::get), and `EINVAL` for an empty `out`.
+    pub fn get_up_to(
+        &self,
+        out: &mut [Completion],
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        self.shared
+            .dequeue_some(out.len(), timeout, |i, record| out[i] = *record)
+    }
+
+    /// [`get_up_to`](Self::get_up_to) into uninitialized memory, converting each record
+    /// with `map` as it is copied (the C ABI's `OVERLAPPED_ENTRY` array). The first `n`
+    /// entries of the returned `n` are initialized.
+    pub fn fill_up_to<T>(
+        &self,
+        out: &mut [MaybeUninit<T>],
+        timeout: Option<Duration>,
+        mut map: impl FnMut(&Completion) -> T,
+    ) -> io::Result<usize> {
+        self.shared.dequeue_some(out.len(), timeout, |i, record| {
+            out[i].write(map(record));
+        })
     }
 
     /// Dequeues up to `out.len()` records (at most [`GMCS_NMAX`]) into `out`, waiting up to
@@ -307,9 +327,9 @@ impl Port {
         timeout: Option<Duration>,
     ) -> io::Result<Drained> {
         let mut index = 0;
-        self.shared.dequeue_many(out.len(), min, timeout, |run| {
-            out[index..index + run.len()].copy_from_slice(run);
-            index += run.len();
+        self.shared.dequeue_many(out.len(), min, timeout, |record| {
+            out[index] = *record;
+            index += 1;
         })
     }
 
@@ -324,11 +344,9 @@ impl Port {
         mut map: impl FnMut(&Completion) -> T,
     ) -> io::Result<Drained> {
         let mut index = 0;
-        self.shared.dequeue_many(out.len(), min, timeout, |run| {
-            for (slot, record) in out[index..index + run.len()].iter_mut().zip(run) {
-                slot.write(map(record));
-            }
-            index += run.len();
+        self.shared.dequeue_many(out.len(), min, timeout, |record| {
+            out[index].write(map(record));
+            index += 1;
         })
     }
 
@@ -710,9 +728,63 @@ impl Shared {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// Takes one record if the concurrency value lets this thread go.
-    fn try_get(self: &Arc<Self>) -> io::Result<Option<Completion>> {
-        if !self.admit() {
+    /// The non-exclusive dequeue behind `get` and `get_up_to`: takes a run of one to `max`
+    /// records, handing each to `sink` with its index, waiting up to `timeout` for one.
+    fn dequeue_some(
+        self: &Arc<Self>,
+        max: usize,
+        timeout: Option<Duration>,
+        mut sink: impl FnMut(usize, &Completion),
+    ) -> io::Result<usize> {
+        if max == 0 {
+            return Err(error::invalid());
+        }
+        self.check_open()?;
+        // Acquire: pairs with the release in `Exclusive::drop`.
+        if self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
+            return Err(error::busy());
+        }
+        let kept = self.come_back();
+        if let Some(n) = self.try_take(max, kept, &mut sink)? {
+            return Ok(n);
+        }
+        if timeout == Some(Duration::ZERO) {
+            // A poll does not wait, so it does not count as a waiter for the EBUSY rule;
+            // it does give socket readiness one look.
+            if self.poll_reactor() {
+                if let Some(n) = self.try_take(max, false, &mut sink)? {
+                    return Ok(n);
+                }
+            }
+            return Err(error::timed_out());
+        }
+        let deadline = deadline(timeout);
+        self.enter_wait()?;
+        let result = self
+            .wait(
+                deadline,
+                || self.ring.has_ready() && self.has_room(),
+                || self.ring.has_claimed() && self.has_room(),
+                || self.try_take(max, false, &mut sink).transpose(),
+            )
+            .map_err(io::Error::from)
+            .and_then(|found| found);
+        // Release: pairs with the acquire CAS in `enter_exclusive`.
+        self.dequeuers.fetch_sub(1, Ordering::Release);
+        result
+    }
+
+    /// Takes a run of up to `max` records if the concurrency value lets this thread go.
+    /// `counted`: the thread still counts as running on this port (it was released by it
+    /// and came straight back), so it needs no admission and keeps its place if it takes
+    /// something.
+    fn try_take(
+        self: &Arc<Self>,
+        max: usize,
+        counted: bool,
+        sink: &mut impl FnMut(usize, &Completion),
+    ) -> io::Result<Option<usize>> {
+        if !counted && !self.admit() {
             return Ok(None);
         }
         let mut consumer = loop {
@@ -727,26 +799,24 @@ impl Shared {
             }
             crate::primitive::spin_loop();
         };
-        let ready = consumer.refilled(|c| c.ready_scalar(1));
+        let ready = consumer.refilled(|c| c.ready(max));
         // A batched dequeue that began meanwhile owns what is queued from then on: a record
-        // posted after it was seen holding the port must not go to this `get`.
+        // posted after it was seen holding the port must not go to this call.
         // Acquire: pairs with the release in `Exclusive::drop`.
-        if ready == 1 && self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
+        if ready > 0 && self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
             drop(consumer);
             self.withdraw();
             return Err(error::busy());
         }
-        let record = (ready == 1).then(|| {
-            let record = consumer.get(0);
-            consumer.release(1);
-            record
-        });
-        drop(consumer);
-        match record {
-            Some(_) => self.mark_released(),
-            None => self.withdraw(),
+        if ready == 0 {
+            drop(consumer);
+            self.withdraw();
+            return Ok(None);
         }
-        Ok(record)
+        consumer.take(ready, |i, record| sink(i, record));
+        drop(consumer);
+        self.mark_released();
+        Ok(Some(ready))
     }
 
     /// `GetMultipleCompletionStatus`: hands runs of records to `sink`, at most `max` in
@@ -756,7 +826,7 @@ impl Shared {
         max: usize,
         min: usize,
         timeout: Option<Duration>,
-        mut sink: impl FnMut(&[Completion]),
+        mut sink: impl FnMut(&Completion),
     ) -> io::Result<Drained> {
         if max == 0 || max > GMCS_NMAX || min > max {
             return Err(error::invalid());
@@ -808,7 +878,7 @@ impl Shared {
     }
 
     /// Copies out the runs ready now, at most `max` records.
-    fn take_many(&self, max: usize, sink: &mut impl FnMut(&[Completion])) -> usize {
+    fn take_many(&self, max: usize, sink: &mut impl FnMut(&Completion)) -> usize {
         // Under the exclusive dequeue the claim is free but for a `get` that slipped in
         // before it; that one is quick.
         let mut consumer = self.ring.consume();
@@ -818,18 +888,7 @@ impl Shared {
             if n == 0 {
                 break;
             }
-            if self.scalar_drain {
-                let record = consumer.get(0);
-                consumer.release(1);
-                sink(std::slice::from_ref(&record));
-            } else {
-                consumer.take(n, |a, b| {
-                    sink(a);
-                    if !b.is_empty() {
-                        sink(b);
-                    }
-                });
-            }
+            consumer.take(n, |_, record| sink(record));
             total += n;
         }
         total
@@ -837,7 +896,7 @@ impl Shared {
 
     fn ready_run(&self, consumer: &Consumer<'_>, max: usize) -> usize {
         if self.scalar_drain {
-            consumer.ready_scalar(max.min(1))
+            consumer.ready(max.min(1))
         } else {
             consumer.ready(max)
         }
@@ -921,18 +980,28 @@ impl Shared {
     /// without a limit: such a port never counts a thread in, but it must count one out, or
     /// a thread that moved on to it would hold its old port's limit for as long as it waits
     /// there.)
-    fn come_back(&self) {
+    ///
+    /// Returns `true` when that port is this one: the thread then keeps its place for the
+    /// attempt it is about to make, which counts it out only if it finds nothing (Windows
+    /// lets a thread that takes a packet at once go on running). A worker looping on one
+    /// port thus pays no accounting while it finds work.
+    fn come_back(&self) -> bool {
         RELEASED.with(|slot| {
-            if let Some(released) = slot.borrow_mut().as_mut() {
-                if std::mem::take(&mut released.counted) {
-                    if released.is(self) {
-                        self.withdraw();
-                    } else if let Some(port) = released.port.upgrade() {
-                        port.withdraw();
-                    }
-                }
+            let mut slot = slot.borrow_mut();
+            let Some(released) = slot.as_mut() else {
+                return false;
+            };
+            if !std::mem::take(&mut released.counted) {
+                return false;
             }
-        });
+            if released.is(self) {
+                return true;
+            }
+            if let Some(port) = released.port.upgrade() {
+                port.withdraw();
+            }
+            false
+        })
     }
 }
 

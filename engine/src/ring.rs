@@ -3,26 +3,32 @@
 //!
 //! # Algorithm
 //!
-//! Positions are unbounded counters; position `p` lives in slot `p & mask`, in lap
-//! `p >> log2(capacity)`. `head` is the first position the consumer has not freed, `tail`
-//! the next position a producer will claim.
+//! Positions are unbounded counters; position `p` lives in slot `p & mask`. `head` is the
+//! first position the consumer has not freed, `tail` the next position a producer will
+//! claim.
 //!
-//! A producer claims position `t` by a compare-and-swap `tail: t → t + 1`, allowed while
-//! `t - head < capacity` (the claim of Vyukov's bounded queue, as in crossbeam's
-//! `ArrayQueue`), writes its record into the slot, and *publishes* it with one release store
-//! of the slot's tag byte: `tag(t) = lap(t) + 1` (mod 256). A slot's tag is either the tag of
-//! its current lap (published) or of the lap before (not yet), and the two always differ, so
-//! tags never need clearing. Producers read `head` only through a copy cached on their own
-//! cache line, refreshed when the ring looks full, so a post does not pull the line the
-//! consumer writes on every drain.
+//! A producer claims positions `t..t + k` by one compare-and-swap `tail: t → t + k`, allowed
+//! while `t + k - head <= capacity` (the claim of Vyukov's bounded queue, as in crossbeam's
+//! `ArrayQueue`, widened to `k` slots as the Disruptor's claim is, so a batch of records
+//! costs one atomic read-modify-write). It writes each record into its slot and *publishes*
+//! it with one release store of the slot's stamp: `stamp(p) = p + 1`. A slot's stamp is
+//! either its current position's stamp (published) or that of the position one lap before
+//! (not yet), and the two always differ, so stamps never need clearing. Producers read
+//! `head` only through a copy cached on their own cache line, refreshed when the ring looks
+//! full, so a post does not pull the line the consumer writes on every drain.
 //!
-//! The consumer finds the run of published records from `head` by comparing tags with the
-//! expected one. The tags are dense bytes, so the search is vectorized: on x86_64 with AVX2
-//! (detected at run time) one 32-byte load, compare and mask covers 32 slots; elsewhere, under
-//! loom and under Miri (which cannot run inline assembly, so the scalar path is what Miri
-//! checks), the scalar path compares one slot at a time ([`Consumer::ready_scalar`], also
-//! kept for comparison). The run is then copied out as at most two contiguous slices (one
-//! `memcpy` each; glibc picks its SIMD variant at run time) and freed with a single release
+//! Each slot is 32 bytes, the record and its stamp together, two to a cache line. This
+//! layout was chosen by measurement (see the README's drain figures, with the CPU named):
+//! with a dense array of one-byte tags apart from the records, a consumer running right
+//! behind a producer made two lines travel per record (the tag line, read by every look of
+//! the consumer and written by every post, and the record's); with the stamp beside the
+//! record one line travels per two records, and a producer's locked claim waits for one
+//! store to drain instead of two. The consumer's check of a stamp reads the line its copy of
+//! the record reads next, so the run is found and copied in one pass over memory; a vector
+//! search over the stamps would load the same lines and save nothing.
+//!
+//! The consumer finds the run of published records from `head` by comparing stamps with
+//! the expected ones, hands the records on, and frees the whole run with a single release
 //! store of `head`.
 //!
 //! Only one consumer works at a time: [`Ring::try_consume`] hands out the consumer claim,
@@ -34,7 +40,8 @@
 //!
 //! When the ring is full a record goes to a crossbeam `SegQueue` (the idea of io_uring's
 //! no-drop overflow list), and while that queue holds anything, every new record goes
-//! behind it. The consumer moves overflow records into free ring slots before it looks for
+//! behind it. A batch that finds room for only some of its records puts the rest there, in
+//! order. The consumer moves overflow records into free ring slots before it looks for
 //! a run ([`Consumer::refill`]), claiming slots like a producer. Per-producer order holds:
 //! a producer that finds the overflow count at zero (acquire) has seen the count fall for
 //! each of its earlier overflowed records, and the consumer lowers the count (release) only
@@ -44,13 +51,13 @@
 //!
 //! # Sleepers
 //!
-//! A tag is published with a plain store, which does not order the poster's later check
+//! A stamp is published with a plain store, which does not order the poster's later check
 //! for sleeping waiters. The claim does: the compare-and-swap on `tail` is sequentially
 //! consistent. So a waiter's last look before it sleeps is [`Ring::has_claimed`] (is `tail`
-//! past `head`?) rather than the tag: either the poster sees the sleeper, or the sleeper
-//! sees the claim and waits the few nanoseconds until the tag is published.
+//! past `head`?) rather than the stamp: either the poster sees the sleeper, or the sleeper
+//! sees the claim and waits the few nanoseconds until the stamp is published.
 
-use crate::primitive::{AtomicBool, AtomicU8, AtomicUsize, Ordering, UnsafeCell};
+use crate::primitive::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 use crate::Completion;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
@@ -58,11 +65,8 @@ use std::mem::MaybeUninit;
 
 /// Capacity of a port's ring unless one is chosen.
 pub const DEFAULT_CAPACITY: usize = 4096;
-/// Largest ring capacity accepted (96 MiB of records).
+/// Largest ring capacity accepted (128 MiB of slots).
 pub const MAX_CAPACITY: usize = 1 << 22;
-
-/// Slots one vector compare covers.
-const LANES: usize = 32;
 
 pub(crate) struct Ring {
     /// First position not yet freed. Written only by the consumer-claim holder.
@@ -73,16 +77,20 @@ pub(crate) struct Ring {
     /// pushed to `overflow`, lowered once it has a ring position.
     overflow_len: CachePadded<AtomicUsize>,
     overflow: SegQueue<Completion>,
-    /// One tag byte per slot (see the module docs), then `LANES - 1` bytes that are never
-    /// written, so a vector load at the last slots stays inside the allocation.
-    tags: Box<[AtomicU8]>,
-    slots: Box<[UnsafeCell<MaybeUninit<Completion>>]>,
+    slots: Box<[Slot]>,
     mask: usize,
-    lap_shift: u32,
-    /// Whether the vector search can run here.
-    #[cfg_attr(any(loom, miri, not(target_arch = "x86_64")), allow(dead_code))]
-    simd: bool,
 }
+
+/// One ring position's record and its publication stamp, on one half of a cache line.
+#[cfg_attr(not(loom), repr(C, align(32)))]
+struct Slot {
+    record: UnsafeCell<MaybeUninit<Completion>>,
+    /// [`stamp`] of the last position published here (0 before the first).
+    stamp: AtomicUsize,
+}
+
+#[cfg(all(not(loom), target_pointer_width = "64"))]
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
 
 /// What producers write: the claim counter, and their copy of `head`.
 struct Producers {
@@ -101,16 +109,17 @@ struct ConsumerSide {
 }
 
 // SAFETY: a slot's record is written only by the producer that claimed its position and
-// read only by the consumer-claim holder after the slot's tag (release/acquire) says it is
-// complete; a slot is reused only after `head` (release/acquire) has freed it. The stash is
-// touched only under the consumer claim (acquire/release). Records are `Send`.
+// read only by the consumer-claim holder after the slot's stamp (release/acquire) says it
+// is complete; a slot is reused only after `head` (release/acquire) has freed it. The stash
+// is touched only under the consumer claim (acquire/release). Records are `Send`.
 unsafe impl Sync for Ring {}
-// SAFETY: see `Sync`; nothing in the ring is tied to a thread.
+// SAFETY: the ring owns its records and slots outright, holds no thread-bound state (no
+// references into thread-locals, no thread ids), and `Completion` is plain data.
 unsafe impl Send for Ring {}
 
-/// The tag position `pos` publishes in its slot.
-fn tag(pos: usize, lap_shift: u32) -> u8 {
-    ((pos >> lap_shift) as u8).wrapping_add(1)
+/// The stamp position `pos` publishes in its slot.
+fn stamp(pos: usize) -> usize {
+    pos.wrapping_add(1)
 }
 
 impl Ring {
@@ -129,15 +138,13 @@ impl Ring {
             }),
             overflow_len: CachePadded::new(AtomicUsize::new(0)),
             overflow: SegQueue::new(),
-            tags: (0..capacity + LANES - 1)
-                .map(|_| AtomicU8::new(0))
-                .collect(),
             slots: (0..capacity)
-                .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+                .map(|_| Slot {
+                    record: UnsafeCell::new(MaybeUninit::uninit()),
+                    stamp: AtomicUsize::new(0),
+                })
                 .collect(),
             mask: capacity - 1,
-            lap_shift: capacity.trailing_zeros(),
-            simd: simd_available(),
         }
     }
 
@@ -148,32 +155,48 @@ impl Ring {
     /// Queues `record`, in the ring if it has room and the overflow is empty, else in the
     /// overflow. Never fails, never drops.
     pub(crate) fn push(&self, record: Completion) {
+        self.push_many(std::slice::from_ref(&record));
+    }
+
+    /// Queues `records` in order: as many as fit into ring slots claimed together, the
+    /// rest into the overflow. Never fails, never drops.
+    pub(crate) fn push_many(&self, records: &[Completion]) {
+        let mut rest = records;
         // Acquire: pairs with the release decrement in `Consumer::refill` (per-producer
         // order, see the module docs).
         if self.overflow_len.load(Ordering::Acquire) == 0 {
-            if let Some(pos) = self.claim() {
-                self.write_and_publish(pos, record);
-                return;
+            if let Some((pos, claimed)) = self.claim(rest.len()) {
+                for (i, record) in rest[..claimed].iter().enumerate() {
+                    self.write_and_publish(pos.wrapping_add(i), *record);
+                }
+                rest = &rest[claimed..];
             }
+        }
+        if rest.is_empty() {
+            return;
         }
         // SeqCst: like the claim's, this increment is the poster's half of the sleeper
         // Dekker pair (see the module docs and `has_claimed`).
-        self.overflow_len.fetch_add(1, Ordering::SeqCst);
+        self.overflow_len.fetch_add(rest.len(), Ordering::SeqCst);
         crate::primitive::loom_seqcst_fence();
-        self.overflow.push(record);
+        for record in rest {
+            self.overflow.push(*record);
+        }
     }
 
-    /// Claims the next position if the ring has room.
-    fn claim(&self) -> Option<usize> {
+    /// Claims the next `1..=want` positions, as many as the ring has room for; `None` when
+    /// it has none. Returns the first position and the count.
+    fn claim(&self, want: usize) -> Option<(usize, usize)> {
         let producers = &*self.producers;
         let mut tail = producers.tail.load(Ordering::Relaxed);
         loop {
             // Acquire: pairs with the release store that cached it, itself made after an
-            // acquire load of `head` (which pairs with `Consumer::release`): the slot's old
-            // record has been read before we overwrite it.
+            // acquire load of `head` (which pairs with `Consumer::release`): the slots' old
+            // records have been read before we overwrite them.
             let mut head = producers.head.load(Ordering::Acquire);
-            if tail.wrapping_sub(head) >= self.capacity() {
-                // Looks full: refresh the copy. Acquire: pairs with `Consumer::release`.
+            let mut room = self.capacity().wrapping_sub(tail.wrapping_sub(head));
+            if room < want || room > self.capacity() {
+                // Looks too full: refresh the copy. Acquire: pairs with `Consumer::release`.
                 head = self.head.load(Ordering::Acquire);
                 // Release: hands what the acquire above saw to the other producers. A racing
                 // producer may store an older value; an old copy only looks fuller.
@@ -187,19 +210,21 @@ impl Ring {
                 if used >= self.capacity() {
                     return None;
                 }
+                room = self.capacity() - used;
             }
+            let claimed = want.min(room);
             // SeqCst: the poster's half of the sleeper Dekker pair (see the module docs);
             // room was established by the acquire loads above. On x86_64 a `lock cmpxchg`
             // whatever the ordering.
             match producers.tail.compare_exchange_weak(
                 tail,
-                tail.wrapping_add(1),
+                tail.wrapping_add(claimed),
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
                     crate::primitive::loom_seqcst_fence();
-                    return Some(tail);
+                    return Some((tail, claimed));
                 }
                 Err(now) => tail = now,
             }
@@ -207,23 +232,23 @@ impl Ring {
     }
 
     fn write_and_publish(&self, pos: usize, record: Completion) {
-        let slot = pos & self.mask;
-        self.slots[slot].with_mut(|cell| {
+        let slot = &self.slots[pos & self.mask];
+        slot.record.with_mut(|cell| {
             // SAFETY: this thread claimed `pos`; the slot's previous record was freed
-            // (`claim` saw `head` past it), and the consumer reads it only after the tag.
+            // (`claim` saw `head` past it), and the consumer reads it only after the stamp.
             unsafe { (*cell).write(record) };
         });
-        // Release: pairs with the consumer's acquire (load or fence) after it reads the tag.
-        self.tags[slot].store(tag(pos, self.lap_shift), Ordering::Release);
+        // Release: pairs with the consumer's acquire load of the stamp in `Consumer::ready`.
+        slot.stamp.store(stamp(pos), Ordering::Release);
     }
 
     /// Whether the record at `head` is published or the overflow holds some: a waiter's
     /// cheap look while it spins.
     pub(crate) fn has_ready(&self) -> bool {
-        // Acquire: pairs with `Consumer::release`, so the tag read below is for this lap.
+        // Acquire: pairs with `Consumer::release`, so the stamp read below is for this lap.
         let head = self.head.load(Ordering::Acquire);
-        // Relaxed: a hint; whoever acts on it reads the tag again under the claim.
-        self.tags[head & self.mask].load(Ordering::Relaxed) == tag(head, self.lap_shift)
+        // Relaxed: a hint; whoever acts on it reads the stamp again under the claim.
+        self.slots[head & self.mask].stamp.load(Ordering::Relaxed) == stamp(head)
             || self.overflow_len.load(Ordering::Relaxed) > 0
     }
 
@@ -231,7 +256,7 @@ impl Ring {
     /// look before it sleeps (see the module docs).
     pub(crate) fn has_claimed(&self) -> bool {
         // SeqCst: the waiter's half of the Dekker pair with the SeqCst claim in `claim`
-        // and increment in `push`.
+        // and increment in `push_many`.
         let tail = self.producers.tail.load(Ordering::SeqCst);
         tail != self.head.load(Ordering::SeqCst) || self.overflow_len.load(Ordering::SeqCst) > 0
     }
@@ -270,41 +295,6 @@ impl Ring {
     }
 }
 
-/// Whether the vector tag search can run on this CPU. Never under loom or Miri: neither can
-/// run the inline assembly of [`match_tags`].
-fn simd_available() -> bool {
-    #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
-    return std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
-    false
-}
-
-/// Bit `i` set when tag `i` of the 32 at `tags` equals `expected`.
-///
-/// # Safety
-///
-/// The CPU has AVX2, and `tags..tags + 32` lies inside one live `[AtomicU8]` allocation.
-#[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
-#[target_feature(enable = "avx2")]
-unsafe fn match_tags(tags: *const AtomicU8, expected: u8) -> u32 {
-    use std::arch::x86_64::{__m256i, _mm256_cmpeq_epi8, _mm256_movemask_epi8, _mm256_set1_epi8};
-    let loaded: __m256i;
-    // SAFETY: the caller guarantees the 32 bytes are in bounds. Producers store these bytes
-    // atomically; the load is inline assembly because Rust has no vector atomic load. It is
-    // 32 single-byte reads, each atomic on x86_64, so it acts as 32 relaxed loads — what the
-    // scalar path does — and the caller's acquire fence orders the records after it.
-    unsafe {
-        std::arch::asm!(
-            "vmovdqu {v}, ymmword ptr [{p}]",
-            p = in(reg) tags,
-            v = out(ymm_reg) loaded,
-            options(nostack, preserves_flags, readonly),
-        );
-    }
-    let equal = _mm256_cmpeq_epi8(loaded, _mm256_set1_epi8(expected as i8));
-    _mm256_movemask_epi8(equal) as u32
-}
-
 /// The consumer claim on a ring, released on drop.
 pub(crate) struct Consumer<'a> {
     ring: &'a Ring,
@@ -324,13 +314,13 @@ impl Consumer<'_> {
             // SAFETY: the stash is only accessed by the consumer-claim holder, which we are.
             let stash = unsafe { &mut *stash };
             while let Some(record) = stash.take().or_else(|| ring.overflow.pop()) {
-                let Some(pos) = ring.claim() else {
+                let Some((pos, _)) = ring.claim(1) else {
                     *stash = Some(record);
                     return;
                 };
                 ring.write_and_publish(pos, record);
-                // Release: pairs with the acquire load in `Ring::push`; a producer that sees
-                // the count fall claims after this record's position.
+                // Release: pairs with the acquire load in `Ring::push_many`; a producer that
+                // sees the count fall claims after this record's position.
                 ring.overflow_len.fetch_sub(1, Ordering::Release);
             }
         });
@@ -347,63 +337,15 @@ impl Consumer<'_> {
         search(self)
     }
 
-    /// Length of the run of published records from `head`, at most `max`: 32 slots per
-    /// compare where the CPU allows, else one at a time.
+    /// Length of the run of published records from `head`, at most `max`.
     pub(crate) fn ready(&self, max: usize) -> usize {
-        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
-        if self.ring.simd {
-            return self.ready_simd(max);
-        }
-        self.ready_scalar(max)
-    }
-
-    #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
-    fn ready_simd(&self, max: usize) -> usize {
         let ring = self.ring;
         let max = max.min(ring.capacity());
         let mut n = 0;
         while n < max {
             let pos = self.head.wrapping_add(n);
-            let slot = pos & ring.mask;
-            // One lap and one contiguous stretch of slots per compare.
-            let span = LANES.min(ring.capacity() - slot).min(max - n);
-            // SAFETY: `ring.simd` says the CPU has AVX2, and `tags` has `LANES - 1` bytes
-            // past the last slot, so the 32 bytes from `slot` are in bounds.
-            let equal =
-                unsafe { match_tags(ring.tags.as_ptr().add(slot), tag(pos, ring.lap_shift)) };
-            let run = (equal.trailing_ones() as usize).min(span);
-            n += run;
-            if run < span {
-                break;
-            }
-        }
-        // Acquire: pairs with the release stores of the tags the search read, so the
-        // records of the run are visible.
-        std::sync::atomic::fence(Ordering::Acquire);
-        // ThreadSanitizer sees neither the vector load nor a standalone fence, so it would
-        // take the reads of this run for races with the producers' writes. The fence rule
-        // orders them: each tag of the run was read from the release store that published
-        // it (`write_and_publish`), and the fence above synchronizes with those stores.
-        // Acquiring each tag's address is TSan's model of that edge (the scalar path's
-        // acquire load of the tag makes the same); it hides no race: a record written after
-        // its tag is published, or a slot reused before `head` freed it, still shows.
-        #[cfg(iocp_tsan)]
-        for i in 0..n {
-            crate::sys::tsan::acquire(&ring.tags[self.head.wrapping_add(i) & ring.mask]);
-        }
-        n
-    }
-
-    /// [`ready`](Self::ready) one slot at a time, as a classic bounded-queue consumer
-    /// checks each slot's stamp; kept to measure what the vector search buys.
-    pub(crate) fn ready_scalar(&self, max: usize) -> usize {
-        let ring = self.ring;
-        let max = max.min(ring.capacity());
-        let mut n = 0;
-        while n < max {
-            let pos = self.head.wrapping_add(n);
-            // Acquire: pairs with the release store of the tag in `write_and_publish`.
-            if ring.tags[pos & ring.mask].load(Ordering::Acquire) != tag(pos, ring.lap_shift) {
+            // Acquire: pairs with the release store of the stamp in `write_and_publish`.
+            if ring.slots[pos & ring.mask].stamp.load(Ordering::Acquire) != stamp(pos) {
                 break;
             }
             n += 1;
@@ -413,47 +355,21 @@ impl Consumer<'_> {
 
     /// Record `i` of the ready run (`i < ready(..)`).
     pub(crate) fn get(&self, i: usize) -> Completion {
-        let slot = self.head.wrapping_add(i) & self.ring.mask;
-        self.ring.slots[slot].with(|cell| {
+        let slot = &self.ring.slots[self.head.wrapping_add(i) & self.ring.mask];
+        slot.record.with(|cell| {
             // SAFETY: the caller found position `head + i` published (acquire), so the
             // record is initialized, and it stays until we free it.
             unsafe { (*cell).assume_init() }
         })
     }
 
-    /// Hands the first `n` ready records to `f` as at most two contiguous slices (the run
-    /// may wrap around the end of the ring), then frees them with one store.
-    pub(crate) fn take<R>(
-        &mut self,
-        n: usize,
-        f: impl FnOnce(&[Completion], &[Completion]) -> R,
-    ) -> R {
-        let start = self.head & self.ring.mask;
-        let first = n.min(self.ring.capacity() - start);
-        #[cfg(not(loom))]
-        let result = {
-            let base = self.ring.slots.as_ptr().cast::<Completion>();
-            // SAFETY: `UnsafeCell<MaybeUninit<Completion>>` has `Completion`'s layout (both
-            // wrappers are transparent); positions `head..head + n` are published
-            // (acquired by `ready`), hence initialized, and no producer writes them until
-            // `release` below frees them. `first <= capacity - start` and
-            // `n - first <= start` keep both slices inside the slot array.
-            let (a, b) = unsafe {
-                (
-                    std::slice::from_raw_parts(base.add(start), first),
-                    std::slice::from_raw_parts(base, n - first),
-                )
-            };
-            f(a, b)
-        };
-        // Loom's cells cannot be viewed as a slice: copy them one by one.
-        #[cfg(loom)]
-        let result = {
-            let run: Vec<Completion> = (0..n).map(|i| self.get(i)).collect();
-            f(&run[..first], &run[first..])
-        };
+    /// Hands the first `n` ready records to `f` with their index in the run, then frees
+    /// them with one store.
+    pub(crate) fn take(&mut self, n: usize, mut f: impl FnMut(usize, &Completion)) {
+        for i in 0..n {
+            f(i, &self.get(i));
+        }
         self.release(n);
-        result
     }
 
     /// Frees the first `n` ready records.
@@ -493,10 +409,7 @@ mod tests {
             if n == 0 {
                 return out;
             }
-            c.take(n, |a, b| {
-                out.extend_from_slice(a);
-                out.extend_from_slice(b);
-            });
+            c.take(n, |_, record| out.push(*record));
         }
     }
 
@@ -554,10 +467,10 @@ mod tests {
     fn run_stops_at_an_unpublished_slot() {
         for cap in [2, 16, 64, 256] {
             let ring = Ring::new(cap);
-            // Advance into a later lap so both parities are exercised.
+            // Several laps, so that stale stamps of the lap before are in every slot.
             for lap in 0..3 {
-                let positions: Vec<usize> = (0..cap).map(|_| ring.claim().unwrap()).collect();
-                assert!(ring.claim().is_none(), "ring of {cap} must be full");
+                let positions: Vec<usize> = (0..cap).map(|_| ring.claim(1).unwrap().0).collect();
+                assert!(ring.claim(1).is_none(), "ring of {cap} must be full");
                 let hole = (lap * 7 + 1) % cap;
                 for (i, &pos) in positions.iter().enumerate() {
                     if i != hole {
@@ -566,70 +479,72 @@ mod tests {
                 }
                 let mut c = ring.try_consume().unwrap();
                 assert_eq!(c.ready(usize::MAX), hole);
-                assert_eq!(c.ready_scalar(usize::MAX), hole);
                 assert_eq!(c.ready(hole.saturating_sub(1)), hole.saturating_sub(1));
                 ring.write_and_publish(positions[hole], rec(positions[hole]));
                 assert_eq!(c.ready(usize::MAX), cap);
-                assert_eq!(c.ready_scalar(usize::MAX), cap);
-                let got = c.take(cap, |a, b| [a, b].concat());
+                let mut got = Vec::new();
+                c.take(cap, |i, record| {
+                    assert_eq!(i, got.len());
+                    got.push(*record);
+                });
                 assert_eq!(got, positions.iter().map(|&p| rec(p)).collect::<Vec<_>>());
             }
         }
     }
 
     #[test]
-    fn the_vector_search_agrees_with_the_scalar_one() {
-        // Random publication patterns over several laps (tags of both parities, the wrap of
-        // the tag byte is covered by `tag`'s arithmetic) at every interesting capacity.
-        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut random = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for cap in [1, 2, 8, 32, 64, 256] {
+    fn a_batch_claims_what_fits_and_overflows_the_rest_in_order() {
+        for cap in [1, 4, 64] {
             let ring = Ring::new(cap);
-            for _lap in 0..6 {
-                let positions: Vec<usize> = (0..cap).map(|_| ring.claim().unwrap()).collect();
-                let mut published = vec![false; cap];
-                for (i, &pos) in positions.iter().enumerate() {
-                    if random() % 4 != 0 {
-                        ring.write_and_publish(pos, rec(pos));
-                        published[i] = true;
-                    }
-                }
-                let c = ring.try_consume().unwrap();
-                let expected = published.iter().take_while(|&&p| p).count();
-                for max in [0, 1, 3, 31, 32, 33, cap, usize::MAX] {
-                    assert_eq!(
-                        c.ready(max),
-                        expected.min(max).min(cap),
-                        "cap {cap} max {max}"
-                    );
-                    assert_eq!(c.ready(max), c.ready_scalar(max), "cap {cap} max {max}");
-                }
-                drop(c);
-                for (i, &pos) in positions.iter().enumerate() {
-                    if !published[i] {
-                        ring.write_and_publish(pos, rec(pos));
-                    }
-                }
-                let mut c = ring.try_consume().unwrap();
-                assert_eq!(c.ready(usize::MAX), cap);
-                c.take(cap, |_, _| ());
-            }
+            // Fill part of the ring, then post a batch larger than the room left.
+            ring.push(rec(0));
+            let batch: Vec<Completion> = (1..cap * 3).map(rec).collect();
+            ring.push_many(&batch);
+            assert_eq!(ring.len(), cap * 3);
+            // While the overflow holds records, a later batch goes behind it, even with room.
+            let mut c = ring.try_consume().unwrap();
+            let n = c.ready(usize::MAX);
+            assert_eq!(n, cap);
+            c.take(n, |_, _| ());
+            drop(c);
+            ring.push_many(&[rec(cap * 3), rec(cap * 3 + 1)]);
+            let mut got: Vec<Completion> = (0..cap).map(rec).collect();
+            got.extend(drain_all(&ring));
+            assert_eq!(
+                got,
+                (0..cap * 3 + 2).map(rec).collect::<Vec<_>>(),
+                "cap {cap}"
+            );
         }
+    }
+
+    #[test]
+    fn one_claim_takes_a_whole_batch_when_it_fits() {
+        let ring = Ring::new(16);
+        assert_eq!(ring.claim(5), Some((0, 5)));
+        assert_eq!(
+            ring.claim(20),
+            Some((5, 11)),
+            "a claim takes the room there is"
+        );
+        assert_eq!(ring.claim(1), None);
+        let mut c = ring.try_consume().unwrap();
+        assert_eq!(c.ready(usize::MAX), 0, "claimed is not published");
+        for pos in 0..16 {
+            ring.write_and_publish(pos, rec(pos));
+        }
+        assert_eq!(c.ready(usize::MAX), 16);
+        c.take(6, |_, _| ());
+        drop(c);
+        assert_eq!(ring.claim(8), Some((16, 6)));
     }
 
     /// Producers race one consumer, through rings small enough that most records take the
     /// overflow path and through one that holds them all (every record published by its
-    /// producer's tag store, found by the vector search where there is one). The consumer
-    /// must see every record once, in per-producer order. This is the ring's concurrency
-    /// test for Miri (its data-race detector and weak-memory emulation check the orderings
-    /// of the scalar path) and for ThreadSanitizer, where the large ring is the regression
-    /// test for the vector search's fence, which TSan cannot see (see `Consumer::ready_simd`):
-    /// without the annotation it reports each record read as a race.
+    /// producer's stamp store). Producers post singly and in batches of every length up to
+    /// 8 (`push_many`). The consumer must see every record once, in per-producer order.
+    /// This is the ring's concurrency test for Miri (its data-race detector and weak-memory
+    /// emulation check the orderings) and for ThreadSanitizer.
     #[test]
     fn producers_racing_a_consumer_deliver_each_record_once_in_order() {
         const PRODUCERS: usize = 3;
@@ -644,8 +559,20 @@ mod tests {
                 .map(|p| {
                     let ring = std::sync::Arc::clone(&ring);
                     std::thread::spawn(move || {
-                        for seq in 0..per_producer {
-                            ring.push(Completion::new(p as u64, seq as u32, p ^ seq));
+                        let record = |seq: usize| Completion::new(p as u64, seq as u32, p ^ seq);
+                        let mut seq = 0;
+                        let mut batch = Vec::new();
+                        while seq < per_producer {
+                            let len = (seq % 9).min(per_producer - seq);
+                            if len == 0 {
+                                ring.push(record(seq));
+                                seq += 1;
+                                continue;
+                            }
+                            batch.clear();
+                            batch.extend((seq..seq + len).map(record));
+                            ring.push_many(&batch);
+                            seq += len;
                         }
                     })
                 })
@@ -660,13 +587,11 @@ mod tests {
                     std::thread::yield_now();
                     continue;
                 }
-                consumer.take(n, |a, b| {
-                    for record in a.iter().chain(b) {
-                        let p = record.key() as usize;
-                        assert_eq!(record.bytes(), next[p], "cap {cap} producer {p}");
-                        assert_eq!(record.overlapped(), p ^ next[p] as usize, "torn record");
-                        next[p] += 1;
-                    }
+                consumer.take(n, |_, record| {
+                    let p = record.key() as usize;
+                    assert_eq!(record.bytes(), next[p], "cap {cap} producer {p}");
+                    assert_eq!(record.overlapped(), p ^ next[p] as usize, "torn record");
+                    next[p] += 1;
                 });
                 seen += n;
             }
@@ -678,7 +603,7 @@ mod tests {
     }
 
     #[test]
-    fn take_splits_a_wrapped_run_in_two() {
+    fn take_hands_on_a_wrapped_run_in_order() {
         let ring = Ring::new(8);
         for i in 0..6 {
             ring.push(rec(i));
@@ -689,8 +614,15 @@ mod tests {
         }
         let mut c = ring.try_consume().unwrap();
         assert_eq!(c.ready(64), 7);
-        let (a, b) = c.take(7, |a, b| (a.to_vec(), b.to_vec()));
-        assert_eq!(a, (6..8).map(rec).collect::<Vec<_>>());
-        assert_eq!(b, (8..13).map(rec).collect::<Vec<_>>());
+        let mut got = Vec::new();
+        c.take(7, |i, record| got.push((i, *record)));
+        assert_eq!(
+            got,
+            (6..13)
+                .enumerate()
+                .map(|(i, r)| (i, rec(r)))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(c.ready(64), 0);
     }
 }
