@@ -405,24 +405,11 @@ impl Port {
     /// every later call; queued records are discarded, and the handle's number is released
     /// at once. `EBADF` if already closed.
     pub fn close(&self) -> io::Result<()> {
-        // SeqCst: pairs with the waiters' SeqCst registration and check (see `parker`).
-        if self.shared.closed.swap(true, Ordering::SeqCst) {
-            return Err(error::closed());
+        if self.shared.shut() {
+            Ok(())
+        } else {
+            Err(error::closed())
         }
-        self.shared.waiters.wake_all();
-        #[cfg(not(loom))]
-        {
-            if let Some(reactor) = self.shared.reactor.get() {
-                // Ends a reactor thread, or wakes a leader blocked in `epoll_wait`.
-                reactor.stop();
-            }
-            // The handle is gone with the port, as `CloseHandle` makes it on Windows, even
-            // while sockets still refer to the port's memory.
-            use crate::handle::Named;
-            PORTS.remove(&self.shared);
-            self.shared.handle_fd().release();
-        }
-        Ok(())
     }
 
     /// Whether [`close`](Self::close) has been called.
@@ -463,20 +450,15 @@ impl Port {
     /// Checks that the port's handle descriptor is still ours. A caller that closed it
     /// with plain `close` (as AIX programs do) has closed the port: this closes it here too
     /// (waking its waiters with `EBADF`), forgets the number without closing it again (it
-    /// may already name the caller's next file) and fails with `EBADF`. One `fstat`; the C
-    /// ABI calls it where a call binds to the port or is about to sleep, not on the fast path.
+    /// may already name the caller's next file) and fails with `EBADF`. One `fstat`. Every
+    /// wait makes this check itself before it sleeps, so the calls that find records at
+    /// once make no system call; the C ABI calls it where a call binds to the port.
     #[cfg(not(loom))]
     pub fn check_handle(&self) -> io::Result<()> {
-        use crate::handle::Named;
-        let handle = self.shared.handle_fd();
-        if handle.is_intact() {
-            return Ok(());
+        match self.shared.handle_is_stale() {
+            false => Ok(()),
+            true => Err(error::closed()),
         }
-        handle.disown();
-        // Closing forgets the handle (the disowned descriptor stays open). Already closed
-        // is fine: either way the port is closed now.
-        let _ = self.close();
-        Err(error::closed())
     }
 
     /// The live port named `handle`.
@@ -533,6 +515,28 @@ fn deadline(timeout: Option<Duration>) -> Option<Deadline> {
 }
 
 impl Shared {
+    /// Closes the port (see [`Port::close`]); `false` if it was closed already.
+    fn shut(&self) -> bool {
+        // SeqCst: pairs with the waiters' SeqCst registration and check (see `parker`).
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.waiters.wake_all();
+        #[cfg(not(loom))]
+        {
+            if let Some(reactor) = self.reactor.get() {
+                // Ends a reactor thread, or wakes a leader blocked in `epoll_wait`.
+                reactor.stop();
+            }
+            // The handle is gone with the port, as `CloseHandle` makes it on Windows, even
+            // while sockets still refer to the port's memory.
+            use crate::handle::Named;
+            PORTS.remove(self);
+            self.handle_fd().release();
+        }
+        true
+    }
+
     fn check_open(&self) -> io::Result<()> {
         // Acquire: pairs with the swap in `close` (a later call sees the port closed).
         if self.closed.load(Ordering::Acquire) {
@@ -661,6 +665,12 @@ impl Shared {
             if spun_ready {
                 continue;
             }
+            // About to sleep, which costs a system call anyway: the moment to notice that a
+            // C program closed the port's handle with plain `close` (see `check_handle`).
+            #[cfg(not(loom))]
+            if self.handle_is_stale() {
+                return Err(Ended::Closed);
+            }
             let parker = Parker::current();
             self.waiters.register(&parker);
             crate::primitive::loom_seqcst_fence();
@@ -721,6 +731,21 @@ impl Shared {
             }
         }
         false
+    }
+
+    /// Whether the handle descriptor was closed behind the library's back; if so the port
+    /// is closed now (its waiters fail with `EBADF`) and the number forgotten unclosed.
+    /// One `fstat`.
+    #[cfg(not(loom))]
+    fn handle_is_stale(&self) -> bool {
+        use crate::handle::Named;
+        let handle = self.handle_fd();
+        if handle.is_intact() {
+            return false;
+        }
+        handle.disown();
+        self.shut();
+        true
     }
 
     fn is_closed_relaxed(&self) -> bool {
@@ -1137,6 +1162,78 @@ mod tests {
         assert_ne!(flags, -1, "the caller's descriptor survived");
         // SAFETY: the number is the program's again; close it as the program would.
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(handle) });
+    }
+
+    #[test]
+    fn a_wait_notices_a_handle_closed_behind_its_back_before_it_sleeps() {
+        let port = Port::new().unwrap();
+        let handle = port.handle();
+        let (file, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: dup2 atomically closes the port's descriptor and reuses its number, as an
+        // AIX program's `close(port)` followed by its next `socket` would.
+        assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), handle) }, handle);
+        let started = std::time::Instant::now();
+        let err = port.get(Some(Duration::from_secs(5))).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        assert!(started.elapsed() < Duration::from_secs(1), "it slept first");
+        assert!(port.is_closed());
+        drop(port);
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        assert_ne!(
+            unsafe { libc::fcntl(handle, libc::F_GETFD) },
+            -1,
+            "the number was closed"
+        );
+        // SAFETY: the number is the program's again; close it as the program would.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(handle) });
+    }
+
+    #[test]
+    fn a_worker_that_finds_work_keeps_its_place_and_one_that_finds_none_gives_it_up() {
+        let port = Port::builder().concurrency(1).build().unwrap();
+        for key in 0..3 {
+            port.post(Completion::new(key, 0, 0)).unwrap();
+        }
+        // Coming straight back and finding a record, the thread stays the one running.
+        assert_eq!(port.get(Some(Duration::ZERO)).unwrap().key(), 0);
+        assert_eq!(port.get(Some(Duration::ZERO)).unwrap().key(), 1);
+        // Another thread is held back by the concurrency value while this one runs.
+        let other = port.clone();
+        let held = std::thread::spawn(move || other.get(Some(Duration::ZERO)).map(|r| r.key()));
+        assert_eq!(
+            held.join().unwrap().unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        // Finding nothing, this thread gives its place up, and the other one runs.
+        assert_eq!(port.get(Some(Duration::ZERO)).unwrap().key(), 2);
+        assert!(port.get(Some(Duration::ZERO)).is_err());
+        port.post(Completion::new(3, 0, 0)).unwrap();
+        let other = port.clone();
+        let runs = std::thread::spawn(move || other.get(Some(Duration::ZERO)).map(|r| r.key()));
+        assert_eq!(runs.join().unwrap().unwrap(), 3);
+    }
+
+    #[test]
+    fn get_up_to_takes_the_run_ready_and_post_many_queues_in_order() {
+        let port = Port::builder().capacity(8).build().unwrap();
+        let records: Vec<Completion> = (0..20).map(|i| Completion::new(i, i as u32, 0)).collect();
+        port.post_many(&records).unwrap();
+        assert_eq!(port.queued(), 20);
+        let mut out = [Completion::default(); 6];
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            let n = port.get_up_to(&mut out, Some(Duration::ZERO)).unwrap();
+            assert!((1..=6).contains(&n));
+            got.extend_from_slice(&out[..n]);
+        }
+        assert_eq!(got, records);
+        let err = port.get_up_to(&mut [], None).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        port.close().unwrap();
+        assert_eq!(
+            port.post_many(&records).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
     }
 
     /// Regression: `come_back` returned at once on a port without a concurrency limit, so
