@@ -7,7 +7,7 @@
 //! can find the event from the `hEvent` number alone.
 
 use crate::error;
-use crate::handle::{HandleFd, Named, Registry};
+use crate::handle::{HandleFd, Handled, Kind, Named, Registry};
 use crate::sys::{self, Deadline, WaitStatus};
 use crate::RawHandle;
 use std::fmt;
@@ -16,16 +16,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-static EVENTS: Registry<Inner> = Registry::new();
+static EVENTS: Registry<Event> = Registry::new();
 
 /// A manual- or auto-reset event. Clones name the same event; it lives, and its handle
-/// stays valid, until the last clone is dropped.
+/// stays valid, until the last clone is dropped or [`close`](Self::close) (once given to
+/// its handle with [`into_handle`](Self::into_handle), until `close`).
 #[derive(Clone)]
 pub struct Event {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     signalled: AtomicU32,
     /// Threads in `wait` past their first check.
     waiters: AtomicU32,
@@ -45,9 +46,45 @@ impl Event {
         Ok(Event { inner })
     }
 
-    /// The event registered under `handle`, if it is alive.
+    /// The open event named `handle`: a new reference to it.
     pub fn from_handle(handle: RawHandle) -> Option<Event> {
-        EVENTS.get(handle).map(|inner| Event { inner })
+        EVENTS.get(handle)
+    }
+
+    /// Runs `f` on the open event named `handle`; `None` if there is none. As
+    /// [`Port::with_handle`](crate::Port::with_handle): no lock, and no reference-count
+    /// write for an event kept by its handle; `f` must not block (clone the event to wait).
+    pub fn with_handle<R>(handle: RawHandle, f: impl FnOnce(&Event) -> R) -> Option<R> {
+        EVENTS.with(handle, f)
+    }
+
+    /// Hands the event to its handle, which keeps it alive until [`close`](Self::close)
+    /// (what `CloseHandle` expects of `iocp_event_create`'s events). Returns the handle.
+    pub fn into_handle(self) -> RawHandle {
+        EVENTS.keep(self)
+    }
+
+    /// Closes the event's handle: the number is released at once and names nothing from
+    /// then on, so completions naming it no longer set this event. Clones still work on the
+    /// event itself. `EBADF` if already closed.
+    pub fn close(&self) -> io::Result<()> {
+        if !EVENTS.remove(&self.inner) {
+            return Err(error::closed());
+        }
+        self.inner.handle.release();
+        Ok(())
+    }
+
+    /// Checks that the event's handle descriptor is still ours. A caller that closed it
+    /// with plain `close` has closed the event: this closes it here too, forgets the number
+    /// without closing it again (it may already name the caller's next file) and fails with
+    /// `EBADF`, as it does for an event closed already. One `fstat`.
+    pub fn check_handle(&self) -> io::Result<()> {
+        if self.inner.handle.is_intact() {
+            return Ok(());
+        }
+        self.retire();
+        Err(error::closed())
     }
 
     /// The handle naming this event (what goes into `hEvent`).
@@ -130,6 +167,25 @@ impl Event {
 impl Named for Inner {
     fn handle_fd(&self) -> &HandleFd {
         &self.handle
+    }
+}
+
+// SAFETY: `from_arc` and `arc` only wrap and unwrap `inner`, an `Event`'s only field.
+unsafe impl Handled for Event {
+    const KIND: Kind = Kind::Event;
+    type Inner = Inner;
+
+    fn from_arc(inner: Arc<Inner>) -> Event {
+        Event { inner }
+    }
+
+    fn arc(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    fn retire(&self) {
+        self.inner.handle.disown();
+        EVENTS.remove(&self.inner);
     }
 }
 

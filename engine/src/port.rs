@@ -102,7 +102,7 @@ pub enum DrainStatus {
     Interrupted,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     /// The descriptor whose number names the port (`HANDLE` in C).
     #[cfg(not(loom))]
     handle: crate::handle::HandleFd,
@@ -207,7 +207,29 @@ impl PortBuilder {
 }
 
 #[cfg(not(loom))]
-static PORTS: crate::handle::Registry<Shared> = crate::handle::Registry::new();
+static PORTS: crate::handle::Registry<Port> = crate::handle::Registry::new();
+
+// SAFETY: `from_arc` and `arc` only wrap and unwrap `shared`, a `Port`'s only field.
+#[cfg(not(loom))]
+unsafe impl crate::handle::Handled for Port {
+    const KIND: crate::handle::Kind = crate::handle::Kind::Port;
+    type Inner = Shared;
+
+    fn from_arc(shared: Arc<Shared>) -> Port {
+        Port { shared }
+    }
+
+    fn arc(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn retire(&self) {
+        use crate::handle::Named;
+        self.shared.handle_fd().disown();
+        // Closed already is fine: either way the port is closed now.
+        let _ = self.close();
+    }
+}
 
 #[cfg(not(loom))]
 impl crate::handle::Named for Shared {
@@ -461,10 +483,31 @@ impl Port {
         }
     }
 
-    /// The live port named `handle`.
+    /// The open port named `handle`: a new reference to it (one reference-count increment;
+    /// see [`with_handle`](Self::with_handle) for a lookup without).
     #[cfg(not(loom))]
     pub fn from_handle(handle: crate::RawHandle) -> Option<Port> {
-        PORTS.get(handle).map(|shared| Port { shared })
+        PORTS.get(handle)
+    }
+
+    /// Runs `f` on the open port named `handle`; `None` if there is none.
+    ///
+    /// The lookup takes no lock and, for a port kept by its handle
+    /// ([`into_handle`](Self::into_handle)), writes no shared word: `f` borrows the table's
+    /// own reference under an epoch pin. So `f` must not block: to wait, clone the port in
+    /// `f` and wait after `with_handle` returns.
+    #[cfg(not(loom))]
+    pub fn with_handle<R>(handle: crate::RawHandle, f: impl FnOnce(&Port) -> R) -> Option<R> {
+        PORTS.with(handle, f)
+    }
+
+    /// Hands the port to its handle, which keeps it alive until it is closed
+    /// ([`close`](Self::close), or [`check_handle`](Self::check_handle) finding the handle
+    /// closed behind the library's back), as `CloseHandle` expects of a port made by
+    /// `CreateIoCompletionPort`. Returns the handle.
+    #[cfg(not(loom))]
+    pub fn into_handle(self) -> crate::RawHandle {
+        PORTS.keep(self)
     }
 
     /// Whether `self` and `other` are handles to the same port.

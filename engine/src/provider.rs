@@ -9,7 +9,7 @@
 //! handle's port, or sets the block's event when the handle has none.
 
 use crate::error;
-use crate::handle::{HandleFd, Named, Registry};
+use crate::handle::{HandleFd, Handled, Kind, Named, Registry};
 use crate::overlapped::Overlapped;
 use crate::primitive::{lock, Mutex};
 use crate::{Port, RawHandle};
@@ -17,16 +17,17 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-static PROVIDERS: Registry<Inner> = Registry::new();
+static PROVIDERS: Registry<ProviderSocket> = Registry::new();
 
 /// A provider's socket handle. Clones name the same handle, which stays valid until
-/// [`close`](Self::close) or until the last clone is dropped.
+/// [`close`](Self::close) or until the last clone is dropped (once given to the handle with
+/// [`into_handle`](Self::into_handle), until `close`).
 #[derive(Clone)]
 pub struct ProviderSocket {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     catalog_id: u32,
     context: usize,
     handle: HandleFd,
@@ -63,11 +64,37 @@ impl ProviderSocket {
         Ok(ProviderSocket { inner })
     }
 
-    /// The open provider handle named `handle`; `None` for anything else.
+    /// The open provider handle named `handle`: a new reference to it; `None` for anything
+    /// else.
     pub fn from_handle(handle: RawHandle) -> Option<ProviderSocket> {
-        let inner = PROVIDERS.get(handle)?;
-        let open = lock(&inner.state).is_some();
-        open.then_some(ProviderSocket { inner })
+        PROVIDERS.get(handle)
+    }
+
+    /// Runs `f` on the open provider handle named `handle`; `None` if there is none. As
+    /// [`Port::with_handle`]: no lock, and no reference-count write for a handle kept by
+    /// [`into_handle`](Self::into_handle); `f` must not block (clone the socket to wait).
+    pub fn with_handle<R>(handle: RawHandle, f: impl FnOnce(&ProviderSocket) -> R) -> Option<R> {
+        PROVIDERS.with(handle, f)
+    }
+
+    /// Hands the socket to its handle, which keeps it alive until [`close`](Self::close)
+    /// (what `WPUCloseSocketHandle` expects of `WPUCreateSocketHandle`'s handles). Returns
+    /// the handle.
+    pub fn into_handle(self) -> RawHandle {
+        PROVIDERS.keep(self)
+    }
+
+    /// Checks that the handle's descriptor is still ours. A caller that closed it with
+    /// plain `close` has closed the handle: this closes it here too (completing into it
+    /// fails from then on), forgets the number without closing it again (it may already
+    /// name the caller's next file) and fails with `EBADF`, as it does once closed. One
+    /// `fstat`.
+    pub fn check_handle(&self) -> io::Result<()> {
+        if self.inner.handle.is_intact() {
+            return Ok(());
+        }
+        self.retire();
+        Err(error::closed())
     }
 
     /// The handle's number.
@@ -145,6 +172,27 @@ impl ProviderSocket {
 impl Named for Inner {
     fn handle_fd(&self) -> &HandleFd {
         &self.handle
+    }
+}
+
+// SAFETY: `from_arc` and `arc` only wrap and unwrap `inner`, a `ProviderSocket`'s only
+// field.
+unsafe impl Handled for ProviderSocket {
+    const KIND: Kind = Kind::Provider;
+    type Inner = Inner;
+
+    fn from_arc(inner: Arc<Inner>) -> ProviderSocket {
+        ProviderSocket { inner }
+    }
+
+    fn arc(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    fn retire(&self) {
+        self.inner.handle.disown();
+        // Closed already is fine: either way completions into it fail now.
+        let _ = self.close();
     }
 }
 
