@@ -162,7 +162,9 @@ typedef struct _OVERLAPPED OVERLAPPED;
 typedef OVERLAPPED *LPOVERLAPPED;
 
 /*
- One record of `GetMultipleCompletionStatus`.
+ One record of `GetMultipleCompletionStatus`, its fields in the order of AIX's
+ documentation (`DWORD transfer_count, completion_key, errorno; LPOVERLAPPED
+ overlapped;`), so that positional initializers and layouts match AIX code.
  */
 struct gmcs {
     /*
@@ -175,15 +177,42 @@ struct gmcs {
      */
     DWORD completion_key;
     /*
+     0 for success, else the request's `errno`.
+     */
+    DWORD errorno;
+    /*
      The request's `OVERLAPPED`, the posted pointer, or for `LIO_NOWAIT_GMCS` the
      `struct iocp_aiocb`.
      */
     LPOVERLAPPED overlapped;
+};
+
+/*
+ One record of `GetQueuedCompletionStatusEx` (Windows' `OVERLAPPED_ENTRY`).
+ */
+struct _OVERLAPPED_ENTRY {
+    /*
+     The key the handle was associated (or the record posted) with.
+     */
+    uintptr_t lpCompletionKey;
+    /*
+     The request's `OVERLAPPED`, or the posted pointer.
+     */
+    LPOVERLAPPED lpOverlapped;
     /*
      0 for success, else the request's `errno`.
      */
-    DWORD errorno;
+    uintptr_t Internal;
+    /*
+     Bytes transferred.
+     */
+    DWORD dwNumberOfBytesTransferred;
 };
+
+/*
+ One record of `GetQueuedCompletionStatusEx`.
+ */
+typedef struct _OVERLAPPED_ENTRY OVERLAPPED_ENTRY;
 
 /*
  A socket descriptor (a provider's socket handle, for the `WPU` calls).
@@ -246,6 +275,11 @@ struct iocp_aiocb {
  A pointer to a `DWORD`.
  */
 typedef DWORD *LPDWORD;
+
+/*
+ A pointer to an `OVERLAPPED_ENTRY`.
+ */
+typedef OVERLAPPED_ENTRY *LPOVERLAPPED_ENTRY;
 
 /*
  Most records one `GetMultipleCompletionStatus` returns.
@@ -331,9 +365,9 @@ HANDLE CreateIoCompletionPort(HANDLE fd, HANDLE port, DWORD key, DWORD threads);
  `nmin == 0` polls and ignores the timeout. `transfer_count` is capped at 2^31 - 1.
  Returns -1 with `errno`: `EINVAL` for `nmax == 0`, `nmax > GMCS_NMAX`, `nmin > nmax`
  or NULL `results`; `EBADF` for a handle that is not a live port, or a port closed
- meanwhile or closed by the program with plain `close` (noticed before a wait); `EBUSY`
- when another thread already waits on the port (this is an exclusive wait: while it runs,
- other dequeues fail with `EBUSY`).
+ meanwhile or closed by the program with plain `close` (noticed before the wait sleeps);
+ `EBUSY` when another thread already waits on the port (this is an exclusive wait: while
+ it runs, other dequeues fail with `EBUSY`).
 
  # Safety
 
@@ -363,8 +397,8 @@ BOOL GetOverlappedResult(HANDLE fd, LPOVERLAPPED ovl, DWORD *bytes, BOOL wait);
  failed I/O (`*bytes` and `*key` are set too). Otherwise FALSE with `*ovl` = NULL and
  `errno`: `ETIMEDOUT`; `EAGAIN` when a signal handler ran during the wait (AIX);
  `EBADF` for a handle that is not a live port, a port closed meanwhile (waiters wake)
- or closed by the program with plain `close` (noticed before a wait); `EBUSY` while a
- `GetMultipleCompletionStatus` runs on the port; `EINVAL` for a NULL pointer.
+ or closed by the program with plain `close` (noticed before the wait sleeps); `EBUSY`
+ while a `GetMultipleCompletionStatus` runs on the port; `EINVAL` for a NULL pointer.
 
  Several threads may wait on one port; they wake last-in first-out, and the port's
  concurrency value bounds how many run at once.
@@ -374,6 +408,31 @@ BOOL GetOverlappedResult(HANDLE fd, LPOVERLAPPED ovl, DWORD *bytes, BOOL wait);
  `bytes`, `key` and `ovl` must each be NULL or valid for writes.
  */
 BOOL GetQueuedCompletionStatus(HANDLE port, DWORD *bytes, DWORD *key, LPOVERLAPPED *ovl, DWORD timeout_ms);
+
+/*
+ Dequeues between 1 and `count` records into `entries` in one pass, waiting up to
+ `timeout_ms` (`INFINITE`: forever; 0: poll) for the first (Windows'
+ `GetQueuedCompletionStatusEx`, an extension: AIX has only
+ `GetMultipleCompletionStatus`).
+
+ Not an exclusive wait: several threads may call it (and `GetQueuedCompletionStatus`) on
+ one port at once, each taking the run ready when its turn comes; they wait and wake as
+ `GetQueuedCompletionStatus` callers do (last-in first-out, within the concurrency value).
+
+ TRUE with `*removed` = the number of entries written. Each entry's `Internal` is the
+ record's `errno` (0 for success): a failed I/O does not fail the call. Otherwise FALSE
+ with `*removed` = 0 (when `removed` is not NULL) and `errno`: `ETIMEDOUT`; `EAGAIN` when
+ a signal handler ran during the wait; `EBADF` for a handle that is not a live port, or a
+ port closed meanwhile or closed by the program with plain `close` (noticed before the
+ wait sleeps); `EBUSY` while a `GetMultipleCompletionStatus` runs on the port; `EINVAL`
+ for a NULL `entries` or `removed`, `count` 0, or `alertable` TRUE (there are no APCs).
+
+ # Safety
+
+ `entries` must be NULL or valid for writes of `count` entries, and `removed` NULL or
+ valid for a write.
+ */
+BOOL GetQueuedCompletionStatusEx(HANDLE port, OVERLAPPED_ENTRY *entries, DWORD count, DWORD *removed, DWORD timeout_ms, BOOL alertable);
 
 /*
  Queues a record on `port` as given (nothing is validated or dereferenced) and wakes a

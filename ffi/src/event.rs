@@ -1,8 +1,7 @@
 //! Events, what an `OVERLAPPED`'s `hEvent` names: `iocp_event_create`, `iocp_event_set`,
 //! `iocp_event_reset`, `iocp_event_wait` (`CloseHandle` closes them).
 
-use crate::boundary::run;
-use crate::handles::{self, Object};
+use crate::boundary::{run, Errno};
 use crate::port::timeout;
 use crate::types::{BOOL, DWORD, FALSE, HANDLE, TRUE};
 use iocp::Event;
@@ -15,7 +14,7 @@ use iocp::Event;
 pub extern "C" fn iocp_event_create(manual_reset: BOOL, initial: BOOL) -> HANDLE {
     run(0, || {
         let event = Event::new(manual_reset != FALSE, initial != FALSE)?;
-        Ok(handles::insert(Object::Event(event)))
+        Ok(event.into_handle())
     })
 }
 
@@ -23,7 +22,7 @@ pub extern "C" fn iocp_event_create(manual_reset: BOOL, initial: BOOL) -> HANDLE
 #[no_mangle]
 pub extern "C" fn iocp_event_set(event_handle: HANDLE) -> BOOL {
     run(FALSE, || {
-        handles::event(event_handle)?.set();
+        Event::with_handle(event_handle, Event::set).ok_or(Errno::BADF)?;
         Ok(TRUE)
     })
 }
@@ -32,7 +31,7 @@ pub extern "C" fn iocp_event_set(event_handle: HANDLE) -> BOOL {
 #[no_mangle]
 pub extern "C" fn iocp_event_reset(event_handle: HANDLE) -> BOOL {
     run(FALSE, || {
-        handles::event(event_handle)?.reset();
+        Event::with_handle(event_handle, Event::reset).ok_or(Errno::BADF)?;
         Ok(TRUE)
     })
 }
@@ -44,9 +43,10 @@ pub extern "C" fn iocp_event_reset(event_handle: HANDLE) -> BOOL {
 #[no_mangle]
 pub extern "C" fn iocp_event_wait(event_handle: HANDLE, timeout_ms: DWORD) -> BOOL {
     run(FALSE, || {
-        let event = handles::event(event_handle)?;
+        // A reference of its own: the wait may sleep.
+        let event = Event::from_handle(event_handle).ok_or(Errno::BADF)?;
         // About to sleep: the moment to notice a plain `close` of the handle.
-        handles::check(event_handle)?;
+        event.check_handle()?;
         event.wait(timeout(timeout_ms))?;
         Ok(TRUE)
     })

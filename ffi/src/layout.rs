@@ -94,7 +94,7 @@ const _: () = assert!(crate::types::AIO_EXTENDED == iocp::AIO_EXTENDED);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{gmcs, OVERLAPPED};
+    use crate::types::{gmcs, OVERLAPPED, OVERLAPPED_ENTRY};
 
     /// The numbers `tests/c/layout.c` asserts with `offsetof` and `sizeof` (LP64).
     #[test]
@@ -111,13 +111,29 @@ mod tests {
         assert_eq!(overlapped, [0, 4, 8, 12, 16]);
 
         assert_eq!((size_of::<gmcs>(), align_of::<gmcs>()), (24, 8));
+        // AIX's documented order: transfer_count, completion_key, errorno, overlapped.
         let gmcs = [
             offset_of!(gmcs, transfer_count),
             offset_of!(gmcs, completion_key),
-            offset_of!(gmcs, overlapped),
             offset_of!(gmcs, errorno),
+            offset_of!(gmcs, overlapped),
         ];
         assert_eq!(gmcs, [0, 4, 8, 16]);
+
+        assert_eq!(
+            (
+                size_of::<OVERLAPPED_ENTRY>(),
+                align_of::<OVERLAPPED_ENTRY>()
+            ),
+            (32, 8)
+        );
+        let entry = [
+            offset_of!(OVERLAPPED_ENTRY, lpCompletionKey),
+            offset_of!(OVERLAPPED_ENTRY, lpOverlapped),
+            offset_of!(OVERLAPPED_ENTRY, Internal),
+            offset_of!(OVERLAPPED_ENTRY, dwNumberOfBytesTransferred),
+        ];
+        assert_eq!(entry, [0, 8, 16, 24]);
 
         assert_eq!(
             (size_of::<iocp::Aiocb>(), align_of::<iocp::Aiocb>()),

@@ -2,8 +2,8 @@
 //!
 //! # Modules
 //!
-//! One per part of the C API — `port`, `io`, `aio`, `provider`, `event` — over the
-//! table of handles C owns (`handles`), the panic boundary (`boundary`), the C types
+//! One per part of the C API — `port`, `io`, `aio`, `provider`, `event` — beside
+//! `CloseHandle` and the handle checks (`handles`), the panic boundary (`boundary`), the C types
 //! (`types`) and the C declarations of the engine's structs (`layout`).
 
 mod aio;
@@ -22,7 +22,7 @@ pub use handles::CloseHandle;
 pub use io::{CancelIoEx, GetOverlappedResult, ReadFile, WriteFile};
 pub use port::{
     CreateIoCompletionPort, GetMultipleCompletionStatus, GetQueuedCompletionStatus,
-    PostQueuedCompletionStatus,
+    GetQueuedCompletionStatusEx, PostQueuedCompletionStatus,
 };
 pub use provider::{
     WPUCloseSocketHandle, WPUCompleteOverlappedRequest, WPUCreateSocketHandle,

@@ -1,13 +1,20 @@
 //! Ports: `CreateIoCompletionPort`, `GetQueuedCompletionStatus`,
-//! `GetMultipleCompletionStatus`, `PostQueuedCompletionStatus`.
+//! `GetQueuedCompletionStatusEx`, `GetMultipleCompletionStatus`,
+//! `PostQueuedCompletionStatus`.
+//!
+//! Posting and the dequeues find their port through the engine's handle table without
+//! taking a reference of their own ([`Port::with_handle`]): no lock, no hash, no shared
+//! reference-count write. A dequeue that finds too little and would wait takes a reference
+//! then, and waits outside the loan.
 
 #![allow(non_snake_case)]
 
 use crate::boundary::{run, set_errno, Errno, Outcome};
-use crate::handles::{self, Object};
+use crate::handles;
 use crate::types::{gmcs, BOOL, DWORD, GMCS_NMAX, HANDLE, INFINITE, INVALID_HANDLE_VALUE};
-use crate::types::{FALSE, LPOVERLAPPED, TRUE};
-use iocp::{descriptor, Completion, DrainStatus, Port, ProviderSocket};
+use crate::types::{FALSE, LPOVERLAPPED, OVERLAPPED_ENTRY, TRUE};
+use iocp::{descriptor, Completion, DrainStatus, Drained, Port, ProviderSocket};
+use std::io;
 use std::mem::MaybeUninit;
 use std::os::raw::c_int;
 use std::ptr;
@@ -50,7 +57,8 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
             };
         }
         let port_handle = port;
-        // A closed port lingers in the registry while something still refers to it.
+        // The association keeps a reference to the port. (A port being closed may still be
+        // found for a moment.)
         let port = Port::from_handle(port)
             .filter(|port| !port.is_closed())
             .ok_or(Errno::BADF)?;
@@ -73,8 +81,11 @@ fn create(threads: DWORD) -> Outcome<HANDLE> {
         INFINITE => usize::MAX,
         n => n as usize,
     };
-    let port = Port::builder().concurrency(concurrency).build()?;
-    Ok(handles::insert(Object::Port(port)))
+    // The handle keeps the port until `CloseHandle` (or a plain `close` noticed).
+    Ok(Port::builder()
+        .concurrency(concurrency)
+        .build()?
+        .into_handle())
 }
 
 /// Dequeues one record, waiting up to `timeout_ms` (`INFINITE`: forever; 0: poll).
@@ -84,8 +95,8 @@ fn create(threads: DWORD) -> Outcome<HANDLE> {
 /// failed I/O (`*bytes` and `*key` are set too). Otherwise FALSE with `*ovl` = NULL and
 /// `errno`: `ETIMEDOUT`; `EAGAIN` when a signal handler ran during the wait (AIX);
 /// `EBADF` for a handle that is not a live port, a port closed meanwhile (waiters wake)
-/// or closed by the program with plain `close` (noticed before a wait); `EBUSY` while a
-/// `GetMultipleCompletionStatus` runs on the port; `EINVAL` for a NULL pointer.
+/// or closed by the program with plain `close` (noticed before the wait sleeps); `EBUSY`
+/// while a `GetMultipleCompletionStatus` runs on the port; `EINVAL` for a NULL pointer.
 ///
 /// Several threads may wait on one port; they wake last-in first-out, and the port's
 /// concurrency value bounds how many run at once.
@@ -110,17 +121,7 @@ pub unsafe extern "C" fn GetQueuedCompletionStatus(
         if bytes.is_null() || key.is_null() {
             return Err(Errno::INVAL);
         }
-        let port = Port::from_handle(port).ok_or(Errno::BADF)?;
-        if timeout_ms != 0 && port.queued() == 0 {
-            // About to sleep: the moment to notice a plain `close(port)`.
-            port.check_handle()?;
-        }
-        let record = port
-            .get(timeout(timeout_ms))
-            .map_err(|err| match Errno::from(err) {
-                Errno(libc::EINTR) => Errno(libc::EAGAIN),
-                errno => errno,
-            })?;
+        let record = dequeue(port, timeout_ms, |port, timeout| port.get(timeout))?;
         // SAFETY: the three pointers are non-NULL, so valid for writes.
         unsafe {
             *bytes = record.bytes();
@@ -134,6 +135,102 @@ pub unsafe extern "C" fn GetQueuedCompletionStatus(
     })
 }
 
+/// Dequeues between 1 and `count` records into `entries` in one pass, waiting up to
+/// `timeout_ms` (`INFINITE`: forever; 0: poll) for the first (Windows'
+/// `GetQueuedCompletionStatusEx`, an extension: AIX has only
+/// `GetMultipleCompletionStatus`).
+///
+/// Not an exclusive wait: several threads may call it (and `GetQueuedCompletionStatus`) on
+/// one port at once, each taking the run ready when its turn comes; they wait and wake as
+/// `GetQueuedCompletionStatus` callers do (last-in first-out, within the concurrency value).
+///
+/// TRUE with `*removed` = the number of entries written. Each entry's `Internal` is the
+/// record's `errno` (0 for success): a failed I/O does not fail the call. Otherwise FALSE
+/// with `*removed` = 0 (when `removed` is not NULL) and `errno`: `ETIMEDOUT`; `EAGAIN` when
+/// a signal handler ran during the wait; `EBADF` for a handle that is not a live port, or a
+/// port closed meanwhile or closed by the program with plain `close` (noticed before the
+/// wait sleeps); `EBUSY` while a `GetMultipleCompletionStatus` runs on the port; `EINVAL`
+/// for a NULL `entries` or `removed`, `count` 0, or `alertable` TRUE (there are no APCs).
+///
+/// # Safety
+///
+/// `entries` must be NULL or valid for writes of `count` entries, and `removed` NULL or
+/// valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
+    port: HANDLE,
+    entries: *mut OVERLAPPED_ENTRY,
+    count: DWORD,
+    removed: *mut DWORD,
+    timeout_ms: DWORD,
+    alertable: BOOL,
+) -> BOOL {
+    run(FALSE, || {
+        if removed.is_null() {
+            return Err(Errno::INVAL);
+        }
+        // SAFETY: `removed` is non-NULL, so valid for a write (the caller's contract).
+        unsafe { *removed = 0 };
+        if entries.is_null() || count == 0 || alertable != FALSE {
+            return Err(Errno::INVAL);
+        }
+        // SAFETY: `entries` is non-NULL, so valid for writes of `count` entries; they are
+        // written before they are read.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(
+                entries.cast::<MaybeUninit<OVERLAPPED_ENTRY>>(),
+                count as usize,
+            )
+        };
+        let taken = dequeue(port, timeout_ms, |port, timeout| {
+            port.fill_up_to(&mut *out, timeout, OVERLAPPED_ENTRY::from_record)
+        })?;
+        // SAFETY: as above; `taken` is at most `count`, a `DWORD`.
+        unsafe { *removed = taken as DWORD };
+        Ok(TRUE)
+    })
+}
+
+/// What a dequeue did on the handle's loan: finished, or found it must wait, on the port
+/// given, after `taken` records.
+enum Step<T> {
+    Done(io::Result<T>),
+    Wait(Port, usize),
+}
+
+/// The non-exclusive dequeues (`GetQueuedCompletionStatus`, `GetQueuedCompletionStatusEx`):
+/// `take` polls the port named `handle` on the handle's loan; only when it finds nothing
+/// and the caller would wait does `take` run again with the timeout, on a reference of its
+/// own and outside the loan, since a wait may sleep. `EBADF` for no port; a signal
+/// (`EINTR`) is AIX's `EAGAIN`.
+fn dequeue<T>(
+    handle: HANDLE,
+    timeout_ms: DWORD,
+    mut take: impl FnMut(&Port, Option<Duration>) -> io::Result<T>,
+) -> Outcome<T> {
+    let may_wait = timeout_ms != 0;
+    let step = Port::with_handle(handle, |port| {
+        if may_wait && port.queued() == 0 {
+            return Step::Wait(port.clone(), 0);
+        }
+        match take(port, Some(Duration::ZERO)) {
+            Err(err) if may_wait && err.raw_os_error() == Some(libc::ETIMEDOUT) => {
+                Step::Wait(port.clone(), 0)
+            }
+            result => Step::Done(result),
+        }
+    })
+    .ok_or(Errno::BADF)?;
+    let result = match step {
+        Step::Done(result) => result,
+        Step::Wait(port, _) => take(&port, timeout(timeout_ms)),
+    };
+    result.map_err(|err| match Errno::from(err) {
+        Errno(libc::EINTR) => Errno(libc::EAGAIN),
+        errno => errno,
+    })
+}
+
 /// Dequeues up to `nmax` records into `results` in one pass, waiting up to `timeout_ms`
 /// until at least `nmin` have come (AIX's `GetMultipleCompletionStatus`).
 ///
@@ -142,9 +239,9 @@ pub unsafe extern "C" fn GetQueuedCompletionStatus(
 /// `nmin == 0` polls and ignores the timeout. `transfer_count` is capped at 2^31 - 1.
 /// Returns -1 with `errno`: `EINVAL` for `nmax == 0`, `nmax > GMCS_NMAX`, `nmin > nmax`
 /// or NULL `results`; `EBADF` for a handle that is not a live port, or a port closed
-/// meanwhile or closed by the program with plain `close` (noticed before a wait); `EBUSY`
-/// when another thread already waits on the port (this is an exclusive wait: while it runs,
-/// other dequeues fail with `EBUSY`).
+/// meanwhile or closed by the program with plain `close` (noticed before the wait sleeps);
+/// `EBUSY` when another thread already waits on the port (this is an exclusive wait: while
+/// it runs, other dequeues fail with `EBUSY`).
 ///
 /// # Safety
 ///
@@ -161,18 +258,47 @@ pub unsafe extern "C" fn GetMultipleCompletionStatus(
         if results.is_null() || nmax == 0 || nmax > GMCS_NMAX || nmin > nmax {
             return Err(Errno::INVAL);
         }
-        let port = Port::from_handle(port).ok_or(Errno::BADF)?;
         let (min, wait) = (nmin as usize, if nmin == 0 { 0 } else { timeout_ms });
-        if wait != 0 && port.queued() < min {
-            // About to sleep: the moment to notice a plain `close(port)`.
-            port.check_handle()?;
-        }
         // SAFETY: `results` is non-NULL, so valid for writes of `nmax` entries; they are
         // written before they are read.
         let out = unsafe {
             std::slice::from_raw_parts_mut(results.cast::<MaybeUninit<gmcs>>(), nmax as usize)
         };
-        let drained = port.fill(out, min, timeout(wait), gmcs::from_record)?;
+        // On the handle's loan: take what is ready, unless too little is queued to satisfy
+        // `nmin` and the call would wait (a wait may sleep, so it runs on a reference of its
+        // own, outside the loan).
+        let step = Port::with_handle(port, |port| {
+            if wait != 0 && port.queued() < min {
+                return Step::Wait(port.clone(), 0);
+            }
+            match port.fill(&mut *out, min, Some(Duration::ZERO), gmcs::from_record) {
+                // Another thread took records between the look and the take.
+                Ok(drained) if wait != 0 && drained.count < min => {
+                    Step::Wait(port.clone(), drained.count)
+                }
+                result => Step::Done(result),
+            }
+        })
+        .ok_or(Errno::BADF)?;
+        let drained = match step {
+            Step::Done(result) => result?,
+            Step::Wait(port, taken) => {
+                let rest = &mut out[taken..];
+                match port.fill(rest, min - taken, timeout(wait), gmcs::from_record) {
+                    Ok(more) => Drained {
+                        count: taken + more.count,
+                        status: more.status,
+                    },
+                    // The records taken are the caller's now: return them, with the reason
+                    // there are fewer than `nmin` in `errno`.
+                    Err(err) if taken > 0 => {
+                        set_errno(Errno::from(err).0);
+                        return Ok(taken as c_int);
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        };
         match drained.status {
             DrainStatus::Complete => {}
             DrainStatus::TimedOut => set_errno(libc::ETIMEDOUT),
@@ -194,13 +320,14 @@ pub extern "C" fn PostQueuedCompletionStatus(
     ovl: LPOVERLAPPED,
 ) -> BOOL {
     run(FALSE, || {
-        let Some(target) = Port::from_handle(port) else {
+        let record = Completion::new(key.into(), bytes, ovl as usize);
+        let Some(posted) = Port::with_handle(port, |target| target.post(record)) else {
             return Err(match port != 0 && handles::is_open(port) {
                 true => Errno::INVAL,
                 false => Errno::BADF,
             });
         };
-        target.post(Completion::new(key.into(), bytes, ovl as usize))?;
+        posted?;
         Ok(TRUE)
     })
 }

@@ -6,8 +6,8 @@
 
 #![allow(non_snake_case)]
 
-use crate::boundary::{catch, set_errno, Errno, Outcome};
-use crate::handles::{self, Object};
+use crate::boundary::{catch, set_errno, Errno};
+use crate::handles;
 use crate::types::{BOOL, DWORD, FALSE, INVALID_SOCKET, LPWSAOVERLAPPED, SOCKET, TRUE};
 use crate::types::{SOCKET_ERROR, WSAEINVAL, WSAENOBUFS, WSA_IO_INCOMPLETE};
 use iocp::ProviderSocket;
@@ -54,10 +54,6 @@ unsafe fn report(err: *mut c_int, fail: Failure) {
     set_errno(fail.errno.0);
 }
 
-fn provider(s: SOCKET) -> Outcome<ProviderSocket> {
-    ProviderSocket::from_handle(s).ok_or(Errno::BADF)
-}
-
 /// Makes a provider's socket handle for the provider `catalog_id`, carrying `context`:
 /// a descriptor the library owns, associable with a port like any socket, valid until
 /// `WPUCloseSocketHandle` (or `CloseHandle`). `INVALID_SOCKET` on failure, with `*err` =
@@ -77,7 +73,7 @@ pub unsafe extern "C" fn WPUCreateSocketHandle(
             code: WSAENOBUFS,
             errno: e.into(),
         })?;
-        Ok(handles::insert(Object::Provider(socket)))
+        Ok(socket.into_handle())
     });
     // SAFETY: the caller's contract for `err`.
     unsafe { reply(err, result, INVALID_SOCKET) }
@@ -121,12 +117,13 @@ pub unsafe extern "C" fn WPUCompleteOverlappedRequest(
     err: *mut c_int,
 ) -> c_int {
     let result = catch(|| {
-        let provider = provider(s)?;
         // SAFETY: NULL or a live block (the caller's contract).
-        let block = unsafe { ovl.as_ref() }.ok_or(Errno::INVAL)?;
-        provider
-            .complete(block, error, bytes)
-            .map_err(Errno::from)?;
+        let block = unsafe { ovl.as_ref() };
+        ProviderSocket::with_handle(s, |provider| {
+            let block = block.ok_or(Errno::INVAL)?;
+            provider.complete(block, error, bytes).map_err(Errno::from)
+        })
+        .ok_or(Errno::BADF)??;
         Ok(0)
     });
     // SAFETY: the caller's contract for `err`.
@@ -155,7 +152,8 @@ pub unsafe extern "C" fn WSPGetOverlappedResult(
     err: *mut c_int,
 ) -> BOOL {
     let result = catch(|| {
-        let provider = provider(s)?;
+        // A reference of its own: the call may sleep.
+        let provider = ProviderSocket::from_handle(s).ok_or(Errno::BADF)?;
         // SAFETY: NULL or a live block (the caller's contract).
         let block = unsafe { ovl.as_ref() }.ok_or(Errno::INVAL)?;
         if bytes.is_null() || flags.is_null() {

@@ -1,6 +1,6 @@
 //! The C types and constants of `<sys/iocp.h>`, with AIX's widths.
 
-#![allow(non_camel_case_types)]
+#![allow(non_camel_case_types, non_snake_case)]
 
 use std::os::raw::{c_int, c_uint};
 
@@ -28,7 +28,9 @@ pub type WSAOVERLAPPED = OVERLAPPED;
 /// A pointer to a `WSAOVERLAPPED`.
 pub type LPWSAOVERLAPPED = *mut WSAOVERLAPPED;
 
-/// One record of `GetMultipleCompletionStatus`.
+/// One record of `GetMultipleCompletionStatus`, its fields in the order of AIX's
+/// documentation (`DWORD transfer_count, completion_key, errorno; LPOVERLAPPED
+/// overlapped;`), so that positional initializers and layouts match AIX code.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct gmcs {
@@ -37,11 +39,11 @@ pub struct gmcs {
     /// The key the handle was associated (or the record posted) with; 0 for
     /// `LIO_NOWAIT_GMCS` records.
     pub completion_key: DWORD,
+    /// 0 for success, else the request's `errno`.
+    pub errorno: DWORD,
     /// The request's `OVERLAPPED`, the posted pointer, or for `LIO_NOWAIT_GMCS` the
     /// `struct iocp_aiocb`.
     pub overlapped: LPOVERLAPPED,
-    /// 0 for success, else the request's `errno`.
-    pub errorno: DWORD,
 }
 
 impl gmcs {
@@ -50,11 +52,42 @@ impl gmcs {
         gmcs {
             transfer_count: record.bytes().min(MAX_TRANSFER_COUNT),
             completion_key: record.key() as DWORD,
-            overlapped: record.overlapped() as LPOVERLAPPED,
             errorno: record.error(),
+            overlapped: record.overlapped() as LPOVERLAPPED,
         }
     }
 }
+
+/// One record of `GetQueuedCompletionStatusEx` (Windows' `OVERLAPPED_ENTRY`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct _OVERLAPPED_ENTRY {
+    /// The key the handle was associated (or the record posted) with.
+    pub lpCompletionKey: libc::uintptr_t,
+    /// The request's `OVERLAPPED`, or the posted pointer.
+    pub lpOverlapped: LPOVERLAPPED,
+    /// 0 for success, else the request's `errno`.
+    pub Internal: libc::uintptr_t,
+    /// Bytes transferred.
+    pub dwNumberOfBytesTransferred: DWORD,
+}
+
+impl _OVERLAPPED_ENTRY {
+    /// The entry for one completion record.
+    pub(crate) fn from_record(record: &iocp::Completion) -> _OVERLAPPED_ENTRY {
+        _OVERLAPPED_ENTRY {
+            lpCompletionKey: record.key() as libc::uintptr_t,
+            lpOverlapped: record.overlapped() as LPOVERLAPPED,
+            Internal: record.error() as libc::uintptr_t,
+            dwNumberOfBytesTransferred: record.bytes(),
+        }
+    }
+}
+
+/// One record of `GetQueuedCompletionStatusEx`.
+pub type OVERLAPPED_ENTRY = _OVERLAPPED_ENTRY;
+/// A pointer to an `OVERLAPPED_ENTRY`.
+pub type LPOVERLAPPED_ENTRY = *mut OVERLAPPED_ENTRY;
 
 /// Most `transfer_count` a `struct gmcs` reports (2^31 - 1, as on AIX).
 const MAX_TRANSFER_COUNT: DWORD = i32::MAX as DWORD;

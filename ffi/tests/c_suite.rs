@@ -234,6 +234,11 @@ fn threads() {
 }
 
 #[test]
+fn gqcs_ex() {
+    c_program("gqcs_ex", &[]);
+}
+
+#[test]
 fn close_port() {
     c_program("close_port", &[]);
 }

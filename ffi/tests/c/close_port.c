@@ -1,10 +1,9 @@
 /* An AIX program closes its port with plain close(port) instead of CloseHandle. What
  * happens (ffi/README.md, "close(port)"): calls that bind to the port or are about to
- * sleep on it — CreateIoCompletionPort(fd, port, ...), a GetQueuedCompletionStatus or
- * GetMultipleCompletionStatus that finds nothing ready and may wait, CloseHandle — notice
- * it; the port is then closed (its waiters wake with EBADF, its records are discarded),
- * its number is forgotten and never closed by the library again, and the call fails with
- * EBADF. Until then, calls that do not check (posting, a dequeue that finds a record,
+ * sleep on it — CreateIoCompletionPort(fd, port, ...), a dequeue that finds too little
+ * ready and is about to sleep, CloseHandle — notice it; the port is then closed (its
+ * waiters wake with EBADF, its records are discarded), its number is forgotten and never
+ * closed by the library again, and the call fails with EBADF. Until then, calls that do not check (posting, a dequeue that finds a record,
  * a poll) still reach the orphaned port. The same holds for events and provider handles. */
 #include "check.h"
 
@@ -93,6 +92,62 @@ static void closed_and_reused_by_the_program(void)
     close(sv[1]);
 }
 
+/* Every call on the number after a plain close(port) that the program's next file got:
+ * none succeeds, and none reads, writes, moves or closes the file. */
+static void every_call_leaves_the_programs_new_file_alone(void)
+{
+    char path[] = "/tmp/iocp-close-file-XXXXXX";
+    HANDLE port = new_port();
+    CHECK(PostQueuedCompletionStatus(port, 1, 1, NULL));
+    CHECK(close(port) == 0);
+    int file = mkstemp(path);
+    CHECK(file == port);
+    unlink(path);
+    CHECK(write(file, "contents", 8) == 8);
+    CHECK(lseek(file, 3, SEEK_SET) == 3);
+
+    DWORD bytes, key, removed;
+    LPOVERLAPPED ovl;
+    struct gmcs results[4];
+    OVERLAPPED_ENTRY entries[4];
+    /* A wait notices before it sleeps (the record left in the port is discarded with it). */
+    FAILS_WITH(GetMultipleCompletionStatus(port, 2, 4, 1000, results) == -1, EBADF);
+    FAILS_WITH(!GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 1000), EBADF);
+    FAILS_WITH(!GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0), EBADF);
+    FAILS_WITH(!GetQueuedCompletionStatusEx(port, entries, 4, &removed, 1000, FALSE), EBADF);
+    FAILS_WITH(GetMultipleCompletionStatus(port, 0, 4, 0, results) == -1, EBADF);
+    /* The number is an open descriptor that is not a port. */
+    FAILS_WITH(!PostQueuedCompletionStatus(port, 2, 2, NULL), EINVAL);
+    FAILS_WITH(CreateIoCompletionPort(STDERR_FILENO, port, 1, 0) == 0, EBADF);
+    FAILS_WITH(!iocp_event_set(port), EBADF);
+    FAILS_WITH(!CloseHandle(port), EBADF);
+
+    /* The file is as the program left it: open, its offset and contents untouched. */
+    CHECK(is_open(file));
+    CHECK(lseek(file, 0, SEEK_CUR) == 3);
+    char buf[16] = { 0 };
+    CHECK(pread(file, buf, sizeof buf, 0) == 8 && memcmp(buf, "contents", 8) == 0);
+    close(file);
+}
+
+/* The library's next handle of another kind gets the number of a port closed with plain
+ * close(): the stale port is retired, and the number names the new object only. */
+static void closed_and_reused_by_another_kind(void)
+{
+    DWORD bytes, key;
+    LPOVERLAPPED ovl;
+    HANDLE old = new_port();
+    CHECK(close(old) == 0);
+    HANDLE event = iocp_event_create(TRUE, FALSE);
+    CHECK(event == old);
+    FAILS_WITH(!PostQueuedCompletionStatus(event, 1, 1, NULL), EINVAL);
+    FAILS_WITH(!GetQueuedCompletionStatus(event, &bytes, &key, &ovl, 0), EBADF);
+    CHECK(iocp_event_set(event));
+    CHECK(iocp_event_wait(event, 0));
+    CHECK(CloseHandle(event));
+    CHECK(!is_open(event));
+}
+
 static void closed_and_reused_by_the_library(void)
 {
     DWORD bytes, key;
@@ -131,17 +186,21 @@ static void *sleep_on_port(void *arg)
 
 static void closed_under_a_sleeping_waiter(void)
 {
-    /* close(2) itself wakes nobody; the next call that notices closes the port, and that
-     * wakes every waiter with EBADF. */
+    /* close(2) itself wakes nobody, and a waiter already asleep checks nothing more until
+     * it wakes; the next call that notices closes the port, and that wakes every waiter
+     * with EBADF. */
     struct sleeper s = { new_port(), 0, TRUE, 0 };
     CHECK(pthread_create(&s.thread, NULL, sleep_on_port, &s) == 0);
     sleep_ms(100);
     CHECK(close(s.port) == 0);
     reuse_number(s.port);
-    /* Without the close, this GMCS would fail with EBUSY (a GQCS waits); it notices
-     * the close before that. */
+    /* A GMCS does not get as far as a wait: the sleeping GQCS makes it fail with EBUSY. */
     struct gmcs results[1];
-    FAILS_WITH(GetMultipleCompletionStatus(s.port, 1, 1, 10, results) == -1, EBADF);
+    FAILS_WITH(GetMultipleCompletionStatus(s.port, 1, 1, 10, results) == -1, EBUSY);
+    /* A second GQCS looks at the handle before it sleeps: it notices. */
+    DWORD bytes, key;
+    LPOVERLAPPED ovl;
+    FAILS_WITH(!GetQueuedCompletionStatus(s.port, &bytes, &key, &ovl, 1000), EBADF);
     CHECK(pthread_join(s.thread, NULL) == 0);
     CHECK(!s.ok && s.err == EBADF);
     CHECK(is_open(s.port));
@@ -189,7 +248,9 @@ int main(void)
     CHECK(devnull >= 0);
     closed_and_free();
     closed_and_reused_by_the_program();
+    every_call_leaves_the_programs_new_file_alone();
     closed_and_reused_by_the_library();
+    closed_and_reused_by_another_kind();
     closed_under_a_sleeping_waiter();
     events_and_providers();
     puts("close_port: ok");

@@ -23,8 +23,18 @@ _Static_assert(sizeof(struct gmcs) == 24, "sizeof struct gmcs");
 _Static_assert(_Alignof(struct gmcs) == 8, "alignof struct gmcs");
 _Static_assert(offsetof(struct gmcs, transfer_count) == 0, "transfer_count");
 _Static_assert(offsetof(struct gmcs, completion_key) == 4, "completion_key");
-_Static_assert(offsetof(struct gmcs, overlapped) == 8, "overlapped");
-_Static_assert(offsetof(struct gmcs, errorno) == 16, "errorno");
+_Static_assert(offsetof(struct gmcs, errorno) == 8, "errorno");
+_Static_assert(offsetof(struct gmcs, overlapped) == 16, "overlapped");
+
+_Static_assert(sizeof(OVERLAPPED_ENTRY) == 32, "sizeof OVERLAPPED_ENTRY");
+_Static_assert(_Alignof(OVERLAPPED_ENTRY) == 8, "alignof OVERLAPPED_ENTRY");
+_Static_assert(offsetof(OVERLAPPED_ENTRY, lpCompletionKey) == 0, "lpCompletionKey");
+_Static_assert(offsetof(OVERLAPPED_ENTRY, lpOverlapped) == 8, "lpOverlapped");
+_Static_assert(offsetof(OVERLAPPED_ENTRY, Internal) == 16, "Internal");
+_Static_assert(offsetof(OVERLAPPED_ENTRY, dwNumberOfBytesTransferred) == 24,
+               "dwNumberOfBytesTransferred");
+_Static_assert(sizeof(((OVERLAPPED_ENTRY *)0)->lpCompletionKey) == sizeof(uintptr_t),
+               "ULONG_PTR");
 
 _Static_assert(sizeof(struct iocp_aiocb) == 56, "sizeof struct iocp_aiocb");
 _Static_assert(_Alignof(struct iocp_aiocb) == 8, "alignof struct iocp_aiocb");
