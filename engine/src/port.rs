@@ -67,6 +67,7 @@ pub struct Port {
 #[derive(Clone, Debug)]
 pub struct PortBuilder {
     capacity: usize,
+    fifo: bool,
     concurrency: usize,
     scalar_drain: bool,
     drive: Drive,
@@ -134,6 +135,7 @@ impl Default for PortBuilder {
     fn default() -> PortBuilder {
         PortBuilder {
             capacity: DEFAULT_CAPACITY,
+            fifo: false,
             concurrency: 0,
             scalar_drain: false,
             drive: Drive::default(),
@@ -146,6 +148,21 @@ impl PortBuilder {
     /// the overflow queue, so this bounds memory for the common case, not the queue.
     pub fn capacity(mut self, capacity: usize) -> PortBuilder {
         self.capacity = capacity;
+        self
+    }
+
+    /// Whether records come out in one order for all posting threads (Windows' and AIX's
+    /// FIFO queue), rather than in order per posting thread (the default).
+    ///
+    /// By default each thread posts into a lane of its own (see the crate's docs on
+    /// ordering), so a post costs a few plain stores and no atomic read-modify-write;
+    /// records from one thread come out in the order it posted them, but a record posted
+    /// after another thread's (say a shutdown record posted after joining the threads
+    /// whose records are still queued) may come out first. With `fifo(true)` every post
+    /// claims its slot in one shared ring with an atomic compare-and-swap, and records come
+    /// out in the order the posts happened, across threads too.
+    pub fn fifo(mut self, fifo: bool) -> PortBuilder {
+        self.fifo = fifo;
         self
     }
 
@@ -185,7 +202,7 @@ impl PortBuilder {
         let make = |#[cfg(not(loom))] handle| Shared {
             #[cfg(not(loom))]
             handle,
-            ring: Ring::new(self.capacity),
+            ring: Ring::new(self.capacity, self.fifo),
             waiters: CachePadded::new(WaitStack::new()),
             spin: CachePadded::new(Spin::new()),
             closed: AtomicBool::new(false),
@@ -391,7 +408,7 @@ impl Port {
             // The exclusive dequeue keeps other dequeuers off the claim but for a `get` that
             // was already taking its one record.
             let mut consumer = shared.ring.consume();
-            let n = consumer.refilled(|c| c.ready(max));
+            let n = consumer.ready(max);
             (n > 0).then_some((consumer, n))
         };
         let found = match take() {
@@ -690,8 +707,13 @@ impl Shared {
             #[cfg(not(loom))]
             if let Some(reactor) = self.inline_reactor() {
                 let timeout = deadline.map(Deadline::remaining);
-                if let Some(polled) = reactor.lead(timeout, || ready() || self.is_closed_relaxed())
-                {
+                // The leader's last look before `epoll_wait` pairs with posters as a
+                // sleeper's does (see `ring`).
+                let last_look = || {
+                    self.ring.sync_with_posters();
+                    ready() || self.is_closed_relaxed()
+                };
+                if let Some(polled) = reactor.lead(timeout, last_look) {
                     *led = true;
                     match polled {
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => {
@@ -717,6 +739,8 @@ impl Shared {
             let parker = Parker::current();
             self.waiters.register(&parker);
             crate::primitive::loom_seqcst_fence();
+            // The waiter's side of the Dekker pair with posters to private lanes (`ring`).
+            self.ring.sync_with_posters();
             // SeqCst (inside `pending`, `is_led`, and here): the waiter half of the Dekker
             // pairs described in `ring`, `parker` and `reactor`.
             if pending() || self.closed.load(Ordering::SeqCst) || self.unled() {
@@ -867,7 +891,7 @@ impl Shared {
             }
             crate::primitive::spin_loop();
         };
-        let ready = consumer.refilled(|c| c.ready(max));
+        let ready = consumer.ready(max);
         // A batched dequeue that began meanwhile owns what is queued from then on: a record
         // posted after it was seen holding the port must not go to this call.
         // Acquire: pairs with the release in `Exclusive::drop`.
@@ -950,24 +974,15 @@ impl Shared {
         // Under the exclusive dequeue the claim is free but for a `get` that slipped in
         // before it; that one is quick.
         let mut consumer = self.ring.consume();
+        if !self.scalar_drain {
+            return consumer.take_ready(max, sink);
+        }
+        // The scalar drain frees one record per pass.
         let mut total = 0;
-        while total < max {
-            let n = consumer.refilled(|c| self.ready_run(c, max - total));
-            if n == 0 {
-                break;
-            }
-            consumer.take(n, |_, record| sink(record));
-            total += n;
+        while total < max && consumer.take_ready(1, &mut *sink) == 1 {
+            total += 1;
         }
         total
-    }
-
-    fn ready_run(&self, consumer: &Consumer<'_>, max: usize) -> usize {
-        if self.scalar_drain {
-            consumer.ready(max.min(1))
-        } else {
-            consumer.ready(max)
-        }
     }
 
     fn enter_exclusive(&self) -> io::Result<()> {
@@ -1222,11 +1237,8 @@ mod tests {
         assert!(port.is_closed());
         drop(port);
         // SAFETY: F_GETFD only reads the descriptor's flags.
-        assert_ne!(
-            unsafe { libc::fcntl(handle, libc::F_GETFD) },
-            -1,
-            "the number was closed"
-        );
+        let flags = unsafe { libc::fcntl(handle, libc::F_GETFD) };
+        assert_ne!(flags, -1, "the number was closed");
         // SAFETY: the number is the program's again; close it as the program would.
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(handle) });
     }
@@ -1277,6 +1289,39 @@ mod tests {
             port.post_many(&records).unwrap_err().raw_os_error(),
             Some(libc::EBADF)
         );
+    }
+
+    #[test]
+    fn a_fifo_port_keeps_the_order_posts_happened_in_across_threads() {
+        for fifo in [false, true] {
+            let port = Port::builder().fifo(fifo).capacity(64).build().unwrap();
+            let poster = port.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    poster.post(Completion::new(1, i, 0)).unwrap();
+                }
+            })
+            .join()
+            .unwrap();
+            // Posted after the other thread's posts, by way of `join`.
+            port.post(Completion::new(2, 0, 0)).unwrap();
+            let mut out = [Completion::default(); 512];
+            let drained = port
+                .get_many(&mut out, 201, Some(Duration::from_secs(5)))
+                .unwrap();
+            assert_eq!(drained.count, 201);
+            let keys: Vec<u64> = out[..201].iter().map(Completion::key).collect();
+            // Each thread's records in its order, whatever the port.
+            let ones: Vec<u32> = out[..201]
+                .iter()
+                .filter(|r| r.key() == 1)
+                .map(|r| r.bytes())
+                .collect();
+            assert_eq!(ones, (0..200).collect::<Vec<_>>());
+            if fifo {
+                assert_eq!(keys[200], 2, "the later post came out last");
+            }
+        }
     }
 
     /// Regression: `come_back` returned at once on a port without a concurrency limit, so

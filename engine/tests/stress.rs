@@ -233,12 +233,16 @@ fn four_producers_one_consumer_capacity_4096() {
     producers_to_one_consumer(4, 4096, false);
 }
 
-/// Several threads taking records with `get` until each takes a [`STOP`] record; returns
-/// what each took, in its order.
-fn get_consumers(port: &Port, consumers: usize) -> Vec<thread::JoinHandle<Vec<Completion>>> {
+/// Several threads taking records with `get` until each takes a [`STOP`] record, counting
+/// the others in `taken`; returns what each took, in its order.
+fn get_consumers(
+    port: &Port,
+    consumers: usize,
+    taken: &Arc<AtomicUsize>,
+) -> Vec<thread::JoinHandle<Vec<Completion>>> {
     (0..consumers)
         .map(|_| {
-            let port = port.clone();
+            let (port, count) = (port.clone(), Arc::clone(taken));
             thread::spawn(move || {
                 let mut taken = Vec::new();
                 loop {
@@ -249,6 +253,8 @@ fn get_consumers(port: &Port, consumers: usize) -> Vec<thread::JoinHandle<Vec<Co
                         return taken;
                     }
                     taken.push(record);
+                    // Relaxed: a count the main thread polls; the records travel by `join`.
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
@@ -298,12 +304,25 @@ fn producers_to_get_consumers(
         .unwrap();
     let per_producer = records() / 2 / producers;
     let started = Instant::now();
-    let takers = get_consumers(&port, consumers);
+    let count = Arc::new(AtomicUsize::new(0));
+    let takers = get_consumers(&port, consumers, &count);
     let pause = Some((64, Duration::from_micros(50)));
     for thread in spawn_producers(&port, producers, per_producer, pause) {
         thread.join().unwrap();
     }
-    // A consumer stops at its first STOP record, so each takes exactly one.
+    // Order holds per posting thread, not across threads (see `PortBuilder::fifo`): a STOP
+    // posted now could come out before records still queued in the producers' lanes, so it
+    // is posted once they are all taken. A consumer stops at its first STOP record, so each
+    // takes exactly one.
+    let deadline = Instant::now() + PATIENCE;
+    // Relaxed: see `get_consumers`.
+    while count.load(Ordering::Relaxed) < producers * per_producer {
+        assert!(
+            Instant::now() < deadline,
+            "the consumers stopped taking records"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
     for _ in 0..consumers {
         port.post(Completion::new(STOP, 0, 0)).unwrap();
     }

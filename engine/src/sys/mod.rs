@@ -10,6 +10,8 @@
 //! * `futex_wake_one(word)` / `futex_wake_all(word)`: wake sleepers of `word`. Calling
 //!   them with no sleeper is harmless, as is calling them on a word nobody will read again.
 //! * `handle_fd()`: a descriptor the library owns, whose number names an object.
+//! * `barrier::{light, heavy}`: the two sides of an asymmetric store-load barrier (see
+//!   `barrier`): `membarrier(2)` on Linux, sequentially consistent fences elsewhere.
 //!
 //! Backends:
 //!
@@ -20,6 +22,7 @@
 //!
 //! The clock (`clock`) is plain POSIX and shared by both.
 
+pub(crate) mod barrier;
 mod clock;
 pub(crate) use clock::Deadline;
 #[cfg_attr(loom, allow(dead_code, unused_imports))] // loom builds make no system calls
