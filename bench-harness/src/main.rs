@@ -22,6 +22,7 @@
 //! before the next one begins. `--quick` shrinks the run to a few seconds (CI smoke run).
 
 mod latency;
+mod libiocp;
 mod loadgen;
 mod plot;
 mod report;

@@ -1,10 +1,11 @@
 //! The SVG plots of a run:
 //!
-//! * `wake-latency.svg`: round-trip latency against percentile, one curve per
-//!   implementation, percentiles spaced by their nines (90%, 99%, 99.9%, ...) so that the
-//!   tail is as wide as the body;
+//! * `wake-latency.svg`: latency against percentile, a panel per kind of wake (spinning,
+//!   sleeping) and pinning, one curve per implementation, percentiles spaced by their
+//!   nines (90%, 99%, 99.9%, ...) so that the tail is as wide as the body;
 //! * `drain-throughput.svg`: records/s per variant and implementation, as grouped bars on
-//!   a log scale, same-thread batches on the left and producer counts on the right;
+//!   a log scale, a panel per family of shapes (same thread, producers, batched post,
+//!   worker pool), pinned variants marked `*`;
 //! * `echo-throughput.svg`: closed-loop messages/s per connection count and server, as
 //!   grouped bars;
 //! * `echo-latency.svg`: open-loop latency (from the intended send time) against
@@ -32,23 +33,31 @@ const TAB_PURPLE: RGBColor = RGBColor(148, 103, 189);
 const TAB_ORANGE: RGBColor = RGBColor(255, 127, 14);
 const TAB_GREEN: RGBColor = RGBColor(44, 160, 44);
 const TAB_RED: RGBColor = RGBColor(214, 39, 40);
+const TAB_BROWN: RGBColor = RGBColor(140, 86, 75);
+const TAB_PINK: RGBColor = RGBColor(227, 119, 194);
+const TAB_OLIVE: RGBColor = RGBColor(188, 189, 34);
 
-/// iocp in blues and purple, the peers in warm colors and green.
+/// iocp in Rust in blues and purple, through the C ABI in brown and pink, the peers in
+/// warm colors and greens.
 fn drain_color(subject: drain::Subject) -> RGBColor {
     match subject {
-        drain::Subject::IocpGetMany => TAB_BLUE,
-        drain::Subject::IocpDrain => TAB_CYAN,
+        drain::Subject::IocpGetMany | drain::Subject::IocpGet => TAB_BLUE,
+        drain::Subject::IocpDrain | drain::Subject::IocpGetUpTo => TAB_CYAN,
         drain::Subject::IocpScalar => TAB_PURPLE,
+        drain::Subject::CGetMultiple | drain::Subject::CGet => TAB_BROWN,
+        drain::Subject::CGetEx => TAB_PINK,
         drain::Subject::ArrayQueue => TAB_ORANGE,
         drain::Subject::Mpsc => TAB_GREEN,
+        drain::Subject::CrossbeamChannel => TAB_OLIVE,
         drain::Subject::IoUring => TAB_RED,
     }
 }
 
-/// iocp in the same blue as in the drain plot, the peers in their own colors.
+/// iocp in the same blue and brown as in the drain plot, the peers in their own colors.
 fn wake_color(subject: wake::Subject) -> RGBColor {
     match subject {
         wake::Subject::Iocp => TAB_BLUE,
+        wake::Subject::IocpC => TAB_BROWN,
         wake::Subject::Futex => TAB_ORANGE,
         wake::Subject::MioWaker => TAB_GREEN,
     }
@@ -403,32 +412,47 @@ struct Curve {
     points: Vec<(i32, f64)>,
 }
 
-/// `wake-latency.svg`, unless nothing was measured.
+/// `wake-latency.svg`, unless nothing was measured: a panel per group.
 fn latency(dir: &Path, report: &wake::Report) -> io::Result<Option<String>> {
-    let curves: Vec<Curve> = report
-        .rows
+    let panels: Vec<(String, Vec<Curve>)> = report
+        .groups
         .iter()
-        .filter_map(|row| match &row.outcome {
-            wake::Outcome::Measured { curve, .. } => Some(Curve {
-                name: row.name,
-                color: wake_color(row.subject),
-                points: curve_points(curve),
-            }),
-            wake::Outcome::Skipped { .. } => None,
+        .map(|group| {
+            let curves = group
+                .rows
+                .iter()
+                .filter_map(|row| match &row.outcome {
+                    wake::Outcome::Measured { curve, .. } => Some(Curve {
+                        name: row.name,
+                        color: wake_color(row.subject),
+                        points: curve_points(curve),
+                    }),
+                    wake::Outcome::Skipped { .. } => None,
+                })
+                .collect();
+            let title = match group.kind {
+                wake::Kind::Spinning => "spinning wake: closed-loop ping-pong round trip",
+                wake::Kind::Sleeping { .. } => "sleeping wake: post to return, posts 2 ms apart",
+            };
+            let pinned = if group.pinned { "pinned" } else { "unpinned" };
+            (format!("{title} ({pinned})"), curves)
         })
         .collect();
-    if curves.iter().all(|curve| curve.points.is_empty()) {
+    if panels
+        .iter()
+        .flat_map(|(_, curves)| curves)
+        .all(|curve| curve.points.is_empty())
+    {
         return Ok(None);
     }
     let name = "wake-latency.svg";
     let path = dir.join(name);
-    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+    let rows = panels.len().div_ceil(2);
+    let root = SVGBackend::new(&path, (WIDTH * 2, HEIGHT * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    percentile_panel(
-        &root,
-        "wake: round trip through a parked waiter (closed-loop ping-pong)",
-        curves,
-    )?;
+    for ((title, curves), area) in panels.into_iter().zip(root.split_evenly((rows, 2))) {
+        percentile_panel(&area, &title, curves)?;
+    }
     root.present().map_err(plot_error)?;
     Ok(Some(name.to_owned()))
 }
@@ -483,32 +507,43 @@ fn throughput(dir: &Path, report: &drain::Report) -> io::Result<Option<String>> 
 
     let name = "drain-throughput.svg";
     let path = dir.join(name);
-    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+    let root = SVGBackend::new(&path, (WIDTH * 2, HEIGHT * 2)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let root = root
         .titled(
-            "drain: post -> batched drain throughput (median records/s)",
+            "drain: post -> dequeue throughput (median records/s; * pinned)",
             ("sans-serif", 22),
         )
         .map_err(plot_error)?;
-    let same: Vec<&drain::Group> = report
-        .groups
-        .iter()
-        .filter(|g| matches!(g.shape, drain::Shape::SameThread { .. }))
-        .collect();
-    let producers: Vec<&drain::Group> = report
-        .groups
-        .iter()
-        .filter(|g| matches!(g.shape, drain::Shape::Producers { .. }))
-        .collect();
-    let (left, right) = root.split_horizontally(WIDTH * 11 / 20);
-    bars(
-        &left,
-        "1 thread: post a batch, take it back",
-        &same,
-        y_range,
-    )?;
-    bars(&right, "N producers, 1 consumer", &producers, y_range)?;
+    let family = |pick: fn(drain::Shape) -> bool| -> Vec<&drain::Group> {
+        report.groups.iter().filter(|g| pick(g.shape)).collect()
+    };
+    let panels = [
+        (
+            "1 thread: post a batch, take it back",
+            family(|shape| matches!(shape, drain::Shape::SameThread { .. })),
+        ),
+        (
+            "N producers, 1 consumer",
+            family(|shape| matches!(shape, drain::Shape::Producers { .. })),
+        ),
+        (
+            "batched post (iocp post_many; peers one at a time)",
+            family(|shape| {
+                matches!(
+                    shape,
+                    drain::Shape::SameThreadBatchedPost { .. } | drain::Shape::BatchedPost { .. }
+                )
+            }),
+        ),
+        (
+            "worker pool: 1 producer, W workers",
+            family(|shape| matches!(shape, drain::Shape::Pool { .. })),
+        ),
+    ];
+    for ((title, groups), area) in panels.iter().zip(root.split_evenly((2, 2))) {
+        bars(&area, title, groups, y_range)?;
+    }
     root.present().map_err(plot_error)?;
     Ok(Some(name.to_owned()))
 }
@@ -520,15 +555,16 @@ fn bars(
     groups: &[&drain::Group],
     (low, high): (f64, f64),
 ) -> io::Result<()> {
-    let Some(first) = groups.first() else {
+    if groups.is_empty() {
         return Ok(());
-    };
-    // Every group of a panel has the same implementations in the same order.
-    let subjects: Vec<(drain::Subject, &str)> = first
-        .rows
-        .iter()
-        .map(|row| (row.subject, row.name))
-        .collect();
+    }
+    // Every implementation of the panel's groups, in order of first appearance.
+    let mut subjects: Vec<(drain::Subject, &str)> = Vec::new();
+    for row in groups.iter().flat_map(|group| &group.rows) {
+        if !subjects.iter().any(|&(subject, _)| subject == row.subject) {
+            subjects.push((row.subject, row.name));
+        }
+    }
     // Each group is X_SCALE wide: 10% margin on each side, bars sharing the rest.
     let width = X_SCALE * 8 / 10 / subjects.len() as i32;
     let groups_end = groups.len() as i32 * X_SCALE;
@@ -553,7 +589,7 @@ fn bars(
         .x_label_formatter(&|&x| {
             groups
                 .get((x / X_SCALE) as usize)
-                .map_or_else(String::new, |group| short_label(group.shape))
+                .map_or_else(String::new, |group| short_label(group))
         })
         .y_label_formatter(&|&y| log_label(y, si))
         .draw()
@@ -589,11 +625,19 @@ fn bars(
     Ok(())
 }
 
-/// A variant's label short enough to sit under its bars.
-fn short_label(shape: drain::Shape) -> String {
-    match shape {
+/// A variant's label short enough to sit under its bars; `*` when pinned.
+fn short_label(group: &drain::Group) -> String {
+    let label = match group.shape {
         drain::Shape::SameThread { batch } => format!("batch {batch}"),
-        drain::Shape::Producers { .. } => shape.label(),
+        drain::Shape::SameThreadBatchedPost { .. } => "1 thread".to_owned(),
+        drain::Shape::Producers { producers } | drain::Shape::BatchedPost { producers, .. } => {
+            format!("{producers} prod.")
+        }
+        drain::Shape::Pool { workers } => format!("{workers} workers"),
+    };
+    match group.pinned {
+        true => label + " *",
+        false => label,
     }
 }
 

@@ -1,7 +1,7 @@
 //! What a run leaves behind: the terminal table, `results.json`, and the machine record
 //! that makes figures from different runs comparable (or shows that they are not).
 
-use crate::scenario::{drain, echo, file, wake};
+use crate::scenario::{drain, echo, file, wake, Target};
 use crate::{plot, sys, Settings};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -237,23 +237,21 @@ pub fn table(results: &Results) -> String {
     out
 }
 
-/// The `drain` section: a block of rows per variant, then its verdict.
+/// The `drain` section: a block of rows per variant, then its targets.
 fn drain_table(out: &mut String, report: &drain::Report) {
     let _ = writeln!(
         out,
-        "\ndrain: post -> batched drain, records/s (median of {} runs of {:.2} s); ratio to the best peer",
+        "\ndrain: post -> dequeue, records/s (median of {} runs of {:.2} s); ratio to the best peer",
         report.rounds, report.duration_s
     );
     let _ = writeln!(
         out,
-        "{:<24} {:<22} {:>12} {:>9}",
-        "variant", "implementation", "records/s", "x best"
+        "{:<26} {:<3} {:<22} {:>12} {:>9}",
+        "variant", "pin", "implementation", "records/s", "x best"
     );
     for group in &report.groups {
         let mut label = group.label.clone();
-        if group.pinned {
-            label.push_str(" (pinned)");
-        }
+        let mut pin = if group.pinned { "yes" } else { "no" };
         for row in &group.rows {
             let best = if group.best_peer == Some(row.subject) {
                 " <- best peer"
@@ -268,27 +266,24 @@ fn drain_table(out: &mut String, report: &drain::Report) {
                 } => {
                     let _ = writeln!(
                         out,
-                        "{label:<24} {:<22} {:>12} {:>9}{best}",
+                        "{label:<26} {pin:<3} {:<22} {:>12} {:>9}{best}",
                         row.name,
                         si(*records_per_sec),
-                        ratio_to_best_peer.map_or("-".into(), |r| format!("{r:.2}x")),
+                        ratio(*ratio_to_best_peer),
                     );
                 }
                 drain::Outcome::Skipped { reason } => {
-                    let _ = writeln!(out, "{label:<24} {:<22} skipped: {reason}", row.name);
+                    let _ = writeln!(
+                        out,
+                        "{label:<26} {pin:<3} {:<22} skipped: {reason}",
+                        row.name
+                    );
                 }
             }
             label.clear();
+            pin = "";
         }
-        if let Some(ratio) = group.iocp_batched_ratio {
-            let _ = writeln!(
-                out,
-                "{:<24} iocp batched / best peer = {ratio:.2}x (target >= {:.0}x: {})",
-                "",
-                report.target_ratio,
-                verdict(ratio >= report.target_ratio)
-            );
-        }
+        targets(out, 31, &group.targets);
     }
     if report
         .groups
@@ -297,64 +292,97 @@ fn drain_table(out: &mut String, report: &drain::Report) {
     {
         let _ = writeln!(
             out,
-            "(io_uring has one submitter per ring, so the producer rows have no io_uring peer)"
+            "(io_uring has one submitter per ring, so the producer rows have no io_uring peer; \
+             the C ABI has no batched post)"
         );
     }
 }
 
-/// The `wake` section: a row per implementation, the p50 verdict, the idle waiter.
+/// One line per target, indented by `indent`: the ratio, the bound and the verdict.
+fn targets(out: &mut String, indent: usize, targets: &[Target]) {
+    for target in targets {
+        let _ = writeln!(
+            out,
+            "{:indent$}target: {} = {} ({}: {})",
+            "",
+            target.what,
+            ratio(target.ratio),
+            target.bound,
+            match target.met {
+                Some(met) => verdict(met),
+                None => "not measured",
+            }
+        );
+    }
+}
+
+/// The `wake` section: a block of rows per kind of wake and pinning, their targets, the
+/// idle waiter.
 fn wake_table(out: &mut String, report: &wake::Report) {
     let _ = writeln!(
         out,
-        "\nwake: ping-pong through a parked waiter, round trip in us ({} runs of {:.2} s{}, closed loop)",
+        "\nwake: latency in us ({} runs each; spinning: closed-loop ping-pong, {:.2} s per run, a round trip; \
+         sleeping: posts {} ms apart, post to the waiter's return)",
         report.rounds,
         report.duration_s,
-        if report.pinned { ", pinned" } else { "" }
+        wake::SLEEP_GAP.as_secs_f64() * 1e3,
     );
     let _ = writeln!(
         out,
-        "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9}",
-        "implementation", "p50", "p90", "p99", "p99.9", "p99.99", "max", "trips/s", "p50/futex"
+        "{:<9} {:<3} {:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "kind",
+        "pin",
+        "implementation",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+        "per s",
+        "p50/futex"
     );
-    let futex_p50 = report
-        .rows
-        .iter()
-        .find(|row| row.subject == wake::Subject::Futex)
-        .and_then(|row| row.outcome.latency())
-        .map(|latency| latency.p50 as f64);
-    for row in &report.rows {
-        match &row.outcome {
-            wake::Outcome::Measured {
-                round_trips_per_sec,
-                latency_ns: l,
-                ..
-            } => {
-                let _ = writeln!(
-                    out,
-                    "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9}",
-                    row.name,
-                    us(l.p50),
-                    us(l.p90),
-                    us(l.p99),
-                    us(l.p99_9),
-                    us(l.p99_99),
-                    us(l.max),
-                    si(*round_trips_per_sec),
-                    futex_p50.map_or("-".into(), |f| format!("{:.2}x", l.p50 as f64 / f)),
-                );
+    for group in &report.groups {
+        let futex_p50 = group
+            .rows
+            .iter()
+            .find(|row| row.subject == wake::Subject::Futex)
+            .and_then(|row| row.outcome.latency())
+            .map(|latency| latency.p50 as f64);
+        let mut kind = match group.kind {
+            wake::Kind::Spinning => "spinning",
+            wake::Kind::Sleeping { .. } => "sleeping",
+        };
+        let mut pin = if group.pinned { "yes" } else { "no" };
+        for row in &group.rows {
+            match &row.outcome {
+                wake::Outcome::Measured {
+                    samples_per_sec,
+                    latency_ns: l,
+                    ..
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "{kind:<9} {pin:<3} {:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+                        row.name,
+                        us(l.p50),
+                        us(l.p90),
+                        us(l.p99),
+                        us(l.p99_9),
+                        us(l.p99_99),
+                        us(l.max),
+                        si(*samples_per_sec),
+                        ratio(futex_p50.map(|f| l.p50 as f64 / f)),
+                    );
+                }
+                wake::Outcome::Skipped { reason } => {
+                    let _ = writeln!(out, "{kind:<9} {pin:<3} {:<20} skipped: {reason}", row.name);
+                }
             }
-            wake::Outcome::Skipped { reason } => {
-                let _ = writeln!(out, "{:<20} skipped: {reason}", row.name);
-            }
+            kind = "";
+            pin = "";
         }
-    }
-    if let Some(ratio) = report.p50_ratio_iocp_to_futex {
-        let _ = writeln!(
-            out,
-            "p50(iocp) / p50(futex) = {ratio:.2} (target <= {}: {})",
-            report.target_p50_ratio,
-            verdict(ratio <= report.target_p50_ratio)
-        );
+        targets(out, 14, &group.targets);
     }
     match &report.idle {
         wake::Idle::Measured {

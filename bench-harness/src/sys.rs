@@ -1,7 +1,10 @@
 //! The few system calls the harness makes itself: the raw futex of the `wake` peer, the
-//! thread CPU clock of the idle-waiter measurement, and `uname` for the machine record.
+//! thread CPU clock of the idle-waiter measurement, `uname` for the machine record, and
+//! `dlopen` for the C library the C ABI rows load.
 
-use std::ffi::CStr;
+use std::ffi::{c_void, CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
@@ -67,4 +70,54 @@ pub fn uname() -> Option<String> {
         field(&names.version),
         field(&names.machine)
     ))
+}
+
+/// A shared library loaded with `dlopen`. Never unloaded: a Rust `cdylib` may leave
+/// thread-local destructors behind that must not outlive its code, so the handle is kept
+/// for the life of the process.
+pub struct SharedLibrary {
+    handle: *mut c_void,
+}
+
+// SAFETY: a dlopen handle is a process-wide token; `dlsym` may be called on it from any
+// thread.
+unsafe impl Send for SharedLibrary {}
+// SAFETY: as for `Send`: every use of the handle (`dlsym`) is thread-safe.
+unsafe impl Sync for SharedLibrary {}
+
+impl SharedLibrary {
+    /// Loads `path` with every symbol resolved now (`RTLD_NOW`) and kept out of the global
+    /// namespace (`RTLD_LOCAL`), as a plugin is. Returns `dlerror`'s text on failure.
+    pub fn open(path: &Path) -> Result<SharedLibrary, String> {
+        let name = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: `name` is a NUL-terminated path. Loading runs the library's initializers;
+        // the libraries loaded here are ours (libiocp), whose initializers are Rust's.
+        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        if handle.is_null() {
+            return Err(dl_error());
+        }
+        Ok(SharedLibrary { handle })
+    }
+
+    /// The address of the exported symbol `name`, or `None` when the library lacks it.
+    pub fn symbol(&self, name: &CStr) -> Option<*mut c_void> {
+        // SAFETY: `handle` came from a successful dlopen and is never closed; `name` is
+        // NUL-terminated.
+        let address = unsafe { libc::dlsym(self.handle, name.as_ptr()) };
+        (!address.is_null()).then_some(address)
+    }
+}
+
+/// The text of the last `dlopen`/`dlsym` failure on this thread.
+fn dl_error() -> String {
+    // SAFETY: dlerror returns NULL or a NUL-terminated string valid until the next dl call
+    // on this thread, which the copy below precedes.
+    let text = unsafe { libc::dlerror() };
+    if text.is_null() {
+        return "unknown dlopen error".to_owned();
+    }
+    // SAFETY: non-NULL, NUL-terminated, valid until the next dl call (see above).
+    unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned()
 }

@@ -18,7 +18,58 @@ pub mod file;
 pub mod wake;
 
 use core_affinity::CoreId;
+use serde::Serialize;
+use std::fmt;
 use std::ops::Deref;
+
+/// One of the design's performance targets (DESIGN.md), on a ratio this run measured.
+#[derive(Debug, Serialize)]
+pub struct Target {
+    /// What is divided by what, e.g. `iocp batched / best peer`.
+    pub what: String,
+    /// The ratio; `None` when a side of it was not measured.
+    pub ratio: Option<f64>,
+    /// The bound the ratio must keep.
+    pub bound: Bound,
+    /// Whether it does; `None` when not measured.
+    pub met: Option<bool>,
+}
+
+/// A target's bound on its ratio.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// The ratio must be at least this.
+    AtLeast(f64),
+    /// The ratio must be at most this.
+    AtMost(f64),
+}
+
+impl Target {
+    /// The target `bound` on `ratio`, judged.
+    pub fn new(what: impl Into<String>, ratio: Option<f64>, bound: Bound) -> Target {
+        let met = ratio.map(|ratio| match bound {
+            Bound::AtLeast(low) => ratio >= low,
+            Bound::AtMost(high) => ratio <= high,
+        });
+        Target {
+            what: what.into(),
+            ratio,
+            bound,
+            met,
+        }
+    }
+}
+
+impl fmt::Display for Bound {
+    /// `>= 1.5x`, `<= 0.5x`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bound::AtLeast(low) => write!(f, ">= {low}x"),
+            Bound::AtMost(high) => write!(f, "<= {high}x"),
+        }
+    }
+}
 
 /// Pins the calling thread to `cores[index]` when there is a plan.
 fn pin(cores: Option<&[CoreId]>, index: usize) {
