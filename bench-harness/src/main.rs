@@ -8,10 +8,12 @@
 //!
 //! Scenarios (`iocp-bench [SCENARIO]`, all of them when none is named):
 //!
-//! * `drain`: post → batched drain throughput, iocp against crossbeam's `ArrayQueue`,
-//!   `std::sync::mpsc` and io_uring NOPs ([`scenario::drain`]).
-//! * `wake`: post-to-parked-waiter round-trip latency, iocp against a raw futex and mio's
-//!   `Waker`, and the CPU an idle waiter burns ([`scenario::wake`]).
+//! * `drain`: post → dequeue throughput (same thread, producers, batched post, worker
+//!   pool), iocp in Rust and through its C ABI against crossbeam's `ArrayQueue` and
+//!   channel, `std::sync::mpsc` and io_uring NOPs ([`scenario::drain`]).
+//! * `wake`: post-to-waiter latency, to a spinning waiter (ping-pong) and to a sleeping
+//!   one (posts 2 ms apart), iocp in Rust and through its C ABI against a raw futex and
+//!   mio's `Waker`, and the CPU an idle waiter burns ([`scenario::wake`]).
 //! * `echo`: TCP echo on loopback, 64-byte messages, 1 to 256 connections, closed and open
 //!   loop, iocp's two drives against the same server on mio, tokio and io_uring
 //!   ([`scenario::echo`], driven by [`loadgen`]).
@@ -52,7 +54,8 @@ struct Cli {
     /// Results directory [default: results/UTC-TIMESTAMP/ in the current directory].
     #[arg(long, global = true, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Pin each measurement's threads to distinct cores, when the machine has enough.
+    /// Also run every `drain` and `wake` shape pinned (each thread on a core of its own),
+    /// where the machine has enough cores: the table then has a pinned and an unpinned group.
     #[arg(long, global = true)]
     pin: bool,
     /// Seconds per measurement [default: 0.3, or 0.02 with --quick].
@@ -73,9 +76,9 @@ struct Cli {
 enum Command {
     /// Every scenario, one after the other (the default).
     All,
-    /// Post → batched drain throughput, 1 and N producers, against ArrayQueue, mpsc and io_uring.
+    /// Post → dequeue throughput: same thread, producers, batched post, worker pool, C ABI.
     Drain,
-    /// Post-to-parked-waiter round-trip latency against futex and mio Waker; idle waiter CPU.
+    /// Post-to-waiter latency, spinning and sleeping, against futex and mio Waker; idle CPU.
     Wake,
     /// TCP echo, 64 B, 1/64/256 connections, closed and open loop, against mio, tokio, io_uring.
     Echo,
@@ -125,9 +128,10 @@ pub struct Settings {
 
 impl Settings {
     fn new(cli: &Cli) -> Settings {
-        // Full run: drain is 28 variants x 5 rounds x 0.3 s = 42 s, wake 3 x 12 x 0.3 s
-        // = 11 s, echo about 55 s and file about 15 s (their modules derive their lengths
-        // from this duration), so that the whole run stays under three minutes on 2 cores.
+        // Full run: drain is 53 measurements x 5 rounds x 0.3 s = 80 s (89 with --pin on 2
+        // cores: 133 s), wake 6 x 12 x 0.3 s = 23 s (46 s pinned too), echo about 55 s and
+        // file about 15 s (their modules derive their lengths from this duration): about
+        // three minutes on 2 cores, four with --pin.
         let (duration, drain_rounds, wake_rounds, idle_wait) = if cli.quick {
             (Duration::from_millis(20), 3, 2, Duration::from_millis(250))
         } else {

@@ -25,7 +25,7 @@
 //!   Records/s is what all workers took by the deadline, read by a controller thread that
 //!   sleeps through the measurement.
 //!
-//! Implementations, every queue 4096 records of 24 bytes (a [`Completion`]):
+//! Implementations, every queue 4096 records of 24 bytes (a [`iocp::Completion`]):
 //!
 //! * `iocp get_many`: [`Port::get_many`] copying runs out into a buffer;
 //! * `iocp drain`: [`Port::drain`], reading the run in place;
