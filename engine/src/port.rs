@@ -1032,6 +1032,9 @@ impl Shared {
         }
         // SeqCst: the releaser half of the Dekker pair with `has_room` in a waiter.
         let before = self.active.fetch_sub(1, Ordering::SeqCst);
+        // (Loom reads SeqCst accesses as AcqRel; its fence stands for the order that the
+        // decrement and the look at the lanes below have in the single SeqCst order.)
+        crate::primitive::loom_seqcst_fence();
         if before >= self.concurrency && self.ring.has_claimed() {
             // The thread held back may be asleep, or leading the reactor.
             self.wake_someone();

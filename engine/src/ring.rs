@@ -173,21 +173,45 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Some(lane) = &self.lane {
             // Release: pairs with the acquire claim of the next owner in `Ring::acquire_lane`,
-            // which continues from this thread's `tail` and copy of `head`.
+            // which continues from this thread's `tail` and copy of `head`. Loom mismatches
+            // a plain store with a racing read-modify-write of the same atomic
+            // (tokio-rs/loom#252), so it gets a swap.
+            #[cfg(loom)]
+            lane.producers.owner.swap(0, Ordering::Release);
+            #[cfg(not(loom))]
             lane.producers.owner.store(0, Ordering::Release);
         }
     }
 }
 
+/// A thread's lane cache and the token that names the thread as a lane's owner.
+struct Lanes {
+    /// Unique among all threads ever (a count, not an address: a stale owner value read
+    /// by a waiter must never name another thread), 0 until first needed.
+    token: usize,
+    held: Vec<Held>,
+}
+
+impl Lanes {
+    fn token(&mut self) -> usize {
+        if self.token == 0 {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+            // Relaxed: tokens only need to be distinct.
+            self.token = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.token
+    }
+}
+
 #[cfg(not(loom))]
 std::thread_local! {
-    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+    static HELD: RefCell<Lanes> = const { RefCell::new(Lanes { token: 0, held: Vec::new() }) };
 }
 
 // Loom's `thread_local!` has no `const` initializer form.
 #[cfg(loom)]
 loom::thread_local! {
-    static HELD: RefCell<Vec<Held>> = RefCell::new(Vec::new());
+    static HELD: RefCell<Lanes> = RefCell::new(Lanes { token: 0, held: Vec::new() });
 }
 
 /// A cache of this many entries is pruned of dropped ports before it grows.
@@ -202,12 +226,12 @@ impl Ring {
     pub(crate) fn new(capacity: usize, fifo: bool) -> Ring {
         assert!(capacity.is_power_of_two() && capacity <= MAX_CAPACITY);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Ring {
+        let ring = Ring {
             consumer: CachePadded::new(ConsumerSide {
                 consuming: AtomicBool::new(false),
                 next_lane: UnsafeCell::new(0),
             }),
-            shared: Lane::new(capacity, false),
+            shared: Lane::new(capacity, None),
             private: (0..MAX_LANES)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
@@ -216,7 +240,23 @@ impl Ring {
             fifo,
             // Relaxed: ids only need to be distinct.
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        // Under loom the lanes exist from the start, free: loom mistakes a thread's first
+        // store to an atomic it has just created for a second store of the same moment
+        // (its "TODO: this sometimes fails" assertion), so the models take lanes made by
+        // the constructing thread. They check taking and handing back a lane and the posts;
+        // the one-time installation is checked by the std tests.
+        #[cfg(loom)]
+        {
+            for entry in ring.private.iter() {
+                let lane = Arc::into_raw(Arc::new(Lane::new(capacity, Some(0))));
+                // Relaxed: the ring is not shared yet.
+                entry.store(lane.cast_mut(), Ordering::Relaxed);
+            }
+            // Relaxed: as above.
+            ring.installed.store(MAX_LANES, Ordering::Relaxed);
         }
+        ring
     }
 
     /// Slots per lane.
@@ -236,9 +276,9 @@ impl Ring {
             return self.shared.push_many(records);
         }
         let pushed = HELD.try_with(|held| {
-            let mut held = held.try_borrow_mut().ok()?;
-            let token = held_token(&held);
-            let lane = self.lane_of_this_thread(&mut held, token)?;
+            let mut lanes = held.try_borrow_mut().ok()?;
+            let lanes = &mut *lanes;
+            let lane = self.lane_of_this_thread(lanes)?;
             lane.push_many(records);
             // The poster's side of the sleeper Dekker pair (see the module docs).
             barrier::light();
@@ -252,11 +292,12 @@ impl Ring {
     /// The calling thread's private lane on this ring, taking one on the first post;
     /// `None` for the shared lane.
     #[inline]
-    fn lane_of_this_thread<'h>(&self, held: &'h mut Vec<Held>, token: usize) -> Option<&'h Lane> {
-        if !matches!(held.first(), Some(first) if first.ring == self.id) {
-            self.find_or_acquire(held, token);
+    fn lane_of_this_thread<'h>(&self, lanes: &'h mut Lanes) -> Option<&'h Lane> {
+        if !matches!(lanes.held.first(), Some(first) if first.ring == self.id) {
+            let token = lanes.token();
+            self.find_or_acquire(&mut lanes.held, token);
         }
-        held[0].lane.as_deref()
+        lanes.held[0].lane.as_deref()
     }
 
     /// Moves this ring's entry to the front of the thread's cache, making one if needed.
@@ -289,9 +330,7 @@ impl Ring {
             // Acquire: pairs with the release of the installing compare-and-swap below.
             let mut lane = entry.load(Ordering::Acquire);
             if lane.is_null() {
-                let new = Arc::new(Lane::new(self.capacity, true));
-                // Relaxed: published by the release of the compare-and-swap below.
-                new.producers.owner.store(token, Ordering::Relaxed);
+                let new = Arc::new(Lane::new(self.capacity, Some(token)));
                 let raw = Arc::into_raw(Arc::clone(&new)).cast_mut();
                 // AcqRel: releases the new lane to the consumer and other producers;
                 // acquires a lane another thread installed first.
@@ -377,7 +416,10 @@ impl Ring {
 
     /// Whether a thread other than the caller owns a private lane of this ring.
     fn foreign_owners(&self) -> bool {
-        let mine = HELD.try_with(held_token_of).unwrap_or(0);
+        // A thread whose cache is gone (exiting) owns nothing any more: 0 names no thread.
+        let mine = HELD
+            .try_with(|lanes| lanes.try_borrow().map_or(0, |lanes| lanes.token))
+            .unwrap_or(0);
         (1..self.lanes()).filter_map(|i| self.lane(i)).any(|lane| {
             // SeqCst: pairs with the owner's claim in `acquire_lane` (see there).
             let owner = lane.producers.owner.load(Ordering::SeqCst);
@@ -446,24 +488,15 @@ fn after_taking_a_lane() {
     crate::primitive::fence(Ordering::SeqCst);
 }
 
-/// A token naming the calling thread among live threads: the address of its lane cache.
-fn held_token(held: &Vec<Held>) -> usize {
-    held as *const Vec<Held> as usize
-}
-
-fn held_token_of(held: &RefCell<Vec<Held>>) -> usize {
-    // The address of the `Vec` inside the cell, as `held_token` sees it through a borrow.
-    held.as_ptr() as usize
-}
-
 impl Lane {
-    fn new(capacity: usize, private: bool) -> Lane {
+    /// A lane of `capacity` slots: private to the thread with `owner`'s token, or shared.
+    fn new(capacity: usize, owner: Option<usize>) -> Lane {
         Lane {
             head: CachePadded::new(AtomicUsize::new(0)),
             producers: CachePadded::new(Producers {
                 tail: AtomicUsize::new(0),
                 head: AtomicUsize::new(0),
-                owner: AtomicUsize::new(0),
+                owner: AtomicUsize::new(owner.unwrap_or(0)),
             }),
             overflow_len: CachePadded::new(AtomicUsize::new(0)),
             overflow: SegQueue::new(),
@@ -475,7 +508,7 @@ impl Lane {
                 })
                 .collect(),
             mask: capacity - 1,
-            private,
+            private: owner.is_some(),
             retired: AtomicBool::new(false),
         }
     }
@@ -1018,7 +1051,7 @@ mod tests {
     #[test]
     fn one_claim_takes_a_whole_batch_when_it_fits() {
         for private in [false, true] {
-            let lane = Lane::new(16, private);
+            let lane = Lane::new(16, private.then_some(1));
             let claim = |want| match private {
                 true => lane.claim_private(want),
                 false => lane.claim_shared(want),
