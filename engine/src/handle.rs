@@ -366,6 +366,29 @@ impl<H: Handled> Registry<H> {
         self.with(handle, |object| H::from_arc(Arc::clone(object.arc())))
     }
 
+    /// As [`get`](Self::get), for an object its handle keeps alive (`into_handle`) only: a
+    /// reference to it may be kept as long as the object is open without changing when it
+    /// is dropped, where keeping one to an object that Rust code owns would outlive the
+    /// owner's last clone.
+    pub(crate) fn get_kept(&self, handle: RawHandle) -> Option<H> {
+        let slot = slot(handle, false)?;
+        let guard = epoch::pin();
+        // Acquire: pairs with the AcqRel swap or CAS that published the entry.
+        let entry = slot.load(Ordering::Acquire, &guard);
+        // SAFETY: a non-null slot value is a live entry while we stay pinned (see `create`).
+        let entry = unsafe { entry.as_ref() }?;
+        if entry.kind != H::KIND || entry.held != Held::Strong {
+            return None;
+        }
+        let object = entry.object.cast::<H::Inner>();
+        // SAFETY: a strong entry's `object` is its `Arc::into_raw` of an `H::Inner` (its
+        // kind says so), alive while the entry is, which is until after this pin ends; the
+        // increment makes a count of our own for the `Arc` built next.
+        unsafe { Arc::increment_strong_count(object) };
+        // SAFETY: the count was just added for this `Arc`.
+        Some(H::from_arc(unsafe { Arc::from_raw(object) }))
+    }
+
     /// Makes the handle keep its object alive (a strong entry) until the object is closed;
     /// returns the handle. An object closed already, or retired, is simply dropped.
     pub(crate) fn keep(&self, object: H) -> RawHandle {
@@ -459,11 +482,17 @@ mod tests {
         let port = Port::new().unwrap();
         let handle = port.clone().into_handle();
         let count = Arc::strong_count(port.arc());
-        let lent = Port::with_handle(handle, |lent| {
+        // The thread's first lookup keeps one reference for the next ones (see
+        // `Port::with_handle`); those take none.
+        let first = Port::with_handle(handle, |lent| {
             assert!(lent.same_port(&port));
             Arc::strong_count(lent.arc())
         });
-        assert_eq!(lent, Some(count), "the loan took a reference");
+        assert_eq!(first, Some(count + 1), "the first lookup keeps one reference");
+        for _ in 0..3 {
+            let lent = Port::with_handle(handle, |lent| Arc::strong_count(lent.arc()));
+            assert_eq!(lent, Some(count + 1), "a loan took a reference");
+        }
         drop(port);
 
         // Only the handle holds the port now.

@@ -226,6 +226,56 @@ impl PortBuilder {
 #[cfg(not(loom))]
 static PORTS: crate::handle::Registry<Port> = crate::handle::Registry::new();
 
+/// Ports kept alive by their handles that a thread looked up most recently, most recent
+/// first (see [`Port::with_handle`]).
+#[cfg(not(loom))]
+struct Recent {
+    ports: [Option<(crate::RawHandle, Port)>; RECENT_PORTS],
+}
+
+/// How many ports a thread keeps in [`Recent`]: a closed port stays allocated until the
+/// thread looks its number up again, meets it in a lookup, or exits.
+#[cfg(not(loom))]
+const RECENT_PORTS: usize = 4;
+
+#[cfg(not(loom))]
+impl Recent {
+    /// Whether an open port is kept under `handle`, moving it to the front. A closed one
+    /// is let go.
+    fn bring_to_front(&mut self, handle: crate::RawHandle) -> bool {
+        let Some(i) = self
+            .ports
+            .iter()
+            .position(|entry| matches!(entry, Some((kept, _)) if *kept == handle))
+        else {
+            return false;
+        };
+        self.ports[..=i].rotate_right(1);
+        // Relaxed: a port closed meanwhile is one whose close races this call, which
+        // `post` and the waits then settle as they do for any caller.
+        let open = self.ports[0]
+            .as_ref()
+            .is_some_and(|(_, port)| !port.shared.closed.load(Ordering::Relaxed));
+        if !open {
+            self.ports[0] = None;
+        }
+        open
+    }
+
+    /// Keeps `port` under `handle` at the front, letting the least recent one go.
+    fn keep(&mut self, handle: crate::RawHandle, port: Port) {
+        self.ports.rotate_right(1);
+        self.ports[0] = Some((handle, port));
+    }
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static RECENT: std::cell::RefCell<Recent> = const {
+        std::cell::RefCell::new(Recent { ports: [const { None }; RECENT_PORTS] })
+    };
+}
+
 // SAFETY: `from_arc` and `arc` only wrap and unwrap `shared`, a `Port`'s only field.
 #[cfg(not(loom))]
 unsafe impl crate::handle::Handled for Port {
@@ -507,15 +557,39 @@ impl Port {
         PORTS.get(handle)
     }
 
-    /// Runs `f` on the open port named `handle`; `None` if there is none.
+    /// Runs `f` on the open port named `handle`; `None` if there is none. `f` may block
+    /// (wait on the port).
     ///
-    /// The lookup takes no lock and, for a port kept by its handle
-    /// ([`into_handle`](Self::into_handle)), writes no shared word: `f` borrows the table's
-    /// own reference under an epoch pin. So `f` must not block: to wait, clone the port in
-    /// `f` and wait after `with_handle` returns.
+    /// The calling thread keeps references to the last few ports kept alive by their
+    /// handles ([`into_handle`](Self::into_handle), as the C ABI's are) that it looked up,
+    /// so a lookup of one of them takes no lock, makes no fence and writes no shared word: it checks that the number is the same and the port not closed (a port's
+    /// handle names it until it is closed; `CloseHandle` and the retirement of a handle
+    /// closed behind the library's back both close it). Another lookup goes through the
+    /// handle table under an epoch pin and keeps a reference for
+    /// next time: one reference-count increment.
     #[cfg(not(loom))]
     pub fn with_handle<R>(handle: crate::RawHandle, f: impl FnOnce(&Port) -> R) -> Option<R> {
-        PORTS.with(handle, f)
+        let mut f = Some(f);
+        let cached = RECENT.try_with(|recent| {
+            // Busy only when a signal handler calls in during a call of this thread's.
+            let mut recent = recent.try_borrow_mut().ok()?;
+            if !recent.bring_to_front(handle) {
+                // Only a port its handle keeps alive (the C ABI's): a reference kept to a
+                // port that Rust code owns would outlive the owner's last clone.
+                let port = PORTS.get_kept(handle)?;
+                recent.keep(handle, port);
+            }
+            let (_, port) = recent.ports[0].as_ref()?;
+            // The cache stays borrowed while `f` runs (it may block), which keeps `port`.
+            f.take().map(|f| f(port))
+        });
+        match (cached, f) {
+            (Ok(Some(result)), _) => Some(result),
+            // No port by that number, or the cache is busy or gone (thread exit): a
+            // reference of its own, which `f` may block on too.
+            (_, Some(f)) => PORTS.get(handle).map(|port| f(&port)),
+            (_, None) => None,
+        }
     }
 
     /// Hands the port to its handle, which keeps it alive until it is closed
@@ -1325,6 +1399,56 @@ mod tests {
                 assert_eq!(keys[200], 2, "the later post came out last");
             }
         }
+    }
+
+    #[test]
+    fn a_lookup_by_handle_never_finds_a_closed_port_through_the_thread_cache() {
+        let port = Port::new().unwrap();
+        let handle = port.into_handle();
+        // Looked up twice: the second lookup uses this thread's cached reference.
+        for key in [1, 2] {
+            let posted = Port::with_handle(handle, |port| port.post(Completion::new(key, 0, 0)));
+            assert!(posted.unwrap().is_ok());
+        }
+        let kept = Port::from_handle(handle).unwrap();
+        assert_eq!(kept.queued(), 2);
+        kept.close().unwrap();
+        drop(kept);
+        assert!(
+            Port::with_handle(handle, |_| ()).is_none(),
+            "a closed port was found"
+        );
+        // A new port may get the number at once; a lookup finds it, not the old one.
+        let again = Port::new().unwrap();
+        let new_handle = again.into_handle();
+        let found = Port::with_handle(new_handle, |port| port.queued()).unwrap();
+        assert_eq!(found, 0);
+        Port::from_handle(new_handle).unwrap().close().unwrap();
+    }
+
+    #[test]
+    fn a_port_that_rust_code_owns_is_not_kept_alive_by_a_lookup() {
+        let port = Port::new().unwrap();
+        let handle = port.handle();
+        let weak = Arc::downgrade(&port.shared);
+        assert_eq!(Port::with_handle(handle, |port| port.queued()), Some(0));
+        drop(port);
+        assert!(weak.upgrade().is_none(), "a lookup kept the port alive");
+        assert!(Port::with_handle(handle, |_| ()).is_none());
+    }
+
+    #[test]
+    fn a_lookup_may_block_on_the_port() {
+        let port = Port::new().unwrap();
+        let handle = port.into_handle();
+        let poster = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            Port::with_handle(handle, |port| port.post(Completion::new(5, 0, 0))).unwrap()
+        });
+        let got = Port::with_handle(handle, |port| port.get(Some(Duration::from_secs(5))));
+        assert_eq!(got.unwrap().unwrap().key(), 5);
+        poster.join().unwrap().unwrap();
+        Port::from_handle(handle).unwrap().close().unwrap();
     }
 
     /// Regression: `come_back` returned at once on a port without a concurrency limit, so
