@@ -11,8 +11,9 @@
 # and the heaviest frames). See perf/README.md.
 #
 # Installs what is missing: perf (Debian's linux-perf), addr2line (binutils) and python3
-# from Debian's packages, inferno from crates.io. The harness is built with frame pointers
-# and fuller debug info into target/perf, so the normal build in target/ is untouched.
+# from Debian's packages, inferno from the Rust package registry. The harness is built
+# with frame pointers and fuller debug info into target/perf, so the normal build in
+# target/ is untouched.
 # The run is bounded by the scenario's own bounded measurements, and by FLAMEGRAPH_TIMEOUT
 # seconds (default 1800) as a backstop. Nothing leaves the machine but the package
 # downloads.
