@@ -25,6 +25,7 @@ use crate::descriptor::Descriptor;
 use crate::error::{self, canceled, to_record};
 use crate::event::Event;
 use crate::overlapped::Overlapped;
+use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
 use crate::reactor::Reactor;
 use crate::sys::socket as sys;
@@ -395,9 +396,11 @@ impl Socket {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         let count = cancelled.len();
+        let mut posts = Posts::new();
         for request in cancelled {
-            state.deliver(request, Err(canceled()), Extra::default());
+            state.deliver(request, Err(canceled()), Extra::default(), &mut posts);
         }
+        posts.flush();
         Ok(count)
     }
 }
@@ -459,7 +462,9 @@ impl SocketInner {
     }
 
     /// Readiness from the reactor: runs the queued requests that can now complete.
-    pub(crate) fn on_ready(&self, readable: bool, writable: bool) {
+    /// Runs the requests that readiness lets go; their records join `posts`, which the
+    /// reactor posts together once its poll's events are handled.
+    pub(crate) fn on_ready(&self, readable: bool, writable: bool, posts: &mut Posts) {
         let mut state = lock(&self.state);
         let Ok(fd) = state.fd() else {
             // Closed after the event was collected.
@@ -467,10 +472,10 @@ impl SocketInner {
         };
         // Writes first: a connect they finish lets the reads go.
         if writable {
-            state.run(fd, false);
+            state.run(fd, false, posts);
         }
         if readable {
-            state.run(fd, true);
+            state.run(fd, true, posts);
         }
     }
 
@@ -483,9 +488,11 @@ impl SocketInner {
             .drain(..)
             .chain(state.writes.drain(..))
             .collect();
+        let mut posts = Posts::new();
         for request in pending {
-            state.deliver(request, Err(canceled()), Extra::default());
+            state.deliver(request, Err(canceled()), Extra::default(), &mut posts);
         }
+        posts.flush();
         if let Some(reactor) = state.reactor.take() {
             reactor.deregister(fd, self);
         }
@@ -517,7 +524,7 @@ impl State {
     }
 
     /// Completes queued requests of one direction, in order, until one would block.
-    fn run(&mut self, fd: RawFd, reads: bool) {
+    fn run(&mut self, fd: RawFd, reads: bool, posts: &mut Posts) {
         if reads && self.connecting() {
             return;
         }
@@ -534,13 +541,20 @@ impl State {
                 return;
             };
             let request = queue.pop_front().expect("front exists");
-            self.deliver(request, result, extra);
+            self.deliver(request, result, extra, posts);
         }
     }
 
     /// Reports a request that completed after it was queued: fills in its overlapped and
     /// posts a record, or sets the overlapped's event when there is no port.
-    fn deliver(&mut self, request: Request, result: io::Result<usize>, extra: Extra) {
+    /// Its record joins `posts` (posted by their owner soon after, with the others).
+    fn deliver(
+        &mut self,
+        request: Request,
+        result: io::Result<usize>,
+        extra: Extra,
+        posts: &mut Posts,
+    ) {
         let (bytes, errno) = to_record(&result);
         let port = self.port.as_ref().map(|(port, key)| (port, *key));
         match request.notify {
@@ -550,14 +564,22 @@ impl State {
                 };
                 self.finished
                     .insert(ticket, request.into_result(result, extra));
-                // A closed port discards its records, this one with them.
-                let _ = port.post(Completion::new(key, bytes, ticket as usize).with_error(errno));
+                posts.push(
+                    port,
+                    Completion::new(key, bytes, ticket as usize).with_error(errno),
+                );
             }
             Notify::Overlapped(overlapped) => {
                 // SAFETY: the submitter guaranteed the block lives until this completion.
                 let block = unsafe { &*overlapped };
-                // Fails only for a closed port, which discards its records anyway.
-                let _ = block.complete(bytes, errno, port);
+                // Published now; its record is posted with the others. (It fails only for
+                // STATUS_PENDING, which `to_record` never makes.)
+                if let Ok(Some(record)) =
+                    block.complete_with(bytes, errno, port.map(|(_, key)| key))
+                {
+                    let (port, _) = port.expect("a key comes with its port");
+                    posts.push(port, record);
+                }
             }
         }
     }

@@ -148,17 +148,32 @@ impl Overlapped {
     /// Winsock provider rule of `WPUCompleteOverlappedRequest`). After this returns the
     /// requester may free the block, so the caller must not touch it again.
     pub fn complete(&self, bytes: u32, errno: u32, port: Option<(&Port, u64)>) -> io::Result<()> {
+        match self.complete_with(bytes, errno, port.map(|(_, key)| key))? {
+            Some(record) => port.expect("a key comes with its port").0.post(record),
+            None => Ok(()),
+        }
+    }
+
+    /// As [`complete`](Self::complete), but the record for a port (`key` given) is returned
+    /// for the caller to post, after the block is published; without a key the `hEvent`
+    /// event is set. After this returns the caller must not touch the block again.
+    pub(crate) fn complete_with(
+        &self,
+        bytes: u32,
+        errno: u32,
+        key: Option<u64>,
+    ) -> io::Result<Option<Completion>> {
         let address = self as *const Overlapped as usize;
         // Read before publishing: once `Internal` is done the requester may reuse the block.
         let event = self.event_handle();
         self.publish(bytes, errno)?;
-        match port {
-            Some((port, key)) => port.post(Completion::new(key, bytes, address).with_error(errno)),
+        match key {
+            Some(key) => Ok(Some(Completion::new(key, bytes, address).with_error(errno))),
             None => {
                 if let Some(event) = Event::from_handle(event) {
                     event.set();
                 }
-                Ok(())
+                Ok(None)
             }
         }
     }

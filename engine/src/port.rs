@@ -1165,6 +1165,62 @@ impl Shared {
     }
 }
 
+/// Records bound for a port, gathered to be posted together with [`Port::post_many`]: the
+/// reactor gathers what one poll completes. They are posted when the buffer is full, when a
+/// record for another port comes, and when it is dropped, in the order pushed.
+#[cfg(not(loom))]
+pub(crate) struct Posts {
+    port: Option<Port>,
+    records: [Completion; POSTS_BATCH],
+    len: usize,
+}
+
+/// Records a [`Posts`] holds before it posts them.
+#[cfg(not(loom))]
+const POSTS_BATCH: usize = 64;
+
+#[cfg(not(loom))]
+impl Posts {
+    pub(crate) const fn new() -> Posts {
+        Posts {
+            port: None,
+            records: [Completion::new(0, 0, 0); POSTS_BATCH],
+            len: 0,
+        }
+    }
+
+    /// Queues `record` for `port`.
+    pub(crate) fn push(&mut self, port: &Port, record: Completion) {
+        let same = self.port.as_ref().is_some_and(|p| p.same_port(port));
+        if !same || self.len == POSTS_BATCH {
+            self.flush();
+        }
+        if !same {
+            self.port = Some(port.clone());
+        }
+        self.records[self.len] = record;
+        self.len += 1;
+    }
+
+    /// Posts what is gathered.
+    pub(crate) fn flush(&mut self) {
+        if let Some(port) = &self.port {
+            if self.len > 0 {
+                // A closed port discards its records, these with them.
+                let _ = port.post_many(&self.records[..self.len]);
+            }
+        }
+        self.len = 0;
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Posts {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// Why [`Shared::wait`] gave up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ended {
