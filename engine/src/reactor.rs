@@ -22,6 +22,7 @@
 //! turn has dispatched its events (the graveyard), so no event refers to freed memory.
 
 use crate::net::SocketInner;
+use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use std::io;
@@ -36,6 +37,11 @@ const WAKER: Token = Token(usize::MAX);
 /// Readiness events collected per turn.
 const EVENTS: usize = 256;
 
+/// How long a turn whose poll failed (other than by a signal) pauses before returning, so
+/// that a failure that lasts (`ENOMEM` under memory pressure, `EBADF` once a program has
+/// closed the poll's descriptor behind the library's back) costs a few hundred polls a
+/// second rather than a core.
+const FAILED_POLL_PAUSE: Duration = Duration::from_millis(1);
 pub(crate) struct Reactor {
     poller: Mutex<Poller>,
     registry: Registry,
@@ -216,3 +222,7 @@ impl Reactor {
         polled
     }
 }
+        // The records of the requests this poll lets go, posted together below.
+        let mut posts = Posts::new();
+                &mut posts,
+        posts.flush();
