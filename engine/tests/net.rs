@@ -112,12 +112,14 @@ fn unix_pair() -> (UnixStream, UnixStream) {
     (a, b)
 }
 
-/// An address on 127.0.0.1 where nothing listens (a port just released).
-fn closed_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// An address on 127.0.0.1 where nothing listens, and the socket that keeps it so: bound
+/// there, not listening, it refuses connections and keeps any other socket from binding
+/// the port (a port merely released could be a parallel test's listener a moment later).
+fn closed_port() -> (OwnedFd, SocketAddr) {
+    // A bound, unconnected TCP socket, only to read its address.
+    let holder = TcpStream::from(loopback_socket(0, false));
+    let addr = holder.local_addr().unwrap();
+    (holder.into(), addr)
 }
 
 /// A fresh, unconnected TCP socket of `domain`.
@@ -341,7 +343,7 @@ fn owned_buffer_requests_on_an_unassociated_socket_fail_enotconn() {
     let udp = Socket::unassociated(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
     let listener = Socket::unassociated(TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
     let unconnected = Socket::unassociated(tcp_socket(libc::AF_INET)).unwrap();
-    let somewhere = closed_port();
+    let (_holder, somewhere) = closed_port();
     assert_eq!(errno(stream.recv(vec![0; 8])), libc::ENOTCONN);
     assert_eq!(errno(stream.send(vec![0; 8])), libc::ENOTCONN);
     assert_eq!(errno(udp.recv_from(vec![0; 8])), libc::ENOTCONN);
@@ -949,7 +951,8 @@ fn connecting_to_a_closed_port_fails_econnrefused() {
     each_drive(|drive| {
         let port = port(drive);
         let socket = port.associate(tcp_socket(libc::AF_INET), 8).unwrap();
-        let result = match socket.connect(closed_port()).unwrap() {
+        let (_holder, closed) = closed_port();
+        let result = match socket.connect(closed).unwrap() {
             Submitted::Done(done) => {
                 eprintln!("{drive:?}: refused at once");
                 done.result
@@ -1335,7 +1338,7 @@ fn requests_after_close_fail_ebadf() {
     let (a, _b) = unix_pair();
     let socket = port.associate(a, 1).unwrap();
     socket.close().unwrap();
-    let somewhere = closed_port();
+    let (_holder, somewhere) = closed_port();
     assert_eq!(errno(socket.recv(vec![0; 8])), libc::EBADF);
     assert_eq!(errno(socket.send(vec![0; 8])), libc::EBADF);
     assert_eq!(errno(socket.recv_from(vec![0; 8])), libc::EBADF);
@@ -1739,11 +1742,13 @@ fn an_inline_leader_held_back_by_the_concurrency_value_takes_a_completion_once_r
     assert!(waited < Duration::from_secs(1), "waited {waited:?}");
 }
 
-/// A TCP socket bound to 127.0.0.1:`port` (0: any) with `SO_REUSEPORT`, so that a second
-/// one can share its port.
-fn reuseport_socket(port: u16) -> OwnedFd {
+/// A TCP socket bound to 127.0.0.1:`port` (0: any), with `SO_REUSEPORT` if `reuseport`, so
+/// that a second one can share its port.
+fn loopback_socket(port: u16, reuseport: bool) -> OwnedFd {
     let fd = tcp_socket(libc::AF_INET);
-    set_int_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+    if reuseport {
+        set_int_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+    }
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
@@ -1772,13 +1777,13 @@ fn reuseport_socket(port: u16) -> OwnedFd {
 /// then, the holder keeps any other listener off the port, so that SYN is refused. A
 /// backlog of zero holds one connection.
 fn full_listener() -> (TcpListener, OwnedFd, TcpStream) {
-    let listener = reuseport_socket(0);
+    let listener = loopback_socket(0, true);
     // SAFETY: listen(2) on a socket this function owns; no pointers.
     let rc = unsafe { libc::listen(listener.as_raw_fd(), 0) };
     assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
     let listener = TcpListener::from(listener);
     let addr = listener.local_addr().unwrap();
-    let holder = reuseport_socket(addr.port());
+    let holder = loopback_socket(addr.port(), true);
     let filler = TcpStream::connect(addr).unwrap();
     // The queue is full once the filler's handshake has reached it.
     wait_readable(listener.as_raw_fd());
