@@ -24,9 +24,10 @@
 use crate::net::SocketInner;
 use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
+use crate::sys::fault::{self, Call};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -36,12 +37,12 @@ use std::time::Duration;
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events collected per turn.
 const EVENTS: usize = 256;
-
 /// How long a turn whose poll failed (other than by a signal) pauses before returning, so
 /// that a failure that lasts (`ENOMEM` under memory pressure, `EBADF` once a program has
 /// closed the poll's descriptor behind the library's back) costs a few hundred polls a
 /// second rather than a core.
 const FAILED_POLL_PAUSE: Duration = Duration::from_millis(1);
+
 pub(crate) struct Reactor {
     poller: Mutex<Poller>,
     registry: Registry,
@@ -100,9 +101,10 @@ impl Reactor {
             let mut poller = lock(&reactor.poller);
             // Relaxed: `stop` is followed by a wake, which ends the poll below.
             while !reactor.stop.load(Ordering::Relaxed) {
-                if let Err(err) = reactor.turn(&mut poller, None) {
-                    debug_assert_eq!(err.kind(), io::ErrorKind::Interrupted, "{err}");
-                }
+                // A failed poll collected nothing and lost nothing (the kernel keeps the
+                // readiness for the next one), and nobody waits for this thread's result:
+                // poll again (after `turn`'s pause).
+                let _ = reactor.turn(&mut poller, None);
             }
         })?;
         Ok(())
@@ -117,6 +119,9 @@ impl Reactor {
 
     /// Registers `socket` (edge-triggered, both directions) under its address.
     pub(crate) fn register(&self, fd: RawFd, socket: &Arc<SocketInner>) -> io::Result<()> {
+        if let Some(errno) = fault::take(Call::ReactorRegister, fd) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         let token = Token(Arc::into_raw(Arc::clone(socket)) as usize);
         let interest = Interest::READABLE | Interest::WRITABLE;
         // The socket reaches the polling thread through the kernel: registered here, its
@@ -195,15 +200,32 @@ impl Reactor {
         Some(result)
     }
 
+    /// The number the fault seam knows this reactor's polls by: its registry's descriptor.
+    pub(crate) fn fault_fd(&self) -> RawFd {
+        self.registry.as_raw_fd()
+    }
+
     /// One poll: wait up to `timeout`, dispatch readiness, bury deregistered sockets.
+    ///
+    /// A poll that fails collects nothing and consumes no readiness: the kernel reports it
+    /// to the next poll. The failure is returned, after a pause of up to
+    /// [`FAILED_POLL_PAUSE`] (within `timeout`) unless a signal caused it.
     fn turn(&self, poller: &mut Poller, timeout: Option<Duration>) -> io::Result<()> {
         let Poller { poll, events } = poller;
-        let polled = poll.poll(events, timeout);
+        let polled = match fault::take(Call::ReactorPoll, self.fault_fd()) {
+            Some(errno) => {
+                events.clear();
+                Err(io::Error::from_raw_os_error(errno))
+            }
+            None => poll.poll(events, timeout),
+        };
         // The other end of the edge named in `register`.
         #[cfg(iocp_tsan)]
         crate::sys::tsan::acquire(self);
         // Relaxed: events are being handled; posts need not interrupt a poll now.
         self.blocked.store(false, Ordering::Relaxed);
+        // The records of the requests this poll lets go, posted together below.
+        let mut posts = Posts::new();
         for event in events.iter() {
             if event.token() == WAKER {
                 continue;
@@ -215,14 +237,17 @@ impl Reactor {
             socket.on_ready(
                 event.is_readable() || event.is_read_closed() || failed,
                 event.is_writable() || event.is_write_closed() || failed,
+                &mut posts,
             );
         }
+        posts.flush();
         let buried = std::mem::take(&mut *lock(&self.graveyard));
         drop(buried);
+        if let Err(err) = &polled {
+            if err.kind() != io::ErrorKind::Interrupted {
+                thread::sleep(timeout.map_or(FAILED_POLL_PAUSE, |t| t.min(FAILED_POLL_PAUSE)));
+            }
+        }
         polled
     }
 }
-        // The records of the requests this poll lets go, posted together below.
-        let mut posts = Posts::new();
-                &mut posts,
-        posts.flush();

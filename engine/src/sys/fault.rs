@@ -2,16 +2,18 @@
 //!
 //! Every system call the engine makes itself passes through [`take`] first: the retry
 //! loop `cvt` asks it before each attempt, and the futex wait, `connect` and the handle
-//! descriptor's creation ask it once. Outside the crate's own tests `take` is an inlined
-//! `None`, so the seam costs nothing in a real build.
+//! descriptor's creation ask it once. So do the reactor's calls into mio: each poll
+//! (`epoll_wait`) and each registration (`epoll_ctl`), the poll under the reactor's
+//! descriptor (`Reactor::fault_fd`) and the registration under the socket's. Outside the
+//! crate's own tests `take` is an inlined `None`, so the seam costs nothing in a real build.
 //!
 //! In tests, [`fail`] arms a rule — "the next `times` calls of this kind fail with this
 //! errno" — scoped to one descriptor or one thread, so that the crate's other tests, which
 //! run on other threads and descriptors of the same process, never meet it. The [`Armed`]
 //! guard it returns counts the faults delivered and disarms the rule when dropped.
 //!
-//! Not covered: calls made inside other crates (mio's `epoll_ctl`/`epoll_wait`, std's
-//! thread spawning and allocation).
+//! Not covered: other calls made inside other crates (mio's creation of the poll and its
+//! waker, `epoll_ctl`'s removal of a socket, std's thread spawning and allocation).
 
 /// The system calls the seam can fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +59,10 @@ pub(crate) enum Call {
     /// A futex wait: `EINTR` ends it as a signal would, `EAGAIN` makes it return
     /// spuriously, `ETIMEDOUT` makes it time out.
     FutexWait,
+    /// The reactor's poll (`epoll_wait`, `kevent`): fails at once, collecting nothing.
+    ReactorPoll,
+    /// Registering a socket with the reactor (`epoll_ctl(EPOLL_CTL_ADD)`).
+    ReactorRegister,
 }
 
 #[cfg(test)]

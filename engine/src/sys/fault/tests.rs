@@ -6,7 +6,8 @@
 use super::{fail, Call};
 use crate::file::tests::scratch_file;
 use crate::{
-    Aiocb, Completion, DrainStatus, Event, File, FilePool, LioMode, Port, Socket, Submitted,
+    Aiocb, Completion, DrainStatus, Drive, Event, File, FilePool, LioMode, Overlapped, Port,
+    Socket, Submitted,
 };
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -466,4 +467,125 @@ fn regression_early_futex_timeout_ended_event_wait() {
         started.elapsed()
     );
     assert_eq!(early.hits(), 1);
+}
+
+/// A port of `drive` with a connected loopback pair whose engine end has a receive pending
+/// (so the socket is registered with the port's reactor): the port, the socket, the peer
+/// and the pending ticket.
+fn registered_pair(drive: Drive) -> (Port, Socket, TcpStream, u64) {
+    let port = Port::builder().drive(drive).build().unwrap();
+    let (socket, peer) = tcp_pair(&port);
+    let ticket = pending(socket.recv(vec![0; 16]).unwrap());
+    (port, socket, peer, ticket)
+}
+
+/// The bytes a finished receive brought.
+fn received(socket: &Socket, record: &Completion) -> Vec<u8> {
+    let got = socket.finish(record).unwrap();
+    got.buf[..got.result.unwrap()].to_vec()
+}
+
+/// A signal in the inline leader's `epoll_wait` ends that port wait with `EINTR`, as it
+/// ends a sleeping one; the readiness it interrupted is not lost: the next wait collects
+/// it and the request completes once.
+#[test]
+fn eintr_in_an_inline_reactor_poll_ends_the_wait_and_loses_no_readiness() {
+    let (port, socket, mut peer, ticket) = registered_pair(Drive::Inline);
+    peer.write_all(b"data").unwrap();
+    let intr = fail(Call::ReactorPoll, libc::EINTR).on_this_thread().arm();
+    assert_eq!(errno(&port.get(LONG).unwrap_err()), libc::EINTR);
+    assert_eq!(intr.hits(), 1);
+    assert_eq!(received(&socket, &record_for(&port, ticket)), b"data");
+    assert_no_record(&port);
+}
+
+/// Other poll failures (`ENOMEM`, `EBADF`) do not end an inline wait: it polls again, and
+/// the readiness that was waiting completes the request once.
+#[test]
+fn other_inline_reactor_poll_failures_are_retried_and_lose_no_readiness() {
+    let (port, socket, mut peer, ticket) = registered_pair(Drive::Inline);
+    peer.write_all(b"data").unwrap();
+    let faults = [
+        fail(Call::ReactorPoll, libc::ENOMEM)
+            .on_this_thread()
+            .times(3)
+            .arm(),
+        fail(Call::ReactorPoll, libc::EBADF)
+            .on_this_thread()
+            .times(3)
+            .arm(),
+    ];
+    let started = Instant::now();
+    assert_eq!(received(&socket, &record_for(&port, ticket)), b"data");
+    assert_eq!((faults[0].hits(), faults[1].hits()), (3, 3));
+    // Each failed poll pauses a millisecond; six of them cost a few, not a timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_no_record(&port);
+}
+
+/// A reactor thread whose poll fails (a signal, `ENOMEM`, `EBADF`) polls again: readiness
+/// reaches the port exactly once, before and after the failures.
+///
+/// Regression: the thread asserted that only a signal could fail its poll, so in a debug
+/// build the first `ENOMEM` killed it and the port's sockets never completed again.
+#[test]
+fn regression_a_failed_poll_killed_the_reactor_thread() {
+    let (port, socket, mut peer, first) = registered_pair(Drive::Thread);
+    let reactor = port.reactor().unwrap();
+    let faults = [libc::EINTR, libc::ENOMEM, libc::EBADF].map(|errno_| {
+        fail(Call::ReactorPoll, errno_)
+            .on_fd(reactor.fault_fd())
+            .times(2)
+            .arm()
+    });
+    // The thread is inside `epoll_wait` already: this readiness ends that poll, and the
+    // thread's next six polls fail.
+    peer.write_all(b"one").unwrap();
+    assert_eq!(received(&socket, &record_for(&port, first)), b"one");
+    let second = pending(socket.recv(vec![0; 16]).unwrap());
+    peer.write_all(b"two").unwrap();
+    assert_eq!(received(&socket, &record_for(&port, second)), b"two");
+    // The second readiness came through a poll that did not fail: all six had failed
+    // before it.
+    assert_eq!(faults.each_ref().map(|fault| fault.hits()), [2, 2, 2]);
+    assert_no_record(&port);
+}
+
+/// A socket the reactor cannot register (`epoll_ctl` failing with `ENOMEM` or `ENOSPC`)
+/// fails the request that needed it, at once, with that errno and no record; an
+/// `OVERLAPPED` request's block completes with the errno too, so nobody waits on it. The
+/// next request registers the socket and completes once.
+#[test]
+fn a_failed_registration_fails_the_request_alone() {
+    for drive in [Drive::Inline, Drive::Thread] {
+        let port = Port::builder().drive(drive).build().unwrap();
+        let (socket, mut peer) = tcp_pair(&port);
+        let fd = socket.raw_fd().unwrap();
+
+        let nomem = fail(Call::ReactorRegister, libc::ENOMEM).on_fd(fd).arm();
+        assert_eq!(errno(&socket.recv(vec![0; 8]).unwrap_err()), libc::ENOMEM);
+        assert_eq!(nomem.hits(), 1);
+        let nospc = fail(Call::ReactorRegister, libc::ENOSPC).on_fd(fd).arm();
+        let block = Overlapped::new();
+        let mut buf = [0u8; 8];
+        // SAFETY: `buf` and `block` outlive the request, which fails at once (checked).
+        let refused = unsafe { socket.read_overlapped(buf.as_mut_ptr(), buf.len(), &block) };
+        assert_eq!(errno(&refused.unwrap_err()), libc::ENOSPC, "{drive:?}");
+        assert_eq!(errno(&block.get_result(false).unwrap_err()), libc::ENOSPC);
+        assert_eq!(nospc.hits(), 1);
+        assert_no_record(&port);
+
+        let ticket = pending(socket.recv(vec![0; 8]).unwrap());
+        peer.write_all(b"late").unwrap();
+        assert_eq!(
+            received(&socket, &record_for(&port, ticket)),
+            b"late",
+            "{drive:?}"
+        );
+        assert_no_record(&port);
+    }
 }
