@@ -302,6 +302,12 @@ typedef OVERLAPPED_ENTRY *LPOVERLAPPED_ENTRY;
 #define INVALID_SOCKET (SOCKET)-1
 
 /*
+ `iocp_port_create` flag: one first-in first-out order across all posting threads, as
+ on Windows and AIX (see `iocp_port_create`).
+ */
+#define IOCP_PORT_FIFO 1
+
+/*
  `Internal` of a request in progress (`STATUS_PENDING` on Windows).
  */
 #define WSS_OPERATION_IN_PROGRESS 259
@@ -336,7 +342,9 @@ BOOL CloseHandle(HANDLE handle);
  `CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, threads)` makes a new port and
  returns its handle, a descriptor the library owns. `threads` is the concurrency value:
  how many threads that dequeued from the port with `GetQueuedCompletionStatus` run at
- once (0: the number of CPUs; `INFINITE`: no limit).
+ once (0: the number of CPUs; `INFINITE`: no limit). Records come out in the order each
+ thread posted them, not in one order across threads as on Windows and AIX:
+ `iocp_port_create` with `IOCP_PORT_FIFO` makes a port that keeps that order.
 
  `CreateIoCompletionPort(fd, port, key, threads)` associates `fd` — the caller's socket
  or regular file, or a handle from `WPUCreateSocketHandle` — with `port` under `key`
@@ -620,6 +628,32 @@ BOOL iocp_event_wait(HANDLE event_handle, DWORD timeout_ms);
  for `IOCP_LIO_WAIT` this call's return.
  */
 int iocp_lio_listio(int mode, struct iocp_aiocb *const *list, int n, void *sig);
+
+/*
+ Creates a port, as `CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, threads)` does,
+ with the options named in `flags` (0, or `IOCP_PORT_FIFO`).
+
+ `threads` is the concurrency value, as for `CreateIoCompletionPort`: how many threads
+ that dequeued from the port with `GetQueuedCompletionStatus` run at once (0: the number
+ of CPUs; `INFINITE`: no limit).
+
+ Without `IOCP_PORT_FIFO` the port is the one `CreateIoCompletionPort` makes: records
+ come out in the order each thread posted them, but records posted by different threads
+ (the library's own socket and file threads included) may come out in any order, even
+ when one post happened after the other — a record the main thread posts after joining
+ a producer thread may come out before records that thread posted. Each post then costs
+ a few plain stores.
+
+ With `IOCP_PORT_FIFO` the port is one first-in first-out queue, as on Windows and AIX:
+ records come out in the order the posts happened, across threads too. Every post then
+ costs an atomic compare-and-swap on a line all posting threads share, so posting from
+ several threads at once is slower. See "Ordering" in ffi/README.md.
+
+ Returns the port's handle, a descriptor the library owns (close it with
+ `CloseHandle`); 0 with `errno` on failure: `EINVAL` when `flags` has a bit that is not
+ `IOCP_PORT_FIFO`, `EMFILE`, `ENFILE` or `ENOMEM` when no handle can be made.
+ */
+HANDLE iocp_port_create(DWORD threads, DWORD flags);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -21,8 +21,8 @@ pub use event::{iocp_event_create, iocp_event_reset, iocp_event_set, iocp_event_
 pub use handles::CloseHandle;
 pub use io::{CancelIoEx, GetOverlappedResult, ReadFile, WriteFile};
 pub use port::{
-    CreateIoCompletionPort, GetMultipleCompletionStatus, GetQueuedCompletionStatus,
-    GetQueuedCompletionStatusEx, PostQueuedCompletionStatus,
+    iocp_port_create, CreateIoCompletionPort, GetMultipleCompletionStatus,
+    GetQueuedCompletionStatus, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus,
 };
 pub use provider::{
     WPUCloseSocketHandle, WPUCompleteOverlappedRequest, WPUCreateSocketHandle,

@@ -1,4 +1,4 @@
-//! Ports: `CreateIoCompletionPort`, `GetQueuedCompletionStatus`,
+//! Ports: `CreateIoCompletionPort`, `iocp_port_create`, `GetQueuedCompletionStatus`,
 //! `GetQueuedCompletionStatusEx`, `GetMultipleCompletionStatus`,
 //! `PostQueuedCompletionStatus`.
 //!
@@ -12,7 +12,7 @@
 use crate::boundary::{run, set_errno, Errno, Outcome};
 use crate::handles;
 use crate::types::{gmcs, BOOL, DWORD, GMCS_NMAX, HANDLE, INFINITE, INVALID_HANDLE_VALUE};
-use crate::types::{FALSE, LPOVERLAPPED, OVERLAPPED_ENTRY, TRUE};
+use crate::types::{FALSE, IOCP_PORT_FIFO, LPOVERLAPPED, OVERLAPPED_ENTRY, TRUE};
 use iocp::{descriptor, Completion, DrainStatus, Drained, Port, ProviderSocket};
 use std::io;
 use std::mem::MaybeUninit;
@@ -25,7 +25,9 @@ use std::time::Duration;
 /// `CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, threads)` makes a new port and
 /// returns its handle, a descriptor the library owns. `threads` is the concurrency value:
 /// how many threads that dequeued from the port with `GetQueuedCompletionStatus` run at
-/// once (0: the number of CPUs; `INFINITE`: no limit).
+/// once (0: the number of CPUs; `INFINITE`: no limit). Records come out in the order each
+/// thread posted them, not in one order across threads as on Windows and AIX:
+/// `iocp_port_create` with `IOCP_PORT_FIFO` makes a port that keeps that order.
 ///
 /// `CreateIoCompletionPort(fd, port, key, threads)` associates `fd` — the caller's socket
 /// or regular file, or a handle from `WPUCreateSocketHandle` — with `port` under `key`
@@ -52,7 +54,7 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
     run(0, || {
         if fd == INVALID_HANDLE_VALUE {
             return match port {
-                0 => create(threads),
+                0 => create(threads, false),
                 _ => Err(Errno::INVAL),
             };
         }
@@ -76,7 +78,39 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
     })
 }
 
-fn create(threads: DWORD) -> Outcome<HANDLE> {
+/// Creates a port, as `CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, threads)` does,
+/// with the options named in `flags` (0, or `IOCP_PORT_FIFO`).
+///
+/// `threads` is the concurrency value, as for `CreateIoCompletionPort`: how many threads
+/// that dequeued from the port with `GetQueuedCompletionStatus` run at once (0: the number
+/// of CPUs; `INFINITE`: no limit).
+///
+/// Without `IOCP_PORT_FIFO` the port is the one `CreateIoCompletionPort` makes: records
+/// come out in the order each thread posted them, but records posted by different threads
+/// (the library's own socket and file threads included) may come out in any order, even
+/// when one post happened after the other — a record the main thread posts after joining
+/// a producer thread may come out before records that thread posted. Each post then costs
+/// a few plain stores.
+///
+/// With `IOCP_PORT_FIFO` the port is one first-in first-out queue, as on Windows and AIX:
+/// records come out in the order the posts happened, across threads too. Every post then
+/// costs an atomic compare-and-swap on a line all posting threads share, so posting from
+/// several threads at once is slower. See "Ordering" in ffi/README.md.
+///
+/// Returns the port's handle, a descriptor the library owns (close it with
+/// `CloseHandle`); 0 with `errno` on failure: `EINVAL` when `flags` has a bit that is not
+/// `IOCP_PORT_FIFO`, `EMFILE`, `ENFILE` or `ENOMEM` when no handle can be made.
+#[no_mangle]
+pub extern "C" fn iocp_port_create(threads: DWORD, flags: DWORD) -> HANDLE {
+    run(0, || {
+        if flags & !IOCP_PORT_FIFO != 0 {
+            return Err(Errno::INVAL);
+        }
+        create(threads, flags & IOCP_PORT_FIFO != 0)
+    })
+}
+
+fn create(threads: DWORD, fifo: bool) -> Outcome<HANDLE> {
     let concurrency = match threads {
         INFINITE => usize::MAX,
         n => n as usize,
@@ -84,6 +118,7 @@ fn create(threads: DWORD) -> Outcome<HANDLE> {
     // The handle keeps the port until `CloseHandle` (or a plain `close` noticed).
     Ok(Port::builder()
         .concurrency(concurrency)
+        .fifo(fifo)
         .build()?
         .into_handle())
 }

@@ -103,6 +103,9 @@ pub const INFINITE: DWORD = -1i32 as DWORD;
 pub const INVALID_HANDLE_VALUE: HANDLE = -1 as HANDLE;
 /// Most records one `GetMultipleCompletionStatus` returns.
 pub const GMCS_NMAX: DWORD = 4096;
+/// `iocp_port_create` flag: one first-in first-out order across all posting threads, as
+/// on Windows and AIX (see `iocp_port_create`).
+pub const IOCP_PORT_FIFO: DWORD = 0x1;
 /// `Internal` of a request in progress (`STATUS_PENDING` on Windows).
 pub const WSS_OPERATION_IN_PROGRESS: DWORD = 0x103;
 

@@ -174,6 +174,47 @@ static void create_and_associate(void)
     close(sv[1]);
 }
 
+static void create_with_flags(void)
+{
+    /* No flag: the port CreateIoCompletionPort makes; IOCP_PORT_FIFO: one order across
+     * threads (ordering.c). Any other bit: EINVAL. */
+    HANDLE plain = iocp_port_create(0, 0);
+    CHECK(plain > 0);
+    HANDLE fifo = iocp_port_create(INFINITE, IOCP_PORT_FIFO);
+    CHECK(fifo > 0 && fifo != plain);
+    FAILS_WITH(iocp_port_create(0, 0x2) == 0, EINVAL);
+    FAILS_WITH(iocp_port_create(0, IOCP_PORT_FIFO | 0x80000000u) == 0, EINVAL);
+    FAILS_WITH(iocp_port_create(1, 0xFFFFFFFFu) == 0, EINVAL);
+
+    /* Either is a port like any other: it takes associations, posts and every dequeue. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK(CreateIoCompletionPort(sv[0], fifo, 3, 0) == fifo);
+    CHECK(CreateIoCompletionPort(sv[1], plain, 4, 0) == plain);
+    FAILS_WITH(CreateIoCompletionPort(sv[0], plain, 3, 0) == 0, EALREADY);
+    HANDLE ports[2] = { plain, fifo };
+    for (int i = 0; i < 2; i++) {
+        DWORD bytes, key, removed;
+        LPOVERLAPPED ovl;
+        struct gmcs results[2];
+        OVERLAPPED_ENTRY entries[2];
+        CHECK(PostQueuedCompletionStatus(ports[i], 1, 10, NULL));
+        CHECK(PostQueuedCompletionStatus(ports[i], 2, 20, NULL));
+        CHECK(PostQueuedCompletionStatus(ports[i], 3, 30, NULL));
+        CHECK(GetQueuedCompletionStatus(ports[i], &bytes, &key, &ovl, 0));
+        CHECK(bytes == 1 && key == 10 && ovl == NULL);
+        CHECK(GetQueuedCompletionStatusEx(ports[i], entries, 1, &removed, 0, FALSE));
+        CHECK(removed == 1 && entries[0].dwNumberOfBytesTransferred == 2);
+        CHECK(GetMultipleCompletionStatus(ports[i], 1, 2, 0, results) == 1);
+        CHECK(results[0].transfer_count == 3 && results[0].completion_key == 30);
+        FAILS_WITH(!GetQueuedCompletionStatus(ports[i], &bytes, &key, &ovl, 0), ETIMEDOUT);
+        CHECK(CloseHandle(ports[i]));
+        FAILS_WITH(!PostQueuedCompletionStatus(ports[i], 1, 1, NULL), EBADF);
+    }
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void post_and_get(void)
 {
     HANDLE port = new_port();
@@ -349,17 +390,20 @@ static void waiter_rules(void)
 
     /* The concurrency value: with 1, a thread that took a record holds the port's one
      * slot until it comes back, so another thread's GQCS waits although a record is
-     * ready. */
-    port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, 1);
-    CHECK(port > 0);
-    CHECK(PostQueuedCompletionStatus(port, 1, 1, NULL));
-    CHECK(PostQueuedCompletionStatus(port, 2, 1, NULL));
-    CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0) && bytes == 1);
-    waiter_start(&a, port, 0, 100);
-    waiter_join(&a);
-    CHECK(!a.ok && a.err == ETIMEDOUT);
-    CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0) && bytes == 2);
-    CHECK(CloseHandle(port));
+     * ready. iocp_port_create takes it too. */
+    for (int how = 0; how < 2; how++) {
+        port = how ? iocp_port_create(1, IOCP_PORT_FIFO)
+                   : CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, 1);
+        CHECK(port > 0);
+        CHECK(PostQueuedCompletionStatus(port, 1, 1, NULL));
+        CHECK(PostQueuedCompletionStatus(port, 2, 1, NULL));
+        CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0) && bytes == 1);
+        waiter_start(&a, port, 0, 100);
+        waiter_join(&a);
+        CHECK(!a.ok && a.err == ETIMEDOUT);
+        CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0) && bytes == 2);
+        CHECK(CloseHandle(port));
+    }
 }
 
 static void signals(void)
@@ -540,6 +584,7 @@ static void providers_and_events(void)
 int main(void)
 {
     create_and_associate();
+    create_with_flags();
     post_and_get();
     get_multiple();
     waiter_rules();
