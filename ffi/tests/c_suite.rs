@@ -234,6 +234,11 @@ fn threads() {
 }
 
 #[test]
+fn ordering() {
+    c_program("ordering", &[]);
+}
+
+#[test]
 fn gqcs_ex() {
     c_program("gqcs_ex", &[]);
 }
