@@ -1,7 +1,7 @@
 /* Random call sequences through the whole C API, mostly with bad arguments: NULLs, closed,
  * foreign and negative handles, library handles where a descriptor is expected and the
  * other way round, out-of-range counts and modes, double closes, plain close() of library
- * handles, timeouts of 0 and 1 ms. Nothing may crash (the suite also runs this under
+ * handles, timeouts of 0 and 1 ms, unknown port flags. Nothing may crash (the suite also runs this under
  * AddressSanitizer and UndefinedBehaviorSanitizer), every failure must set an errno of the
  * API's, and the program's own descriptors must never be closed by the library.
  *
@@ -264,7 +264,7 @@ static void one_call(void)
     LPOVERLAPPED ovl = NULL;
     int err = 0;
 
-    switch (below(26)) {
+    switch (below(29)) {
     case 0: {
         DWORD threads = chance(50) ? below(3) : (chance(50) ? INFINITE : rnd());
         HANDLE port;
@@ -469,6 +469,41 @@ static void one_call(void)
                 foreign[foreign_count++] = h;
             }
         }
+        break;
+    }
+    case 25: {
+        /* Unknown flags must fail with EINVAL; good ones make a port. */
+        DWORD threads = chance(50) ? below(3) : INFINITE;
+        DWORD flags = chance(80) ? (chance(50) ? 0 : IOCP_PORT_FIFO) : rnd();
+        HANDLE port;
+        errno = 0;
+        port = iocp_port_create(threads, flags);
+        if ((flags & ~(DWORD)IOCP_PORT_FIFO) != 0 && (port != 0 || errno != EINVAL)) {
+            fprintf(stderr, "fuzz: iocp_port_create(%u, %#x) gave %d, errno %d\n", threads,
+                    flags, port, errno);
+            exit(1);
+        }
+        outcome("iocp_port_create", port == 0);
+        add_live(PORT, port);
+        break;
+    }
+    case 26:
+    case 27: {
+        /* Pointers NULL or valid for `count` entries; count 0 and alertable are EINVAL. */
+        static OVERLAPPED_ENTRY entries[64];
+        DWORD count = chance(95) ? below(64) + 1 : 0;
+        DWORD removed = 99;
+        DWORD *out = chance(95) ? &removed : NULL;
+        BOOL ok;
+        errno = 0;
+        ok = GetQueuedCompletionStatusEx(handle_for(PORT), chance(95) ? entries : NULL, count,
+                                         out, timeout_ms(), chance(95) ? FALSE : TRUE);
+        if (out && (ok ? removed == 0 || removed > count : removed != 0)) {
+            fprintf(stderr, "fuzz: GetQueuedCompletionStatusEx gave %d with %u removed of %u\n",
+                    ok, removed, count);
+            exit(1);
+        }
+        outcome("GetQueuedCompletionStatusEx", !ok);
         break;
     }
     default:
