@@ -13,7 +13,7 @@ use crate::boundary::{run, set_errno, Errno, Outcome};
 use crate::handles;
 use crate::types::{gmcs, BOOL, DWORD, GMCS_NMAX, HANDLE, INFINITE, INVALID_HANDLE_VALUE};
 use crate::types::{FALSE, IOCP_PORT_FIFO, LPOVERLAPPED, OVERLAPPED_ENTRY, TRUE};
-use iocp::{descriptor, Completion, DrainStatus, Drained, Port, ProviderSocket};
+use iocp::{descriptor, Completion, DrainStatus, Port, ProviderSocket};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::raw::c_int;
@@ -226,40 +226,16 @@ pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
     })
 }
 
-/// What a dequeue did on the handle's loan: finished, or found it must wait, on the port
-/// given, after `taken` records.
-enum Step<T> {
-    Done(io::Result<T>),
-    Wait(Port, usize),
-}
-
 /// The non-exclusive dequeues (`GetQueuedCompletionStatus`, `GetQueuedCompletionStatusEx`):
-/// `take` polls the port named `handle` on the handle's loan; only when it finds nothing
-/// and the caller would wait does `take` run again with the timeout, on a reference of its
-/// own and outside the loan, since a wait may sleep. `EBADF` for no port; a signal
-/// (`EINTR`) is AIX's `EAGAIN`.
+/// `take` runs on the port named `handle`, waiting up to the timeout (the loan may block).
+/// `EBADF` for no port; a signal (`EINTR`) is AIX's `EAGAIN`.
 fn dequeue<T>(
     handle: HANDLE,
     timeout_ms: DWORD,
-    mut take: impl FnMut(&Port, Option<Duration>) -> io::Result<T>,
+    take: impl FnOnce(&Port, Option<Duration>) -> io::Result<T>,
 ) -> Outcome<T> {
-    let may_wait = timeout_ms != 0;
-    let step = Port::with_handle(handle, |port| {
-        if may_wait && port.queued() == 0 {
-            return Step::Wait(port.clone(), 0);
-        }
-        match take(port, Some(Duration::ZERO)) {
-            Err(err) if may_wait && err.raw_os_error() == Some(libc::ETIMEDOUT) => {
-                Step::Wait(port.clone(), 0)
-            }
-            result => Step::Done(result),
-        }
-    })
-    .ok_or(Errno::BADF)?;
-    let result = match step {
-        Step::Done(result) => result,
-        Step::Wait(port, _) => take(&port, timeout(timeout_ms)),
-    };
+    let result =
+        Port::with_handle(handle, |port| take(port, timeout(timeout_ms))).ok_or(Errno::BADF)?;
     result.map_err(|err| match Errno::from(err) {
         Errno(libc::EINTR) => Errno(libc::EAGAIN),
         errno => errno,
@@ -299,41 +275,11 @@ pub unsafe extern "C" fn GetMultipleCompletionStatus(
         let out = unsafe {
             std::slice::from_raw_parts_mut(results.cast::<MaybeUninit<gmcs>>(), nmax as usize)
         };
-        // On the handle's loan: take what is ready, unless too little is queued to satisfy
-        // `nmin` and the call would wait (a wait may sleep, so it runs on a reference of its
-        // own, outside the loan).
-        let step = Port::with_handle(port, |port| {
-            if wait != 0 && port.queued() < min {
-                return Step::Wait(port.clone(), 0);
-            }
-            match port.fill(&mut *out, min, Some(Duration::ZERO), gmcs::from_record) {
-                // Another thread took records between the look and the take.
-                Ok(drained) if wait != 0 && drained.count < min => {
-                    Step::Wait(port.clone(), drained.count)
-                }
-                result => Step::Done(result),
-            }
+        // The loan may block: the wait runs on it.
+        let drained = Port::with_handle(port, |port| {
+            port.fill(out, min, timeout(wait), gmcs::from_record)
         })
-        .ok_or(Errno::BADF)?;
-        let drained = match step {
-            Step::Done(result) => result?,
-            Step::Wait(port, taken) => {
-                let rest = &mut out[taken..];
-                match port.fill(rest, min - taken, timeout(wait), gmcs::from_record) {
-                    Ok(more) => Drained {
-                        count: taken + more.count,
-                        status: more.status,
-                    },
-                    // The records taken are the caller's now: return them, with the reason
-                    // there are fewer than `nmin` in `errno`.
-                    Err(err) if taken > 0 => {
-                        set_errno(Errno::from(err).0);
-                        return Ok(taken as c_int);
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-            }
-        };
+        .ok_or(Errno::BADF)??;
         match drained.status {
             DrainStatus::Complete => {}
             DrainStatus::TimedOut => set_errno(libc::ETIMEDOUT),
