@@ -586,6 +586,14 @@ fn ending_name(abrupt: Option<Instant>) -> &'static str {
 const POSTED: u64 = 1 << 40;
 /// Records each producer posts in a round at most.
 const POSTS_MAX: usize = 100_000;
+/// Records a producer may have posted that no server has dequeued yet; past it the
+/// producer waits. Without it a loaded machine let the producers run hundreds of thousands
+/// of records ahead of the serving threads (which spend much of their time on batched
+/// dequeues refused with `EBUSY` while the other waits in `get`, and with a concurrency
+/// value of 1 only one of them may run), and the drain at the end of a graceful round then
+/// outlasted [`PATIENCE`] with nothing lost. Still far beyond every ring capacity but the
+/// largest, so the overflow path keeps its load.
+const BACKLOG_MAX: usize = 4096;
 
 /// Producers' records, each of which must be dequeued at most once.
 struct Posts {
@@ -626,17 +634,26 @@ impl Posts {
             .is_some_and(|p| p < self.producers.len() as u64)
     }
 
-    /// Posts in bursts until `until`, [`POSTS_MAX`] or the port's close.
+    /// Posts in bursts until `until`, [`POSTS_MAX`] or the port's close, never more than
+    /// [`BACKLOG_MAX`] records ahead of the serving threads.
     fn produce(&self, p: usize, port: &Port, mut rng: Rng, until: Instant, stats: &Stats) {
         let burst = 1 + rng.below(128);
         let mut accepted = 0;
-        for seq in 0..POSTS_MAX {
+        'posting: for seq in 0..POSTS_MAX {
             if seq % burst == 0 {
                 if Instant::now() >= until {
                     break;
                 }
                 // Pauses let the ring run dry, so that consumers park and get woken.
                 thread::sleep(rng.micros(500));
+                // Relaxed: a count to pace by; a stale one only makes this wait longer.
+                while accepted - self.producers[p].seen_count.load(Ordering::Relaxed) > BACKLOG_MAX
+                {
+                    if Instant::now() >= until || port.is_closed() {
+                        break 'posting;
+                    }
+                    thread::sleep(Duration::from_micros(200));
+                }
             }
             match port.post(Posts::record(p, seq as u32)) {
                 Ok(()) => accepted += 1,
