@@ -587,13 +587,14 @@ const POSTED: u64 = 1 << 40;
 /// Records each producer posts in a round at most.
 const POSTS_MAX: usize = 100_000;
 /// Records a producer may have posted that no server has dequeued yet; past it the
-/// producer waits. Without it a loaded machine let the producers run hundreds of thousands
-/// of records ahead of the serving threads (which spend much of their time on batched
-/// dequeues refused with `EBUSY` while the other waits in `get`, and with a concurrency
-/// value of 1 only one of them may run), and the drain at the end of a graceful round then
-/// outlasted [`PATIENCE`] with nothing lost. Still far beyond every ring capacity but the
-/// largest, so the overflow path keeps its load.
-const BACKLOG_MAX: usize = 4096;
+/// producer waits. Without it a loaded machine let the producers run up to 160,000 records
+/// ahead of the serving threads, and with a concurrency value of 1 the drain at the end of
+/// a graceful round outlasted [`PATIENCE`] with nothing lost: one server may run, the other
+/// rightly sleeps in `get`, and the one running spends most of its time on batched
+/// dequeues refused with `EBUSY` (the other waits in `get`) and the pause after each, a
+/// thousand or two records a second. Still beyond every ring capacity but the largest, so
+/// the overflow path keeps its load.
+const BACKLOG_MAX: usize = 1024;
 
 /// Producers' records, each of which must be dequeued at most once.
 struct Posts {
@@ -1608,7 +1609,8 @@ fn net_round(seed: u64, budget: Duration, stats: &Stats) -> String {
                 let net = lock(net);
                 assert!(
                     drained,
-                    "net round: {} requests and {} posted records never came",
+                    "net round ({drive:?}, capacity {capacity}, concurrency {concurrency}): {} \
+                     requests and {} posted records never came",
                     net.open.len(),
                     posts.unseen()
                 );
@@ -2444,7 +2446,8 @@ fn file_round(seed: u64, budget: Duration, stats: &Stats) -> String {
                 let files = lock(files);
                 assert!(
                     drained,
-                    "file round: {} requests and {} posted records never came",
+                    "file round (capacity {capacity}, concurrency {concurrency}): {} requests \
+                     and {} posted records never came",
                     files.in_flight(),
                     posts.unseen()
                 );
