@@ -488,7 +488,11 @@ mod tests {
             assert!(lent.same_port(&port));
             Arc::strong_count(lent.arc())
         });
-        assert_eq!(first, Some(count + 1), "the first lookup keeps one reference");
+        assert_eq!(
+            first,
+            Some(count + 1),
+            "the first lookup keeps one reference"
+        );
         for _ in 0..3 {
             let lent = Port::with_handle(handle, |lent| Arc::strong_count(lent.arc()));
             assert_eq!(lent, Some(count + 1), "a loan took a reference");
