@@ -513,14 +513,14 @@ fn sleeping(
                 cores,
                 wakes,
                 |at| {
-                    // Relaxed: published by the release store in `futex_send`.
+                    // Relaxed: published by the release increment in `futex_send`.
                     stamp.store(at as u64, Ordering::Relaxed);
                     futex_send(&word);
                     Ok(())
                 },
                 || {
                     futex_recv(&word);
-                    // Relaxed: the acquire swap in `futex_recv` ordered the store before.
+                    // Relaxed: ordered by the acquire compare-and-swap in `futex_recv`.
                     Ok(stamp.load(Ordering::Relaxed) as usize)
                 },
             )
@@ -580,18 +580,31 @@ fn new_port() -> Result<Port, String> {
     Port::new().map_err(|e| format!("creating a port: {e}"))
 }
 
-/// The raw futex event: set, then wake whoever sleeps on it.
+/// The raw futex event: count one more, then wake whoever sleeps on it. A count, not a
+/// flag: a waiter that falls behind by one send (preempted past the gap) must still find
+/// both, as a port's waiter finds both records, or it would wait for a send already spent.
 fn futex_send(word: &AtomicU32) {
-    // Release: pairs with the acquire swap in `futex_recv`.
-    word.store(1, Ordering::Release);
+    // Release: pairs with the acquire compare-and-swap in `futex_recv`.
+    word.fetch_add(1, Ordering::Release);
     sys::futex_wake_one(word);
 }
 
-/// Waits for the event and resets it.
+/// Waits for the count to be positive and takes one.
 fn futex_recv(word: &AtomicU32) {
-    // Acquire: pairs with the release store in `futex_send`.
-    while word.swap(0, Ordering::Acquire) == 0 {
-        sys::futex_wait(word, 0);
+    loop {
+        // Relaxed: the compare-and-swap below acquires.
+        let count = word.load(Ordering::Relaxed);
+        if count == 0 {
+            sys::futex_wait(word, 0);
+            continue;
+        }
+        // Acquire: pairs with the release increment in `futex_send`.
+        if word
+            .compare_exchange(count, count - 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
     }
 }
 
