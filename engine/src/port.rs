@@ -38,6 +38,9 @@ pub const GMCS_NMAX: usize = 4096;
 /// The longest single sleep of an endless wait (see `Shared::wait`).
 const NAP: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Looks at a held consumer claim before a `get` yields the CPU to its holder.
+const CLAIM_SPINS: u32 = 32;
+
 /// `dequeuers` bit held by a batched dequeue; the bits below count waiting `get` calls.
 const EXCLUSIVE: u32 = 1 << 31;
 
@@ -953,6 +956,7 @@ impl Shared {
         if !counted && !self.admit() {
             return Ok(None);
         }
+        let mut tries = 0u32;
         let mut consumer = loop {
             if let Some(consumer) = self.ring.try_consume() {
                 break consumer;
@@ -963,7 +967,14 @@ impl Shared {
                 self.withdraw();
                 return Err(error::busy());
             }
-            crate::primitive::spin_loop();
+            // Another `get` holds the claim for one copy. With more threads than cores it
+            // may have been preempted holding it: after a short spin, give it the CPU.
+            tries += 1;
+            if tries < CLAIM_SPINS {
+                crate::primitive::spin_loop();
+            } else {
+                crate::primitive::yield_now();
+            }
         };
         let ready = consumer.ready(max);
         // A batched dequeue that began meanwhile owns what is queued from then on: a record

@@ -29,6 +29,15 @@ pub(crate) fn spin_loop() {
     std::hint::spin_loop();
 }
 
+/// Gives the CPU to another thread. Under loom, a yield of the model.
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
 /// A `SeqCst` fence for loom only. Loom models `SeqCst` accesses as `AcqRel` (see its
 /// README's limitations), which breaks the Dekker pairs between posters and waiters that
 /// the real memory model keeps through the single total order of `SeqCst` accesses; this
