@@ -8,14 +8,19 @@
 //!
 //! # Guarantees
 //!
-//! * **No record is ever dropped.** A full ring spills into an overflow queue, in order;
+//! * **No record is ever dropped.** A full lane spills into an overflow queue, in order;
 //!   only closing a port discards what it still holds.
 //! * **Per-producer order.** Records posted by one thread are dequeued in posting order.
-//! * **The fast path allocates nothing and takes no lock**: posting, dequeuing records that
-//!   are ready, and the check for sleeping waiters are a handful of atomic operations. A
-//!   post makes a system call only when a waiter sleeps.
-//! * **Batched drains**: the consumer finds the run of ready records 32 slots per vector
-//!   compare (AVX2, detected at run time) and copies it out in at most two `memcpy`s.
+//!   Records posted by different threads may come out in any order, even when one post
+//!   happened after the other; a port built with [`PortBuilder::fifo`] keeps one order
+//!   across threads, at the cost of an atomic read-modify-write per post.
+//! * **The fast path allocates nothing and takes no lock**: each posting thread writes into
+//!   a lane of its own with plain stores (its first post to a port makes the lane), and
+//!   dequeuing ready records takes a few atomic operations per batch. A post makes a system
+//!   call only when a waiter sleeps.
+//! * **Batched drains**: the consumer checks each record's stamp and copies the record in
+//!   one pass, and frees a lane's whole run with one store; [`Port::post_many`] claims a
+//!   batch's slots at once.
 //! * **Waits keep their deadline.** Sleeping uses a futex with an absolute CLOCK_MONOTONIC
 //!   deadline, after a short adaptive spin; spurious wakes and signals never stretch or
 //!   shorten a timeout, and a signal handler that runs while a port wait sleeps ends it
