@@ -308,11 +308,14 @@ impl Ring {
             return;
         }
         if held.len() >= PRUNE_AT {
+            // Only the entries of dropped rings go. An entry for the shared lane stays: it
+            // keeps the thread on that lane for good, or its next post could take a private
+            // lane and overtake its records still queued in the shared one.
             held.retain(|h| {
                 h.lane
                     .as_ref()
                     // Relaxed: a late look keeps a dead entry one prune longer.
-                    .is_some_and(|lane| !lane.retired.load(Ordering::Relaxed))
+                    .map_or(true, |lane| !lane.retired.load(Ordering::Relaxed))
             });
         }
         let lane = self.acquire_lane(token);
@@ -1129,6 +1132,44 @@ mod tests {
         let mut got: Vec<u64> = drain_all(&ring).iter().map(Completion::key).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3, 9]);
+    }
+
+    /// Regression: the cache's prune dropped a thread's entry for the shared lane, so a
+    /// thread that had found no private lane could take one later and overtake its own
+    /// records still queued in the shared lane.
+    #[test]
+    #[cfg_attr(miri, ignore = "33 threads: the std runs cover it")]
+    fn a_thread_on_the_shared_lane_stays_there_when_its_cache_is_pruned() {
+        let ring = Arc::new(Ring::new(64, false));
+        // Every private lane taken by a live thread.
+        let start = Arc::new(std::sync::Barrier::new(MAX_LANES + 1));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let owners: Vec<_> = (0..MAX_LANES)
+            .map(|i| {
+                let (ring, start, rx) = (Arc::clone(&ring), Arc::clone(&start), Arc::clone(&rx));
+                std::thread::spawn(move || {
+                    ring.push(Completion::new(100 + i as u64, 0, 0));
+                    start.wait();
+                    let _ = rx.lock().unwrap().recv();
+                })
+            })
+            .collect();
+        start.wait();
+        ring.push(rec(1));
+        assert_eq!(ring.shared.len(), 1, "no private lane was free");
+        // Enough other rings to prune this thread's cache.
+        let others: Vec<Ring> = (0..PRUNE_AT + 1).map(|_| Ring::new(4, false)).collect();
+        for other in &others {
+            other.push(rec(0));
+        }
+        // The owners exit, freeing their lanes.
+        drop(tx);
+        for owner in owners {
+            owner.join().unwrap();
+        }
+        ring.push(rec(2));
+        assert_eq!(ring.shared.len(), 2, "the thread left the shared lane");
     }
 
     /// Producers race one consumer, through lanes small enough that most records take the
