@@ -87,7 +87,6 @@ pub(crate) struct Ring {
     private: Box<[AtomicPtr<Lane>]>,
     /// How many entries of `private` may be installed (only grows).
     installed: CachePadded<AtomicUsize>,
-    capacity: usize,
     /// Every post goes to the shared lane: one order for all (see [`Ring::new`]).
     fifo: bool,
     /// Distinguishes this ring from every other, ever, in the threads' lane caches.
@@ -236,7 +235,6 @@ impl Ring {
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
             installed: CachePadded::new(AtomicUsize::new(0)),
-            capacity,
             fifo,
             // Relaxed: ids only need to be distinct.
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -261,7 +259,7 @@ impl Ring {
 
     /// Slots per lane.
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.shared.capacity()
     }
 
     /// Queues `record`, as [`push_many`](Self::push_many) does.
@@ -333,7 +331,7 @@ impl Ring {
             // Acquire: pairs with the release of the installing compare-and-swap below.
             let mut lane = entry.load(Ordering::Acquire);
             if lane.is_null() {
-                let new = Arc::new(Lane::new(self.capacity, Some(token)));
+                let new = Arc::new(Lane::new(self.capacity(), Some(token)));
                 let raw = Arc::into_raw(Arc::clone(&new)).cast_mut();
                 // AcqRel: releases the new lane to the consumer and other producers;
                 // acquires a lane another thread installed first.
@@ -396,6 +394,15 @@ impl Ring {
         // SeqCst: a waiter's look at the lanes follows its registration in the single
         // order (see `acquire_lane`).
         1 + self.installed.load(Ordering::SeqCst)
+    }
+
+    /// The lanes a consumer visits, from the `start`th round to the one before it, with
+    /// their index.
+    fn lanes_from(&self, start: usize) -> impl Iterator<Item = (usize, &Lane)> {
+        let lanes = self.lanes();
+        (0..lanes)
+            .map(move |k| (start + k) % lanes)
+            .filter_map(|i| Some((i, self.lane(i)?)))
     }
 
     fn each_lane(&self) -> impl Iterator<Item = &Lane> {
@@ -640,8 +647,7 @@ impl Lane {
             // (the claim saw `head` past it), and the consumer reads it only after the stamp.
             unsafe { (*cell).write(record) };
         });
-        // Release: pairs with the consumer's acquire load of the stamp in `Lane::ready`
-        // and `Consumer::take_ready`.
+        // Release: pairs with the consumer's acquire load in `Lane::is_published`.
         slot.stamp.store(stamp(pos), Ordering::Release);
     }
 
@@ -673,15 +679,17 @@ impl Lane {
     fn ready(&self, head: usize, max: usize) -> usize {
         let max = max.min(self.capacity());
         let mut n = 0;
-        while n < max {
-            let pos = head.wrapping_add(n);
-            // Acquire: pairs with the release store of the stamp in `write_and_publish`.
-            if self.slots[pos & self.mask].stamp.load(Ordering::Acquire) != stamp(pos) {
-                break;
-            }
+        while n < max && self.is_published(head.wrapping_add(n)) {
             n += 1;
         }
         n
+    }
+
+    /// Whether position `pos` is published: after `true`, its record may be read
+    /// ([`record`](Self::record)).
+    fn is_published(&self, pos: usize) -> bool {
+        // Acquire: pairs with the release store of the stamp in `write_and_publish`.
+        self.slots[pos & self.mask].stamp.load(Ordering::Acquire) == stamp(pos)
     }
 
     /// The record at position `pos`, found published (acquire) under the consumer claim.
@@ -762,13 +770,7 @@ impl<'a> Consumer<'a> {
     /// the last drain stopped, for [`get`](Self::get), [`take`](Self::take) and
     /// [`release`](Self::release). Returns its length, 0 if no lane has one.
     pub(crate) fn ready(&mut self, max: usize) -> usize {
-        let lanes = self.ring.lanes();
-        let start = self.next_lane();
-        for k in 0..lanes {
-            let i = (start + k) % lanes;
-            let Some(lane) = self.ring.lane(i) else {
-                continue;
-            };
+        for (i, lane) in self.ring.lanes_from(self.next_lane()) {
             // Relaxed: only the consumer-claim holder writes `head`.
             let head = lane.head.load(Ordering::Relaxed);
             let n = lane.ready(head, max);
@@ -838,14 +840,8 @@ impl<'a> Consumer<'a> {
     /// stamp is checked (one pass over the slots: the check and the copy read the same
     /// line), freeing each lane's run with one store. Returns how many.
     pub(crate) fn take_ready(&mut self, max: usize, mut f: impl FnMut(&Completion)) -> usize {
-        let lanes = self.ring.lanes();
-        let start = self.next_lane();
         let mut total = 0;
-        for k in 0..lanes {
-            let i = (start + k) % lanes;
-            let Some(lane) = self.ring.lane(i) else {
-                continue;
-            };
+        for (i, lane) in self.ring.lanes_from(self.next_lane()) {
             total += Self::take_lane(lane, max - total, &mut f);
             if total == max {
                 // The next drain starts after the lane that filled this one.
@@ -867,16 +863,10 @@ impl<'a> Consumer<'a> {
             let mut n = 0;
             while n < limit {
                 let pos = head.wrapping_add(n);
-                let slot = &lane.slots[pos & lane.mask];
-                // Acquire: pairs with the release store of the stamp in `write_and_publish`.
-                if slot.stamp.load(Ordering::Acquire) != stamp(pos) {
+                if !lane.is_published(pos) {
                     break;
                 }
-                f(&slot.record.with(|cell| {
-                    // SAFETY: the stamp just read says position `pos` is published, so the
-                    // record is initialized, and no producer writes it before we free it.
-                    unsafe { (*cell).assume_init() }
-                }));
+                f(&lane.record(pos));
                 n += 1;
             }
             if n > 0 {
