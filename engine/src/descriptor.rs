@@ -2,52 +2,90 @@
 //! `WriteFile` and `CancelIoEx` take plain descriptor numbers that the caller opens and
 //! closes itself.
 //!
-//! The engine keeps a table from descriptor number to the socket or file it made for it
-//! (over the *borrowed* descriptor: never closed, its blocking mode left alone), together
-//! with the descriptor's identity (`st_dev`, `st_ino`). A caller may `close` a descriptor
-//! and get the same number for something else; the table notices by comparing identities
-//! where a request binds to a port — at association and at each overlapped request — and
-//! drops the stale entry (cancelling whatever it still had queued), so a new descriptor
-//! never inherits an old association. A descriptor reopened onto the *same* file has the
-//! same identity and keeps its association.
+//! The engine never runs a request on the caller's number. The first time it meets a
+//! descriptor (at association or at an overlapped request) it takes a duplicate of it
+//! (close-on-exec) and makes its socket or file over that; the table maps the caller's
+//! number to it. Requests read and write the open file the caller had when it made them,
+//! whatever the number names later.
+//!
+//! The caller's `close` is noticed in two places: at the next association or request under
+//! that number (which no longer names the same open file: `kcmp`, see `sys::dup`), and by a
+//! watcher thread that looks at every entry each [`WATCH_PERIOD`]. Either way the entry is
+//! dropped: its queued requests complete once, with `ECANCELED`, and the engine closes its
+//! duplicate, so that a socket closes (its peer sees it) unless the program holds it under
+//! another number. A file request already running in the kernel finishes on the file it
+//! was made for, as POSIX has it. So a request ends within [`CLOSE_NOTICED`] of the close.
 
 use crate::error;
 use crate::file::{File, FilePool};
 use crate::net::Socket;
 use crate::overlapped::Overlapped;
-use crate::sys::{self, Identity, Kind};
+use crate::sys::{self, dup, Kind};
 use crate::Port;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::os::fd::{AsFd, RawFd};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
+use std::thread::{self, Thread};
+use std::time::Duration;
 
-/// A descriptor the engine owns (and closes), or one it borrows from a C caller.
-pub(crate) enum Descriptor {
-    Owned(OwnedFd),
-    Borrowed(RawFd),
-}
+/// How often the watcher looks for numbers the caller closed.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(50);
 
-impl Descriptor {
-    pub(crate) fn raw(&self) -> RawFd {
-        match self {
-            Descriptor::Owned(fd) => fd.as_raw_fd(),
-            Descriptor::Borrowed(fd) => *fd,
-        }
-    }
-}
+/// The documented bound: a request in flight on a descriptor the caller closes completes
+/// (with `ECANCELED`, or with its result if it was running) at most this long after the
+/// `close`. The watcher's period with room for its scan and a busy machine.
+pub const CLOSE_NOTICED: Duration = Duration::from_millis(100);
 
 /// The caller's descriptors the engine has seen, by number.
 static TABLE: LazyLock<RwLock<HashMap<RawFd, Arc<Entry>>>> = LazyLock::new(Default::default);
 
-struct Entry {
-    identity: Identity,
-    object: Object,
-}
+/// The watcher thread and the process it runs in (a `fork` child starts its own).
+static WATCHER: Mutex<Option<(u32, Thread)>> = Mutex::new(None);
 
-enum Object {
+/// The engine's socket or file over its duplicate of a caller's descriptor.
+enum Entry {
     Socket(Socket),
     File(File),
+}
+
+impl Entry {
+    /// An entry over a fresh duplicate of `fd`: `EINVAL` for a closed descriptor or one
+    /// that is neither a socket nor a regular file, `EMFILE` without a number for the
+    /// duplicate.
+    fn new(fd: RawFd) -> io::Result<Entry> {
+        let kind = sys::identify(fd).map_err(|_| error::invalid())?.kind;
+        if kind == Kind::Other {
+            return Err(error::invalid());
+        }
+        let ours = dup::duplicate(fd)?;
+        Ok(match kind {
+            Kind::Socket => Entry::Socket(Socket::duplicate(ours)),
+            _ => Entry::File(FilePool::global()?.open(ours)?),
+        })
+    }
+
+    /// Whether the caller's `fd` still names the open file this entry was made for.
+    fn is_current(&self, fd: RawFd) -> bool {
+        let same = match self {
+            Entry::Socket(socket) => socket
+                .with_fd(|ours| dup::same_open_file(fd, ours))
+                .and_then(|same| same),
+            Entry::File(file) => dup::same_open_file(fd, file.as_fd()),
+        };
+        matches!(same, Ok(true))
+    }
+
+    /// Ends the entry's requests (`ECANCELED` for those still queued) and lets its
+    /// duplicate go: a socket's now, a file's once its running requests are done.
+    fn close(&self) {
+        match self {
+            // Closed already is the only failure, and then there is nothing left to do.
+            Entry::Socket(socket) => drop(socket.close()),
+            // Nothing queued is the only failure.
+            Entry::File(file) => drop(file.cancel_all()),
+        }
+    }
 }
 
 /// How a `ReadFile`/`WriteFile` ended at once.
@@ -62,19 +100,14 @@ pub enum Started {
 /// `CreateIoCompletionPort(fd, port, key, _)`: associates the caller's socket or regular file
 /// `fd` with `port` under `key`. `EINVAL` for a closed descriptor or one that is neither,
 /// `EALREADY` if it is associated already (`EBUSY` if it has requests in flight without a
-/// port).
+/// port), `EMFILE` when the process has no descriptor left for the engine's duplicate.
 ///
-/// # Safety
-///
-/// `fd` must stay open while it is used through this module; closing it is allowed, but
-/// requests still in flight on it then fail.
-pub unsafe fn associate(fd: RawFd, port: &Port, key: u64) -> io::Result<()> {
-    let identity = sys::identify(fd).map_err(|_| error::invalid())?;
-    // SAFETY: the caller keeps `fd` open while it is used.
-    let entry = unsafe { entry(fd, identity)? };
-    match &entry.object {
-        Object::Socket(socket) => socket.associate(port, key),
-        Object::File(file) => file.associate(port, key),
+/// The caller may close `fd` at any time: the association ends, and the requests in flight
+/// on it complete with `ECANCELED` within [`CLOSE_NOTICED`].
+pub fn associate(fd: RawFd, port: &Port, key: u64) -> io::Result<()> {
+    match &*entry(fd)? {
+        Entry::Socket(socket) => socket.associate(port, key),
+        Entry::File(file) => file.associate(port, key),
     }
 }
 
@@ -85,7 +118,7 @@ pub unsafe fn associate(fd: RawFd, port: &Port, key: u64) -> io::Result<()> {
 /// # Safety
 ///
 /// As [`Socket::read_overlapped`]: `buf` and `overlapped` stay valid until the request
-/// completes; `fd` as for [`associate`].
+/// completes (closing `fd` completes it within [`CLOSE_NOTICED`]).
 pub unsafe fn read(
     fd: RawFd,
     buf: *mut u8,
@@ -123,26 +156,25 @@ unsafe fn start(
     overlapped: *const Overlapped,
     write: bool,
 ) -> io::Result<Started> {
-    // SAFETY: forwarded from the caller.
-    let entry = unsafe { lookup(fd)? };
+    let entry = entry(fd)?;
     // SAFETY (every arm): the caller keeps `buf` and `overlapped` valid until completion.
-    match (&entry.object, write) {
-        (Object::Socket(socket), false) => {
+    match (&*entry, write) {
+        (Entry::Socket(socket), false) => {
             // SAFETY: see above.
             let done = unsafe { socket.read_overlapped(buf, len, overlapped) }?;
             Ok(done.map_or(Started::Pending, Started::Done))
         }
-        (Object::Socket(socket), true) => {
+        (Entry::Socket(socket), true) => {
             // SAFETY: see above.
             let done = unsafe { socket.write_overlapped(buf, len, overlapped) }?;
             Ok(done.map_or(Started::Pending, Started::Done))
         }
-        (Object::File(file), false) => {
+        (Entry::File(file), false) => {
             // SAFETY: see above.
             unsafe { file.read_overlapped(buf, len, overlapped) }?;
             Ok(Started::Pending)
         }
-        (Object::File(file), true) => {
+        (Entry::File(file), true) => {
             // SAFETY: see above.
             unsafe { file.write_overlapped(buf, len, overlapped) }?;
             Ok(Started::Pending)
@@ -188,64 +220,99 @@ pub fn cancel(fd: RawFd, overlapped: Option<*const Overlapped>) -> io::Result<us
         .cloned()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
     drop(table);
-    match (&entry.object, overlapped) {
-        (Object::Socket(socket), Some(o)) => socket.cancel_overlapped(o).map(|()| 1),
-        (Object::Socket(socket), None) => socket.cancel_all(),
-        (Object::File(file), Some(o)) => file.cancel_overlapped(o).map(|()| 1),
-        (Object::File(file), None) => file.cancel_all(),
+    match (&*entry, overlapped) {
+        (Entry::Socket(socket), Some(o)) => socket.cancel_overlapped(o).map(|()| 1),
+        (Entry::Socket(socket), None) => socket.cancel_all(),
+        (Entry::File(file), Some(o)) => file.cancel_overlapped(o).map(|()| 1),
+        (Entry::File(file), None) => file.cancel_all(),
     }
 }
 
-/// The entry for `fd`, checked against its identity now.
-///
-/// # Safety
-///
-/// As for [`associate`].
-unsafe fn lookup(fd: RawFd) -> io::Result<Arc<Entry>> {
-    let identity = sys::identify(fd).map_err(|_| error::invalid())?;
-    // SAFETY: forwarded from the caller.
-    unsafe { entry(fd, identity) }
-}
-
-/// The entry for `fd` if its identity still matches, else a fresh one (replacing a stale
-/// entry, whose queued requests are cancelled as it drops).
-///
-/// # Safety
-///
-/// As for [`associate`].
-unsafe fn entry(fd: RawFd, identity: Identity) -> io::Result<Arc<Entry>> {
+/// The entry for `fd` if it still names the open file the entry was made for, else a fresh
+/// one (replacing a stale entry, whose requests end).
+fn entry(fd: RawFd) -> io::Result<Arc<Entry>> {
     {
         let table = TABLE.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = table.get(&fd).filter(|e| e.identity == identity) {
+        if let Some(entry) = table.get(&fd).filter(|e| e.is_current(fd)) {
             return Ok(Arc::clone(entry));
         }
     }
-    let object = match identity.kind {
-        // SAFETY: the caller keeps `fd` open while it is used.
-        Kind::Socket => Object::Socket(unsafe { Socket::borrowed(fd) }),
-        // SAFETY: as above.
-        Kind::RegularFile => Object::File(unsafe { FilePool::global()?.borrowed(fd) }),
-        Kind::Other => return Err(error::invalid()),
-    };
-    let fresh = Arc::new(Entry { identity, object });
+    let fresh = Arc::new(Entry::new(fd)?);
     let mut table = TABLE.write().unwrap_or_else(PoisonError::into_inner);
-    // Another thread may have made the entry meanwhile: keep the first one.
-    let entry = table
-        .entry(fd)
-        .and_modify(|e| {
-            if e.identity != identity {
-                *e = Arc::clone(&fresh);
+    // Another thread may have made a current entry meanwhile: keep the first one.
+    if let Some(entry) = table.get(&fd).filter(|e| e.is_current(fd)) {
+        return Ok(Arc::clone(entry));
+    }
+    let stale = table.insert(fd, Arc::clone(&fresh));
+    drop(table);
+    if let Some(stale) = stale {
+        stale.close();
+    }
+    // After the insert: a watcher that found the table empty and parked is woken to see it.
+    if let Err(err) = watch() {
+        forget(fd, &fresh);
+        return Err(err);
+    }
+    Ok(fresh)
+}
+
+/// Drops `entry`, found stale under `fd`, unless the table has moved on already.
+fn forget(fd: RawFd, entry: &Arc<Entry>) {
+    let mut table = TABLE.write().unwrap_or_else(PoisonError::into_inner);
+    if table.get(&fd).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+        table.remove(&fd);
+    }
+    drop(table);
+    entry.close();
+}
+
+/// Starts the watcher in this process unless it runs, and wakes it to see a new entry.
+fn watch() -> io::Result<()> {
+    let mut watcher = WATCHER.lock().unwrap_or_else(PoisonError::into_inner);
+    let pid = std::process::id();
+    match &*watcher {
+        Some((owner, thread)) if *owner == pid => thread.unpark(),
+        _ => {
+            let handle = thread::Builder::new()
+                .name("iocp-descriptors".into())
+                .spawn(watcher_loop)?;
+            *watcher = Some((pid, handle.thread().clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The watcher: every [`WATCH_PERIOD`], drops the entries whose number the caller closed or
+/// reused; sleeps while the table is empty.
+fn watcher_loop() {
+    loop {
+        let entries: Vec<(RawFd, Arc<Entry>)> = TABLE
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(fd, entry)| (*fd, Arc::clone(entry)))
+            .collect();
+        if entries.is_empty() {
+            // An entry inserted after the look above is followed by an unpark (`watch`),
+            // which makes this return at once if it comes first.
+            thread::park();
+            continue;
+        }
+        for (fd, entry) in &entries {
+            if !entry.is_current(*fd) {
+                forget(*fd, entry);
             }
-        })
-        .or_insert(fresh);
-    Ok(Arc::clone(entry))
+        }
+        drop(entries);
+        thread::sleep(WATCH_PERIOD);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::IntoRawFd;
+    use std::os::fd::{AsRawFd, IntoRawFd};
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
@@ -254,10 +321,8 @@ mod tests {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let fd = ours.into_raw_fd();
         let (first, second) = (Port::new().unwrap(), Port::new().unwrap());
-        // SAFETY: `fd` stays open until the explicit close below, and is not used after.
-        unsafe { associate(fd, &first, 1) }.unwrap();
-        // SAFETY: as above.
-        let again = unsafe { associate(fd, &second, 2) }.unwrap_err();
+        associate(fd, &first, 1).unwrap();
+        let again = associate(fd, &second, 2).unwrap_err();
         assert_eq!(again.raw_os_error(), Some(libc::EALREADY));
 
         let mut buf = [0u8; 8];
@@ -278,8 +343,7 @@ mod tests {
         let (reused, _peer) = UnixStream::pair().unwrap();
         // SAFETY: both descriptors are ours; nothing of ours is in flight on `fd`.
         assert_eq!(unsafe { libc::dup2(reused.as_raw_fd(), fd) }, fd);
-        // SAFETY: `fd` stays open until the close below.
-        unsafe { associate(fd, &second, 2) }.expect("the stale association is gone");
+        associate(fd, &second, 2).expect("the stale association is gone");
         // SAFETY: `fd` is ours.
         unsafe { libc::close(fd) };
     }

@@ -20,7 +20,6 @@
 
 use crate::buffer::{Buf, MAX_TRANSFER};
 use crate::completion::{Cancel, Delivery};
-use crate::descriptor::Descriptor;
 use crate::error::{self, canceled, to_record};
 use crate::overlapped::Overlapped;
 use crate::parker::{Parker, Spin, WaitStack};
@@ -32,7 +31,7 @@ use crossbeam_utils::CachePadded;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
@@ -248,7 +247,13 @@ struct PoolShared {
 struct Job {
     /// Set at submission, unique in the pool.
     id: u64,
+    /// The number the job is filed under for cancellation: the file's descriptor, or the
+    /// caller's number in an aiocb.
     fd: RawFd,
+    /// For an aiocb, the engine's duplicate of the caller's descriptor, which the job runs
+    /// on: a caller closing its number, and the kernel handing the number out again, cannot
+    /// send the job to another file.
+    dup: Option<Arc<OwnedFd>>,
     op: Op,
     offset: u64,
     buf: Mutex<Buf>,
@@ -339,19 +344,10 @@ impl FilePool {
     /// Takes over a regular file: requests on it run on this pool. Use
     /// [`File::associate`] (or [`Port::associate_file`]) to have them report to a port.
     pub fn open(&self, file: impl Into<OwnedFd>) -> io::Result<File> {
-        Ok(self.file(Descriptor::Owned(file.into())))
+        Ok(self.file(file.into()))
     }
 
-    /// A file over a descriptor the caller keeps owning (the C ABI's).
-    ///
-    /// # Safety
-    ///
-    /// `fd` must be a regular file that stays open while this value is in use.
-    pub(crate) unsafe fn borrowed(&self, fd: RawFd) -> File {
-        self.file(Descriptor::Borrowed(fd))
-    }
-
-    fn file(&self, fd: Descriptor) -> File {
+    fn file(&self, fd: OwnedFd) -> File {
         File {
             inner: Arc::new(FileInner {
                 fd,
@@ -385,6 +381,8 @@ impl FilePool {
         });
         let (mut failed, mut refused) = (false, false);
         let mut last_port: Option<(i32, i32, Association)> = None;
+        // A list nearly always reads one file: one duplicate of it per call.
+        let mut last_dup: Option<(RawFd, Arc<OwnedFd>)> = None;
         for &entry in list {
             // SAFETY: the caller guarantees non-NULL entries point to live aiocbs.
             let Some(aiocb) = (unsafe { entry.as_ref() }) else {
@@ -417,7 +415,7 @@ impl FilePool {
                     continue;
                 }
             };
-            let job = match lio_job(aiocb, mode, port.clone(), wait.clone()) {
+            let job = match lio_job(aiocb, mode, port.clone(), wait.clone(), &mut last_dup) {
                 Ok(job) => job,
                 Err(err) => {
                     failed = true;
@@ -475,7 +473,9 @@ impl FilePool {
             return Err(error::closed());
         }
         let (cancelled, running) = match aiocb {
-            None => self.shared.cancel(fd, |_| true),
+            // Only aiocbs: a `File`'s requests (the C ABI's `ReadFile`) are filed under the
+            // engine's own descriptor and cancelled with `CancelIoEx`.
+            None => self.shared.cancel(fd, |job| job.file.is_none()),
             Some(wanted) => {
                 // An aiocb may be submitted again once its request completed, and the old
                 // job can still be in the table for a moment after its record is out: the
@@ -522,6 +522,7 @@ fn lio_job(
     mode: LioMode,
     port: Option<(Port, u64)>,
     list: Option<Arc<ListWait>>,
+    last_dup: &mut Option<(RawFd, Arc<OwnedFd>)>,
 ) -> io::Result<Job> {
     let op = match aiocb.aio_lio_opcode {
         LIO_READ => Op::Read,
@@ -532,12 +533,21 @@ fn lio_job(
     if aiocb.aio_nbytes > MAX_TRANSFER || (aiocb.aio_buf.is_null() && aiocb.aio_nbytes > 0) {
         return Err(error::invalid());
     }
-    if !sysfile::is_open(aiocb.aio_fildes) {
-        return Err(error::closed());
-    }
+    let dup = match last_dup {
+        Some((fd, dup)) if *fd == aiocb.aio_fildes => Arc::clone(dup),
+        _ => {
+            if aiocb.aio_fildes < 0 {
+                return Err(error::closed());
+            }
+            let dup = Arc::new(sys::dup::duplicate(aiocb.aio_fildes)?);
+            *last_dup = Some((aiocb.aio_fildes, Arc::clone(&dup)));
+            dup
+        }
+    };
     Ok(Job {
         id: 0,
         fd: aiocb.aio_fildes,
+        dup: Some(dup),
         op,
         offset,
         buf: Mutex::new(Buf::Raw {
@@ -570,6 +580,11 @@ impl fmt::Debug for FilePool {
 }
 
 impl Job {
+    /// The descriptor the job's call runs on.
+    fn target(&self) -> RawFd {
+        self.dup.as_deref().map_or(self.fd, AsRawFd::as_raw_fd)
+    }
+
     /// Fills in the job's aiocb, overlapped or kept result; returns the record still to
     /// post to its port (an overlapped block posts its own, as it completes).
     fn report(&self, result: io::Result<usize>) -> Option<Completion> {
@@ -686,6 +701,7 @@ impl PoolShared {
             // Cancelled: the canceller completes it.
             return;
         }
+        let fd = job.target();
         let result = {
             let mut buf = lock(&job.buf);
             let (ptr, len) = buf.raw();
@@ -693,11 +709,11 @@ impl PoolShared {
             // that the overlapped and lio functions' callers keep valid until completion.
             match job.op {
                 // SAFETY: see above.
-                Op::Read => unsafe { sysfile::pread(job.fd, ptr, len, job.offset) },
+                Op::Read => unsafe { sysfile::pread(fd, job.fd, ptr, len, job.offset) },
                 // SAFETY: see above.
-                Op::Write => unsafe { sysfile::pwrite(job.fd, ptr, len, job.offset) },
-                Op::Sync => sysfile::fsync(job.fd),
-                Op::SyncData => sysfile::fdatasync(job.fd),
+                Op::Write => unsafe { sysfile::pwrite(fd, job.fd, ptr, len, job.offset) },
+                Op::Sync => sysfile::fsync(fd, job.fd),
+                Op::SyncData => sysfile::fdatasync(fd, job.fd),
             }
         };
         self.complete(job, result);
@@ -777,7 +793,7 @@ pub struct File {
 }
 
 struct FileInner {
-    fd: Descriptor,
+    fd: OwnedFd,
     pool: Arc<PoolShared>,
     port: Mutex<Option<(Port, u64)>>,
     /// Results of owned-buffer requests, by ticket, until [`File::finish`].
@@ -846,16 +862,18 @@ impl File {
     pub fn read_at_blocking(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         check_offset(offset)?;
         let len = buf.len().min(MAX_TRANSFER);
+        let fd = self.raw_fd();
         // SAFETY: `buf` is a live, writable slice of at least `len` bytes.
-        unsafe { sysfile::pread(self.inner.fd.raw(), buf.as_mut_ptr(), len, offset) }
+        unsafe { sysfile::pread(fd, fd, buf.as_mut_ptr(), len, offset) }
     }
 
     /// Writes at `offset` and waits for the result (the synchronous form).
     pub fn write_at_blocking(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         check_offset(offset)?;
         let len = buf.len().min(MAX_TRANSFER);
+        let fd = self.raw_fd();
         // SAFETY: `buf` is a live slice of at least `len` bytes.
-        unsafe { sysfile::pwrite(self.inner.fd.raw(), buf.as_ptr(), len, offset) }
+        unsafe { sysfile::pwrite(fd, fd, buf.as_ptr(), len, offset) }
     }
 
     /// Reads into caller memory at the block's offset (`ReadFile` on a file): completes
@@ -914,7 +932,7 @@ impl File {
 
     /// The descriptor.
     pub fn raw_fd(&self) -> RawFd {
-        self.inner.fd.raw()
+        self.inner.fd.as_raw_fd()
     }
 
     fn cancel_where(&self, matches: impl Fn(&Notify) -> bool) -> io::Result<usize> {
@@ -966,6 +984,7 @@ impl File {
         let job = Job {
             id: 0,
             fd: self.raw_fd(),
+            dup: None,
             op,
             offset,
             buf: Mutex::new(buf),
@@ -990,6 +1009,18 @@ impl Drop for File {
     fn drop(&mut self) {
         // Nothing queued is the only failure, and then there is nothing to do.
         let _ = self.cancel_all();
+    }
+}
+
+impl AsFd for File {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
     }
 }
 
@@ -1107,7 +1138,7 @@ pub(crate) mod tests {
         let mut buf = vec![0u8; 512];
         let aiocb = Aiocb::new(fd, LIO_READ, 0, buf.as_mut_ptr(), buf.len());
         let job = |id| {
-            let mut job = lio_job(&aiocb, LioMode::NoWait, None, None).unwrap();
+            let mut job = lio_job(&aiocb, LioMode::NoWait, None, None, &mut None).unwrap();
             job.id = id;
             Arc::new(job)
         };

@@ -21,7 +21,6 @@
 //! under one mutex, which is what makes "cancelled or completed, never both" hold.
 
 use crate::buffer::Buf;
-use crate::descriptor::Descriptor;
 use crate::error::{self, canceled, to_record};
 use crate::event::Event;
 use crate::overlapped::Overlapped;
@@ -34,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -50,7 +49,7 @@ pub(crate) struct SocketInner {
 
 struct State {
     /// `None` once closed.
-    fd: Option<Descriptor>,
+    fd: Option<OwnedFd>,
     /// The port and key, once associated.
     port: Option<(Port, u64)>,
     /// The reactor the socket is registered with, once a request had to wait.
@@ -149,20 +148,17 @@ impl Socket {
             return Err(error::invalid());
         }
         sys::prepare(fd.as_fd())?;
-        Ok(Socket::with(Descriptor::Owned(fd)))
+        Ok(Socket::with(fd))
     }
 
-    /// A socket over a descriptor the caller keeps owning (the C ABI's): it is neither put
-    /// in non-blocking mode (transfers pass `MSG_DONTWAIT`) nor closed by the engine.
-    ///
-    /// # Safety
-    ///
-    /// `fd` must be a socket that stays open while this value is in use.
-    pub(crate) unsafe fn borrowed(fd: RawFd) -> Socket {
-        Socket::with(Descriptor::Borrowed(fd))
+    /// A socket over the engine's duplicate of a caller's descriptor (the C ABI's): the
+    /// open file is the caller's too, so it is not put in non-blocking mode (transfers pass
+    /// `MSG_DONTWAIT`). `fd` must be a socket.
+    pub(crate) fn duplicate(fd: OwnedFd) -> Socket {
+        Socket::with(fd)
     }
 
-    fn with(fd: Descriptor) -> Socket {
+    fn with(fd: OwnedFd) -> Socket {
         Socket {
             inner: Arc::new(SocketInner {
                 state: Mutex::new(State {
@@ -318,6 +314,13 @@ impl Socket {
         lock(&self.inner.state).fd()
     }
 
+    /// Runs `f` on the descriptor, which stays open meanwhile; `EBADF` once closed.
+    pub(crate) fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> io::Result<R> {
+        let state = lock(&self.inner.state);
+        let fd = state.fd.as_ref().ok_or_else(error::closed)?;
+        Ok(f(fd.as_fd()))
+    }
+
     fn submit_owned(&self, kind: Kind, buf: Buf) -> io::Result<Submitted> {
         let mut state = lock(&self.inner.state);
         state.fd()?;
@@ -416,7 +419,7 @@ impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = lock(&self.inner.state);
         f.debug_struct("Socket")
-            .field("fd", &state.fd.as_ref().map(Descriptor::raw))
+            .field("fd", &state.fd.as_ref().map(AsRawFd::as_raw_fd))
             .field("key", &state.port.as_ref().map(|(_, key)| key))
             .field("pending", &(state.reads.len() + state.writes.len()))
             .finish()
@@ -508,7 +511,7 @@ impl State {
     fn fd(&self) -> io::Result<RawFd> {
         self.fd
             .as_ref()
-            .map(Descriptor::raw)
+            .map(AsRawFd::as_raw_fd)
             .ok_or_else(error::closed)
     }
 

@@ -71,8 +71,7 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
         } else if handles::is_library_handle(fd) {
             return Err(Errno::INVAL);
         } else {
-            // SAFETY: the caller keeps `fd` open while requests on it are in flight.
-            unsafe { descriptor::associate(fd, &port, key.into()) }?;
+            descriptor::associate(fd, &port, key.into())?;
         }
         Ok(port_handle)
     })

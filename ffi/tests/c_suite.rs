@@ -249,6 +249,11 @@ fn close_port() {
 }
 
 #[test]
+fn close_in_flight() {
+    c_program("close_in_flight", &[]);
+}
+
+#[test]
 fn fuzz_calls() {
     c_program("fuzz_calls", &[]);
 }

@@ -114,16 +114,6 @@ if "$probe_dir/probe" "$planted" >"$probe_dir/planted" 2>&1 ||
     exit 1
 fi
 
-# Left out under TSan: fuzz_calls. It closes and reopens its socket pairs while the
-# library still has requests in flight on them (a reactor recv, a file-pool pwrite) — on
-# purpose, to see that nothing crashes — which TSan rightly reports as races on the
-# descriptor numbers: ffi/README.md tells programs to cancel and collect a descriptor's
-# requests before closing it. The fuzzer runs under AddressSanitizer instead.
-skip=()
-if [ "$mode" = thread ]; then
-    skip=(--skip fuzz_calls)
-fi
-
 # Cargo builds the suite's harness (and, in plain mode, libiocp.a); the IOCP_C_* variables
 # make it compile every C program with the sanitizer and link the library chosen above.
-IOCP_C_SANITIZE=${mode/plain/address} cargo test -p iocp-ffi --test c_suite -- "${skip[@]}"
+IOCP_C_SANITIZE=${mode/plain/address} cargo test -p iocp-ffi --test c_suite

@@ -22,6 +22,9 @@ pub(crate) enum Call {
     Fcntl,
     /// `fstat` (what a descriptor is).
     Fstat,
+    /// `kcmp(KCMP_FILE)` (whether two descriptors share an open file).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Kcmp,
     /// `recv`.
     Recv,
     /// `send`.

@@ -1,4 +1,8 @@
 //! Positioned file I/O on raw descriptors, as the file pool's threads run it.
+//!
+//! The pool's calls take the descriptor they run on and the number the caller knows the
+//! file by (`name`: the same, or the caller's number when the engine runs the request on a
+//! duplicate of it); the fault seam matches `name`.
 
 use super::cvt;
 use super::fault::Call;
@@ -10,9 +14,15 @@ use std::os::fd::RawFd;
 /// # Safety
 ///
 /// `buf` must be valid for writes of `len` bytes for the duration of the call.
-pub(crate) unsafe fn pread(fd: RawFd, buf: *mut u8, len: usize, offset: u64) -> io::Result<usize> {
+pub(crate) unsafe fn pread(
+    fd: RawFd,
+    name: RawFd,
+    buf: *mut u8,
+    len: usize,
+    offset: u64,
+) -> io::Result<usize> {
     // SAFETY: the caller guarantees the buffer; the offset was checked to fit `off_t`.
-    cvt(Call::Pread, fd, || unsafe {
+    cvt(Call::Pread, name, || unsafe {
         libc::pread(fd, buf.cast(), len, offset as libc::off_t)
     })
 }
@@ -24,12 +34,13 @@ pub(crate) unsafe fn pread(fd: RawFd, buf: *mut u8, len: usize, offset: u64) -> 
 /// `buf` must be valid for reads of `len` bytes for the duration of the call.
 pub(crate) unsafe fn pwrite(
     fd: RawFd,
+    name: RawFd,
     buf: *const u8,
     len: usize,
     offset: u64,
 ) -> io::Result<usize> {
     // SAFETY: as for `pread`.
-    cvt(Call::Pwrite, fd, || unsafe {
+    cvt(Call::Pwrite, name, || unsafe {
         libc::pwrite(fd, buf.cast(), len, offset as libc::off_t)
     })
 }
@@ -59,19 +70,19 @@ pub(crate) unsafe fn write(fd: RawFd, buf: *const u8, len: usize) -> io::Result<
 }
 
 /// `fsync`.
-pub(crate) fn fsync(fd: RawFd) -> io::Result<usize> {
+pub(crate) fn fsync(fd: RawFd, name: RawFd) -> io::Result<usize> {
     // SAFETY: no memory is passed.
-    cvt(Call::Fsync, fd, || unsafe { libc::fsync(fd) } as isize)
+    cvt(Call::Fsync, name, || unsafe { libc::fsync(fd) } as isize)
 }
 
 /// `fdatasync` (plain `fsync` where the system has none).
-pub(crate) fn fdatasync(fd: RawFd) -> io::Result<usize> {
+pub(crate) fn fdatasync(fd: RawFd, name: RawFd) -> io::Result<usize> {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     // SAFETY: no memory is passed.
-    return cvt(Call::Fdatasync, fd, || unsafe { libc::fdatasync(fd) }
+    return cvt(Call::Fdatasync, name, || unsafe { libc::fdatasync(fd) }
         as isize);
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    fsync(fd)
+    fsync(fd, name)
 }
 
 /// Whether `fd` is an open descriptor.

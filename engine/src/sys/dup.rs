@@ -1,0 +1,119 @@
+//! The library's own duplicates of a caller's descriptors, and whether the caller's number
+//! still names the same open file.
+//!
+//! The C ABI's requests run on a duplicate the library owns, never on the caller's number:
+//! once the caller closes the number and the kernel hands it out again, a request still in
+//! flight keeps working on the file or socket it was made for. Whether the caller still
+//! holds that file under its number is asked with `kcmp(KCMP_FILE)`, which compares open file
+//! descriptions exactly. Where the kernel refuses `kcmp` (built without it, or a seccomp
+//! filter), the engine compares identities (`st_dev`, `st_ino`) instead: then the number
+//! reopened onto the *same* file counts as the same.
+
+use super::{cvt, fault::Call, identify};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// A close-on-exec duplicate of `fd`, above the standard streams. `EBADF` for a closed
+/// descriptor, `EMFILE` when the process has no number left.
+pub(crate) fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
+    let new = cvt(Call::Fcntl, fd, || {
+        // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and no memory.
+        unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) as isize }
+    })?;
+    // SAFETY: fcntl returned a new descriptor, which nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
+}
+
+/// Whether the caller's `theirs` still names the open file description `ours` (a
+/// [`duplicate`] of it) refers to. `EBADF` when `theirs` is closed.
+pub(crate) fn same_open_file(theirs: RawFd, ours: BorrowedFd<'_>) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    if let Some(same) = kcmp::same_file(theirs, ours.as_raw_fd())? {
+        return Ok(same);
+    }
+    Ok(identify(theirs)? == identify(ours.as_raw_fd())?)
+}
+
+#[cfg(target_os = "linux")]
+mod kcmp {
+    use super::{cvt, Call};
+    use std::io;
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// `KCMP_FILE` from `<linux/kcmp.h>`.
+    const KCMP_FILE: libc::c_long = 0;
+
+    /// Cleared once the kernel refuses `kcmp`; never set again.
+    static AVAILABLE: AtomicBool = AtomicBool::new(true);
+
+    /// `Some(same)` from `kcmp`, `None` where the kernel refuses it.
+    pub(super) fn same_file(theirs: RawFd, ours: RawFd) -> io::Result<Option<bool>> {
+        // Relaxed: a cache of the kernel's answer; every thread that reads `true` asks the
+        // kernel and learns the same.
+        if !AVAILABLE.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        // SAFETY: getpid takes nothing and cannot fail.
+        let pid = libc::c_long::from(unsafe { libc::getpid() });
+        let result = cvt(Call::Kcmp, theirs, || {
+            // SAFETY: kcmp compares two of this process's descriptors; it takes no memory.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_kcmp,
+                    pid,
+                    pid,
+                    KCMP_FILE,
+                    libc::c_long::from(theirs),
+                    libc::c_long::from(ours),
+                ) as isize
+            }
+        });
+        match result {
+            Ok(order) => Ok(Some(order == 0)),
+            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                AVAILABLE.store(false, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_duplicate_is_the_same_open_file_until_the_number_is_closed_or_reused() {
+        let (a, _peer) = UnixStream::pair().unwrap();
+        let ours = duplicate(a.as_raw_fd()).unwrap();
+        assert_ne!(ours.as_raw_fd(), a.as_raw_fd());
+        assert!(same_open_file(a.as_raw_fd(), ours.as_fd()).unwrap());
+
+        // The number now names another socket.
+        let (b, _other) = UnixStream::pair().unwrap();
+        // SAFETY: both descriptors are this test's; dup2 replaces `a`'s number in one step.
+        assert_eq!(
+            unsafe { libc::dup2(b.as_raw_fd(), a.as_raw_fd()) },
+            a.as_raw_fd()
+        );
+        assert!(!same_open_file(a.as_raw_fd(), ours.as_fd()).unwrap());
+
+        let number = a.as_raw_fd();
+        drop(a);
+        let err = same_open_file(number, ours.as_fd()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn a_closed_descriptor_has_no_duplicate() {
+        let (a, _peer) = UnixStream::pair().unwrap();
+        let number = a.as_raw_fd();
+        drop(a);
+        let err = duplicate(number).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+}
