@@ -8,6 +8,9 @@
 //! nothing.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::ports::record;
 use iocp::{Completion, DrainStatus, Drained, Event, Overlapped, Port};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -77,10 +80,6 @@ fn allocation_free_after_warm_up<R: PartialEq + std::fmt::Debug>(mut round: impl
 }
 
 const N: usize = 32;
-
-fn record(i: usize) -> Completion {
-    Completion::new(i as u64, i as u32, i)
-}
 
 fn post_all(port: &Port) {
     for i in 0..N {

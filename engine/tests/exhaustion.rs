@@ -20,15 +20,18 @@
 mod common;
 
 use common::errno;
+use common::files::unlinked_file;
+use common::ports::assert_no_record;
+use common::sockets::{pending, tcp_socket, unix_pair};
+use common::timing::PATIENCE;
 use iocp::{
     Completion, Drive, FilePool, OpResult, Overlapped, Port, ProviderSocket, Socket, Submitted,
 };
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,8 +41,6 @@ const CHILD: &str = "IOCP_EXHAUSTION_CHILD";
 const LIMIT: RawFd = 256;
 /// Free descriptors a call may need before the test gives up on it.
 const MOST_NEEDED: usize = 8;
-/// How long a test waits for a record it is owed.
-const PATIENCE: Option<Duration> = Some(Duration::from_secs(5));
 
 /// Runs `scenario` in a child process (this test binary running only `test`, with
 /// [`CHILD`] set), or, in that child, runs it here.
@@ -152,26 +153,10 @@ fn meets_emfile<T>(table: &mut Table, what: &str, make: impl Fn() -> io::Result<
 
 /// The record for `ticket`, the one record the port holds.
 fn record_for(port: &Port, ticket: u64) -> Completion {
-    let record = port.get(PATIENCE).expect("the request's record");
+    let record = port.get(Some(PATIENCE)).expect("the request's record");
     assert_eq!(record.overlapped() as u64, ticket, "{record:?}");
-    assert_no_record(port);
+    assert_no_record(port, Duration::ZERO);
     record
-}
-
-fn assert_no_record(port: &Port) {
-    assert_eq!(errno(port.get(Some(Duration::ZERO))), libc::ETIMEDOUT);
-}
-
-fn pending(submitted: Submitted) -> u64 {
-    match submitted {
-        Submitted::Pending(ticket) => ticket,
-        Submitted::Done(done) => panic!("expected a pending request, got {done:?}"),
-    }
-}
-
-/// A connected pair: one end for the engine, the other for the test.
-fn unix_pair() -> (UnixStream, UnixStream) {
-    UnixStream::pair().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -184,7 +169,7 @@ fn port_creation_meets_emfile() {
         let port = meets_emfile(&mut table, "Port::new", Port::new);
         drop(table);
         port.post(Completion::new(1, 2, 3)).unwrap();
-        assert_eq!(port.get(PATIENCE).unwrap(), Completion::new(1, 2, 3));
+        assert_eq!(port.get(Some(PATIENCE)).unwrap(), Completion::new(1, 2, 3));
         let second = Port::new().unwrap();
         assert!(!second.same_port(&port));
         assert_ne!(second.handle(), port.handle());
@@ -198,7 +183,7 @@ fn event_creation_meets_emfile() {
         let event = meets_emfile(&mut table, "Event::new", || iocp::Event::new(true, false));
         drop(table);
         event.set();
-        event.wait(PATIENCE).unwrap();
+        event.wait(Some(PATIENCE)).unwrap();
         assert!(iocp::Event::from_handle(event.handle()).is_some());
     });
 }
@@ -216,9 +201,9 @@ fn provider_socket_creation_meets_emfile() {
         let overlapped = Overlapped::new();
         overlapped.start();
         socket.complete(&overlapped, 0, 42).unwrap();
-        let record = port.get(PATIENCE).unwrap();
+        let record = port.get(Some(PATIENCE)).unwrap();
         assert_eq!((record.key(), record.bytes()), (9, 42));
-        assert_no_record(&port);
+        assert_no_record(&port, Duration::ZERO);
     });
 }
 
@@ -237,15 +222,19 @@ fn a_ports_reactor_meets_emfile(drive: Drive) {
     let ticket = meets_emfile(
         &mut table,
         &format!("the reactor of a port driven {drive:?}"),
-        || socket.recv(vec![0; 8]).map(pending),
+        || {
+            socket
+                .recv(vec![0; 8])
+                .map(|submitted| pending(Ok(submitted)))
+        },
     );
-    assert_no_record(&port);
+    assert_no_record(&port, Duration::ZERO);
     // Later requests use the reactor made, even with the table full again.
     table.refill();
     peer.write_all(b"ready").unwrap();
     let done = socket.finish(&record_for(&port, ticket)).unwrap();
     assert_eq!(&done.buf[..done.result.unwrap()], b"ready");
-    let second = pending(socket.recv(vec![0; 8]).unwrap());
+    let second = pending(socket.recv(vec![0; 8]));
     peer.write_all(b"again").unwrap();
     let done = socket.finish(&record_for(&port, second)).unwrap();
     assert_eq!(&done.buf[..done.result.unwrap()], b"again");
@@ -291,7 +280,7 @@ fn the_portless_reactor_meets_emfile() {
         });
         drop(table);
         peer.write_all(b"portless").unwrap();
-        event.wait(PATIENCE).unwrap();
+        event.wait(Some(PATIENCE)).unwrap();
         assert_eq!(block.get_result(false).unwrap(), 8);
         assert_eq!(&buf, b"portless");
     });
@@ -309,9 +298,9 @@ fn an_accept_meets_emfile_and_loses_no_connection() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let listener = port.associate(listener, 1).unwrap();
-        let first = pending(listener.accept().unwrap());
+        let first = pending(listener.accept());
         // The client's socket, made while descriptors are free.
-        let client = TcpStream::from(tcp_socket());
+        let client = TcpStream::from(tcp_socket(libc::AF_INET));
         let mut table = Table::full();
         let before = Table::open();
         connect(&client, addr);
@@ -329,7 +318,7 @@ fn an_accept_meets_emfile_and_loses_no_connection() {
             libc::EMFILE
         );
         assert_eq!(Table::open(), before, "a refused accept left descriptors");
-        assert_no_record(&port);
+        assert_no_record(&port, Duration::ZERO);
 
         table.free_one();
         let accepted = at_once(listener.accept().unwrap());
@@ -347,14 +336,6 @@ fn an_accept_meets_emfile_and_loses_no_connection() {
 }
 
 /// A fresh TCP socket, blocking.
-fn tcp_socket() -> OwnedFd {
-    // SAFETY: socket(2) with constant arguments; no pointers.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 /// Connects `client` (blocking) to `addr`, an IPv4 address, opening no descriptor.
 fn connect(client: &TcpStream, addr: SocketAddr) {
     let SocketAddr::V4(addr) = addr else {
@@ -390,14 +371,7 @@ fn a_file_pool_and_file_association_need_no_descriptor() {
         "a_file_pool_and_file_association_need_no_descriptor",
         || {
             let port = Port::new().unwrap();
-            let path = std::env::temp_dir().join(format!("iocp-exhaustion-{}", std::process::id()));
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .unwrap();
-            std::fs::remove_file(&path).unwrap();
+            let file = unlinked_file("exhaustion");
             file.write_all_at(b"0123456789", 0).unwrap();
             let table = Table::full();
             let before = Table::open();

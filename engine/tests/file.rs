@@ -8,7 +8,7 @@
 //!
 //! Every test works on real files in a directory of its own under the system's temporary
 //! directory, removed when the test ends, and bounds every wait: a dequeue gives up after
-//! [`PATIENCE`], and a call that cannot time out by itself (an `LIO_WAIT` list, a pool's
+//! [`BULK_PATIENCE`], and a call that cannot time out by itself (an `LIO_WAIT` list, a pool's
 //! drop, `GetOverlappedResult` with wait) runs under a [`Watchdog`] that aborts the process
 //! rather than let the suite hang.
 //!
@@ -19,7 +19,11 @@
 
 mod common;
 
-use common::{address, close_keeping_number, errno};
+use common::files::TempDir;
+use common::ports::close_keeping_number;
+use common::rng::{pattern, Rng};
+use common::timing::BULK_PATIENCE;
+use common::{address, errno};
 use iocp::{
     AioCancel, Aiocb, Completion, DrainStatus, Event, File, FilePool, FilePoolBuilder, LioMode,
     OpResult, Overlapped, Port, AIO_EXTENDED, LIO_NOP, LIO_READ, LIO_WRITE, MAX_TRANSFER,
@@ -27,18 +31,14 @@ use iocp::{
 };
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::fs::OpenOptions;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{mpsc, PoisonError, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long a test waits for records it is owed before it declares them lost.
-const PATIENCE: Duration = Duration::from_secs(10);
 /// How long a call that cannot time out may block before the watchdog aborts the process.
 const HANG: Duration = Duration::from_secs(60);
 const KIB: usize = 1024;
@@ -58,96 +58,6 @@ fn words(overlapped: &Overlapped) -> &[AtomicU32; 5] {
     // alignment are checked above), so it may be viewed as an array of them; every access
     // through the view is atomic, as the engine's own are.
     unsafe { &*(overlapped as *const Overlapped).cast::<[AtomicU32; 5]>() }
-}
-
-/// Deterministic bytes for `seed` (xorshift), so a misplaced or torn transfer shows.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform enough in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
-
-static SCRATCH_SEQUENCE: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory of the test's own under the temporary directory, removed on drop.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "iocp-file-test-{}-{test}-{}",
-            std::process::id(),
-            SCRATCH_SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Creates `name` holding `contents`, open for reading and writing.
-    fn file(&self, name: &str, contents: &[u8]) -> std::fs::File {
-        std::fs::write(self.path(name), contents).unwrap();
-        self.open(name)
-    }
-
-    /// Opens the existing `name` for reading and writing.
-    fn open(&self, name: &str) -> std::fs::File {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.path(name))
-            .unwrap()
-    }
-
-    /// Creates `name` holding `contents`, open for reading only.
-    fn read_only(&self, name: &str, contents: &[u8]) -> std::fs::File {
-        std::fs::write(self.path(name), contents).unwrap();
-        std::fs::File::open(self.path(name)).unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Memory handed to the engine by raw pointer (overlapped blocks, aiocbs, their buffers):
@@ -319,9 +229,9 @@ fn pool_threads_become(n: usize) -> bool {
     }
 }
 
-/// Dequeues exactly `n` records with batched dequeues; fails after [`PATIENCE`].
+/// Dequeues exactly `n` records with batched dequeues; fails after [`BULK_PATIENCE`].
 fn collect(port: &Port, n: usize) -> Vec<Completion> {
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + BULK_PATIENCE;
     let mut out = vec![Completion::default(); 256];
     let mut records = Vec::with_capacity(n);
     while records.len() < n {
@@ -331,7 +241,7 @@ fn collect(port: &Port, n: usize) -> Vec<Completion> {
             .unwrap_or_else(|| {
                 let last = &records[records.len().saturating_sub(4)..];
                 panic!(
-                    "only {} of {n} records after {PATIENCE:?}; the last: {last:?}",
+                    "only {} of {n} records after {BULK_PATIENCE:?}; the last: {last:?}",
                     records.len()
                 )
             });
@@ -397,7 +307,10 @@ impl Busy {
 
     /// Starts a read of `len` bytes (at most [`BUSY`]); the previous one must be done.
     fn start(&mut self, pool: &FilePool, len: usize) {
-        assert!(self.wait(PATIENCE), "the previous busy read never ended");
+        assert!(
+            self.wait(BULK_PATIENCE),
+            "the previous busy read never ended"
+        );
         let cb = Aiocb::new(
             self.zero.as_raw_fd(),
             LIO_READ,
@@ -430,14 +343,14 @@ impl Busy {
 
     /// Waits for the read and checks that it succeeded.
     fn finish(&self) {
-        assert!(self.wait(PATIENCE), "the busy read never ended");
+        assert!(self.wait(BULK_PATIENCE), "the busy read never ended");
         assert_eq!(self.cb.get().error(), 0);
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if self.wait(PATIENCE) {
+        if self.wait(BULK_PATIENCE) {
             // SAFETY: each is dropped once, here, and the read that used them is done.
             unsafe {
                 ManuallyDrop::drop(&mut self.buf);
@@ -679,7 +592,7 @@ fn writes_then_reads_at_random_offsets_from_several_threads_each_complete_exactl
     const SLOT: u64 = 8192;
     let pool = pool(2);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("parallel");
+    let scratch = TempDir::new("file-parallel");
     let files: Vec<File> = (0..PARALLEL_FILES)
         .map(|f| {
             let file = scratch.file(&format!("data{f}"), &[]);
@@ -718,7 +631,7 @@ fn writes_then_reads_at_random_offsets_from_several_threads_each_complete_exactl
 fn reads_at_end_of_file_complete_short_with_the_bytes_read() {
     let pool = pool(2);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("eof");
+    let scratch = TempDir::new("file-eof");
     let data = pattern(7, 10_000);
     let file = port
         .associate_file(scratch.file("data", &data), 5, &pool)
@@ -788,7 +701,7 @@ fn transfers_larger_than_a_mebibyte_complete_whole_in_one_request() {
     const LIO: usize = 3 * MIB / 2;
     let pool = pool(2);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("large");
+    let scratch = TempDir::new("file-large");
     let file = port
         .associate_file(scratch.file("data", &[]), 3, &pool)
         .unwrap();
@@ -845,7 +758,7 @@ fn transfers_larger_than_a_mebibyte_complete_whole_in_one_request() {
 #[test]
 fn owned_requests_on_an_unassociated_file_fail_with_enotconn() {
     let pool = pool(1);
-    let scratch = Scratch::new("enotconn");
+    let scratch = TempDir::new("file-enotconn");
     let file = pool.open(scratch.file("data", b"hello world")).unwrap();
     assert_eq!(errno(file.read_at(vec![0; 5], 0)), libc::ENOTCONN);
     assert_eq!(errno(file.write_at(b"HELLO".to_vec(), 0)), libc::ENOTCONN);
@@ -871,7 +784,7 @@ fn owned_requests_on_an_unassociated_file_fail_with_enotconn() {
 #[test]
 fn a_second_association_fails_with_ealready_and_the_first_stays() {
     let pool = pool(1);
-    let scratch = Scratch::new("ealready");
+    let scratch = TempDir::new("file-ealready");
     let first = Port::new().unwrap();
     let second = Port::new().unwrap();
     let file = first
@@ -901,7 +814,7 @@ fn a_second_association_fails_with_ealready_and_the_first_stays() {
 fn the_synchronous_form_transfers_on_the_calling_thread_and_posts_nothing() {
     let pool = pool(1);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("sync");
+    let scratch = TempDir::new("file-sync");
     let file = port
         .associate_file(scratch.file("data", &[]), 4, &pool)
         .unwrap();
@@ -939,7 +852,7 @@ fn the_synchronous_form_transfers_on_the_calling_thread_and_posts_nothing() {
 fn a_request_the_kernel_rejects_completes_with_its_errno_and_returns_the_buffer() {
     let pool = pool(1);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("kernel-errors");
+    let scratch = TempDir::new("file-kernel-errors");
     let read_only = port
         .associate_file(scratch.read_only("ro", b"read only"), 1, &pool)
         .unwrap();
@@ -970,7 +883,7 @@ fn a_request_the_kernel_rejects_completes_with_its_errno_and_returns_the_buffer(
 fn overlapped_requests_post_their_block_address_under_the_file_key() {
     let pool = pool(2);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("overlapped");
+    let scratch = TempDir::new("file-overlapped");
     let data = pattern(23, 16 * KIB);
     let file = port
         .associate_file(scratch.file("data", &data), 42, &pool)
@@ -1059,7 +972,7 @@ fn overlapped_offsets_above_4_gib_are_split_across_offset_and_offset_high() {
     const FAR: u64 = 5 << 30;
     let pool = pool(2);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("far");
+    let scratch = TempDir::new("file-far");
     let file = port
         .associate_file(scratch.file("sparse", &[]), 8, &pool)
         .unwrap();
@@ -1131,7 +1044,7 @@ fn overlapped_offsets_above_4_gib_are_split_across_offset_and_offset_high() {
 #[test]
 fn overlapped_requests_on_an_unassociated_file_complete_through_their_event() {
     let pool = pool(2);
-    let scratch = Scratch::new("event");
+    let scratch = TempDir::new("file-event");
     let data = pattern(21, 6000);
     let file = pool.open(scratch.file("data", &data)).unwrap();
 
@@ -1142,7 +1055,7 @@ fn overlapped_requests_on_an_unassociated_file_complete_through_their_event() {
     let buf = Lent::zeroed(3000);
     // SAFETY: buffer and block stay allocated until the event says the request is done.
     unsafe { file.read_overlapped(buf.buf(), 3000, block.ptr()) }.unwrap();
-    manual.wait(Some(PATIENCE)).unwrap();
+    manual.wait(Some(BULK_PATIENCE)).unwrap();
     assert!(manual.is_set(), "a manual-reset event stays set");
     assert!(block.get().is_complete());
     assert_eq!(block.get().get_result(false).unwrap(), 3000);
@@ -1156,7 +1069,7 @@ fn overlapped_requests_on_an_unassociated_file_complete_through_their_event() {
     let source = Lent::bytes(&more);
     // SAFETY: as above.
     unsafe { file.write_overlapped(source.buf(), 500, block.ptr()) }.unwrap();
-    auto.wait(Some(PATIENCE)).unwrap();
+    auto.wait(Some(BULK_PATIENCE)).unwrap();
     assert!(!auto.is_set(), "the wait consumed the auto-reset signal");
     assert_eq!(block.get().get_result(false).unwrap(), 500);
     let mut back = vec![0u8; 500];
@@ -1169,7 +1082,7 @@ fn overlapped_requests_on_an_unassociated_file_complete_through_their_event() {
     let block = Lent::new(Box::new(Overlapped::with_event(&failing)));
     // SAFETY: as above.
     unsafe { read_only.write_overlapped(source.buf(), 500, block.ptr()) }.unwrap();
-    failing.wait(Some(PATIENCE)).unwrap();
+    failing.wait(Some(BULK_PATIENCE)).unwrap();
     assert_eq!(errno(block.get().get_result(false)), libc::EBADF);
 
     // No event at all: GetOverlappedResult waits on the block itself.
@@ -1222,7 +1135,7 @@ fn check_mixed(lio: &Lio, i: usize, data: &[u8], file: &[u8]) {
 fn lio_wait_returns_with_every_request_done_and_posts_no_record() {
     let pool = pool(2);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("lio-wait");
+    let scratch = TempDir::new("file-lio-wait");
     let data = pattern(31, 64 * KIB);
     let file = scratch.file("data", &data);
     let lio = Lio::new(mixed_entries(file.as_raw_fd(), data.len(), 16, &port));
@@ -1245,7 +1158,7 @@ fn lio_nowait_returns_at_once_and_reports_through_aiocbs_and_records_keyed_zero(
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("lio-nowait");
+    let scratch = TempDir::new("file-lio-nowait");
     let data = pattern(41, 64 * KIB);
     let file = scratch.file("data", &data);
     let lio = Lio::new(mixed_entries(file.as_raw_fd(), data.len(), 12, &port));
@@ -1300,7 +1213,7 @@ fn lio_nowait_gmcs_leaves_aiocbs_untouched_and_reports_through_records_only() {
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("lio-gmcs");
+    let scratch = TempDir::new("file-lio-gmcs");
     let data = pattern(43, 64 * KIB);
     let file = scratch.file("data", &data);
     let fd = file.as_raw_fd();
@@ -1439,7 +1352,7 @@ fn bad_list(fd: RawFd, data_len: usize, port: &Port) -> BadList {
 fn lio_refuses_bad_entries_alone(mode: LioMode) {
     let pool = pool(2);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("lio-bad");
+    let scratch = TempDir::new("file-lio-bad");
     let data = pattern(63, 64 * KIB);
     let file = scratch.file("data", &data);
     let bad = bad_list(file.as_raw_fd(), data.len(), &port);
@@ -1471,7 +1384,7 @@ fn lio_refuses_bad_entries_alone(mode: LioMode) {
         );
     }
     // Requests without a record (GoodNoPort in NoWait mode) report through their aiocb.
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + BULK_PATIENCE;
     while (0..lio.len()).any(|i| lio.cb(i).error() == libc::EINPROGRESS) {
         assert!(
             Instant::now() < deadline,
@@ -1547,7 +1460,7 @@ fn lio_naming_a_closed_port_fails_that_entry_with_ebadf() {
     let closed = Port::new().unwrap();
     // Keep the number from a port of a test running alongside, which would take the entry.
     let _number = close_keeping_number(&closed);
-    let scratch = Scratch::new("lio-closed-port");
+    let scratch = TempDir::new("file-lio-closed-port");
     let data = pattern(65, 8 * KIB);
     let file = scratch.file("data", &data);
     let fd = file.as_raw_fd();
@@ -1581,7 +1494,7 @@ fn lio_naming_a_closed_port_fails_that_entry_with_ebadf() {
 fn cancel_with_nothing_queued_fails_with_enoent_and_aio_cancel_reports_all_done() {
     let pool = pool(1);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("cancel-idle");
+    let scratch = TempDir::new("file-cancel-idle");
     let file = port
         .associate_file(scratch.file("data", b"data"), 1, &pool)
         .unwrap();
@@ -1618,7 +1531,7 @@ fn cancellation_racing_completion_yields_exactly_one_record_per_request() {
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("cancel-race");
+    let scratch = TempDir::new("file-cancel-race");
     let data = pattern(51, BLOCK * BLOCKS);
     let owned = port
         .associate_file(scratch.file("data", &data), 1, &pool)
@@ -1767,7 +1680,7 @@ fn aio_cancel_racing_completion_reports_what_it_did_and_each_request_completes_o
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("aio-cancel-race");
+    let scratch = TempDir::new("file-aio-cancel-race");
     let data = pattern(53, BLOCK * BLOCKS);
     let file = scratch.file("data", &data);
     let fd = file.as_raw_fd();
@@ -1848,7 +1761,7 @@ fn aio_cancel_reports_canceled_for_queued_not_canceled_for_running_all_done_for_
     const BIG: usize = BUSY;
     let pool = pool(1);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("aio-cancel-outcomes");
+    let scratch = TempDir::new("file-aio-cancel-outcomes");
     let data = pattern(55, 8 * KIB);
     let file = scratch.file("data", &data);
     let fd = file.as_raw_fd();
@@ -1885,7 +1798,7 @@ fn aio_cancel_reports_canceled_for_queued_not_canceled_for_running_all_done_for_
         let long_running = lio.cb(1).error() == libc::EINPROGRESS;
         // Wait for everything, then judge.
         let records = collect(&port, 2);
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + BULK_PATIENCE;
         while (0..lio.len()).any(|i| lio.cb(i).error() == libc::EINPROGRESS) {
             assert!(Instant::now() < deadline, "a request never completed");
             thread::sleep(Duration::from_millis(1));
@@ -1931,7 +1844,7 @@ fn aio_cancel_says_all_done_only_once_aio_error_has_the_result() {
     let rounds = if cfg!(debug_assertions) { 200 } else { 1000 };
     let pool = pool(1);
     let mut busy = Busy::new();
-    let scratch = Scratch::new("aio-all-done");
+    let scratch = TempDir::new("file-aio-all-done");
     let data = pattern(69, 4 * KIB);
     let file = scratch.file("data", &data);
     let fd = file.as_raw_fd();
@@ -1944,7 +1857,7 @@ fn aio_cancel_says_all_done_only_once_aio_error_has_the_result() {
     let partner_done = AtomicUsize::new(0);
     let partner_result = std::sync::Mutex::new(None);
     let spin_until = |done: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + BULK_PATIENCE;
         while !done() {
             assert!(Instant::now() < deadline, "the other canceller never came");
             std::hint::spin_loop();
@@ -1991,7 +1904,7 @@ fn aio_cancel_says_all_done_only_once_aio_error_has_the_result() {
                     AioCancel::NotCanceled => {}
                 }
             }
-            let deadline = Instant::now() + PATIENCE;
+            let deadline = Instant::now() + BULK_PATIENCE;
             while lio.cb(0).error() == libc::EINPROGRESS {
                 assert!(Instant::now() < deadline, "the request never completed");
                 thread::yield_now();
@@ -2011,7 +1924,7 @@ fn cancelling_a_request_never_ends_a_dequeue_wait() {
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("cancel-wait");
+    let scratch = TempDir::new("file-cancel-wait");
     let data = pattern(57, 4 * KIB);
     let file = port
         .associate_file(scratch.file("data", &data), 9, &pool)
@@ -2022,7 +1935,7 @@ fn cancelling_a_request_never_ends_a_dequeue_wait() {
         thread::scope(|s| {
             s.spawn(|| {
                 let mut out = [Completion::default(); 8];
-                let drained = port.get_many(&mut out, 3, Some(PATIENCE)).unwrap();
+                let drained = port.get_many(&mut out, 3, Some(BULK_PATIENCE)).unwrap();
                 tx.send((drained, out)).unwrap();
             });
             // Let the waiter park (not needed for correctness), then queue two requests
@@ -2039,7 +1952,7 @@ fn cancelling_a_request_never_ends_a_dequeue_wait() {
             );
             port.post(Completion::new(77, 0, 0xfeed)).unwrap();
             let (drained, out) = rx
-                .recv_timeout(PATIENCE)
+                .recv_timeout(BULK_PATIENCE)
                 .expect("the waiter never returned");
             assert_eq!(drained.status, DrainStatus::Complete);
             assert_eq!(drained.count, 3);
@@ -2082,7 +1995,7 @@ fn aio_cancel_never_ends_a_gmcs_wait_which_runs_to_its_timeout() {
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("aio-cancel-wait");
+    let scratch = TempDir::new("file-aio-cancel-wait");
     let data = pattern(59, 4 * KIB);
     let file = scratch.file("data", &data);
     let fd = file.as_raw_fd();
@@ -2152,7 +2065,7 @@ fn dropping_a_file_cancels_its_queued_requests() {
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("drop-file");
+    let scratch = TempDir::new("file-drop-file");
     let data = pattern(67, 4 * KIB);
     let file = port
         .associate_file(scratch.file("data", &data), 4, &pool)
@@ -2202,7 +2115,7 @@ fn dropping_the_pool_completes_every_queued_request_and_joins_its_threads() {
         "the pool did not start two named threads"
     );
     let port = Port::builder().capacity(4096).build().unwrap();
-    let scratch = Scratch::new("drop-pool");
+    let scratch = TempDir::new("file-drop-pool");
     let data = pattern(71, BLOCK * 64);
     let file = port
         .associate_file(scratch.file("data", &data), 1, &pool)
@@ -2296,7 +2209,7 @@ fn dropping_the_pool_completes_every_queued_request_and_joins_its_threads() {
 fn requests_after_the_pool_is_dropped_fail_with_eagain() {
     let pool = pool(1);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("after-drop");
+    let scratch = TempDir::new("file-after-drop");
     let file = port
         .associate_file(scratch.file("data", b"still here"), 1, &pool)
         .unwrap();
@@ -2340,7 +2253,7 @@ fn drain_queued_on_one_file(n: usize) -> Duration {
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::builder().capacity(1 << 17).build().unwrap();
-    let scratch = Scratch::new("queued-on-one-file");
+    let scratch = TempDir::new("file-queued-on-one-file");
     let file = port
         .associate_file(scratch.file("data", &[0; 64]), 1, &pool)
         .unwrap();
@@ -2384,7 +2297,7 @@ fn a_pool_has_one_thread_per_cpu_by_default_and_pinned_pools_run_requests() {
     let pinned = pool_from(FilePool::builder().threads(3).pin(true));
     assert_eq!(pinned.threads(), 3);
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("pinned");
+    let scratch = TempDir::new("file-pinned");
     let data = pattern(73, 30 * 100);
     let file = port
         .associate_file(scratch.file("data", &data), 6, &pinned)
@@ -2449,7 +2362,7 @@ fn soak_every_completion_arrives_exactly_once() {
     let pool = pool(2);
     // A small ring: most records go through the overflow queue.
     let port = Port::builder().capacity(64).build().unwrap();
-    let scratch = Scratch::new("soak");
+    let scratch = TempDir::new("file-soak");
     // Writes put back the bytes already there, so every read sees `data` whatever the order.
     let data = pattern(81, SOAK_BLOCK * SOAK_BLOCKS);
     let owned = port
@@ -2699,7 +2612,7 @@ fn soak_every_completion_arrives_exactly_once() {
 #[test]
 fn regression_associating_a_file_with_a_closed_port_succeeded() {
     let pool = pool(1);
-    let scratch = Scratch::new("closed-port");
+    let scratch = TempDir::new("file-closed-port");
     let closed = Port::new().unwrap();
     closed.close().unwrap();
     let file = scratch.file("data", b"0123456789");
@@ -2739,7 +2652,7 @@ fn regression_refused_lio_wait_list_returned_before_its_good_entries_were_done()
     let pool = pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
-    let scratch = Scratch::new("lio-wait-refused");
+    let scratch = TempDir::new("file-lio-wait-refused");
     let data = pattern(67, 64 * KIB);
     let file = scratch.file("data", &data);
     let fd = file.as_raw_fd();

@@ -10,6 +10,11 @@
 
 mod common;
 
+use common::files::TempDir;
+use common::ports::{assert_no_record, each_drive, next, port};
+use common::rng::pattern;
+use common::sockets::{pending, tcp_socket, unix_pair};
+use common::timing::{PATIENCE, SETTLE};
 use common::{address, errno};
 use iocp::{Completion, Drive, Event, OpResult, Overlapped, Port, Socket, Submitted};
 use std::collections::{HashMap, HashSet};
@@ -18,56 +23,17 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{mpsc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long a test waits for a record or a peer before it declares it lost.
-const PATIENCE: Duration = Duration::from_secs(5);
-/// Long enough for a spawned thread to reach its wait and park on a loaded 2-core machine.
-const SETTLE: Duration = Duration::from_millis(100);
 /// A wait that shows nothing more arrives (a reactor turn has time to run).
 const QUIET: Duration = Duration::from_millis(50);
-const DRIVES: [Drive; 2] = [Drive::Inline, Drive::Thread];
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn port(drive: Drive) -> Port {
-    Port::builder().drive(drive).build().unwrap()
-}
-
-/// Runs `test` once per drive mode; the drive is printed so a failure names it.
-fn each_drive(test: impl Fn(Drive)) {
-    for drive in DRIVES {
-        eprintln!("--- drive {drive:?}");
-        test(drive);
-    }
-}
-
-/// The next record, which must come within [`PATIENCE`].
-fn next(port: &Port) -> Completion {
-    port.get(Some(PATIENCE))
-        .unwrap_or_else(|err| panic!("no record within {PATIENCE:?}: {err}"))
-}
-
-/// Nothing is queued now, and nothing arrives within `wait`.
-fn assert_no_record(port: &Port, wait: Duration) {
-    match port.get(Some(wait)) {
-        Err(err) => assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}"),
-        Ok(record) => panic!("unexpected record {record:?}"),
-    }
-}
-
-fn pending(submitted: io::Result<Submitted>) -> u64 {
-    match submitted.expect("submitted") {
-        Submitted::Pending(ticket) => ticket,
-        Submitted::Done(done) => panic!("expected a pending request, got {done:?}"),
-    }
-}
 
 fn done(submitted: io::Result<Submitted>) -> OpResult {
     match submitted.expect("submitted") {
@@ -106,12 +72,6 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
     (server, client)
 }
 
-fn unix_pair() -> (UnixStream, UnixStream) {
-    let (a, b) = UnixStream::pair().unwrap();
-    b.set_read_timeout(Some(PATIENCE)).unwrap();
-    (a, b)
-}
-
 /// An address on 127.0.0.1 where nothing listens, and the socket that keeps it so: bound
 /// there, not listening, it refuses connections and keeps any other socket from binding
 /// the port (a port merely released could be a parallel test's listener a moment later).
@@ -120,15 +80,6 @@ fn closed_port() -> (OwnedFd, SocketAddr) {
     let holder = TcpStream::from(loopback_socket(0, false));
     let addr = holder.local_addr().unwrap();
     (holder.into(), addr)
-}
-
-/// A fresh, unconnected TCP socket of `domain`.
-fn tcp_socket(domain: libc::c_int) -> OwnedFd {
-    // SAFETY: socket(2) with constant arguments; no pointers.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
@@ -193,13 +144,6 @@ fn fd_flags(fd: RawFd) -> (libc::c_int, libc::c_int) {
     }
 }
 
-/// A deterministic byte pattern that shows misplaced or repeated runs.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
-        .collect()
-}
-
 /// Reads until end of stream (bounded by the read timeout and `limit`).
 fn read_to_eof(mut stream: impl Read, limit: usize) -> Vec<u8> {
     let mut all = Vec::new();
@@ -224,32 +168,6 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
         .or((a.len() != b.len()).then(|| a.len().min(b.len())))
 }
 
-/// A directory under the system temp dir, removed on drop (for Unix sockets and files).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "iocp-net-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Fills `socket`'s send path with `chunk`-byte sends until one is pending; returns how
 /// many bytes went out at once and the pending send's ticket.
 fn fill_until_pending(socket: &Socket, chunk: usize) -> (usize, u64) {
@@ -270,7 +188,7 @@ fn fill_until_pending(socket: &Socket, chunk: usize) -> (usize, u64) {
 #[test]
 fn tcp_listeners_streams_udp_and_unix_sockets_associate_under_their_keys() {
     let port = Port::new().unwrap();
-    let dir = TempDir::new();
+    let dir = TempDir::new("net");
     let (server, _client) = tcp_pair();
     let (unix, _peer) = unix_pair();
     let sockets = [
@@ -316,7 +234,7 @@ fn a_second_association_fails_ealready_and_the_first_stays() {
 
 #[test]
 fn associating_a_regular_file_or_a_pipe_fails_einval() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("net");
     let path = dir.path("plain");
     let port = Port::new().unwrap();
     assert_eq!(
@@ -712,7 +630,7 @@ fn echo_round_trips_over_fifty_tcp_connections_on_one_port() {
                         let messages: Vec<Vec<u8>> = (0..mine.len())
                             .map(|c| {
                                 let len = 1 + (round * 977 + c * 131 + t * 17) % 8192;
-                                pattern(len, (round + c) as u8)
+                                pattern((round + c) as u64, len)
                             })
                             .collect();
                         for (mut stream, message) in mine.iter().zip(&messages) {
@@ -746,7 +664,7 @@ fn echo_round_trips_over_fifty_tcp_connections_on_one_port() {
 fn echo_over_a_unix_listener_accepts_with_no_peer_address() {
     each_drive(|drive| {
         let port = port(drive);
-        let dir = TempDir::new();
+        let dir = TempDir::new("net");
         let path = dir.path("echo.sock");
         let listener = port
             .associate(UnixListener::bind(&path).unwrap(), 0)
@@ -762,7 +680,7 @@ fn echo_over_a_unix_listener_accepts_with_no_peer_address() {
             let port = port.clone();
             thread::spawn(move || serve_echo(port, vec![(1, stream)], Duration::from_secs(10)))
         };
-        let message = pattern(100_000, 9);
+        let message = pattern(9, 100_000);
         let writer = {
             let mut client = client.try_clone().unwrap();
             let message = message.clone();
@@ -792,7 +710,7 @@ fn a_large_transfer_in_sends_larger_than_the_socket_buffers_arrives_intact() {
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
         let socket = port.associate(server, 9).unwrap();
-        let data = pattern(LEN, 1);
+        let data = pattern(1, LEN);
         // The reader starts only once a send has had to wait: each send is far larger than
         // the shrunken kernel buffers, so it goes out in pieces as the reader drains them.
         let (go, wait_for_go) = mpsc::channel::<()>();
@@ -840,7 +758,7 @@ fn a_large_transfer_arrives_intact_through_recvs() {
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
         let socket = port.associate(server, 5).unwrap();
-        let data = pattern(LEN, 2);
+        let data = pattern(2, LEN);
         let writer = {
             let data = data.clone();
             thread::spawn(move || {
@@ -1381,7 +1299,7 @@ fn udp_datagrams_carry_their_sender_address() {
             let one = port.associate(one, 1).unwrap();
             let two = port.associate(two, 2).unwrap();
             for (i, size) in [1usize, 100, 1400].into_iter().enumerate() {
-                let payload = pattern(size, i as u8);
+                let payload = pattern(i as u64, size);
                 let sent = outcome(&port, &one, 1, one.send_to(payload.clone(), two_addr));
                 assert_eq!(sent.result.unwrap(), size);
                 let got = outcome(&port, &two, 2, two.recv_from(vec![0; 2048]));
@@ -1483,7 +1401,7 @@ fn write_overlapped_completes_at_once_or_through_the_port() {
     each_drive(|drive| {
         let port = port(drive);
         let overlapped = Overlapped::new();
-        let message = pattern(256 * 1024, 3);
+        let message = pattern(3, 256 * 1024);
         let (server, client) = tcp_pair();
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
@@ -1937,7 +1855,7 @@ fn queued_sends_reach_the_peer_in_submission_order() {
         // What the application means to send, in order: the filler, then A, then B.
         let (filled, filler) = fill_until_pending(&socket, 64 * 1024);
         let mut expected = vec![b'F'; filled + 64 * 1024];
-        let a = pattern(256 * 1024, 4);
+        let a = pattern(4, 256 * 1024);
         let b = b"the end".to_vec();
         let mut outstanding: HashMap<u64, ()> = HashMap::from([(filler, ())]);
         outstanding.insert(pending(socket.send(a.clone())), ());

@@ -4,31 +4,17 @@
 
 mod common;
 
-use common::{address, errno};
+use common::timing::{LATE, PATIENCE, SETTLE};
+use common::{address, errno, handle_numbers};
 use iocp::{Completion, Event, Overlapped, Port, STATUS_PENDING};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Long enough for a thread that passed a barrier to reach its wait and park.
-const SETTLE: Duration = Duration::from_millis(100);
-/// How late a timed wait may return on a noisy CI machine.
-const LATE: Duration = Duration::from_millis(150);
-/// How long a test waits for a thread's report before it declares it lost.
-const PATIENCE: Duration = Duration::from_secs(5);
-
 /// Event and port handles are descriptor numbers, reused as soon as their object dies.
-/// Tests that check which handle names what hold this lock, and so does every test that
-/// creates an event or a port, so that no other test takes a number over in the middle.
-static DESCRIPTORS: Mutex<()> = Mutex::new(());
-
-fn descriptors() -> MutexGuard<'static, ()> {
-    DESCRIPTORS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 // ---------------------------------------------------------------------------------------
 // Overlapped
 
@@ -202,7 +188,7 @@ fn get_result_wakes_every_waiter_of_one_block() {
 
 #[test]
 fn complete_posts_a_record_naming_the_block_to_the_port() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     let overlapped = Overlapped::new();
     overlapped.start();
@@ -215,7 +201,7 @@ fn complete_posts_a_record_naming_the_block_to_the_port() {
 
 #[test]
 fn complete_with_an_errno_posts_a_failed_record() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     let overlapped = Overlapped::new();
     overlapped.start();
@@ -233,7 +219,7 @@ fn complete_with_an_errno_posts_a_failed_record() {
 
 #[test]
 fn complete_with_the_pending_status_fails_einval_and_reports_nothing() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     let event = Event::new(true, false).unwrap();
     let overlapped = Overlapped::with_event(&event);
@@ -253,7 +239,7 @@ fn complete_with_the_pending_status_fails_einval_and_reports_nothing() {
 
 #[test]
 fn complete_to_a_closed_port_fails_ebadf_but_publishes_the_result() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     port.close().unwrap();
     let overlapped = Overlapped::new();
@@ -267,7 +253,7 @@ fn complete_to_a_closed_port_fails_ebadf_but_publishes_the_result() {
 
 #[test]
 fn complete_without_a_port_sets_the_event_named_by_hevent() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(true, false).unwrap();
     let overlapped = Overlapped::with_event(&event);
     assert_eq!(overlapped.event_handle(), event.handle());
@@ -281,7 +267,7 @@ fn complete_without_a_port_sets_the_event_named_by_hevent() {
 
 #[test]
 fn complete_without_a_port_wakes_a_thread_waiting_on_the_event() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(false, false).unwrap();
     let overlapped = Overlapped::with_event(&event);
     overlapped.start();
@@ -298,7 +284,7 @@ fn complete_without_a_port_wakes_a_thread_waiting_on_the_event() {
 
 #[test]
 fn complete_with_a_port_leaves_the_event_alone() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     let event = Event::new(true, false).unwrap();
     let overlapped = Overlapped::with_event(&event);
@@ -315,7 +301,7 @@ fn complete_without_a_port_or_a_live_event_only_publishes() {
     overlapped.complete(11, 0, None).unwrap();
     assert_eq!(overlapped.get_result(false).unwrap(), 11);
 
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(true, false).unwrap();
     let orphan = Overlapped::with_event(&event);
     drop(event);
@@ -329,7 +315,7 @@ fn complete_without_a_port_or_a_live_event_only_publishes() {
 
 #[test]
 fn a_new_event_has_the_state_it_was_made_with() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     for (manual, set) in [(true, true), (true, false), (false, true), (false, false)] {
         let event = Event::new(manual, set).unwrap();
         assert_eq!(event.is_manual_reset(), manual);
@@ -339,7 +325,7 @@ fn a_new_event_has_the_state_it_was_made_with() {
 
 #[test]
 fn a_manual_reset_event_releases_every_waiter_and_stays_set_until_reset() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(true, false).unwrap();
     let barrier = Arc::new(Barrier::new(4));
     let (tx, rx) = mpsc::channel();
@@ -378,7 +364,7 @@ fn a_manual_reset_event_releases_every_waiter_and_stays_set_until_reset() {
 
 #[test]
 fn an_auto_reset_event_releases_exactly_one_waiter_per_set() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(false, false).unwrap();
     let timeout = Duration::from_millis(600);
     let barrier = Arc::new(Barrier::new(3));
@@ -418,7 +404,7 @@ fn an_auto_reset_event_releases_exactly_one_waiter_per_set() {
 
 #[test]
 fn an_auto_reset_event_releases_two_waiters_with_two_sets() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(false, false).unwrap();
     let barrier = Arc::new(Barrier::new(3));
     let (tx, rx) = mpsc::channel();
@@ -441,7 +427,7 @@ fn an_auto_reset_event_releases_two_waiters_with_two_sets() {
 
 #[test]
 fn an_auto_reset_wait_consumes_the_signal() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(false, true).unwrap();
     event.wait(Some(Duration::ZERO)).unwrap();
     assert!(!event.is_set());
@@ -455,7 +441,7 @@ fn an_auto_reset_wait_consumes_the_signal() {
 
 #[test]
 fn event_wait_timeouts_are_never_early_and_fail_etimedout() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     for manual in [true, false] {
         let event = Event::new(manual, false).unwrap();
         for ms in [1, 10, 50] {
@@ -478,7 +464,7 @@ fn event_wait_timeouts_are_never_early_and_fail_etimedout() {
 
 #[test]
 fn from_handle_finds_a_live_event_until_its_last_clone_is_dropped() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(true, false).unwrap();
     let handle = event.handle();
     let found = Event::from_handle(handle).expect("a live event is found by its handle");
@@ -499,7 +485,7 @@ fn from_handle_finds_a_live_event_until_its_last_clone_is_dropped() {
 
 #[test]
 fn from_handle_finds_nothing_under_numbers_that_are_not_events() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     for handle in [-1, 0, 1, 2, i32::MAX] {
         assert!(Event::from_handle(handle).is_none(), "handle {handle}");
     }
@@ -507,7 +493,7 @@ fn from_handle_finds_nothing_under_numbers_that_are_not_events() {
 
 #[test]
 fn event_handles_are_distinct_and_never_zero() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let events: Vec<Event> = (0..32)
         .map(|i| Event::new(i % 2 == 0, false).unwrap())
         .collect();
@@ -520,7 +506,7 @@ fn event_handles_are_distinct_and_never_zero() {
 
 #[test]
 fn an_event_made_while_descriptor_zero_is_free_does_not_get_handle_zero() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` on descriptor 0 only creates a new descriptor; no
     // Rust object owns descriptor 0 in this test binary.
     let saved = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
@@ -549,7 +535,7 @@ fn an_event_made_while_descriptor_zero_is_free_does_not_get_handle_zero() {
 
 #[test]
 fn a_thread_waiting_forever_on_an_event_is_released_by_a_set() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let event = Event::new(false, false).unwrap();
     let waiter = {
         let event = event.clone();
@@ -567,7 +553,7 @@ fn a_thread_waiting_forever_on_an_event_is_released_by_a_set() {
 
 #[test]
 fn a_port_is_found_by_its_handle_until_it_is_closed_or_its_last_clone_is_dropped() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let port = Port::builder().concurrency(usize::MAX).build().unwrap();
     let handle = port.handle();
     assert!(handle > 0);
@@ -601,7 +587,7 @@ fn a_port_is_found_by_its_handle_until_it_is_closed_or_its_last_clone_is_dropped
 
 #[test]
 fn port_and_event_handles_name_one_kind_of_object_each() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     let ports: Vec<Port> = (0..8).map(|_| Port::new().unwrap()).collect();
     let events: Vec<Event> = (0..8).map(|_| Event::new(true, false).unwrap()).collect();
     let mut handles: Vec<i32> = ports.iter().map(Port::handle).collect();
@@ -620,7 +606,7 @@ fn port_and_event_handles_name_one_kind_of_object_each() {
 
 #[test]
 fn a_port_dropped_by_a_thread_that_took_a_record_is_gone() {
-    let _fds = descriptors();
+    let _numbers = handle_numbers();
     // Ports with a concurrency value remember which thread they released; that must not
     // keep the port (its ring, its descriptor) alive once its owner drops it.
     thread::spawn(|| {

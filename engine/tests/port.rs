@@ -6,6 +6,9 @@
 mod common;
 
 use common::errno;
+use common::ports::{record, unlimited};
+use common::threads::waiting;
+use common::timing::{LATE, LONG, PATIENCE, SETTLE};
 use iocp::{Completion, DrainStatus, Drained, Port, GMCS_NMAX, MAX_CAPACITY};
 use std::fmt::Debug;
 use std::io;
@@ -15,24 +18,6 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Long enough for a thread that passed a barrier to reach its wait and park, on a loaded
-/// 2-core machine. Nothing in the API says whether a thread is parked, so tests sleep.
-const SETTLE: Duration = Duration::from_millis(100);
-/// How late a timed wait may return on a noisy CI machine.
-const LATE: Duration = Duration::from_millis(150);
-/// A wait that must not end by its own timeout within a test.
-const LONG: Duration = Duration::from_secs(10);
-/// How long a test waits for a thread's report before it declares it lost.
-const PATIENCE: Duration = Duration::from_secs(5);
-
-fn record(i: usize) -> Completion {
-    Completion::new(i as u64, i as u32, i * 8)
-}
-
-fn unlimited() -> Port {
-    Port::builder().concurrency(usize::MAX).build().unwrap()
-}
 
 /// Takes every queued record with zero-timeout `get_many` calls.
 fn take_all(port: &Port) -> Vec<Completion> {
@@ -524,25 +509,6 @@ fn drain_on_an_empty_port_fails_etimedout() {
 
 // ---------------------------------------------------------------------------------------
 // The exclusive batched dequeue
-
-/// Runs `wait` on another thread and returns once it has had time to park, with the
-/// channel its result comes back on.
-fn waiting<T: Send + 'static>(
-    wait: impl FnOnce() -> T + Send + 'static,
-) -> (thread::JoinHandle<()>, mpsc::Receiver<T>) {
-    let (tx, rx) = mpsc::channel();
-    let barrier = Arc::new(Barrier::new(2));
-    let handle = {
-        let barrier = Arc::clone(&barrier);
-        thread::spawn(move || {
-            barrier.wait();
-            let _ = tx.send(wait());
-        })
-    };
-    barrier.wait();
-    thread::sleep(SETTLE);
-    (handle, rx)
-}
 
 fn assert_batched_dequeues_busy(port: &Port) {
     let mut out = [Completion::default(); 4];

@@ -6,55 +6,23 @@
 
 mod common;
 
-use common::{address, errno};
-use iocp::{Completion, Drive, Event, Overlapped, Port, ProviderSocket, ProviderStatus};
+use common::ports::{assert_no_record, each_drive, next, port};
+use common::timing::{PATIENCE, SETTLE};
+use common::{address, errno, handle_numbers};
+use iocp::{Completion, Event, Overlapped, Port, ProviderSocket, ProviderStatus};
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long a test waits for a record or a thread before it declares it lost.
-const PATIENCE: Duration = Duration::from_secs(5);
-/// Long enough for a spawned thread to reach its wait and park on a loaded 2-core machine.
-const SETTLE: Duration = Duration::from_millis(100);
-const DRIVES: [Drive; 2] = [Drive::Inline, Drive::Thread];
 /// `WSS_OPERATION_IN_PROGRESS`: never a valid completion status.
 const IN_PROGRESS: u32 = 0x103;
 
-/// Handles are descriptor numbers, reused as soon as a handle's object dies. The one test
-/// that looks a number up after dropping its object holds this lock exclusively, and every
-/// test that makes provider handles holds it, so no handle takes the number meanwhile.
-static HANDLES: Mutex<()> = Mutex::new(());
-
-fn handles() -> MutexGuard<'static, ()> {
-    HANDLES.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn port(drive: Drive) -> Port {
-    Port::builder().drive(drive).build().unwrap()
-}
-
-fn each_drive(test: impl Fn(Drive)) {
-    for drive in DRIVES {
-        eprintln!("--- drive {drive:?}");
-        test(drive);
-    }
-}
-
-fn next(port: &Port) -> Completion {
-    port.get(Some(PATIENCE))
-        .unwrap_or_else(|err| panic!("no record within {PATIENCE:?}: {err}"))
-}
-
-fn assert_empty(port: &Port) {
-    assert_eq!(errno(port.get(Some(Duration::ZERO))), libc::ETIMEDOUT);
-}
-
 #[test]
 fn a_provider_handle_is_found_by_its_number_until_closed() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let socket = ProviderSocket::new(1001, 0xfeed).unwrap();
     let handle = socket.handle();
     assert!(handle > 2, "a descriptor the library owns");
@@ -75,7 +43,7 @@ fn a_provider_handle_is_found_by_its_number_until_closed() {
 
 #[test]
 fn from_handle_finds_nothing_for_numbers_that_are_not_provider_handles() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let event = Event::new(true, false).unwrap();
     let port = Port::new().unwrap();
     let file = std::fs::File::open("/proc/self/stat").unwrap();
@@ -89,7 +57,7 @@ fn from_handle_finds_nothing_for_numbers_that_are_not_provider_handles() {
 
 #[test]
 fn dropping_the_last_clone_forgets_the_handle() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let socket = ProviderSocket::new(1, 2).unwrap();
     let handle = socket.handle();
     let clone = socket.clone();
@@ -104,7 +72,7 @@ fn dropping_the_last_clone_forgets_the_handle() {
 
 #[test]
 fn associating_twice_fails_ealready_and_after_close_ebadf() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let first = Port::new().unwrap();
     let second = Port::new().unwrap();
     let socket = ProviderSocket::new(1, 0).unwrap();
@@ -118,7 +86,7 @@ fn associating_twice_fails_ealready_and_after_close_ebadf() {
 
 #[test]
 fn complete_posts_a_record_with_the_key_and_the_overlapped_address() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     each_drive(|drive| {
         let port = port(drive);
         let socket = ProviderSocket::new(7, 0).unwrap();
@@ -135,13 +103,13 @@ fn complete_posts_a_record_with_the_key_and_the_overlapped_address() {
         assert!(overlapped.is_complete());
         assert_eq!(overlapped.get_result(false).unwrap(), 1234);
         assert_eq!(overlapped.get_result(true).unwrap(), 1234);
-        assert_empty(&port);
+        assert_no_record(&port, Duration::ZERO);
     });
 }
 
 #[test]
 fn complete_with_an_error_posts_a_failed_record() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     each_drive(|drive| {
         let port = port(drive);
         let socket = ProviderSocket::new(7, 0).unwrap();
@@ -164,7 +132,7 @@ fn complete_with_an_error_posts_a_failed_record() {
 
 #[test]
 fn a_completion_wakes_a_thread_waiting_on_the_port() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     each_drive(|drive| {
         let port = port(drive);
         let socket = ProviderSocket::new(7, 0).unwrap();
@@ -186,7 +154,7 @@ fn a_completion_wakes_a_thread_waiting_on_the_port() {
 
 #[test]
 fn complete_without_a_port_sets_the_overlapped_event() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let socket = ProviderSocket::new(7, 0).unwrap();
     for manual_reset in [true, false] {
         let event = Event::new(manual_reset, false).unwrap();
@@ -207,7 +175,7 @@ fn complete_without_a_port_sets_the_overlapped_event() {
 
 #[test]
 fn an_event_set_by_a_completion_wakes_a_thread_waiting_on_it() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let socket = ProviderSocket::new(7, 0).unwrap();
     let event = Event::new(true, false).unwrap();
     let overlapped = Overlapped::with_event(&event);
@@ -223,7 +191,7 @@ fn an_event_set_by_a_completion_wakes_a_thread_waiting_on_it() {
 
 #[test]
 fn completing_with_the_in_progress_status_fails_einval_and_changes_nothing() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     let socket = ProviderSocket::new(7, 0).unwrap();
     socket.associate(&port, 1).unwrap();
@@ -235,7 +203,7 @@ fn completing_with_the_in_progress_status_fails_einval_and_changes_nothing() {
         libc::EINVAL
     );
     assert!(!overlapped.is_complete(), "the request is still pending");
-    assert_empty(&port);
+    assert_no_record(&port, Duration::ZERO);
     let portless = ProviderSocket::new(7, 0).unwrap();
     assert_eq!(
         errno(portless.complete(&overlapped, IN_PROGRESS, 5)),
@@ -246,7 +214,7 @@ fn completing_with_the_in_progress_status_fails_einval_and_changes_nothing() {
 
 #[test]
 fn complete_after_close_fails_ebadf_and_leaves_the_request_pending() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     let socket = ProviderSocket::new(7, 0).unwrap();
     socket.associate(&port, 1).unwrap();
@@ -257,12 +225,12 @@ fn complete_after_close_fails_ebadf_and_leaves_the_request_pending() {
     assert_eq!(errno(socket.complete(&overlapped, 0, 5)), libc::EBADF);
     assert_eq!(errno(clone.complete(&overlapped, 0, 5)), libc::EBADF);
     assert!(!overlapped.is_complete());
-    assert_empty(&port);
+    assert_no_record(&port, Duration::ZERO);
 }
 
 #[test]
 fn overlapped_result_is_none_while_pending_without_wait() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let socket = ProviderSocket::new(7, 0).unwrap();
     let overlapped = Overlapped::new();
     overlapped.start();
@@ -280,7 +248,7 @@ fn overlapped_result_is_none_while_pending_without_wait() {
 
 #[test]
 fn overlapped_result_reports_internal_high_offset_and_offset_high() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let socket = ProviderSocket::new(7, 0).unwrap();
     let overlapped = Overlapped::new();
     // A provider leaves the flags in `Offset` and its error code in `OffsetHigh`.
@@ -302,7 +270,7 @@ fn overlapped_result_reports_internal_high_offset_and_offset_high() {
 
 #[test]
 fn overlapped_result_with_wait_blocks_until_another_thread_completes() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let socket = ProviderSocket::new(7, 0).unwrap();
     let overlapped = Arc::new(Overlapped::new());
     overlapped.set_offset(0x1_0000_0040);
@@ -331,7 +299,7 @@ fn overlapped_result_with_wait_blocks_until_another_thread_completes() {
 fn completions_from_many_threads_each_arrive_exactly_once() {
     const THREADS: usize = 4;
     const EACH: usize = 500;
-    let _handles = handles();
+    let _numbers = handle_numbers();
     each_drive(|drive| {
         let port = port(drive);
         let socket = ProviderSocket::new(7, 0).unwrap();
@@ -374,13 +342,13 @@ fn completions_from_many_threads_each_arrive_exactly_once() {
         for (i, block) in blocks.iter().enumerate() {
             assert_eq!(block.get_result(false).unwrap() as usize, i);
         }
-        assert_empty(&port);
+        assert_no_record(&port, Duration::ZERO);
     });
 }
 
 #[test]
 fn a_block_can_be_reused_for_the_next_request() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     let socket = ProviderSocket::new(7, 0).unwrap();
     socket.associate(&port, 1).unwrap();
@@ -397,7 +365,7 @@ fn a_block_can_be_reused_for_the_next_request() {
 
 #[test]
 fn complete_into_a_closed_port_fails_ebadf_but_publishes_the_block() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     let socket = ProviderSocket::new(7, 0).unwrap();
     socket.associate(&port, 1).unwrap();
@@ -410,7 +378,7 @@ fn complete_into_a_closed_port_fails_ebadf_but_publishes_the_block() {
 
 #[test]
 fn associating_with_a_closed_port_fails_ebadf() {
-    let _handles = handles();
+    let _numbers = handle_numbers();
     let port = Port::new().unwrap();
     port.close().unwrap();
     let socket = ProviderSocket::new(7, 0).unwrap();

@@ -16,12 +16,15 @@
 mod common;
 
 use common::errno;
+use common::ports::{record, unlimited};
+use common::threads::waiting;
+use common::timing::{LATE, LONG, PATIENCE};
 use iocp::{Completion, DrainStatus, Drained, Event, Overlapped, Port};
 use std::fmt::Debug;
 use std::io;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Barrier, Once};
+use std::sync::{Arc, Once};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -29,15 +32,6 @@ use std::time::{Duration, Instant};
 const INTERRUPTING: libc::c_int = libc::SIGUSR1;
 /// Handled with `SA_RESTART`.
 const RESTARTING: libc::c_int = libc::SIGUSR2;
-
-/// Long enough for a thread that passed a barrier to reach its wait and park.
-const SETTLE: Duration = Duration::from_millis(100);
-/// A wait that must not end by its own timeout within a test.
-const LONG: Duration = Duration::from_secs(10);
-/// How long a test waits for a thread's report before it declares it lost.
-const PATIENCE: Duration = Duration::from_secs(5);
-/// How late a timed wait may return on a noisy CI machine.
-const LATE: Duration = Duration::from_millis(150);
 
 extern "C" fn do_nothing(_signal: libc::c_int) {}
 
@@ -70,20 +64,12 @@ impl<T: Send + 'static> Waiter<T> {
     /// Starts `wait` on a new thread and returns once it has had time to park.
     fn start(wait: impl FnOnce() -> T + Send + 'static) -> Waiter<T> {
         install_handlers();
-        let (tx, rx) = mpsc::channel();
-        let barrier = Arc::new(Barrier::new(2));
-        let handle = {
-            let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                barrier.wait();
-                let start = Instant::now();
-                let result = wait();
-                let _ = tx.send((result, start.elapsed()));
-            })
-        };
-        barrier.wait();
-        thread::sleep(SETTLE);
-        Waiter { handle, result: rx }
+        let (handle, result) = waiting(move || {
+            let start = Instant::now();
+            let result = wait();
+            (result, start.elapsed())
+        });
+        Waiter { handle, result }
     }
 
     fn kill(&self, signal: libc::c_int) {
@@ -128,14 +114,6 @@ impl<T: Send + 'static> Waiter<T> {
         self.handle.join().unwrap();
         outcome
     }
-}
-
-fn unlimited() -> Port {
-    Port::builder().concurrency(usize::MAX).build().unwrap()
-}
-
-fn record(i: usize) -> Completion {
-    Completion::new(i as u64, i as u32, i)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -54,15 +54,20 @@
 mod common;
 
 use common::errno;
+use common::files::unlinked_file;
+use common::ports::DRIVES;
+use common::rng::{mix, pattern, Rng};
+use common::sockets::tcp_socket;
+use common::timing::BULK_PATIENCE;
 use iocp::{
-    AioCancel, Aiocb, Completion, DrainStatus, Drive, File, FilePool, LioMode, OpResult,
-    Overlapped, Port, ProviderSocket, Socket, Submitted, LIO_READ, LIO_WRITE,
+    AioCancel, Aiocb, Completion, DrainStatus, File, FilePool, LioMode, OpResult, Overlapped, Port,
+    ProviderSocket, Socket, Submitted, LIO_READ, LIO_WRITE,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -80,8 +85,6 @@ const DEFAULT_SECS: u64 = 120;
 const ROUND: Duration = Duration::from_secs(3);
 /// The warm-up round, after which the leak baseline is taken.
 const WARM_UP: Duration = Duration::from_secs(1);
-/// Longest any single wait may take before what it waits for counts as lost.
-const PATIENCE: Duration = Duration::from_secs(10);
 /// Longest a waiting thread may take to return after its port is closed. Generous: the
 /// machine has 2 cores shared with builds, and a serving thread may finish a record first.
 const WAKE_BOUND: Duration = Duration::from_secs(3);
@@ -106,7 +109,6 @@ const RSS_BOUND: i64 = 16 << 20;
 
 const CAPACITIES: [usize; 5] = [1, 2, 8, 64, 4096];
 const CONCURRENCY: [usize; 4] = [0, 1, 2, usize::MAX];
-const DRIVES: [Drive; 2] = [Drive::Inline, Drive::Thread];
 
 // ---------------------------------------------------------------------------------------
 // The test
@@ -421,63 +423,6 @@ enum Req {
     At(usize),
 }
 
-/// splitmix64's finalizer.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(mix(seed))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(1);
-        mix(self.0)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn fork(&mut self) -> Rng {
-        Rng::new(self.next())
-    }
-
-    fn micros(&mut self, below: usize) -> Duration {
-        Duration::from_micros(self.below(below) as u64)
-    }
-}
-
-/// `len` bytes determined by `seed`.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        bytes.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
-}
-
 /// A record agrees with the result `finish` handed back for it.
 fn check_record(record: &Completion, result: &io::Result<usize>) {
     match result {
@@ -589,7 +534,7 @@ const POSTS_MAX: usize = 100_000;
 /// Records a producer may have posted that no server has dequeued yet; past it the
 /// producer waits. Without it a loaded machine let the producers run up to 160,000 records
 /// ahead of the serving threads, and with a concurrency value of 1 the drain at the end of
-/// a graceful round outlasted [`PATIENCE`] with nothing lost: one server may run, the other
+/// a graceful round outlasted [`BULK_PATIENCE`] with nothing lost: one server may run, the other
 /// rightly sleeps in `get`, and the one running spends most of its time on batched
 /// dequeues refused with `EBUSY` (the other waits in `get`) and the pause after each, a
 /// thousand or two records a second. Still beyond every ring capacity but the largest, so
@@ -722,13 +667,15 @@ fn serve(
         );
         taken.clear();
         let dequeued = match rng.below(10) {
-            0..=3 => port.get(Some(PATIENCE)).map(|record| taken.push(record)),
+            0..=3 => port
+                .get(Some(BULK_PATIENCE))
+                .map(|record| taken.push(record)),
             4 => port
                 .get(Some(Duration::ZERO))
                 .map(|record| taken.push(record)),
             5 | 6 => {
                 let n = 1 + rng.below(out.len());
-                port.get_many(&mut out[..n], 1, Some(PATIENCE))
+                port.get_many(&mut out[..n], 1, Some(BULK_PATIENCE))
                     .map(|drained| {
                         assert_ne!(drained.status, DrainStatus::Interrupted, "no signals here");
                         taken.extend_from_slice(&out[..drained.count]);
@@ -747,7 +694,7 @@ fn serve(
             _ => {
                 let max = 1 + rng.below(64);
                 let half = rng.one_in(4);
-                port.drain(max, Some(PATIENCE)).map(|mut batch| {
+                port.drain(max, Some(BULK_PATIENCE)).map(|mut batch| {
                     // Some batches are read in part: the rest stays queued, in order.
                     let len = batch.len();
                     let read = if half { len.div_ceil(2) } else { len };
@@ -1119,7 +1066,7 @@ impl<'a> Net<'a> {
             }
             return;
         }
-        let Some(key) = self.add(tcp_socket(), Kind::Client) else {
+        let Some(key) = self.add(tcp_socket(libc::AF_INET), Kind::Client) else {
             return;
         };
         let addr = self.listen_addr;
@@ -1508,14 +1455,6 @@ fn take_overlapped(raw: usize) -> OpResult {
 }
 
 /// A fresh, unconnected TCP socket.
-fn tcp_socket() -> OwnedFd {
-    // SAFETY: socket(2) with constant arguments; no pointers.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
-    // SAFETY: a new descriptor that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 /// Datagram `seq` of UDP client `client`: both in the first 16 bytes, the rest (of a length
 /// they decide) a pattern they decide.
 fn datagram(client: u64, seq: u64) -> Vec<u8> {
@@ -1557,7 +1496,7 @@ fn net_round(seed: u64, budget: Duration, stats: &Stats) -> String {
     let start = Instant::now();
     let deadline = start + budget;
     let abrupt = ending(&mut rng, start, budget);
-    let hard = deadline + 3 * PATIENCE;
+    let hard = deadline + 3 * BULK_PATIENCE;
     let posts = Posts::new(2);
     let closed_at = OnceLock::new();
     let net = Mutex::new(Net::new(port.clone(), stats, rng.fork()));
@@ -1602,7 +1541,7 @@ fn net_round(seed: u64, budget: Duration, stats: &Stats) -> String {
                 wait_for(Duration::from_secs(1), || lock(net).clients_left() == 0);
                 lock(net).close_all();
                 producers.into_iter().for_each(join);
-                let drained = wait_for(PATIENCE, || {
+                let drained = wait_for(BULK_PATIENCE, || {
                     assert!(!port.is_closed(), "another thread of the round failed");
                     lock(net).is_idle() && posts.unseen() == 0
                 });
@@ -1739,20 +1678,7 @@ struct Files<'a> {
 
 impl<'a> Files<'a> {
     fn new(port: Port, stats: &'a Stats, mut rng: Rng, pool: &FilePool) -> Files<'a> {
-        static SCRATCH: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "iocp-soak-{}-{}",
-            std::process::id(),
-            SCRATCH.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        let master = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-        std::fs::remove_file(&path).unwrap();
+        let master = unlinked_file("soak");
         let seed = rng.next();
         let stable = pattern(seed, STABLE_BLOCKS * BLOCK);
         master.write_all_at(&stable, 0).unwrap();
@@ -2389,7 +2315,7 @@ fn file_round(seed: u64, budget: Duration, stats: &Stats) -> String {
     let start = Instant::now();
     let deadline = start + budget;
     let abrupt = ending(&mut rng, start, budget);
-    let hard = deadline + 3 * PATIENCE;
+    let hard = deadline + 3 * BULK_PATIENCE;
     let posts = Posts::new(1);
     let closed_at = OnceLock::new();
     let files = Mutex::new(Files::new(port.clone(), stats, rng.fork(), &pool));
@@ -2439,7 +2365,7 @@ fn file_round(seed: u64, budget: Duration, stats: &Stats) -> String {
                     }
                 }
                 join(producer);
-                let drained = wait_for(PATIENCE, || {
+                let drained = wait_for(BULK_PATIENCE, || {
                     assert!(!port.is_closed(), "another thread of the round failed");
                     lock(files).in_flight() == 0 && posts.unseen() == 0
                 });
@@ -2572,16 +2498,17 @@ fn wait_for_close(
     let mut out = [Completion::default(); 8];
     for _ in 0..100_000 {
         let got = if batched {
-            port.get_many(&mut out, 1, Some(PATIENCE)).map(|drained| {
-                assert_eq!(
-                    drained.status,
-                    DrainStatus::Complete,
-                    "the close did not end the wait"
-                );
-                drained.count
-            })
+            port.get_many(&mut out, 1, Some(BULK_PATIENCE))
+                .map(|drained| {
+                    assert_eq!(
+                        drained.status,
+                        DrainStatus::Complete,
+                        "the close did not end the wait"
+                    );
+                    drained.count
+                })
         } else {
-            port.get(Some(PATIENCE)).map(|record| {
+            port.get(Some(BULK_PATIENCE)).map(|record| {
                 out[0] = record;
                 1
             })
@@ -2634,7 +2561,7 @@ fn close_with_pending_recv(port: &Port, rng: &mut Rng, stats: &Stats) {
     let early = rng.one_in(2);
     let closed_at = OnceLock::new();
     let taken = thread::scope(|s| {
-        let waiter = s.spawn(|| port.get(Some(PATIENCE)));
+        let waiter = s.spawn(|| port.get(Some(BULK_PATIENCE)));
         thread::sleep(rng.micros(3000));
         if early {
             b.write_all(b"early").unwrap();

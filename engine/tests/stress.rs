@@ -7,6 +7,10 @@
 //! counts down to stay quick, and `IOCP_STRESS_RECORDS` sets them (see [`records`]).
 #![cfg(not(loom))]
 
+mod common;
+
+use common::rng::Rng;
+use common::timing::BULK_PATIENCE;
 use iocp::{Completion, DrainStatus, Port, GMCS_NMAX};
 use std::io;
 use std::mem::MaybeUninit;
@@ -15,10 +19,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// A wait that ends by timeout here means a lost record or a lost wake-up: producers post
-/// everything the consumers wait for.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Records per producer-and-capacity combination: `IOCP_STRESS_RECORDS` if set (to scale a
 /// slow run down, a sanitizer's say), else 2 000 000 in release builds and 400 000 in debug
@@ -107,7 +107,7 @@ fn consume_with_every_call(port: &Port, producers: usize, total: usize) {
     let mut uninit = vec![MaybeUninit::<Completion>::uninit(); GMCS_NMAX];
     let lost = |checker: &Checker, call: &str| -> String {
         format!(
-            "{call}: nothing came in {PATIENCE:?} after {} of {total} records (next per producer: {:?})",
+            "{call}: nothing came in {BULK_PATIENCE:?} after {} of {total} records (next per producer: {:?})",
             checker.seen, checker.next
         )
     };
@@ -118,7 +118,9 @@ fn consume_with_every_call(port: &Port, producers: usize, total: usize) {
         let left = total - checker.seen;
         match round % 4 {
             0 => {
-                let drained = port.get_many(&mut out[..size], 1, Some(PATIENCE)).unwrap();
+                let drained = port
+                    .get_many(&mut out[..size], 1, Some(BULK_PATIENCE))
+                    .unwrap();
                 assert_eq!(
                     drained.status,
                     DrainStatus::Complete,
@@ -131,7 +133,7 @@ fn consume_with_every_call(port: &Port, producers: usize, total: usize) {
                 // Waits for several records at once: posters must wake it only for enough.
                 let min = left.min(size).min(32);
                 let drained = port
-                    .fill(&mut uninit[..size], min, Some(PATIENCE), |r| *r)
+                    .fill(&mut uninit[..size], min, Some(BULK_PATIENCE), |r| *r)
                     .unwrap();
                 assert_eq!(
                     drained.status,
@@ -147,7 +149,7 @@ fn consume_with_every_call(port: &Port, producers: usize, total: usize) {
             }
             2 => {
                 let mut batch = port
-                    .drain(size, Some(PATIENCE))
+                    .drain(size, Some(BULK_PATIENCE))
                     .unwrap_or_else(|e| panic!("{}: {e}", lost(&checker, "drain")));
                 let len = batch.len();
                 assert!((1..=size).contains(&len));
@@ -160,7 +162,7 @@ fn consume_with_every_call(port: &Port, producers: usize, total: usize) {
             }
             _ => {
                 let record = port
-                    .get(Some(PATIENCE))
+                    .get(Some(BULK_PATIENCE))
                     .unwrap_or_else(|e| panic!("{}: {e}", lost(&checker, "get")));
                 checker.check(&record);
             }
@@ -246,7 +248,7 @@ fn get_consumers(
             thread::spawn(move || {
                 let mut taken = Vec::new();
                 loop {
-                    let record = port.get(Some(PATIENCE)).unwrap_or_else(|e| {
+                    let record = port.get(Some(BULK_PATIENCE)).unwrap_or_else(|e| {
                         panic!("get: {e} after taking {} records", taken.len())
                     });
                     if record.key() == STOP {
@@ -314,7 +316,7 @@ fn producers_to_get_consumers(
     // posted now could come out before records still queued in the producers' lanes, so it
     // is posted once they are all taken. A consumer stops at its first STOP record, so each
     // takes exactly one.
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + BULK_PATIENCE;
     // Relaxed: see `get_consumers`.
     while count.load(Ordering::Relaxed) < producers * per_producer {
         assert!(
@@ -450,7 +452,7 @@ fn hops() -> usize {
 #[test]
 fn ping_pong_through_get_never_loses_a_wake_up() {
     ping_pong(hops(), |port| {
-        port.get(Some(PATIENCE)).expect("a wake-up was lost")
+        port.get(Some(BULK_PATIENCE)).expect("a wake-up was lost")
     });
 }
 
@@ -458,7 +460,7 @@ fn ping_pong_through_get_never_loses_a_wake_up() {
 fn ping_pong_through_get_many_never_loses_a_wake_up() {
     ping_pong(hops(), |port| {
         let mut out = [Completion::default(); 4];
-        let drained = port.get_many(&mut out, 1, Some(PATIENCE)).unwrap();
+        let drained = port.get_many(&mut out, 1, Some(BULK_PATIENCE)).unwrap();
         assert_eq!(drained.count, 1, "a wake-up was lost");
         out[0]
     });
@@ -467,7 +469,9 @@ fn ping_pong_through_get_many_never_loses_a_wake_up() {
 #[test]
 fn ping_pong_through_drain_never_loses_a_wake_up() {
     ping_pong(hops(), |port| {
-        let mut batch = port.drain(4, Some(PATIENCE)).expect("a wake-up was lost");
+        let mut batch = port
+            .drain(4, Some(BULK_PATIENCE))
+            .expect("a wake-up was lost");
         assert_eq!(batch.len(), 1);
         batch.next().unwrap()
     });
@@ -523,22 +527,10 @@ fn records_racing_short_get_timeouts_are_each_delivered_once() {
     check_exactly_once(&taken, 1, per_producer);
 }
 
-/// A tiny xorshift generator: varied, reproducible delays without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn close_racing_waiters_wakes_every_one_with_ebadf() {
     let rounds = if cfg!(debug_assertions) { 60 } else { 300 };
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let wait = Duration::from_secs(30);
     for round in 0..rounds {
         let port = Port::builder().concurrency(usize::MAX).build().unwrap();

@@ -1,10 +1,25 @@
-//! Helpers shared by the engine's integration tests (each test binary uses a part).
+//! Helpers shared by the engine's integration tests; each test binary uses a part. A test
+//! directory's `main.rs` takes them in with `#[path = "../common/mod.rs"] mod common;`.
+//!
+//! - [`timing`]: how long tests wait before they declare something lost;
+//! - [`rng`]: the reproducible generator and byte patterns;
+//! - [`files`]: temporary directories and files;
+//! - [`ports`]: making ports, each drive mode, reading records;
+//! - [`sockets`]: sockets for the tests' peers, pending requests;
+//! - [`threads`]: threads that wait while the test acts.
 #![allow(dead_code)]
 
-use iocp::{Overlapped, Port};
+pub mod files;
+pub mod ports;
+pub mod rng;
+pub mod sockets;
+pub mod threads;
+pub mod timing;
+
+use iocp::Overlapped;
 use std::fmt::Debug;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// The errno of a call that must fail.
 pub fn errno<T: Debug>(result: io::Result<T>) -> i32 {
@@ -16,34 +31,16 @@ pub fn errno<T: Debug>(result: io::Result<T>) -> i32 {
     }
 }
 
+/// Holds the binary's handle numbers still: handles are descriptor numbers, reused as soon
+/// as a handle's object dies. A test that looks a number up after its object is gone, or
+/// checks which handle names what, holds this lock, and so does every test of its binary
+/// that makes handles, so that no other test takes a number over in the middle.
+pub fn handle_numbers() -> MutexGuard<'static, ()> {
+    static NUMBERS: Mutex<()> = Mutex::new(());
+    NUMBERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The address a record carries for `overlapped`.
 pub fn address(overlapped: &Overlapped) -> usize {
     overlapped as *const Overlapped as usize
-}
-
-/// Closes `port` and keeps its handle's number taken until the returned descriptor (a
-/// duplicate of `/dev/null`) is dropped.
-///
-/// A closed port's number is free at once: a test running in parallel may get it for a
-/// port of its own, and a request meant to name "a closed port" would then name that live
-/// one. So the number is first pointed at `/dev/null` (`dup3` replaces the descriptor
-/// behind it in one step, never leaving it free) and the port closed after: finding its
-/// descriptor replaced, it leaves the number alone, as with any handle a program closes
-/// behind the library's back, and drops it from the handle table all the same.
-pub fn close_keeping_number(port: &Port) -> OwnedFd {
-    let handle = port.handle();
-    let null = std::fs::File::open("/dev/null").unwrap();
-    // SAFETY: dup3 takes no pointers; `handle` is the port's open descriptor, which the
-    // library checks by identity before it closes it, so replacing it cannot make the
-    // library close or use anyone else's descriptor.
-    let rc = unsafe { libc::dup3(null.as_raw_fd(), handle, libc::O_CLOEXEC) };
-    assert_eq!(rc, handle, "dup3: {}", io::Error::last_os_error());
-    port.close().unwrap();
-    assert!(
-        Port::from_handle(handle).is_none(),
-        "a closed port is still found"
-    );
-    // SAFETY: `handle` names the `/dev/null` duplicate made above, which nothing else owns:
-    // the port left it open because it is not the port's descriptor.
-    unsafe { OwnedFd::from_raw_fd(handle) }
 }

@@ -1,0 +1,32 @@
+//! Sockets for the tests' peers, and reading what a socket request returned.
+
+use super::timing::PATIENCE;
+use iocp::Submitted;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+/// A fresh, unconnected TCP socket of `domain` (`AF_INET` or `AF_INET6`).
+pub fn tcp_socket(domain: libc::c_int) -> OwnedFd {
+    // SAFETY: socket(2) with constant arguments; no pointers.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A connected Unix stream pair: the first end for the engine, the second for the test,
+/// whose reads give up after [`PATIENCE`].
+pub fn unix_pair() -> (UnixStream, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    b.set_read_timeout(Some(PATIENCE)).unwrap();
+    (a, b)
+}
+
+/// The ticket of a request that must be pending.
+pub fn pending(submitted: io::Result<Submitted>) -> u64 {
+    match submitted.expect("submitted") {
+        Submitted::Pending(ticket) => ticket,
+        Submitted::Done(done) => panic!("expected a pending request, got {done:?}"),
+    }
+}
