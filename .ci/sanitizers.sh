@@ -32,16 +32,17 @@ host=$(rustc +nightly -vV | sed -n 's/^host: //p')
 export TSAN_OPTIONS="second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
 export ASAN_OPTIONS="detect_leaks=1 ${ASAN_OPTIONS:-}"
 
-# The engine's integration tests (tests/*.rs) under `mode`, but those named after it.
-# Always left out: loom (models, empty without --cfg loom) and soak (minutes long, #[ignore]).
+# The engine's integration tests (tests/*.rs and tests/*/main.rs) under `mode`, but those
+# named after it. Always left out: loom (models, empty without --cfg loom) and soak
+# (minutes long, #[ignore]).
 engine_tests() {
     local mode=$1 rustflags=$2
     shift 2
     local args=(--lib) name
-    for file in engine/tests/*.rs; do
-        name=$(basename "$file" .rs)
+    for file in engine/tests/*.rs engine/tests/*/main.rs; do
+        name=$(basename "${file%/main.rs}" .rs)
         case " loom soak $* " in
-        *" $name "*) echo "sanitizers.sh: $mode: tests/$name.rs left out" ;;
+        *" $name "*) echo "sanitizers.sh: $mode: tests/$name left out" ;;
         *) args+=(--test "$name") ;;
         esac
     done

@@ -1,0 +1,400 @@
+//! `lio_listio` in its three modes with `aio_error` and `aio_return`, and every kind of entry
+//! it must refuse on its own.
+
+use crate::common::errno;
+use crate::common::files::TempDir;
+use crate::common::ports::close_keeping_number;
+use crate::common::rng::pattern;
+use crate::common::timing::BULK_PATIENCE;
+use crate::{aio_state, assert_quiet, collect, pool, Busy, Entry, Lio, Watchdog, BUSY, KIB};
+use iocp::{Aiocb, Event, LioMode, Port, AIO_EXTENDED, LIO_NOP, LIO_READ, MAX_TRANSFER};
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::os::fd::{AsRawFd, RawFd};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Reads of the data file's first half interleaved with writes past its end, all naming
+/// `port`.
+fn mixed_entries(fd: RawFd, data_len: usize, n: usize, port: &Port) -> Vec<Entry<'_>> {
+    (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                Entry::read(fd, i * 2048, 4096, Some(port))
+            } else {
+                Entry::write(
+                    fd,
+                    data_len + i * 3000,
+                    pattern(100 + i as u64, 3000),
+                    Some(port),
+                )
+            }
+        })
+        .collect()
+}
+
+/// Entry `i` of `mixed_entries` did what it should: read the right bytes or wrote its own.
+fn check_mixed(lio: &Lio, i: usize, data: &[u8], file: &[u8]) {
+    let cb = lio.cb(i);
+    let at = cb.aio_offset as usize;
+    match cb.aio_lio_opcode {
+        LIO_READ => assert!(lio.buf(i) == &data[at..at + 4096], "read {i}"),
+        _ => assert!(file[at..at + 3000] == *lio.buf(i), "write {i}"),
+    }
+}
+
+#[test]
+fn lio_wait_returns_with_every_request_done_and_posts_no_record() {
+    let pool = pool(2);
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-lio-wait");
+    let data = pattern(31, 64 * KIB);
+    let file = scratch.file("data", &data);
+    let lio = Lio::new(mixed_entries(file.as_raw_fd(), data.len(), 16, &port));
+    {
+        let _watchdog = Watchdog::new("LIO_WAIT");
+        // SAFETY: `lio` outlives the call, which returns once every request is done.
+        unsafe { pool.lio_listio(LioMode::Wait, &lio.list()) }.unwrap();
+    }
+    let contents = std::fs::read(scratch.path("data")).unwrap();
+    for i in 0..lio.len() {
+        let expected = if i % 2 == 0 { 4096 } else { 3000 };
+        assert_eq!(aio_state(lio.cb(i)), (0, expected), "entry {i}");
+        check_mixed(&lio, i, &data, &contents);
+    }
+    assert_quiet(&port);
+}
+
+#[test]
+fn lio_nowait_returns_at_once_and_reports_through_aiocbs_and_records_keyed_zero() {
+    let pool = pool(1);
+    let mut busy = Busy::new();
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-lio-nowait");
+    let data = pattern(41, 64 * KIB);
+    let file = scratch.file("data", &data);
+    let lio = Lio::new(mixed_entries(file.as_raw_fd(), data.len(), 12, &port));
+
+    busy.start(&pool, BUSY);
+    // SAFETY: `lio` outlives every request: all records are dequeued below.
+    unsafe { pool.lio_listio(LioMode::NoWait, &lio.list()) }.unwrap();
+    let states: Vec<i32> = (0..lio.len()).map(|i| lio.cb(i).error()).collect();
+    let last_result = lio.cb(lio.len() - 1).result();
+    let busy_still_running = busy.running();
+    for (i, &state) in states.iter().enumerate() {
+        assert!(
+            state == libc::EINPROGRESS || state == 0,
+            "entry {i}: aio_error {state}"
+        );
+    }
+    if busy_still_running {
+        // The pool's only thread was still on the busy read, ahead of the whole list.
+        assert!(
+            states.iter().all(|&s| s == libc::EINPROGRESS),
+            "requests reported done before they could run: {states:?}"
+        );
+        assert_eq!(
+            errno(last_result),
+            libc::EINVAL,
+            "aio_return while in flight"
+        );
+    } else {
+        eprintln!("note: the busy read ended before the list could be seen in progress");
+    }
+
+    let mut seen = HashSet::new();
+    for record in collect(&port, lio.len()) {
+        let i = lio.index_of(&record);
+        assert!(seen.insert(i), "two records for entry {i}");
+        let expected = if i % 2 == 0 { 4096 } else { 3000 };
+        assert_eq!(record.key(), 0, "lio records carry key 0");
+        assert_eq!(record.result().unwrap(), expected as u32);
+        // The aiocb is updated before its record is posted.
+        assert_eq!(aio_state(lio.cb(i)), (0, expected as isize), "entry {i}");
+    }
+    let contents = std::fs::read(scratch.path("data")).unwrap();
+    for i in 0..lio.len() {
+        check_mixed(&lio, i, &data, &contents);
+    }
+    busy.finish();
+    assert_quiet(&port);
+}
+
+#[test]
+fn lio_nowait_gmcs_leaves_aiocbs_untouched_and_reports_through_records_only() {
+    let pool = pool(1);
+    let mut busy = Busy::new();
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-lio-gmcs");
+    let data = pattern(43, 64 * KIB);
+    let file = scratch.file("data", &data);
+    let fd = file.as_raw_fd();
+    let short = scratch.file("short", &data[..1000]);
+    let mut entries = mixed_entries(fd, data.len(), 12, &port);
+    // And a read at the end of a file: its record carries the short count.
+    entries.push(Entry::read(short.as_raw_fd(), 900, 4096, Some(&port)));
+    let lio = Lio::new(entries);
+    let untouched: Vec<_> = (0..lio.len()).map(|i| aio_state(lio.cb(i))).collect();
+    assert!(untouched.iter().all(|&state| state == (0, 0)));
+
+    busy.start(&pool, BUSY);
+    // SAFETY: `lio` outlives every request: all records are dequeued below.
+    unsafe { pool.lio_listio(LioMode::NoWaitGmcs, &lio.list()) }.unwrap();
+    for i in 0..lio.len() {
+        assert_eq!(
+            lio.cb(i).error(),
+            0,
+            "entry {i}: GMCS mode never marks EINPROGRESS"
+        );
+    }
+    let mut seen = HashSet::new();
+    for record in collect(&port, lio.len()) {
+        let i = lio.index_of(&record);
+        assert!(seen.insert(i), "two records for entry {i}");
+        let expected = match i {
+            12 => 100,
+            _ if i % 2 == 0 => 4096,
+            _ => 3000,
+        };
+        assert_eq!(record.key(), 0, "the key is unused in GMCS mode");
+        assert_eq!(record.result().unwrap(), expected, "entry {i}");
+    }
+    for (i, &before) in untouched.iter().enumerate() {
+        assert_eq!(
+            aio_state(lio.cb(i)),
+            before,
+            "entry {i}: the aiocb was touched"
+        );
+    }
+    let contents = std::fs::read(scratch.path("data")).unwrap();
+    for i in 0..12 {
+        check_mixed(&lio, i, &data, &contents);
+    }
+    assert!(lio.buf(12)[..100] == data[900..1000]);
+    busy.finish();
+    assert_quiet(&port);
+}
+
+/// What one entry of [`bad_list`] must come to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// A good request: reads or writes its bytes.
+    Good(usize),
+    /// A good request naming no port.
+    GoodNoPort(usize),
+    /// Refused with this errno; the entry names a live port.
+    Refused(i32),
+    /// Refused with this errno for its port (bad or missing), so in every mode only the
+    /// aiocb can say so.
+    BadPort(i32),
+    /// `LIO_NOP`: skipped.
+    Nop,
+}
+
+/// A list mixing good requests with every kind of entry `lio_listio` must refuse on its
+/// own, and NULL entries.
+struct BadList {
+    lio: Lio,
+    fates: Vec<Fate>,
+    list: Vec<*mut Aiocb>,
+    _event: Event,
+}
+
+fn bad_list(fd: RawFd, data_len: usize, port: &Port) -> BadList {
+    let event = Event::new(true, false).unwrap();
+    let p = Some(port);
+    let mut entries = Vec::new();
+    let mut fates = Vec::new();
+    let mut add = |entry, fate| {
+        entries.push(entry);
+        fates.push(fate);
+    };
+    add(Entry::read(fd, 0, 4096, p), Fate::Good(4096));
+    add(Entry::read(-1, 0, 16, p), Fate::Refused(libc::EBADF));
+    add(
+        Entry::write(fd, data_len, pattern(61, 2000), p),
+        Fate::Good(2000),
+    );
+    add(Entry::read(i32::MAX, 0, 16, p), Fate::Refused(libc::EBADF));
+    add(Entry::read(fd, 0, 16, p), Fate::Refused(libc::EINVAL)); // negative offset (below)
+    add(Entry::read(fd, 5000, 1000, p), Fate::Good(1000));
+    add(Entry::read(fd, 0, 16, p), Fate::Refused(libc::EINVAL)); // nbytes > 2^31 - 1
+    add(Entry::read(fd, 0, 16, p), Fate::Refused(libc::EINVAL)); // unknown opcode
+    add(Entry::read(fd, 0, 16, p), Fate::Refused(libc::EINVAL)); // NULL buffer
+    add(Entry::read(fd, 0, 16, None), Fate::BadPort(libc::EBADF)); // aio_iocpfd -1
+    add(Entry::read(fd, 0, 16, None), Fate::BadPort(libc::EBADF)); // an event's handle
+    add(Entry::read(fd, 0, 16, p), Fate::Nop);
+    add(Entry::read(fd, 100, 512, None), Fate::GoodNoPort(512));
+    add(
+        Entry::write(fd, data_len + 4096, pattern(62, 777), p),
+        Fate::Good(777),
+    );
+    let mut lio = Lio::new(entries);
+    lio.edit(4, |cb| cb.aio_offset = -4096);
+    lio.edit(6, |cb| cb.aio_nbytes = MAX_TRANSFER + 1);
+    lio.edit(7, |cb| cb.aio_lio_opcode = 7);
+    lio.edit(8, |cb| cb.aio_buf = std::ptr::null_mut());
+    lio.edit(9, |cb| {
+        cb.aio_flag = AIO_EXTENDED;
+        cb.aio_iocpfd = -1;
+    });
+    lio.edit(10, |cb| {
+        cb.aio_flag = AIO_EXTENDED;
+        cb.aio_iocpfd = event.handle();
+    });
+    lio.edit(11, |cb| cb.aio_lio_opcode = LIO_NOP);
+    // NULL entries between the others.
+    let mut list = Vec::new();
+    for i in 0..lio.len() {
+        if i % 4 == 0 {
+            list.push(std::ptr::null_mut());
+        }
+        list.push(lio.ptr(i));
+    }
+    list.push(std::ptr::null_mut());
+    BadList {
+        lio,
+        fates,
+        list,
+        _event: event,
+    }
+}
+
+/// Submits [`bad_list`] in `mode` and checks every entry's fate.
+fn lio_refuses_bad_entries_alone(mode: LioMode) {
+    let pool = pool(2);
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-lio-bad");
+    let data = pattern(63, 64 * KIB);
+    let file = scratch.file("data", &data);
+    let bad = bad_list(file.as_raw_fd(), data.len(), &port);
+    let lio = &bad.lio;
+    let returned = {
+        let _watchdog = Watchdog::new("lio_listio with bad entries");
+        // SAFETY: the aiocbs and buffers outlive every request: Wait returns once they are
+        // done, and in the other modes every record is dequeued and every aiocb polled below.
+        unsafe { pool.lio_listio(mode, &bad.list) }
+    };
+    assert_eq!(errno(returned), libc::EIO, "{mode:?}");
+
+    // Which entries report through a record.
+    let posts = |fate: Fate| match (mode, fate) {
+        (LioMode::Wait, _) => false,
+        (_, Fate::Good(_)) => true,
+        (LioMode::NoWaitGmcs, Fate::Refused(_)) => true,
+        _ => false,
+    };
+    let expected_records = bad.fates.iter().filter(|&&fate| posts(fate)).count();
+    let mut recorded = HashMap::new();
+    for record in collect(&port, expected_records) {
+        let i = lio.index_of(&record);
+        assert!(posts(bad.fates[i]), "{mode:?}: entry {i} posted {record:?}");
+        assert_eq!(record.key(), 0);
+        assert!(
+            recorded.insert(i, record).is_none(),
+            "two records for entry {i}"
+        );
+    }
+    // Requests without a record (GoodNoPort in NoWait mode) report through their aiocb.
+    let deadline = Instant::now() + BULK_PATIENCE;
+    while (0..lio.len()).any(|i| lio.cb(i).error() == libc::EINPROGRESS) {
+        assert!(
+            Instant::now() < deadline,
+            "{mode:?}: a request never completed"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    for (i, &fate) in bad.fates.iter().enumerate() {
+        let state = aio_state(lio.cb(i));
+        let gmcs = mode == LioMode::NoWaitGmcs;
+        match fate {
+            Fate::Good(n) => {
+                if gmcs {
+                    assert_eq!(state, (0, 0), "{mode:?}: entry {i} untouched");
+                } else {
+                    assert_eq!(state, (0, n as isize), "{mode:?}: entry {i}");
+                }
+                if let Some(record) = recorded.get(&i) {
+                    assert_eq!(record.result().unwrap(), n as u32, "{mode:?}: entry {i}");
+                }
+            }
+            Fate::GoodNoPort(_) if gmcs => {
+                // GMCS needs a port: refused, and only the aiocb can say so.
+                assert_eq!(state, (libc::EINVAL, -1), "{mode:?}: entry {i}");
+            }
+            Fate::GoodNoPort(n) => assert_eq!(state, (0, n as isize), "{mode:?}: entry {i}"),
+            Fate::Refused(err) if gmcs => {
+                assert_eq!(state, (0, 0), "{mode:?}: entry {i} untouched");
+                let record = recorded[&i];
+                assert_eq!(
+                    (record.error(), record.bytes()),
+                    (err as u32, 0),
+                    "{mode:?}: entry {i}"
+                );
+            }
+            Fate::Refused(err) | Fate::BadPort(err) => {
+                assert_eq!(state, (err, -1), "{mode:?}: entry {i}");
+            }
+            Fate::Nop => assert_eq!(state, (0, 0), "{mode:?}: the NOP entry was touched"),
+        }
+    }
+    // The good entries moved the right bytes.
+    let contents = std::fs::read(scratch.path("data")).unwrap();
+    assert!(lio.buf(0) == &data[..4096]);
+    assert!(contents[data.len()..data.len() + 2000] == *lio.buf(2));
+    assert!(lio.buf(5) == &data[5000..6000]);
+    assert!(contents[data.len() + 4096..data.len() + 4096 + 777] == *lio.buf(13));
+    if mode != LioMode::NoWaitGmcs {
+        assert!(lio.buf(12) == &data[100..612]);
+    }
+    assert_quiet(&port);
+}
+
+#[test]
+fn lio_wait_fails_bad_entries_alone_with_their_errno_and_returns_eio() {
+    lio_refuses_bad_entries_alone(LioMode::Wait);
+}
+
+#[test]
+fn lio_nowait_fails_bad_entries_alone_with_their_errno_and_returns_eio() {
+    lio_refuses_bad_entries_alone(LioMode::NoWait);
+}
+
+#[test]
+fn lio_nowait_gmcs_fails_bad_entries_alone_with_error_records_and_returns_eio() {
+    lio_refuses_bad_entries_alone(LioMode::NoWaitGmcs);
+}
+
+#[test]
+fn lio_naming_a_closed_port_fails_that_entry_with_ebadf() {
+    let pool = pool(1);
+    let live = Port::new().unwrap();
+    let closed = Port::new().unwrap();
+    // Keep the number from a port of a test running alongside, which would take the entry.
+    let _number = close_keeping_number(&closed);
+    let scratch = TempDir::new("file-lio-closed-port");
+    let data = pattern(65, 8 * KIB);
+    let file = scratch.file("data", &data);
+    let fd = file.as_raw_fd();
+    for mode in [LioMode::NoWaitGmcs, LioMode::NoWait] {
+        let lio = Lio::new(vec![
+            Entry::read(fd, 0, 512, Some(&live)),
+            Entry::read(fd, 512, 512, Some(&closed)),
+        ]);
+        // SAFETY: `lio` outlives both requests: the marker below runs after them on the
+        // pool's only thread, and its record is dequeued before `lio` is dropped.
+        let returned = unsafe { pool.lio_listio(mode, &lio.list()) };
+        let marker = Lio::new(vec![Entry::read(fd, 0, 1, Some(&live))]);
+        // SAFETY: `marker` outlives its request, whose record is dequeued below.
+        unsafe { pool.lio_listio(LioMode::NoWait, &marker.list()) }.unwrap();
+        let records = collect(&live, 2);
+        assert_eq!(lio.index_of(&records[0]), 0);
+        assert_eq!(marker.index_of(&records[1]), 0);
+        assert_eq!(
+            aio_state(lio.cb(1)),
+            (libc::EBADF, -1),
+            "{mode:?}: an entry naming a closed port was accepted; its report is lost"
+        );
+        assert_eq!(errno(returned), libc::EIO, "{mode:?}");
+    }
+}
