@@ -1,0 +1,110 @@
+//! Closing and dropping a socket with requests pending, and requests after close.
+
+use crate::common::errno;
+use crate::common::ports::{assert_no_record, each_drive, next, port};
+use crate::common::sockets::{pending, unix_pair};
+use crate::{closed_port, fill_until_pending, finish_next, shrink_buffers, tcp_pair, QUIET};
+use iocp::{Overlapped, Port};
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+
+#[test]
+fn close_completes_each_pending_request_once_with_ecanceled_and_the_peer_sees_eof() {
+    each_drive(|drive| {
+        let port = port(drive);
+        let (a, mut b) = unix_pair();
+        let socket = port.associate(a, 31).unwrap();
+        let mut tickets: HashSet<u64> = (0..3).map(|_| pending(socket.recv(vec![0; 8]))).collect();
+        socket.close().unwrap();
+        for _ in 0..3 {
+            let record = next(&port);
+            assert_eq!(record.key(), 31);
+            assert!(tickets.remove(&(record.overlapped() as u64)), "{record:?}");
+            let finished = socket.finish(&record).unwrap();
+            assert_eq!(errno(finished.result), libc::ECANCELED);
+            assert_eq!(finished.buf.len(), 8);
+        }
+        assert_no_record(&port, QUIET);
+        assert_eq!(b.read(&mut [0; 8]).unwrap(), 0, "the descriptor is closed");
+    });
+}
+
+#[test]
+fn close_cancels_a_pending_send_and_a_pending_accept() {
+    each_drive(|drive| {
+        let port = port(drive);
+        let (server, _client) = tcp_pair();
+        shrink_buffers(server.as_raw_fd());
+        let socket = port.associate(server, 32).unwrap();
+        let (_, ticket) = fill_until_pending(&socket, 64 * 1024);
+        socket.close().unwrap();
+        assert_eq!(
+            errno(finish_next(&port, &socket, 32, ticket).result),
+            libc::ECANCELED
+        );
+        let listener = port
+            .associate(TcpListener::bind("127.0.0.1:0").unwrap(), 33)
+            .unwrap();
+        let ticket = pending(listener.accept());
+        listener.close().unwrap();
+        let finished = finish_next(&port, &listener, 33, ticket);
+        assert_eq!(errno(finished.result), libc::ECANCELED);
+        assert!(finished.accepted.is_none());
+        assert_no_record(&port, QUIET);
+    });
+}
+
+#[test]
+fn dropping_a_socket_completes_its_pending_requests_with_ecanceled() {
+    each_drive(|drive| {
+        let port = port(drive);
+        let (a, mut b) = unix_pair();
+        let socket = port.associate(a, 34).unwrap();
+        let tickets: HashSet<u64> = (0..2).map(|_| pending(socket.recv(vec![0; 8]))).collect();
+        drop(socket);
+        let seen: HashSet<u64> = (0..2)
+            .map(|_| {
+                let record = next(&port);
+                assert_eq!((record.key(), record.error() as i32), (34, libc::ECANCELED));
+                record.overlapped() as u64
+            })
+            .collect();
+        assert_eq!(seen, tickets);
+        assert_eq!(b.read(&mut [0; 8]).unwrap(), 0);
+        assert_no_record(&port, QUIET);
+    });
+}
+
+#[test]
+fn requests_after_close_fail_ebadf() {
+    let port = Port::new().unwrap();
+    let (a, _b) = unix_pair();
+    let socket = port.associate(a, 1).unwrap();
+    socket.close().unwrap();
+    let (_holder, somewhere) = closed_port();
+    assert_eq!(errno(socket.recv(vec![0; 8])), libc::EBADF);
+    assert_eq!(errno(socket.send(vec![0; 8])), libc::EBADF);
+    assert_eq!(errno(socket.recv_from(vec![0; 8])), libc::EBADF);
+    assert_eq!(errno(socket.send_to(vec![0; 8], somewhere)), libc::EBADF);
+    assert_eq!(errno(socket.accept()), libc::EBADF);
+    assert_eq!(errno(socket.connect(somewhere)), libc::EBADF);
+    assert_eq!(errno(socket.raw_fd()), libc::EBADF);
+    assert_eq!(errno(socket.close()), libc::EBADF);
+    assert_eq!(errno(socket.cancel_all()), libc::ENOENT);
+    let overlapped = Overlapped::new();
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` and `overlapped` outlive the call; a closed socket queues nothing.
+    let read = unsafe { socket.read_overlapped(buf.as_mut_ptr(), buf.len(), &overlapped) };
+    assert_eq!(errno(read), libc::EBADF);
+    assert!(
+        overlapped.is_complete(),
+        "a refused request leaves no pending block"
+    );
+    assert_eq!(errno(overlapped.get_result(false)), libc::EBADF);
+    // SAFETY: as above.
+    let write = unsafe { socket.write_overlapped(buf.as_ptr(), buf.len(), &overlapped) };
+    assert_eq!(errno(write), libc::EBADF);
+    assert_no_record(&port, QUIET);
+}

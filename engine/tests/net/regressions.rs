@@ -1,0 +1,104 @@
+//! Regression tests, named after the bug.
+
+use crate::common::errno;
+use crate::common::ports::{assert_no_record, next};
+use crate::common::sockets::{pending, unix_pair};
+use crate::QUIET;
+use iocp::{Completion, Event, Overlapped, Port, Socket};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// Guards 05007d4 ("a request with no port that completed at once did not set its
+/// event"): as on Windows, an overlapped request on a socket without a port sets its
+/// `hEvent` however it completes, at once (success or failure) as well as later. Only the
+/// later case was checked.
+#[test]
+fn regression_portless_overlapped_request_completed_at_once_left_its_event_unset() {
+    let mut buf = [0u8; 16];
+    let (a, mut b) = unix_pair();
+    let socket = Socket::unassociated(a).unwrap();
+    for manual_reset in [true, false] {
+        let event = Event::new(manual_reset, false).unwrap();
+        let overlapped = Overlapped::with_event(&event);
+        // SAFETY: the message and `overlapped` outlive the call, which completes at once.
+        let wrote = unsafe { socket.write_overlapped(b"at once".as_ptr(), 7, &overlapped) };
+        assert_eq!(wrote.unwrap(), Some(7));
+        assert!(
+            event.is_set(),
+            "a write done at once left its event unset (manual reset: {manual_reset})"
+        );
+        event.wait(Some(Duration::ZERO)).unwrap();
+        let mut back = [0; 7];
+        b.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"at once");
+
+        let event = Event::new(manual_reset, false).unwrap();
+        let overlapped = Overlapped::with_event(&event);
+        b.write_all(b"ready").unwrap();
+        // SAFETY: `buf` and `overlapped` outlive the call, which completes at once.
+        let read = unsafe { socket.read_overlapped(buf.as_mut_ptr(), buf.len(), &overlapped) };
+        assert_eq!(read.unwrap(), Some(5));
+        assert_eq!(&buf[..5], b"ready");
+        assert!(
+            event.is_set(),
+            "a read done at once left its event unset (manual reset: {manual_reset})"
+        );
+    }
+
+    // A request that fails at once sets it too.
+    drop(b);
+    let event = Event::new(true, false).unwrap();
+    let overlapped = Overlapped::with_event(&event);
+    // SAFETY: as above.
+    let wrote = unsafe { socket.write_overlapped(b"gone".as_ptr(), 4, &overlapped) };
+    assert_eq!(errno(wrote), libc::EPIPE);
+    assert_eq!(errno(overlapped.get_result(false)), libc::EPIPE);
+    assert!(
+        event.is_set(),
+        "a write failed at once left its event unset"
+    );
+}
+
+/// Guards 05007d4 ("tickets were per socket, so one socket could finish another's
+/// record"): each socket numbered its requests from 1, so two sockets on one port issued
+/// the same tickets, and `finish` on the wrong socket took that socket's own result for
+/// the other's record. Tickets are unique in the process now.
+#[test]
+fn regression_one_socket_could_finish_another_sockets_record() {
+    let port = Port::new().unwrap();
+    let (a, mut a_peer) = unix_pair();
+    let (b, mut b_peer) = unix_pair();
+    let a = port.associate(a, 1).unwrap();
+    let b = port.associate(b, 2).unwrap();
+    let a_ticket = pending(a.recv(vec![0; 8]));
+    let b_ticket = pending(b.recv(vec![0; 8]));
+    assert_ne!(
+        a_ticket, b_ticket,
+        "two sockets' pending requests share a ticket"
+    );
+    a_peer.write_all(b"for a").unwrap();
+    b_peer.write_all(b"for b").unwrap();
+    let mut records: HashMap<u64, Completion> = (0..2)
+        .map(|_| {
+            let record = next(&port);
+            (record.key(), record)
+        })
+        .collect();
+    let a_record = records.remove(&1).expect("a record for socket A");
+    let b_record = records.remove(&2).expect("a record for socket B");
+    assert_eq!(a_record.overlapped() as u64, a_ticket);
+    assert_eq!(b_record.overlapped() as u64, b_ticket);
+
+    assert_eq!(
+        errno(b.finish(&a_record)),
+        libc::EINVAL,
+        "socket B finished socket A's record"
+    );
+    // Neither socket's result was taken by the wrong call.
+    let a_done = a.finish(&a_record).expect("A's result is still there");
+    assert_eq!(&a_done.buf[..a_done.result.unwrap()], b"for a");
+    let b_done = b.finish(&b_record).expect("B's result is still there");
+    assert_eq!(&b_done.buf[..b_done.result.unwrap()], b"for b");
+    assert_no_record(&port, QUIET);
+}

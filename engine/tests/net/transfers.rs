@@ -1,0 +1,97 @@
+//! Large transfers, in sends larger than the socket buffers and through many receives.
+
+use crate::common::ports::{each_drive, port};
+use crate::common::rng::pattern;
+use crate::common::timing::PATIENCE;
+use crate::{first_difference, outcome, read_to_eof, shrink_buffers, tcp_pair};
+use iocp::Submitted;
+use std::io::Write;
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::thread;
+
+#[test]
+fn a_large_transfer_in_sends_larger_than_the_socket_buffers_arrives_intact() {
+    const LEN: usize = 4 << 20;
+    const MAX_SEND: usize = 1 << 20;
+    each_drive(|drive| {
+        let port = port(drive);
+        let (server, client) = tcp_pair();
+        shrink_buffers(server.as_raw_fd());
+        shrink_buffers(client.as_raw_fd());
+        let socket = port.associate(server, 9).unwrap();
+        let data = pattern(1, LEN);
+        // The reader starts only once a send has had to wait: each send is far larger than
+        // the shrunken kernel buffers, so it goes out in pieces as the reader drains them.
+        let (go, wait_for_go) = mpsc::channel::<()>();
+        let reader = thread::spawn(move || {
+            let _ = wait_for_go.recv_timeout(PATIENCE);
+            read_to_eof(client, LEN)
+        });
+        let mut go = Some(go);
+        let (mut offset, mut sends, mut later) = (0, 0, 0);
+        while offset < LEN {
+            sends += 1;
+            assert!(sends < 100_000, "no progress at {offset}");
+            let end = LEN.min(offset + MAX_SEND);
+            let submitted = socket.send(data[offset..end].to_vec());
+            if matches!(submitted, Ok(Submitted::Pending(_))) {
+                later += 1;
+                if let Some(go) = go.take() {
+                    go.send(()).unwrap();
+                }
+            }
+            let sent = outcome(&port, &socket, 9, submitted);
+            let n = sent.result.expect("send");
+            assert_eq!(n, end - offset, "a send completes once all of it is out");
+            assert!(
+                sent.buf == data[offset..end],
+                "the buffer comes back untouched"
+            );
+            offset += n;
+        }
+        socket.close().unwrap();
+        let received = reader.join().expect("reader");
+        eprintln!("{drive:?}: {LEN} bytes in {sends} sends, {later} pending");
+        assert_eq!(received.len(), LEN);
+        assert_eq!(first_difference(&received, &data), None);
+        assert!(later > 0, "some send had to wait for the reader");
+    });
+}
+
+#[test]
+fn a_large_transfer_arrives_intact_through_recvs() {
+    const LEN: usize = 4 << 20;
+    each_drive(|drive| {
+        let port = port(drive);
+        let (server, client) = tcp_pair();
+        shrink_buffers(server.as_raw_fd());
+        shrink_buffers(client.as_raw_fd());
+        let socket = port.associate(server, 5).unwrap();
+        let data = pattern(2, LEN);
+        let writer = {
+            let data = data.clone();
+            thread::spawn(move || {
+                let mut client = client;
+                client.write_all(&data).unwrap();
+                client.shutdown(Shutdown::Write).unwrap();
+            })
+        };
+        let mut received = Vec::with_capacity(LEN);
+        let mut buf = vec![0; 64 * 1024];
+        for _ in 0..100_000 {
+            let got = outcome(&port, &socket, 5, socket.recv(buf));
+            let n = got.result.expect("recv");
+            buf = got.buf;
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+            assert!(received.len() <= LEN);
+        }
+        writer.join().unwrap();
+        assert_eq!(received.len(), LEN);
+        assert_eq!(first_difference(&received, &data), None);
+    });
+}
