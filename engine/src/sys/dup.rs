@@ -96,10 +96,8 @@ mod tests {
         // The number now names another socket.
         let (b, _other) = UnixStream::pair().unwrap();
         // SAFETY: both descriptors are this test's; dup2 replaces `a`'s number in one step.
-        assert_eq!(
-            unsafe { libc::dup2(b.as_raw_fd(), a.as_raw_fd()) },
-            a.as_raw_fd()
-        );
+        let rc = unsafe { libc::dup2(b.as_raw_fd(), a.as_raw_fd()) };
+        assert_eq!(rc, a.as_raw_fd());
         assert!(!same_open_file(a.as_raw_fd(), ours.as_fd()).unwrap());
 
         let number = a.as_raw_fd();

@@ -25,10 +25,10 @@
 pub(crate) mod barrier;
 mod clock;
 pub(crate) use clock::Deadline;
-#[cfg_attr(loom, allow(dead_code, unused_imports))] // loom builds make no system calls
-pub(crate) mod fault;
 #[cfg(not(loom))]
 pub(crate) mod dup;
+#[cfg_attr(loom, allow(dead_code, unused_imports))] // loom builds make no system calls
+pub(crate) mod fault;
 #[cfg(not(loom))]
 pub(crate) mod file;
 #[cfg(not(loom))]
