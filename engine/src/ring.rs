@@ -68,6 +68,7 @@ use crate::Completion;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
@@ -188,10 +189,27 @@ struct Lanes {
     /// Unique among all threads ever (a count, not an address: a stale owner value read
     /// by a waiter must never name another thread), 0 until first needed.
     token: usize,
+    /// The entries of the rings posted to last, most recent first: a post to the same ring
+    /// as the last one finds its lane at the front, others after a short search.
     held: Vec<Held>,
+    /// The other entries, by ring, so that a thread posting to thousands of ports finds
+    /// each entry in logarithmic time.
+    rest: BTreeMap<u64, Held>,
+    /// `rest` is pruned of dropped rings when it reaches this size, which then doubles
+    /// what is left: pruning costs amortized constant time per new entry.
+    prune_at: usize,
 }
 
 impl Lanes {
+    const fn new() -> Lanes {
+        Lanes {
+            token: 0,
+            held: Vec::new(),
+            rest: BTreeMap::new(),
+            prune_at: PRUNE_AT,
+        }
+    }
+
     fn token(&mut self) -> usize {
         if self.token == 0 {
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
@@ -204,16 +222,19 @@ impl Lanes {
 
 #[cfg(not(loom))]
 std::thread_local! {
-    static HELD: RefCell<Lanes> = const { RefCell::new(Lanes { token: 0, held: Vec::new() }) };
+    static HELD: RefCell<Lanes> = const { RefCell::new(Lanes::new()) };
 }
 
 // Loom's `thread_local!` has no `const` initializer form.
 #[cfg(loom)]
 loom::thread_local! {
-    static HELD: RefCell<Lanes> = RefCell::new(Lanes { token: 0, held: Vec::new() });
+    static HELD: RefCell<Lanes> = RefCell::new(Lanes::new());
 }
 
-/// A cache of this many entries is pruned of dropped ports before it grows.
+/// Entries at the front of a thread's lane cache, searched in order.
+const FRONT: usize = 8;
+
+/// The least size at which the rest of a thread's lane cache is pruned of dropped rings.
 const PRUNE_AT: usize = 8;
 
 impl Ring {
@@ -292,37 +313,45 @@ impl Ring {
     #[inline]
     fn lane_of_this_thread<'h>(&self, lanes: &'h mut Lanes) -> Option<&'h Lane> {
         if !matches!(lanes.held.first(), Some(first) if first.ring == self.id) {
-            let token = lanes.token();
-            self.find_or_acquire(&mut lanes.held, token);
+            self.find_or_acquire(lanes);
         }
         lanes.held[0].lane.as_deref()
     }
 
     /// Moves this ring's entry to the front of the thread's cache, making one if needed.
     #[cold]
-    fn find_or_acquire(&self, held: &mut Vec<Held>, token: usize) {
-        if let Some(i) = held.iter().position(|h| h.ring == self.id) {
-            held.swap(0, i);
+    fn find_or_acquire(&self, lanes: &mut Lanes) {
+        if let Some(i) = lanes.held.iter().position(|h| h.ring == self.id) {
+            lanes.held[..=i].rotate_right(1);
             return;
         }
-        if held.len() >= PRUNE_AT {
-            // Only the entries of dropped rings go. An entry for the shared lane stays: it
-            // keeps the thread on that lane for good, or its next post could take a private
-            // lane and overtake its records still queued in the shared one.
-            held.retain(|h| {
-                h.lane
-                    .as_ref()
-                    // Relaxed: a late look keeps a dead entry one prune longer.
-                    .map_or(true, |lane| !lane.retired.load(Ordering::Relaxed))
-            });
+        let entry = match lanes.rest.remove(&self.id) {
+            Some(entry) => entry,
+            None => {
+                let token = lanes.token();
+                Held {
+                    ring: self.id,
+                    lane: self.acquire_lane(token),
+                }
+            }
+        };
+        lanes.held.insert(0, entry);
+        if lanes.held.len() > FRONT {
+            let evicted = lanes.held.pop().expect("longer than FRONT");
+            lanes.rest.insert(evicted.ring, evicted);
+            if lanes.rest.len() >= lanes.prune_at {
+                // Only the entries of dropped rings go. An entry for the shared lane stays:
+                // it keeps the thread on that lane for good, or its next post could take a
+                // private lane and overtake its records still queued in the shared one.
+                lanes.rest.retain(|_, h| {
+                    h.lane
+                        .as_ref()
+                        // Relaxed: a late look keeps a dead entry one prune longer.
+                        .map_or(true, |lane| !lane.retired.load(Ordering::Relaxed))
+                });
+                lanes.prune_at = PRUNE_AT.max(2 * lanes.rest.len());
+            }
         }
-        let lane = self.acquire_lane(token);
-        held.push(Held {
-            ring: self.id,
-            lane,
-        });
-        let last = held.len() - 1;
-        held.swap(0, last);
     }
 
     /// A free private lane for the thread with `token`, installing one if none is free.
@@ -1122,6 +1151,45 @@ mod tests {
         let mut got: Vec<u64> = drain_all(&ring).iter().map(Completion::key).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3, 9]);
+    }
+
+    /// A thread posting to many rings in turn keeps one lane on each (found again through
+    /// the ordered part of its cache), and the entries of rings that were dropped go.
+    #[test]
+    fn a_thread_posting_to_many_rings_keeps_one_lane_on_each_and_forgets_dropped_rings() {
+        let cached = || {
+            HELD.with(|held| {
+                let held = held.borrow();
+                held.held.len() + held.rest.len()
+            })
+        };
+        std::thread::spawn(move || {
+            let rings: Vec<Ring> = (0..4 * FRONT).map(|_| Ring::new(8, false)).collect();
+            for round in 0..3 {
+                for ring in &rings {
+                    ring.push(rec(round));
+                }
+            }
+            for ring in &rings {
+                assert_eq!(ring.lanes(), 2, "one private lane, taken once");
+                let got: Vec<usize> = drain_all(ring).iter().map(|r| r.overlapped()).collect();
+                assert_eq!(got, [0, 1, 2]);
+            }
+            assert_eq!(cached(), 4 * FRONT);
+            drop(rings);
+            // Posting to new rings prunes the dropped ones' entries as the cache grows.
+            let fresh: Vec<Ring> = (0..4 * FRONT).map(|_| Ring::new(8, false)).collect();
+            for ring in &fresh {
+                ring.push(rec(0));
+            }
+            assert!(
+                cached() < 8 * FRONT,
+                "{} entries: the dropped rings' were kept",
+                cached()
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     /// Regression: the cache's prune dropped a thread's entry for the shared lane, so a
