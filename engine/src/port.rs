@@ -193,7 +193,9 @@ impl PortBuilder {
         self
     }
 
-    /// Creates the port; `EINVAL` for a capacity that is not a power of two in range.
+    /// Creates the port; `EINVAL` for a capacity that is not a power of two in range,
+    /// `ENOMEM` when its ring cannot be allocated, `EMFILE` without a descriptor for its
+    /// handle.
     pub fn build(self) -> io::Result<Port> {
         if !self.capacity.is_power_of_two() || self.capacity > MAX_CAPACITY {
             return Err(error::invalid());
@@ -202,10 +204,11 @@ impl PortBuilder {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
+        let ring = Ring::new(self.capacity, self.fifo)?;
         let make = |#[cfg(not(loom))] handle| Shared {
             #[cfg(not(loom))]
             handle,
-            ring: Ring::new(self.capacity, self.fifo),
+            ring,
             waiters: CachePadded::new(WaitStack::new()),
             spin: CachePadded::new(Spin::new()),
             closed: AtomicBool::new(false),

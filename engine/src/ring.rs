@@ -63,12 +63,13 @@
 //! away.
 
 use crate::primitive::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
-use crate::sys::barrier;
+use crate::sys::{barrier, fault};
 use crate::Completion;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
@@ -243,7 +244,8 @@ impl Ring {
     /// out in one order consistent with the order the posts happened in, across threads too
     /// (a post that happens after another, say after joining its thread, comes out after
     /// it); without, order holds per posting thread only.
-    pub(crate) fn new(capacity: usize, fifo: bool) -> Ring {
+    /// `ENOMEM` when the shared lane's slots cannot be allocated.
+    pub(crate) fn new(capacity: usize, fifo: bool) -> io::Result<Ring> {
         assert!(capacity.is_power_of_two() && capacity <= MAX_CAPACITY);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let ring = Ring {
@@ -251,7 +253,7 @@ impl Ring {
                 consuming: AtomicBool::new(false),
                 next_lane: UnsafeCell::new(0),
             }),
-            shared: Lane::new(capacity, None),
+            shared: Lane::new(capacity, None)?,
             private: (0..MAX_LANES)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
@@ -268,14 +270,14 @@ impl Ring {
         #[cfg(loom)]
         {
             for entry in ring.private.iter() {
-                let lane = Arc::into_raw(Arc::new(Lane::new(capacity, Some(0))));
+                let lane = Arc::into_raw(Arc::new(Lane::new(capacity, Some(0))?));
                 // Relaxed: the ring is not shared yet.
                 entry.store(lane.cast_mut(), Ordering::Relaxed);
             }
             // Relaxed: as above.
             ring.installed.store(MAX_LANES, Ordering::Relaxed);
         }
-        ring
+        Ok(ring)
     }
 
     /// Slots per lane.
@@ -360,7 +362,9 @@ impl Ring {
             // Acquire: pairs with the release of the installing compare-and-swap below.
             let mut lane = entry.load(Ordering::Acquire);
             if lane.is_null() {
-                let new = Arc::new(Lane::new(self.capacity(), Some(token)));
+                // Without memory for a lane of its own the thread posts on the shared lane,
+                // for good (its cache keeps that): a post never fails.
+                let new = Arc::new(Lane::new(self.capacity(), Some(token)).ok()?);
                 let raw = Arc::into_raw(Arc::clone(&new)).cast_mut();
                 // AcqRel: releases the new lane to the consumer and other producers;
                 // acquires a lane another thread installed first.
@@ -537,8 +541,19 @@ fn after_taking_a_lane() {
 
 impl Lane {
     /// A lane of `capacity` slots: private to the thread with `owner`'s token, or shared.
-    fn new(capacity: usize, owner: Option<usize>) -> Lane {
-        Lane {
+    /// `ENOMEM` when its slots cannot be allocated (the fault seam's `Alloc` too).
+    fn new(capacity: usize, owner: Option<usize>) -> io::Result<Lane> {
+        let no_memory = || io::Error::from_raw_os_error(libc::ENOMEM);
+        if let Some(errno) = fault::take(fault::Call::Alloc, -1) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(capacity).map_err(|_| no_memory())?;
+        slots.extend((0..capacity).map(|_| Slot {
+            record: UnsafeCell::new(MaybeUninit::uninit()),
+            stamp: AtomicUsize::new(0),
+        }));
+        Ok(Lane {
             head: CachePadded::new(AtomicUsize::new(0)),
             producers: CachePadded::new(Producers {
                 tail: AtomicUsize::new(0),
@@ -548,16 +563,11 @@ impl Lane {
             overflow_len: CachePadded::new(AtomicUsize::new(0)),
             overflow: SegQueue::new(),
             stash: UnsafeCell::new(None),
-            slots: (0..capacity)
-                .map(|_| Slot {
-                    record: UnsafeCell::new(MaybeUninit::uninit()),
-                    stamp: AtomicUsize::new(0),
-                })
-                .collect(),
+            slots: slots.into_boxed_slice(),
             mask: capacity - 1,
             private: owner.is_some(),
             retired: AtomicBool::new(false),
-        }
+        })
     }
 
     fn capacity(&self) -> usize {
@@ -963,7 +973,7 @@ mod tests {
 
     #[test]
     fn fifo_through_wraparound() {
-        let ring = Ring::new(8, false);
+        let ring = Ring::new(8, false).unwrap();
         let mut next = 0;
         let mut seen = Vec::new();
         for round in 0..20 {
@@ -990,7 +1000,7 @@ mod tests {
         };
         for &cap in caps {
             for by_runs in [false, true] {
-                let ring = Ring::new(cap, false);
+                let ring = Ring::new(cap, false).unwrap();
                 for i in 0..cap * 5 + 3 {
                     ring.push(rec(i));
                 }
@@ -1014,7 +1024,7 @@ mod tests {
 
     #[test]
     fn a_second_consumer_is_refused() {
-        let ring = Ring::new(4, false);
+        let ring = Ring::new(4, false).unwrap();
         let first = ring.try_consume().unwrap();
         assert!(ring.try_consume().is_none());
         drop(first);
@@ -1024,7 +1034,7 @@ mod tests {
     #[test]
     fn run_stops_at_an_unpublished_slot() {
         for cap in [2, 16, 64, 256] {
-            let ring = Ring::new(cap, false);
+            let ring = Ring::new(cap, false).unwrap();
             let lane = &ring.shared;
             // Several laps, so that stale stamps of the lap before are in every slot.
             for lap in 0..3 {
@@ -1055,7 +1065,7 @@ mod tests {
     #[test]
     fn a_batch_claims_what_fits_and_overflows_the_rest_in_order() {
         for cap in [1, 4, 64] {
-            let ring = Ring::new(cap, false);
+            let ring = Ring::new(cap, false).unwrap();
             // Fill part of the lane, then post a batch larger than the room left.
             ring.push(rec(0));
             let batch: Vec<Completion> = (1..cap * 3).map(rec).collect();
@@ -1081,7 +1091,7 @@ mod tests {
     #[test]
     fn one_claim_takes_a_whole_batch_when_it_fits() {
         for private in [false, true] {
-            let lane = Lane::new(16, private.then_some(1));
+            let lane = Lane::new(16, private.then_some(1)).unwrap();
             let claim = |want| match private {
                 true => lane.claim_private(want),
                 false => lane.claim_shared(want),
@@ -1101,7 +1111,7 @@ mod tests {
 
     #[test]
     fn a_zero_copy_run_from_the_overflow_stays_queued_until_released() {
-        let ring = Ring::new(1, false);
+        let ring = Ring::new(1, false).unwrap();
         ring.push_many(&[rec(0), rec(1), rec(2)]);
         let mut c = ring.try_consume().unwrap();
         assert_eq!(c.ready(8), 1);
@@ -1120,7 +1130,7 @@ mod tests {
 
     #[test]
     fn each_thread_posts_on_a_lane_of_its_own_reused_after_it_exits() {
-        let ring = Arc::new(Ring::new(8, false));
+        let ring = Arc::new(Ring::new(8, false).unwrap());
         ring.push(rec(0));
         assert_eq!(ring.installed.load(Ordering::SeqCst), 1);
         assert!(
@@ -1164,7 +1174,7 @@ mod tests {
             })
         };
         std::thread::spawn(move || {
-            let rings: Vec<Ring> = (0..4 * FRONT).map(|_| Ring::new(8, false)).collect();
+            let rings: Vec<Ring> = (0..4 * FRONT).map(|_| Ring::new(8, false).unwrap()).collect();
             for round in 0..3 {
                 for ring in &rings {
                     ring.push(rec(round));
@@ -1178,7 +1188,7 @@ mod tests {
             assert_eq!(cached(), 4 * FRONT);
             drop(rings);
             // Posting to new rings prunes the dropped ones' entries as the cache grows.
-            let fresh: Vec<Ring> = (0..4 * FRONT).map(|_| Ring::new(8, false)).collect();
+            let fresh: Vec<Ring> = (0..4 * FRONT).map(|_| Ring::new(8, false).unwrap()).collect();
             for ring in &fresh {
                 ring.push(rec(0));
             }
@@ -1198,7 +1208,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "33 threads: the std runs cover it")]
     fn a_thread_on_the_shared_lane_stays_there_when_its_cache_is_pruned() {
-        let ring = Arc::new(Ring::new(64, false));
+        let ring = Arc::new(Ring::new(64, false).unwrap());
         // Every private lane taken by a live thread.
         let start = Arc::new(std::sync::Barrier::new(MAX_LANES + 1));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -1217,7 +1227,7 @@ mod tests {
         ring.push(rec(1));
         assert_eq!(ring.shared.len(), 1, "no private lane was free");
         // Enough other rings to prune this thread's cache.
-        let others: Vec<Ring> = (0..PRUNE_AT + 1).map(|_| Ring::new(4, false)).collect();
+        let others: Vec<Ring> = (0..PRUNE_AT + 1).map(|_| Ring::new(4, false).unwrap()).collect();
         for other in &others {
             other.push(rec(0));
         }
@@ -1246,7 +1256,7 @@ mod tests {
             (&[1, 2, 8, 64, 1 << 16], MAX_LANES + 2, 3_000)
         };
         for (&cap, fifo) in caps.iter().flat_map(|cap| [(cap, false), (cap, true)]) {
-            let ring = Arc::new(Ring::new(cap, fifo));
+            let ring = Arc::new(Ring::new(cap, fifo).unwrap());
             let start = Arc::new(std::sync::Barrier::new(producers));
             let threads: Vec<_> = (0..producers)
                 .map(|p| {
@@ -1314,7 +1324,7 @@ mod tests {
 
     #[test]
     fn take_hands_on_a_wrapped_run_in_order() {
-        let ring = Ring::new(8, false);
+        let ring = Ring::new(8, false).unwrap();
         for i in 0..6 {
             ring.push(rec(i));
         }

@@ -66,6 +66,8 @@ pub(crate) enum Call {
     ReactorPoll,
     /// Registering a socket with the reactor (`epoll_ctl(EPOLL_CTL_ADD)`).
     ReactorRegister,
+    /// Allocating a ring lane's slots, the engine's largest allocation (`ENOMEM`).
+    Alloc,
 }
 
 #[cfg(test)]

@@ -245,6 +245,34 @@ fn port_creation_fails_cleanly() {
     assert_eq!(port.get(LONG).unwrap(), Completion::new(1, 2, 3));
 }
 
+/// Without memory for its ring a port is not made (`ENOMEM`, no descriptor taken: the
+/// ring comes first); without memory for a thread's own lane the thread posts on the
+/// shared lane, for good, and loses nothing.
+#[test]
+fn allocation_failures_fail_port_creation_and_move_posts_to_the_shared_lane() {
+    let nomem = fail(Call::Alloc, libc::ENOMEM).on_this_thread().arm();
+    assert_eq!(errno(&Port::new().unwrap_err()), libc::ENOMEM);
+    assert_eq!(nomem.hits(), 1);
+    drop(nomem);
+
+    let port = Port::builder().capacity(8).build().unwrap();
+    let poster = port.clone();
+    thread::spawn(move || {
+        let nomem = fail(Call::Alloc, libc::ENOMEM).on_this_thread().arm();
+        for i in 0..100 {
+            poster.post(Completion::new(1, 0, i)).unwrap();
+        }
+        assert_eq!(nomem.hits(), 1, "one try for a lane of its own");
+    })
+    .join()
+    .unwrap();
+    let got: Vec<usize> = (0..100)
+        .map(|_| port.get(LONG).unwrap().overlapped())
+        .collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    assert_no_record(&port);
+}
+
 #[test]
 fn associating_a_closed_descriptor_is_ebadf() {
     let port = Port::new().unwrap();
