@@ -1174,7 +1174,9 @@ mod tests {
             })
         };
         std::thread::spawn(move || {
-            let rings: Vec<Ring> = (0..4 * FRONT).map(|_| Ring::new(8, false).unwrap()).collect();
+            let rings: Vec<Ring> = (0..4 * FRONT)
+                .map(|_| Ring::new(8, false).unwrap())
+                .collect();
             for round in 0..3 {
                 for ring in &rings {
                     ring.push(rec(round));
@@ -1188,7 +1190,9 @@ mod tests {
             assert_eq!(cached(), 4 * FRONT);
             drop(rings);
             // Posting to new rings prunes the dropped ones' entries as the cache grows.
-            let fresh: Vec<Ring> = (0..4 * FRONT).map(|_| Ring::new(8, false).unwrap()).collect();
+            let fresh: Vec<Ring> = (0..4 * FRONT)
+                .map(|_| Ring::new(8, false).unwrap())
+                .collect();
             for ring in &fresh {
                 ring.push(rec(0));
             }
@@ -1227,7 +1231,9 @@ mod tests {
         ring.push(rec(1));
         assert_eq!(ring.shared.len(), 1, "no private lane was free");
         // Enough other rings to prune this thread's cache.
-        let others: Vec<Ring> = (0..PRUNE_AT + 1).map(|_| Ring::new(4, false).unwrap()).collect();
+        let others: Vec<Ring> = (0..PRUNE_AT + 1)
+            .map(|_| Ring::new(4, false).unwrap())
+            .collect();
         for other in &others {
             other.push(rec(0));
         }
