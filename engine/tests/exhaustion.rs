@@ -12,9 +12,10 @@
 //!
 //! What opens descriptors: a port's, an event's and a provider socket's handle (one each),
 //! a reactor (its `epoll` descriptor, a duplicate for registration, an `eventfd` waker),
-//! made for a port, or for port-less sockets, by the first request that has to wait, and
-//! an accept. A file pool, and associating a socket or a file, open none: they are checked
-//! to work with a full table.
+//! made for a port, or for port-less sockets, by the first request that has to wait, an
+//! accept, and the library's duplicate of a caller's descriptor (the C ABI's association and
+//! requests, and each `lio_listio` call per file it names). A file pool, and associating a
+//! socket or a file the engine owns, open none: they are checked to work with a full table.
 #![cfg(not(loom))]
 
 mod common;
@@ -403,4 +404,79 @@ fn a_file_pool_and_file_association_need_no_descriptor() {
             assert_eq!(contents, "ab23456789");
         },
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The caller's descriptors (the C ABI's)
+
+/// Associating one of the caller's descriptors takes one descriptor, the library's own
+/// duplicate: with none free it fails with `EMFILE` and keeps nothing; then requests on it
+/// complete as usual. Sockets and files alike.
+#[test]
+fn associating_a_callers_descriptor_meets_emfile() {
+    in_child("associating_a_callers_descriptor_meets_emfile", || {
+        let port = Port::new().unwrap();
+        let (ours, mut peer) = unix_pair();
+        let file = unlinked_file("exhaustion");
+        file.write_all_at(b"0123456789", 0).unwrap();
+        let mut table = Table::full();
+        meets_emfile(&mut table, "associating a socket", || {
+            iocp::descriptor::associate(ours.as_raw_fd(), &port, 1)
+        });
+        meets_emfile(&mut table, "associating a file", || {
+            iocp::descriptor::associate(file.as_raw_fd(), &port, 2)
+        });
+        drop(table);
+
+        let mut buf = [0u8; 8];
+        let block = Overlapped::new();
+        // SAFETY: `buf` and `block` outlive the request, whose record is taken below.
+        let started =
+            unsafe { iocp::descriptor::read(ours.as_raw_fd(), buf.as_mut_ptr(), 8, &block) };
+        assert_eq!(started.unwrap(), iocp::descriptor::Started::Pending);
+        peer.write_all(b"socket").unwrap();
+        let record = port.get(Some(PATIENCE)).unwrap();
+        assert_eq!((record.key(), record.bytes()), (1, 6));
+        assert_eq!(&buf[..6], b"socket");
+
+        let block = Overlapped::new();
+        block.set_offset(3);
+        // SAFETY: as above.
+        let started =
+            unsafe { iocp::descriptor::read(file.as_raw_fd(), buf.as_mut_ptr(), 4, &block) };
+        assert_eq!(started.unwrap(), iocp::descriptor::Started::Pending);
+        let record = port.get(Some(PATIENCE)).unwrap();
+        assert_eq!((record.key(), record.bytes()), (2, 4));
+        assert_eq!(&buf[..4], b"3456");
+        assert_no_record(&port, Duration::ZERO);
+    });
+}
+
+/// A `lio_listio` call takes one descriptor per file it names, a duplicate its requests run
+/// on: with none free, each entry fails with `EMFILE` (its `aio_error`) and nothing is
+/// queued; then the same list reads.
+#[test]
+fn a_lio_listio_entry_meets_emfile() {
+    in_child("a_lio_listio_entry_meets_emfile", || {
+        let pool = FilePool::builder().threads(1).build().unwrap();
+        let file = unlinked_file("exhaustion");
+        file.write_all_at(b"0123456789", 0).unwrap();
+        let mut buf = [0u8; 4];
+        let mut aiocb = iocp::Aiocb::new(file.as_raw_fd(), iocp::LIO_READ, 5, buf.as_mut_ptr(), 4);
+        let cb: *mut iocp::Aiocb = &mut aiocb;
+        let mut table = Table::full();
+        let read = meets_emfile(&mut table, "a lio_listio entry", || {
+            // SAFETY: `aiocb` and `buf` outlive the call, which waits for the request.
+            let listed = unsafe { pool.lio_listio(iocp::LioMode::Wait, &[cb]) };
+            // SAFETY: `cb` points at `aiocb`, which nothing else uses meanwhile.
+            let done = unsafe { &*cb };
+            match listed {
+                Ok(()) => done.result(),
+                Err(_) => Err(io::Error::from_raw_os_error(done.error())),
+            }
+        });
+        drop(table);
+        assert_eq!(read, 4);
+        assert_eq!(&buf, b"5678");
+    });
 }
