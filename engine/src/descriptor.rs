@@ -125,7 +125,8 @@ pub unsafe fn read(
     len: usize,
     overlapped: *const Overlapped,
 ) -> io::Result<Started> {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: the caller keeps `buf` writable for `len` bytes and `overlapped` live until
+    // the request completes, which is what `start` asks for a read.
     unsafe { start(fd, buf, len, overlapped, false) }
 }
 
@@ -140,7 +141,8 @@ pub unsafe fn write(
     len: usize,
     overlapped: *const Overlapped,
 ) -> io::Result<Started> {
-    // SAFETY: forwarded from the caller; a write only reads `buf`.
+    // SAFETY: the caller keeps `buf` readable for `len` bytes and `overlapped` live until
+    // the request completes; a write only reads `buf`, so that is all `start` needs.
     unsafe { start(fd, buf.cast_mut(), len, overlapped, true) }
 }
 
@@ -157,25 +159,24 @@ unsafe fn start(
     write: bool,
 ) -> io::Result<Started> {
     let entry = entry(fd)?;
-    // SAFETY (every arm): the caller keeps `buf` and `overlapped` valid until completion.
     match (&*entry, write) {
         (Entry::Socket(socket), false) => {
-            // SAFETY: see above.
+            // SAFETY: the caller keeps `buf` writable and `overlapped` live until completion.
             let done = unsafe { socket.read_overlapped(buf, len, overlapped) }?;
             Ok(done.map_or(Started::Pending, Started::Done))
         }
         (Entry::Socket(socket), true) => {
-            // SAFETY: see above.
+            // SAFETY: the caller keeps `buf` readable and `overlapped` live until completion.
             let done = unsafe { socket.write_overlapped(buf, len, overlapped) }?;
             Ok(done.map_or(Started::Pending, Started::Done))
         }
         (Entry::File(file), false) => {
-            // SAFETY: see above.
+            // SAFETY: the caller keeps `buf` writable and `overlapped` live until completion.
             unsafe { file.read_overlapped(buf, len, overlapped) }?;
             Ok(Started::Pending)
         }
         (Entry::File(file), true) => {
-            // SAFETY: see above.
+            // SAFETY: the caller keeps `buf` readable and `overlapped` live until completion.
             unsafe { file.write_overlapped(buf, len, overlapped) }?;
             Ok(Started::Pending)
         }
@@ -190,7 +191,7 @@ unsafe fn start(
 /// `buf` must be valid for writes of `len` bytes.
 pub unsafe fn read_now(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
     sys::identify(fd).map_err(|_| error::invalid())?;
-    // SAFETY: forwarded from the caller.
+    // SAFETY: the caller guarantees `buf` writable for `len` bytes, and fewer are asked.
     unsafe { sys::file::read(fd, buf, len.min(crate::MAX_TRANSFER)) }
 }
 
@@ -203,10 +204,10 @@ pub unsafe fn write_now(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usi
     let identity = sys::identify(fd).map_err(|_| error::invalid())?;
     let len = len.min(crate::MAX_TRANSFER);
     if identity.kind == Kind::Socket {
-        // SAFETY: forwarded from the caller.
+        // SAFETY: the caller guarantees `buf` readable for its length, at least `len`.
         unsafe { sys::socket::send_blocking(fd, buf, len) }
     } else {
-        // SAFETY: forwarded from the caller.
+        // SAFETY: the caller guarantees `buf` readable for its length, at least `len`.
         unsafe { sys::file::write(fd, buf, len) }
     }
 }

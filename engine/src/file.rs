@@ -285,7 +285,9 @@ enum Notify {
 // overlapped and lio functions, who keep the memory valid until the job completes, on
 // whichever thread completes it; everything else in a job is `Send + Sync`.
 unsafe impl Send for Job {}
-// SAFETY: as for `Send`; the buffer is behind a mutex, the delivery state is atomic.
+// SAFETY: a shared job is only read, except for its buffer, which is behind a mutex, and
+// its delivery state, which is atomic; the raw pointers it reads are valid from any
+// thread for the reason given for `Send`.
 unsafe impl Sync for Job {}
 
 /// A countdown an `LIO_WAIT` call sleeps on.
@@ -708,9 +710,10 @@ impl PoolShared {
             // SAFETY (both arms): `ptr..ptr + len` is the job's owned vector, or caller memory
             // that the overlapped and lio functions' callers keep valid until completion.
             match job.op {
-                // SAFETY: see above.
+                // SAFETY: `ptr..ptr + len` is writable until the job completes (above), and
+                // nothing else reads or writes it meanwhile: the buffer's mutex is held.
                 Op::Read => unsafe { sysfile::pread(fd, job.fd, ptr, len, job.offset) },
-                // SAFETY: see above.
+                // SAFETY: `ptr..ptr + len` is readable until the job completes (above).
                 Op::Write => unsafe { sysfile::pwrite(fd, job.fd, ptr, len, job.offset) },
                 Op::Sync => sysfile::fsync(fd, job.fd),
                 Op::SyncData => sysfile::fdatasync(fd, job.fd),

@@ -185,7 +185,8 @@ enum Held {
 // SAFETY: an entry is one `Arc` or `Weak` of a `Handled::Inner`, which is `Send + Sync`,
 // and two function pointers; moving or sharing it across threads moves or shares those.
 unsafe impl Send for Entry {}
-// SAFETY: as above.
+// SAFETY: shared, an entry is only read: its pointer is cloned from (an `Arc` or `Weak`
+// of a `Send + Sync` object, whose counts are atomic) and its function pointers called.
 unsafe impl Sync for Entry {}
 
 impl Entry {
@@ -246,7 +247,8 @@ unsafe fn upgrade<H: Handled>(object: *const (), held: Held) -> Option<H> {
 ///
 /// As [`upgrade`].
 unsafe fn retire<H: Handled>(object: *const (), held: Held) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: the caller passes an entry's own pointer and kind, pinned, which is what
+    // `upgrade` needs.
     if let Some(object) = unsafe { upgrade::<H>(object, held) } {
         object.retire();
     }

@@ -596,10 +596,11 @@ impl Request {
         // In every arm below, `ptr..ptr + len` is the owned vector this request holds, or
         // caller memory that the overlapped functions' callers guarantee until completion.
         let result = match &mut self.kind {
-            // SAFETY: see above.
+            // SAFETY: `ptr..ptr + len` is writable until this request completes (above).
             Kind::Recv => unsafe { sys::recv(fd, ptr, len) },
             Kind::Send { sent } => {
-                // SAFETY: see above; `*sent <= len`.
+                // SAFETY: `ptr..ptr + len` is readable until completion (above), and
+                // `*sent <= len`, so the rest is inside it.
                 match unsafe { sys::send(fd, ptr.add(*sent), len - *sent) } {
                     Ok(n) if *sent + n < len => {
                         *sent += n;
@@ -609,12 +610,12 @@ impl Request {
                     Err(err) => Err(err),
                 }
             }
-            // SAFETY: see above.
+            // SAFETY: `ptr..ptr + len` is writable until this request completes (above).
             Kind::RecvFrom => unsafe { sys::recv_from(fd, ptr, len) }.map(|(n, peer)| {
                 extra.peer = peer;
                 n
             }),
-            // SAFETY: see above.
+            // SAFETY: `ptr..ptr + len` is readable until this request completes (above).
             Kind::SendTo(addr) => unsafe { sys::send_to(fd, ptr, len, addr) },
             Kind::Accept => sys::accept(fd).map(|(stream, peer)| {
                 extra.accepted = Some(stream);

@@ -152,8 +152,9 @@ struct ConsumerSide {
 unsafe impl Sync for Lane {}
 // SAFETY: a lane owns its records and slots outright and holds no thread-bound state.
 unsafe impl Send for Lane {}
-// SAFETY: as for `Lane`; the private lanes are reached through `Arc`s the ring holds a
-// count of, and `next_lane` is consumer-claim state.
+// SAFETY: the ring's own fields are atomics, or consumer-claim state (`next_lane`) that
+// only the claim holder touches; its lanes are `Sync` (above) and reached through `Arc`s
+// the ring holds a count of.
 unsafe impl Sync for Ring {}
 // SAFETY: the ring owns its lanes' counts and holds no thread-bound state.
 unsafe impl Send for Ring {}
@@ -765,7 +766,8 @@ impl Lane {
     /// Takes the stashed front record (see [`overflow_front`](Self::overflow_front)).
     fn take_overflow(&self) {
         self.stash.with_mut(|stash| {
-            // SAFETY: as in `overflow_front`.
+            // SAFETY: the stash is only touched by the consumer-claim holder, and only the
+            // holder calls this.
             unsafe { *stash = None };
         });
         // Release: pairs with the acquire load in `push_many`; a producer that sees the
@@ -800,7 +802,8 @@ impl<'a> Consumer<'a> {
 
     fn set_next_lane(&self, lane: usize) {
         self.ring.consumer.next_lane.with_mut(|next| {
-            // SAFETY: as in `next_lane`.
+            // SAFETY: only the consumer-claim holder touches `next_lane`, and a `Consumer`
+            // exists only while its claim is held.
             unsafe { *next = lane };
         });
     }

@@ -48,7 +48,7 @@ pub unsafe extern "C" fn ReadFile(
                 false => descriptor::read(fd, buf.cast(), n as usize, ovl)?,
             }
         };
-        // SAFETY: as above.
+        // SAFETY: `done` is NULL or valid for a write: the caller's contract.
         unsafe { finish(started, done) }
     })
 }
@@ -76,7 +76,7 @@ pub unsafe extern "C" fn WriteFile(
                 false => descriptor::write(fd, buf.cast(), n as usize, ovl)?,
             }
         };
-        // SAFETY: as above.
+        // SAFETY: `done` is NULL or valid for a write: the caller's contract.
         unsafe { finish(started, done) }
     })
 }

@@ -170,11 +170,12 @@ mod tests {
         assert_eq!(block.offset(), 0x1234_5678_9abc_def0);
         assert_eq!(block.event_handle(), 42);
         block.start();
-        // SAFETY: as above; a plain read of a word the engine wrote on this thread.
+        // SAFETY: `c` is `block` under its C layout (one layout, asserted above), live;
+        // a plain read of a word the engine wrote on this thread.
         let internal = unsafe { (*c).Internal };
         assert_eq!(internal, crate::types::WSS_OPERATION_IN_PROGRESS);
         block.publish(512, 0).unwrap();
-        // SAFETY: as above.
+        // SAFETY: as for the read above; `publish` ran on this thread, so nothing races.
         assert_eq!(unsafe { ((*c).Internal, (*c).InternalHigh) }, (0, 512));
     }
 
@@ -189,7 +190,7 @@ mod tests {
             (*c)._iocp_result = 77;
         }
         assert_eq!(cb.error(), libc::EINPROGRESS);
-        // SAFETY: as above.
+        // SAFETY: `c` is `cb` under its C layout, live and not shared: a plain write.
         unsafe { (*c)._iocp_status = 0 };
         assert_eq!(cb.result().unwrap(), 77);
     }

@@ -219,7 +219,8 @@ pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
         let taken = dequeue(port, timeout_ms, |port, timeout| {
             port.fill_up_to(&mut *out, timeout, OVERLAPPED_ENTRY::from_record)
         })?;
-        // SAFETY: as above; `taken` is at most `count`, a `DWORD`.
+        // SAFETY: `removed` is non-NULL, so valid for a write (the caller's contract);
+        // `taken` is at most `count`, a `DWORD`.
         unsafe { *removed = taken as DWORD };
         Ok(TRUE)
     })

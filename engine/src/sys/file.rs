@@ -39,7 +39,8 @@ pub(crate) unsafe fn pwrite(
     len: usize,
     offset: u64,
 ) -> io::Result<usize> {
-    // SAFETY: as for `pread`.
+    // SAFETY: the caller guarantees `buf` is readable for `len` bytes; the offset was
+    // checked to fit `off_t`.
     cvt(Call::Pwrite, name, || unsafe {
         libc::pwrite(fd, buf.cast(), len, offset as libc::off_t)
     })

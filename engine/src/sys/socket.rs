@@ -29,7 +29,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>) -> io::Result<()> {
     })? as libc::c_int;
     if flags & libc::O_NONBLOCK == 0 {
         cvt(Call::Fcntl, fd, || {
-            // SAFETY: as above.
+            // SAFETY: F_SETFL takes an integer and no memory; `fd` stays open (borrowed).
             unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) as isize }
         })?;
     }
@@ -169,7 +169,7 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
         ) as isize
     })?;
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    // SAFETY: as above.
+    // SAFETY: `storage` and `addr_len` are writable and sized for a `sockaddr_storage`.
     let new = cvt(Call::Accept, fd, || unsafe {
         libc::accept(fd, storage.as_mut_ptr().cast(), &mut addr_len) as isize
     })?;
