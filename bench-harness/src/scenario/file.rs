@@ -33,6 +33,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -684,7 +685,14 @@ impl TestFile {
     /// Writes `bytes` (a whole number of blocks, each starting with its number), syncs
     /// them, and reads them once so that the page cache holds the whole file.
     fn create(bytes: u64) -> io::Result<TestFile> {
-        let path = std::env::temp_dir().join(format!("iocp-bench-{}.dat", std::process::id()));
+        // A name of its own per file: the tests make two at once in one process, and one
+        // would truncate the other's under it.
+        static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "iocp-bench-{}-{}.dat",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
