@@ -28,6 +28,7 @@ mod libiocp;
 mod loadgen;
 mod plot;
 mod report;
+mod results;
 mod scenario;
 mod sys;
 
@@ -70,7 +71,7 @@ struct Cli {
 /// The subcommands: one per scenario, plus `all`.
 ///
 /// A new scenario is one variant here, one module under `scenario/` with `measurements`
-/// and `run`, one field in [`report::Scenarios`] with its table, and one arm in [`run`]
+/// and `run`, one field in [`results::Scenarios`] with its table, and one arm in [`run`]
 /// below.
 #[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
 enum Command {
@@ -184,12 +185,12 @@ fn main() -> ExitCode {
         eprintln!("iocp-bench: --pin: this machine does not report its cores; running unpinned");
     }
 
-    let mut scenarios = report::Scenarios::default();
+    let mut scenarios = results::Scenarios::default();
     for &scenario in command.scenarios() {
         run(scenario, &settings, cli.workers.into(), &mut scenarios);
     }
 
-    let results = report::Results::new(command.name(), &settings, scenarios, started.elapsed());
+    let results = results::Results::new(command.name(), &settings, scenarios, started.elapsed());
     let table = report::table(&results);
     println!("{table}");
     match report::write(&out, &results, &table) {
@@ -208,7 +209,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs one scenario under its progress bar and files its report. `workers`: `--workers`.
-fn run(scenario: Command, settings: &Settings, workers: usize, scenarios: &mut report::Scenarios) {
+fn run(scenario: Command, settings: &Settings, workers: usize, scenarios: &mut results::Scenarios) {
     use scenario::{drain, echo, file, wake};
     let name = scenario.name();
     match scenario {

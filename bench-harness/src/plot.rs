@@ -13,7 +13,7 @@
 //! * `file-iops.svg`: reads/s per queue depth and implementation, as grouped bars.
 
 use crate::latency;
-use crate::report::Scenarios;
+use crate::results::Scenarios;
 use crate::scenario::{drain, echo, file, wake};
 use plotters::coord::Shift;
 use plotters::prelude::*;

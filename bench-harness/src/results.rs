@@ -1,0 +1,167 @@
+//! What a run measured, as `results.json` records it: the scenarios' reports, the settings
+//! and the machine that makes figures from different runs comparable (or shows that they
+//! are not).
+
+use crate::scenario::{drain, echo, file, wake};
+use crate::{sys, Settings};
+use serde::Serialize;
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Everything `results.json` holds.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// `iocp-bench` and its version.
+    pub harness: String,
+    /// The command line, as the process received it.
+    pub command: Vec<String>,
+    /// The scenario subcommand (`all` when none was given).
+    pub scenario: &'static str,
+    /// When the run ended, UTC, ISO 8601.
+    pub finished_at: String,
+    /// Wall time of the whole run, in seconds.
+    pub wall_time_s: f64,
+    /// The machine the figures come from.
+    pub machine: Machine,
+    /// How the run was configured.
+    pub settings: SettingsRecord,
+    /// The scenarios that ran.
+    pub scenarios: Scenarios,
+}
+
+/// The scenarios' reports; a scenario that did not run is absent.
+#[derive(Debug, Default, Serialize)]
+pub struct Scenarios {
+    /// `drain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<drain::Report>,
+    /// `wake`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake: Option<wake::Report>,
+    /// `echo`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo: Option<echo::Report>,
+    /// `file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<file::Report>,
+}
+
+/// The settings, as recorded.
+#[derive(Debug, Serialize)]
+pub struct SettingsRecord {
+    /// `--quick`.
+    pub quick: bool,
+    /// Seconds per measurement.
+    pub duration_s: f64,
+    /// `--pin`, and the cores it could use.
+    pub pin_cores: Vec<usize>,
+}
+
+/// The machine a run measured.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    /// CPU model, from `/proc/cpuinfo`.
+    pub cpu_model: Option<String>,
+    /// CPUs this process may run on.
+    pub cores: usize,
+    /// `uname -srvm`.
+    pub kernel: Option<String>,
+    /// `rustc -V`, if a rustc is on the PATH.
+    pub rustc: Option<String>,
+    /// `git rev-parse HEAD` in the current directory, if it is a checkout.
+    pub git_commit: Option<String>,
+    /// Whether that checkout had uncommitted changes.
+    pub git_dirty: Option<bool>,
+}
+
+impl Machine {
+    fn detect() -> Machine {
+        let cpu_model = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        });
+        Machine {
+            cpu_model,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            kernel: sys::uname(),
+            rustc: output("rustc", &["-V"]),
+            git_commit: output("git", &["rev-parse", "HEAD"]),
+            git_dirty: output("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// A command's trimmed standard output, if it ran and succeeded.
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Results {
+    /// Gathers the run's record.
+    pub fn new(
+        scenario: &'static str,
+        settings: &Settings,
+        scenarios: Scenarios,
+        wall_time: Duration,
+    ) -> Results {
+        Results {
+            harness: format!("iocp-bench {}", env!("CARGO_PKG_VERSION")),
+            command: std::env::args().collect(),
+            scenario,
+            finished_at: utc(SystemTime::now(), ':'),
+            wall_time_s: wall_time.as_secs_f64(),
+            machine: Machine::detect(),
+            settings: SettingsRecord {
+                quick: settings.quick,
+                duration_s: settings.duration.as_secs_f64(),
+                pin_cores: settings.cores.iter().map(|core| core.id).collect(),
+            },
+            scenarios,
+        }
+    }
+}
+
+/// `2026-05-21T13:45:02Z` (with `time_separator` between the clock fields: `-` keeps the
+/// string usable as a file name everywhere).
+pub fn utc(time: SystemTime, time_separator: char) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, secs_of_day) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days: days since 1970-01-01 to a proleptic Gregorian date.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let s = time_separator;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}{s}{:02}{s}{:02}Z",
+        secs_of_day / 3_600,
+        secs_of_day / 60 % 60,
+        secs_of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(utc(at(0), ':'), "1970-01-01T00:00:00Z");
+        // 2000-02-29 (a leap day) 12:34:56.
+        assert_eq!(utc(at(951_827_696), ':'), "2000-02-29T12:34:56Z");
+        assert_eq!(utc(at(1_767_225_599), '-'), "2025-12-31T23-59-59Z");
+    }
+}
