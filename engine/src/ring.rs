@@ -763,6 +763,29 @@ impl Lane {
         })
     }
 
+    /// Hands up to `max` overflow records to `f`, the stashed one first, and takes them
+    /// with one decrement of the count. Under the consumer claim, on the overflow's turn.
+    fn drain_overflow(&self, max: usize, f: &mut impl FnMut(&Completion)) -> usize {
+        let mut taken = 0;
+        self.stash.with_mut(|stash| {
+            // SAFETY: the stash is only touched by the consumer-claim holder, which the
+            // caller is.
+            let stash = unsafe { &mut *stash };
+            while taken < max {
+                let Some(record) = stash.take().or_else(|| self.overflow.pop()) else {
+                    break;
+                };
+                f(&record);
+                taken += 1;
+            }
+        });
+        if taken > 0 {
+            // Release: as in `take_overflow`.
+            self.overflow_len.fetch_sub(taken, Ordering::Release);
+        }
+        taken
+    }
+
     /// Takes the stashed front record (see [`overflow_front`](Self::overflow_front)).
     fn take_overflow(&self) {
         self.stash.with_mut(|stash| {
@@ -918,18 +941,16 @@ impl<'a> Consumer<'a> {
                 lane.head.store(head, Ordering::Release);
                 continue;
             }
-            let before = total;
-            while total < max && lane.overflow_turn(head) {
-                let Some(record) = lane.overflow_front() else {
-                    break;
-                };
-                f(&record);
-                lane.take_overflow();
-                total += 1;
-            }
-            if total == before {
+            if !lane.overflow_turn(head) {
                 break;
             }
+            // The overflow's turn lasts until it is empty: producers keep adding to it, not
+            // to the ring, until the count taken below reaches zero.
+            let taken = lane.drain_overflow(max - total, &mut *f);
+            if taken == 0 {
+                break;
+            }
+            total += taken;
         }
         total
     }
