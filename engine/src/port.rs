@@ -132,6 +132,10 @@ pub(crate) struct Shared {
     /// Socket readiness, created with the first socket request that has to wait.
     #[cfg(not(loom))]
     reactor: OnceLock<Arc<Reactor>>,
+    /// Held by the one waiter at a time that pauses on a claimed record under loom (see
+    /// `Shared::pause_for_publication`).
+    #[cfg(loom)]
+    pausing: crate::primitive::Mutex<()>,
 }
 
 impl Default for PortBuilder {
@@ -220,6 +224,8 @@ impl PortBuilder {
             drive: self.drive,
             #[cfg(not(loom))]
             reactor: OnceLock::new(),
+            #[cfg(loom)]
+            pausing: crate::primitive::Mutex::new(()),
         };
         #[cfg(not(loom))]
         let shared = PORTS.create(make)?;
@@ -828,9 +834,7 @@ impl Shared {
                     // A waker took this waiter meanwhile: its wake is spent here.
                     *slept = true;
                 }
-                // A record claimed but not yet published is nanoseconds away; pause (under
-                // loom, yield) before looking again rather than hammer its line.
-                crate::primitive::spin_loop();
+                self.pause_for_publication();
                 continue;
             }
             // Even an endless wait sleeps in day-long timed naps: Linux restarts neither
@@ -864,6 +868,23 @@ impl Shared {
                 _ => Ended::TimedOut,
             });
         }
+    }
+
+    /// Pauses before a waiter looks again, when a record is claimed but not yet published
+    /// (or the reactor needs a leader): the record is nanoseconds away, and a pause beats
+    /// hammering its line.
+    ///
+    /// Under loom the pause is a yield, and one waiter at a time takes it, holding
+    /// `pausing` across the yield while the others block on the mutex. Loom cannot finish a
+    /// model in which two waiters yield to each other forever while the poster they wait
+    /// for stays preempted (no preemption is spent on a switch away from a yield); with
+    /// the others blocked, the yield has to let a thread that is not pausing run. The
+    /// mutex adds no order that matters here: each waiter has just passed its SeqCst fence
+    /// (see `wait_leading`), and posters never take it.
+    fn pause_for_publication(&self) {
+        #[cfg(loom)]
+        let _one_at_a_time = crate::primitive::lock(&self.pausing);
+        crate::primitive::spin_loop();
     }
 
     /// Whether the inline reactor has no leader: then a waiter must not sleep, but lead.

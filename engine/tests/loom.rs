@@ -42,9 +42,6 @@
 //!     --target-dir target/loom -- --nocapture
 //! ```
 //!
-//! Models marked `#[ignore]` document a finding (see each reason); run them with
-//! `-- --include-ignored`.
-//!
 //! # What the engine must give loom
 //!
 //! Loom 0.7 mis-models two patterns the engine uses, has no clock, and needs every busy
@@ -69,10 +66,13 @@
 //!
 //! Loom also cannot finish a model in which two threads busy-wait on a third: it explores
 //! schedules where the two yield to each other forever while the third, preempted, never
-//! runs again. `two_blocking_gets_two_producers` is such a model while waiters spin on a
-//! claimed slot instead of sleeping. Models with two blocked waiters therefore post only
-//! once both sleep: [`Port::sleeping`] (under loom only) counts the waiters past their last
-//! look, which only a wake can end.
+//! runs again (a switch away from a yield spends no preemption). Waiters that find a
+//! record claimed but not yet published busy-wait so, and the engine lets one at a time
+//! pause under loom (`Shared::pause_for_publication`: the others block on a mutex), so
+//! that a pause has to let the poster run; `two_blocking_gets_two_producers` runs thanks
+//! to it. Models that need two waiters asleep before a post wait for [`Port::sleeping`]
+//! (under loom only), which counts the waiters past their last look, which only a wake
+//! can end.
 //!
 //! And loom drops a thread's thread-locals only after its `join` has returned (std's
 //! `join` waits for them), outside its scheduler: a destructor that blocks on a loom
@@ -312,13 +312,24 @@ fn blocking_get_receives_post() {
     });
 }
 
-/// Two blocking consumers, two producers (one of them the main thread): each consumer
-/// receives one record.
+/// Two blocking consumers, two producers (one of them the main thread), posting as the
+/// consumers go to sleep: each consumer receives one record. The port keeps one order
+/// (`fifo`), so both posts claim slots of the one shared lane and a published record can
+/// wait behind one claimed but not yet published, which the waiters spin on.
+///
+/// Preemption bound 1 (some 38,000 executions): at bound 2 it explores over a million and
+/// takes minutes, too long for CI. (It found the lost wakeup fixed in 9b3ab1a, before waiters spun on a
+/// claimed record instead of sleeping; that schedule now takes three preemptions to reach,
+/// beyond either bound.)
 #[test]
-#[ignore = "loom cannot finish it while two waiters busy-wait on a claimed slot (module docs); it found the lost wakeup fixed in 9b3ab1a"]
 fn two_blocking_gets_two_producers() {
-    model("two_blocking_gets_two_producers", 2, || {
-        let port = port(2);
+    model("two_blocking_gets_two_producers", 1, || {
+        let port = Port::builder()
+            .capacity(2)
+            .fifo(true)
+            .concurrency(usize::MAX)
+            .build()
+            .unwrap();
         let producer = spawn_producer(&port, 0, 1);
         let consumers: Vec<_> = (0..2)
             .map(|_| {
@@ -590,9 +601,9 @@ fn until_sleeping(port: &Port, n: usize) {
 /// wrong waiter shows as a failed assertion and a lost wake as a loom deadlock.
 ///
 /// It does not cover a waiter still in its last look when the post lands: such a waiter
-/// may take the record itself, by design (it never slept). Posting before both sleep is
-/// the shape loom cannot finish (two waiters busy-waiting on a claimed slot, see the
-/// module docs), so the model waits until [`Port::sleeping`] counts each one.
+/// may take the record itself, by design (it never slept), so the model waits until
+/// [`Port::sleeping`] counts each one (posts racing the waiters' sleep are
+/// `two_blocking_gets_two_producers`).
 #[test]
 fn lifo_wake_most_recent_sleeper() {
     model("lifo_wake_most_recent_sleeper", 3, || {
