@@ -82,7 +82,8 @@ pub struct SharedLibrary {
 // SAFETY: a dlopen handle is a process-wide token; `dlsym` may be called on it from any
 // thread.
 unsafe impl Send for SharedLibrary {}
-// SAFETY: as for `Send`: every use of the handle (`dlsym`) is thread-safe.
+// SAFETY: shared use reaches the handle only through `dlsym`, which is thread-safe, and the
+// handle is never closed.
 unsafe impl Sync for SharedLibrary {}
 
 impl SharedLibrary {

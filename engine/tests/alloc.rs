@@ -36,13 +36,15 @@ fn count_one() {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count_one();
-        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
+        // SAFETY: `layout` is passed unchanged, so it has the non-zero size our caller
+        // guarantees.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count_one();
-        // SAFETY: as in `alloc`.
+        // SAFETY: `layout` is passed unchanged, with the non-zero size our caller
+        // guarantees.
         unsafe { System.alloc_zeroed(layout) }
     }
 

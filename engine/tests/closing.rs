@@ -90,7 +90,8 @@ fn a_socket_number_reused_at_once_cancels_the_old_request_and_serves_only_the_ne
     descriptor::associate(fd, &port, 2).unwrap();
     let mut new_buf = [0u8; 64];
     let new_block = Overlapped::new();
-    // SAFETY: as above, for `new_buf` and `new_block`.
+    // SAFETY: `new_buf` and `new_block` outlive the request: it is done at once, or its
+    // record is taken below.
     let started = unsafe { descriptor::read(fd, new_buf.as_mut_ptr(), 64, &new_block) };
     new_peer.write_all(b"fresh bytes").unwrap();
     let bytes = match started.unwrap() {

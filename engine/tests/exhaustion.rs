@@ -441,7 +441,8 @@ fn associating_a_callers_descriptor_meets_emfile() {
 
         let block = Overlapped::new();
         block.set_offset(3);
-        // SAFETY: as above.
+        // SAFETY: `buf` (8 bytes, 4 asked; its socket read done) and the new `block`
+        // outlive the request, whose record is taken below.
         let started =
             unsafe { iocp::descriptor::read(file.as_raw_fd(), buf.as_mut_ptr(), 4, &block) };
         assert_eq!(started.unwrap(), iocp::descriptor::Started::Pending);

@@ -502,13 +502,15 @@ fn iocp_reads(file: &TestFile, qd: usize, duration: Duration) -> Result<f64, Str
                     counted += 1;
                 }
                 if now < end {
-                    // SAFETY: as above; the aiocb is not in flight until resubmitted below.
+                    // SAFETY: `aiocb` is in `aiocbs`; its record was dequeued and it is not
+                    // resubmitted until below, so the pool neither reads nor writes it now.
                     unsafe { (*aiocb).aio_offset = offsets.next() as i64 };
                     again.push(aiocb);
                 }
             }
             if !again.is_empty() {
-                // SAFETY: as for the first submission.
+                // SAFETY: each entry is in `aiocbs`, its record dequeued, and reads into
+                // `buffers`; both outlive `pool`, untouched until the entry's next record.
                 unsafe { pool.lio_listio(LioMode::NoWaitGmcs, &again) }
                     .map_err(|e| format!("lio_listio: {e}"))?;
                 again.clear();

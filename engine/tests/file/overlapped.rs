@@ -38,7 +38,8 @@ fn overlapped_requests_post_their_block_address_under_the_file_key() {
             // SAFETY: buffer and block stay allocated until the records are dequeued below.
             unsafe { file.write_overlapped(buf.buf(), 3000, blocks.at(i)) }.unwrap();
         } else {
-            // SAFETY: as above.
+            // SAFETY: `buf` is writable for 3000 bytes and untouched, and block `i` live,
+            // until the records are dequeued below.
             unsafe { file.read_overlapped(buf.buf(), 3000, blocks.at(i)) }.unwrap();
         }
         assert_eq!(
@@ -135,7 +136,8 @@ fn overlapped_offsets_above_4_gib_are_split_across_offset_and_offset_high() {
     assert_eq!(w[2].load(Ordering::Relaxed), target as u32);
     assert_eq!(w[3].load(Ordering::Relaxed), (target >> 32) as u32);
     let source = Lent::bytes(b"beyond 4 GiB");
-    // SAFETY: as above.
+    // SAFETY: `source` is readable for its length, and `block` (its read done) stays
+    // allocated until the record is collected on the next line.
     unsafe { file.write_overlapped(source.buf(), source.len(), block.ptr()) }.unwrap();
     assert_eq!(collect(&port, 1)[0].result().unwrap(), 12);
     let mut back = [0u8; 12];
@@ -155,7 +157,8 @@ fn overlapped_offsets_above_4_gib_are_split_across_offset_and_offset_high() {
     // OffsetHigh alone (Offset 0): exactly 4 GiB, a hole.
     block.get().set_offset(1 << 32);
     let zeros = Lent::bytes(&[0xff; 8]);
-    // SAFETY: as above.
+    // SAFETY: `zeros` is writable for 8 bytes, and `block` (its write done) stays allocated
+    // until the record is collected on the next line.
     unsafe { file.read_overlapped(zeros.buf(), 8, block.ptr()) }.unwrap();
     assert_eq!(collect(&port, 1)[0].result().unwrap(), 8);
     assert_eq!(zeros.get(), &[0; 8]);
@@ -198,7 +201,8 @@ fn overlapped_requests_on_an_unassociated_file_complete_through_their_event() {
     block.get().set_offset(6000);
     let more = pattern(22, 500);
     let source = Lent::bytes(&more);
-    // SAFETY: as above.
+    // SAFETY: `source` holds 500 readable bytes; it and the new `block` stay allocated
+    // until the event says the request is done.
     unsafe { file.write_overlapped(source.buf(), 500, block.ptr()) }.unwrap();
     auto.wait(Some(BULK_PATIENCE)).unwrap();
     assert!(!auto.is_set(), "the wait consumed the auto-reset signal");
@@ -211,7 +215,8 @@ fn overlapped_requests_on_an_unassociated_file_complete_through_their_event() {
     let read_only = pool.open(scratch.read_only("ro", b"read only")).unwrap();
     let failing = Event::new(true, false).unwrap();
     let block = Lent::new(Box::new(Overlapped::with_event(&failing)));
-    // SAFETY: as above.
+    // SAFETY: `source` (500 bytes, its last write done) and the new `block` stay allocated
+    // until the event reports the failure below.
     unsafe { read_only.write_overlapped(source.buf(), 500, block.ptr()) }.unwrap();
     failing.wait(Some(BULK_PATIENCE)).unwrap();
     assert_eq!(errno(block.get().get_result(false)), libc::EBADF);
@@ -220,7 +225,8 @@ fn overlapped_requests_on_an_unassociated_file_complete_through_their_event() {
     let block = Lent::new(Box::new(Overlapped::new()));
     block.get().set_offset(10);
     let buf = Lent::zeroed(20);
-    // SAFETY: as above; `get_result(true)` returns once the request is done.
+    // SAFETY: `buf` is writable for 20 bytes; it and `block` stay allocated until
+    // `get_result(true)` returns, once the request is done.
     unsafe { file.read_overlapped(buf.buf(), 20, block.ptr()) }.unwrap();
     let bytes = {
         let _watchdog = Watchdog::new("GetOverlappedResult with wait");

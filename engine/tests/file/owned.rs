@@ -256,7 +256,8 @@ fn transfers_larger_than_a_mebibyte_complete_whole_in_one_request() {
     // SAFETY: buffer and block stay allocated until the record is dequeued below.
     unsafe { file.write_overlapped(source.buf(), MORE, block.ptr()) }.unwrap();
     assert_eq!(collect(&port, 1)[0].result().unwrap(), MORE as u32);
-    // SAFETY: as above.
+    // SAFETY: `sink` is writable for `MORE` bytes, and `block` (its write done) stays
+    // allocated until the record is collected on the next line.
     unsafe { file.read_overlapped(sink.buf(), MORE, block.ptr()) }.unwrap();
     assert_eq!(collect(&port, 1)[0].result().unwrap(), MORE as u32);
     assert!(sink.get() == &more[..], "2 MiB overlapped read back");

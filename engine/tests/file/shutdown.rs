@@ -151,7 +151,8 @@ fn requests_after_the_pool_is_dropped_fail_with_eagain() {
             "a refused request left its block pending"
         );
         assert_eq!(errno(block.get().get_result(false)), libc::EAGAIN);
-        // SAFETY: as above.
+        // SAFETY: `buf` and `block` are `Lent`, allocated to the end of the test, and this
+        // write is refused synchronously too, so nothing keeps the pointers.
         let refused = unsafe { target.write_overlapped(buf.buf(), 4, block.ptr()) };
         assert_eq!(errno(refused), libc::EAGAIN);
     }

@@ -125,8 +125,8 @@ fn soak_every_completion_arrives_exactly_once() {
                     requests.push(raw as usize);
                     // SAFETY: the request is freed only after the drain saw every record.
                     let buf = unsafe { std::ptr::addr_of_mut!((*raw).buf) }.cast::<u8>();
-                    // SAFETY: as above; the block is the first field, so the record's
-                    // address is the request's.
+                    // SAFETY: `raw` is freed only after the drain; the block, first in the
+                    // `repr(C)` request, has the request's address.
                     let ovl = unsafe { std::ptr::addr_of!((*raw).overlapped) };
                     // SAFETY: buffer and block outlive the request (see above).
                     unsafe {
@@ -253,7 +253,8 @@ fn soak_every_completion_arrives_exactly_once() {
                         inflight[2].fetch_sub(1, Ordering::AcqRel);
                         let at = record.overlapped();
                         assert!(addresses_seen.insert(at), "aiocb {at:#x} twice");
-                        // SAFETY: as above, for the lio submitter's requests.
+                        // SAFETY: a lio submitter's aiocb, first in its `repr(C)` `SoakCb`,
+                        // freed after the drain; done: its record is here.
                         let request = unsafe { &*(at as *const SoakCb) };
                         assert_eq!(record.result().unwrap(), SOAK_BLOCK as u32);
                         let expected = if request.gmcs {
@@ -293,7 +294,8 @@ fn soak_every_completion_arrives_exactly_once() {
         drop(unsafe { Box::from_raw(at as *mut SoakBlock) });
     }
     for at in allocations.1 {
-        // SAFETY: as above.
+        // SAFETY: made by `Box::into_raw` in the lio submitter and freed only here, once;
+        // its record was drained, so the pool is done with it.
         drop(unsafe { Box::from_raw(at as *mut SoakCb) });
     }
     eprintln!("soak: {received} requests in {:?}", started.elapsed());

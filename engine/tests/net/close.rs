@@ -103,7 +103,8 @@ fn requests_after_close_fail_ebadf() {
         "a refused request leaves no pending block"
     );
     assert_eq!(errno(overlapped.get_result(false)), libc::EBADF);
-    // SAFETY: as above.
+    // SAFETY: `buf` and `overlapped` outlive the call; the socket is closed, so the request
+    // is refused at once and nothing keeps the pointers.
     let write = unsafe { socket.write_overlapped(buf.as_ptr(), buf.len(), &overlapped) };
     assert_eq!(errno(write), libc::EBADF);
     assert_no_record(&port, QUIET);

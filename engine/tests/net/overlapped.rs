@@ -42,7 +42,8 @@ fn read_overlapped_on_an_associated_socket_posts_the_block_address() {
 
         // Data already there: done at once, the block filled in, no record.
         b.write_all(b"again").unwrap();
-        // SAFETY: as above.
+        // SAFETY: `buf` and `overlapped` outlive `socket` (declared first), whose close
+        // ends the request; the first read is done, so the block is free again.
         let at_once = unsafe { socket.read_overlapped(buf.as_mut_ptr(), buf.len(), &overlapped) };
         assert_eq!(at_once.unwrap(), Some(5));
         assert_eq!(overlapped.get_result(false).unwrap(), 5);
@@ -67,7 +68,8 @@ fn write_overlapped_completes_at_once_or_through_the_port() {
         assert_eq!(overlapped.get_result(false).unwrap(), 100);
         // Fill the path, then a write that has to wait for the reader.
         let (filled, ticket) = fill_until_pending(&socket, 64 * 1024);
-        // SAFETY: as above.
+        // SAFETY: `message` and `overlapped` outlive `socket` (declared first), whose close
+        // ends the request; the first write is done, so the block is free.
         let later =
             unsafe { socket.write_overlapped(message.as_ptr(), message.len(), &overlapped) };
         assert_eq!(later.unwrap(), None);

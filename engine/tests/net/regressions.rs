@@ -50,7 +50,8 @@ fn regression_portless_overlapped_request_completed_at_once_left_its_event_unset
     drop(b);
     let event = Event::new(true, false).unwrap();
     let overlapped = Overlapped::with_event(&event);
-    // SAFETY: as above.
+    // SAFETY: the static message and `overlapped` outlive the call, which fails at once
+    // (the peer is gone), so nothing keeps the pointers.
     let wrote = unsafe { socket.write_overlapped(b"gone".as_ptr(), 4, &overlapped) };
     assert_eq!(errno(wrote), libc::EPIPE);
     assert_eq!(errno(overlapped.get_result(false)), libc::EPIPE);

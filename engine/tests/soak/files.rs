@@ -496,7 +496,8 @@ impl<'a> Files<'a> {
                     .ovl
                     .remove(&at)
                     .unwrap_or_else(|| panic!("{record:?}: no overlapped request pending there"));
-                // SAFETY: as for lio requests.
+                // SAFETY: made by `overlapped_batch`, freed only after the round; its
+                // record is here, so the pool is done with it.
                 let req = unsafe { &*(raw as *const OvlReq) };
                 let block = req.ovl.get_result(false).map_err(|err| err.raw_os_error());
                 let carried = record.result().map_err(|err| err.raw_os_error());
@@ -649,7 +650,8 @@ impl<'a> Files<'a> {
         }
         for (at, raw) in std::mem::take(&mut self.ovl) {
             add(&self.stats.discarded, 1);
-            // SAFETY: as above.
+            // SAFETY: made by `overlapped_batch`, freed only after the round; the pool is
+            // gone, so no request still writes it.
             let req = unsafe { &*(raw as *const OvlReq) };
             assert!(req.ovl.is_complete(), "a request outlived its pool");
             let result = req.ovl.get_result(false).map(|n| n as usize);
@@ -687,7 +689,8 @@ impl<'a> Files<'a> {
             drop(unsafe { Box::from_raw(raw as *mut LioReq) });
         }
         for raw in self.ovl_all.drain(..) {
-            // SAFETY: as above, from `overlapped_batch`.
+            // SAFETY: made by `Box::into_raw` in `overlapped_batch`, freed only here; the
+            // pool is gone, nothing runs it.
             drop(unsafe { Box::from_raw(raw as *mut OvlReq) });
         }
     }

@@ -199,7 +199,8 @@ static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 // kept on the side has no effect on the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded; the caller upholds `GlobalAlloc::alloc`'s contract.
+        // SAFETY: `layout` is passed unchanged, so it has the non-zero size our caller
+        // guarantees.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
             LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
@@ -208,7 +209,8 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
+        // SAFETY: `layout` is passed unchanged, with the non-zero size our caller
+        // guarantees.
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
             LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
@@ -217,13 +219,15 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded; `ptr` came from this allocator, which is `System`'s.
+        // SAFETY: `ptr` came from this allocator, hence from `System`, with `layout` (our
+        // caller's guarantee).
         unsafe { System.dealloc(ptr, layout) };
         LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for `dealloc`, with the caller's `new_size` contract.
+        // SAFETY: `ptr` came from `System` (via this allocator) with `layout`; our caller
+        // guarantees `new_size` is non-zero and in range once rounded up to the alignment.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             LIVE_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);

@@ -243,7 +243,8 @@ impl Worker {
         .build()
         .user_data(ud);
         conn.busy = Some(ud);
-        // SAFETY: as in `post_recv`.
+        // SAFETY: `rest` is in the connection's boxed buffer, which with the descriptor is
+        // dropped only when `busy` is `None`, or after shutdown waited for every request.
         unsafe { self.push(&entry) }
     }
 
