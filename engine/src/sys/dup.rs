@@ -39,13 +39,41 @@ mod kcmp {
     use super::{cvt, Call};
     use std::io;
     use std::os::fd::RawFd;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    use std::sync::Once;
 
     /// `KCMP_FILE` from `<linux/kcmp.h>`.
     const KCMP_FILE: libc::c_long = 0;
 
     /// Cleared once the kernel refuses `kcmp`; never set again.
     static AVAILABLE: AtomicBool = AtomicBool::new(true);
+
+    /// This process's id, 0 until first needed and again in a child of `fork`: `getpid` is
+    /// a system call, and the watcher asks for each descriptor it looks at.
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static AT_FORK: Once = Once::new();
+
+    fn pid() -> libc::c_long {
+        // Relaxed: every thread that finds 0 asks the kernel and stores the same answer.
+        let mut pid = PID.load(Ordering::Relaxed);
+        if pid == 0 {
+            AT_FORK.call_once(|| {
+                // SAFETY: the handler is an `extern "C" fn()` that only stores to a static
+                // atomic, which is async-signal-safe as a child handler must be.
+                unsafe { libc::pthread_atfork(None, None, Some(forgotten_in_child)) };
+            });
+            // SAFETY: getpid takes nothing and cannot fail.
+            pid = unsafe { libc::getpid() };
+            PID.store(pid, Ordering::Relaxed);
+        }
+        libc::c_long::from(pid)
+    }
+
+    /// In a child of `fork`: the id was the parent's.
+    extern "C" fn forgotten_in_child() {
+        // Relaxed: the child has one thread.
+        PID.store(0, Ordering::Relaxed);
+    }
 
     /// `Some(same)` from `kcmp`, `None` where the kernel refuses it.
     pub(super) fn same_file(theirs: RawFd, ours: RawFd) -> io::Result<Option<bool>> {
@@ -54,8 +82,7 @@ mod kcmp {
         if !AVAILABLE.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        // SAFETY: getpid takes nothing and cannot fail.
-        let pid = libc::c_long::from(unsafe { libc::getpid() });
+        let pid = pid();
         let result = cvt(Call::Kcmp, theirs, || {
             // SAFETY: kcmp compares two of this process's descriptors; it takes no memory.
             unsafe {
