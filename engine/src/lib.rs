@@ -67,6 +67,7 @@ mod buffer;
 mod completion;
 #[cfg(not(loom))]
 pub mod descriptor;
+mod drive;
 mod error;
 #[cfg(not(loom))]
 mod event;
@@ -95,6 +96,10 @@ pub use completion::Completion;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use completion::{Cancel, Delivery};
+/// The readiness a loom model makes for a port's inline drive, exported for the models only.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use drive::Scripted;
 #[cfg(not(loom))]
 pub use event::Event;
 #[cfg(not(loom))]

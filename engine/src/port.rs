@@ -14,11 +14,10 @@
 //! * [`Port::close`] wakes every waiter, which fails with `EBADF`; queued records are
 //!   discarded with the port.
 
+use crate::drive::Readiness;
 use crate::error;
 use crate::parker::{Parker, Spin, WaitStack};
-use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-#[cfg(not(loom))]
-use crate::reactor::Reactor;
+use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, OnceLock, Ordering};
 use crate::ring::{Consumer, Ring, DEFAULT_CAPACITY, MAX_CAPACITY};
 use crate::sys::{Deadline, WaitStatus};
 use crate::Completion;
@@ -27,8 +26,6 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
-#[cfg(not(loom))]
-use std::sync::OnceLock;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -43,6 +40,13 @@ const CLAIM_SPINS: u32 = 32;
 
 /// `dequeuers` bit held by a batched dequeue; the bits below count waiting `get` calls.
 const EXCLUSIVE: u32 = 1 << 31;
+
+/// The readiness a port's waiters poll in turn on the inline drive: the socket reactor, or
+/// in the loom models the readiness the model makes.
+#[cfg(not(loom))]
+type Sockets = crate::reactor::Reactor;
+#[cfg(loom)]
+type Sockets = crate::drive::Scripted;
 
 /// An I/O completion port: a queue of [`Completion`]s that producers fill and threads
 /// drain, one record or a batch at a time.
@@ -127,11 +131,9 @@ pub(crate) struct Shared {
     /// Most threads released at once; `usize::MAX` turns the accounting off.
     concurrency: usize,
     scalar_drain: bool,
-    #[cfg_attr(loom, allow(dead_code))]
     drive: Drive,
     /// Socket readiness, created with the first socket request that has to wait.
-    #[cfg(not(loom))]
-    reactor: OnceLock<Arc<Reactor>>,
+    reactor: OnceLock<Arc<Sockets>>,
     /// Held by the one waiter at a time that pauses on a claimed record under loom (see
     /// `Shared::pause_for_publication`).
     #[cfg(loom)]
@@ -222,7 +224,6 @@ impl PortBuilder {
             concurrency,
             scalar_drain: self.scalar_drain,
             drive: self.drive,
-            #[cfg(not(loom))]
             reactor: OnceLock::new(),
             #[cfg(loom)]
             pausing: crate::primitive::Mutex::new(()),
@@ -620,28 +621,36 @@ impl Port {
 
     /// The port's reactor, created (with its thread, for [`Drive::Thread`]) on first use.
     #[cfg(not(loom))]
-    pub(crate) fn reactor(&self) -> io::Result<Arc<Reactor>> {
+    pub(crate) fn reactor(&self) -> io::Result<Arc<Sockets>> {
         let shared = &*self.shared;
         if let Some(reactor) = shared.reactor.get() {
             return Ok(Arc::clone(reactor));
         }
-        let reactor = Arc::new(Reactor::new()?);
+        let reactor = Arc::new(Sockets::new()?);
         if shared.reactor.set(Arc::clone(&reactor)).is_err() {
             // Another thread created it first.
             return Ok(Arc::clone(shared.reactor.get().expect("set")));
         }
         match shared.drive {
             Drive::Thread => reactor.spawn_thread("iocp-reactor")?,
-            Drive::Inline => {
-                // A waiter that went to sleep before the reactor existed must come and lead.
-                // SeqCst: pairs with the fence in `Shared::unled`.
-                std::sync::atomic::fence(Ordering::SeqCst);
-                if shared.waiters.has_sleepers() {
-                    shared.waiters.wake_one();
-                }
-            }
+            Drive::Inline => shared.wake_a_leader(),
         }
         Ok(reactor)
+    }
+
+    /// Gives the port `readiness` in place of a reactor, as [`Port::reactor`] creates one
+    /// for an inline port's first socket request that waits: a waiter already asleep is
+    /// woken to lead. For the loom models of the hand-over, on a port built with the
+    /// default [`Drive::Inline`]. Panics if the port has readiness already.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn drive_with(&self, readiness: Arc<Sockets>) {
+        let shared = &*self.shared;
+        assert!(
+            shared.reactor.set(readiness).is_ok(),
+            "readiness given twice"
+        );
+        shared.wake_a_leader();
     }
 }
 
@@ -668,12 +677,12 @@ impl Shared {
             return false;
         }
         self.waiters.wake_all();
+        if let Some(reactor) = self.reactor.get() {
+            // Ends a reactor thread, or wakes a leader blocked in `epoll_wait`.
+            reactor.stop();
+        }
         #[cfg(not(loom))]
         {
-            if let Some(reactor) = self.reactor.get() {
-                // Ends a reactor thread, or wakes a leader blocked in `epoll_wait`.
-                reactor.stop();
-            }
             // The handle is gone with the port, as `CloseHandle` makes it on Windows, even
             // while sockets still refer to the port's memory.
             use crate::handle::Named;
@@ -724,7 +733,6 @@ impl Shared {
 
     /// Interrupts a leader blocked in `epoll_wait`, if one is.
     fn wake_blocked_leader(&self) {
-        #[cfg(not(loom))]
         if let Some(reactor) = self.reactor.get() {
             reactor.wake_if_blocked();
         }
@@ -733,16 +741,12 @@ impl Shared {
     /// One non-blocking look at socket readiness, if waiters drive the reactor and none
     /// is polling; whether it looked.
     fn poll_reactor(&self) -> bool {
-        #[cfg(not(loom))]
-        if let Some(reactor) = self.inline_reactor() {
-            return reactor.lead(Some(Duration::ZERO), || false).is_some();
-        }
-        false
+        self.inline_reactor()
+            .is_some_and(|reactor| reactor.lead(Some(Duration::ZERO), || false).is_some())
     }
 
     /// The reactor when waiters drive it themselves.
-    #[cfg(not(loom))]
-    fn inline_reactor(&self) -> Option<&Reactor> {
+    fn inline_reactor(&self) -> Option<&Sockets> {
         match self.drive {
             Drive::Inline => self.reactor.get().map(|r| &**r),
             Drive::Thread => None,
@@ -779,7 +783,7 @@ impl Shared {
         ready: impl Fn() -> bool,
         pending: impl Fn() -> bool,
         mut attempt: impl FnMut() -> Option<R>,
-        #[cfg_attr(loom, allow(unused_variables))] led: &mut bool,
+        led: &mut bool,
         slept: &mut bool,
     ) -> Result<R, Ended> {
         loop {
@@ -790,7 +794,6 @@ impl Shared {
             if deadline.is_some_and(Deadline::has_passed) {
                 return Err(Ended::TimedOut);
             }
-            #[cfg(not(loom))]
             if let Some(reactor) = self.inline_reactor() {
                 let timeout = deadline.map(Deadline::remaining);
                 // The leader's last look before `epoll_wait` pairs with posters as a
@@ -804,6 +807,13 @@ impl Shared {
                     match polled {
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => {
                             return Err(Ended::Interrupted)
+                        }
+                        // Loom has no clock: a model's timed turn that found nothing is one
+                        // whose deadline has come (see `drive::Scripted`). One more look,
+                        // as after any poll, and the wait times out.
+                        #[cfg(loom)]
+                        Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                            return attempt().ok_or(Ended::TimedOut);
                         }
                         // Other poll failures are transient (ENOMEM); the loop tries again.
                         _ => continue,
@@ -889,16 +899,21 @@ impl Shared {
 
     /// Whether the inline reactor has no leader: then a waiter must not sleep, but lead.
     fn unled(&self) -> bool {
-        #[cfg(not(loom))]
-        {
-            // SeqCst: the waiter half of the Dekker pair with `Port::reactor`, which
-            // creates the reactor and then wakes a sleeper.
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if let Some(reactor) = self.inline_reactor() {
-                return !reactor.is_led();
-            }
+        // SeqCst: the waiter half of the Dekker pair with `wake_a_leader`, after the
+        // reactor is installed.
+        crate::primitive::fence(Ordering::SeqCst);
+        self.inline_reactor()
+            .is_some_and(|reactor| !reactor.is_led())
+    }
+
+    /// The inline reactor was just installed: a waiter that went to sleep before it existed
+    /// must come and lead.
+    fn wake_a_leader(&self) {
+        // SeqCst: pairs with the fence in `unled`.
+        crate::primitive::fence(Ordering::SeqCst);
+        if self.waiters.has_sleepers() {
+            self.waiters.wake_one();
         }
-        false
     }
 
     /// Whether the handle descriptor was closed behind the library's back; if so the port

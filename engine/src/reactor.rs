@@ -21,6 +21,7 @@
 //! closed socket is deregistered at once but its count is dropped only after the current
 //! turn has dispatched its events (the graveyard), so no event refers to freed memory.
 
+use crate::drive::{Readiness, Turns};
 use crate::net::SocketInner;
 use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
@@ -44,20 +45,18 @@ const EVENTS: usize = 256;
 const FAILED_POLL_PAUSE: Duration = Duration::from_millis(1);
 
 pub(crate) struct Reactor {
-    poller: Mutex<Poller>,
+    /// The poller and who holds it (the inline drive's hand-over, in `drive`).
+    turns: Turns<Poller>,
     registry: Registry,
     waker: Waker,
-    /// Set while a thread holds the poller (inline drive).
-    leading: AtomicBool,
-    /// Set while the leader is, or is about to be, blocked in `epoll_wait`.
-    blocked: AtomicBool,
     /// Deregistered sockets whose token count is dropped after the current turn.
     graveyard: Mutex<Vec<Arc<SocketInner>>>,
     /// Tells a reactor thread to exit.
     stop: AtomicBool,
 }
 
-struct Poller {
+/// What the polling thread alone touches.
+pub(crate) struct Poller {
     poll: Poll,
     events: Events,
 }
@@ -68,14 +67,12 @@ impl Reactor {
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         Ok(Reactor {
-            poller: Mutex::new(Poller {
+            turns: Turns::new(Poller {
                 poll,
                 events: Events::with_capacity(EVENTS),
             }),
             registry,
             waker,
-            leading: AtomicBool::new(false),
-            blocked: AtomicBool::new(false),
             graveyard: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         })
@@ -98,7 +95,7 @@ impl Reactor {
     pub(crate) fn spawn_thread(self: &Arc<Self>, name: &str) -> io::Result<()> {
         let reactor = Arc::clone(self);
         thread::Builder::new().name(name.into()).spawn(move || {
-            let mut poller = lock(&reactor.poller);
+            let mut poller = reactor.turns.hold();
             // Relaxed: `stop` is followed by a wake, which ends the poll below.
             while !reactor.stop.load(Ordering::Relaxed) {
                 // A failed poll collected nothing and lost nothing (the kernel keeps the
@@ -145,10 +142,10 @@ impl Reactor {
         // SAFETY: `register` leaked one count for this token; it is reclaimed exactly once,
         // here, and kept alive in the graveyard until no event of this turn can name it.
         let token_count = unsafe { Arc::from_raw(Arc::as_ptr(socket)) };
-        match self.poller.try_lock() {
+        match self.turns.try_hold() {
             // Nobody is polling, so no collected event can name the socket.
-            Ok(_poller) => drop(token_count),
-            Err(_) => {
+            Some(_poller) => drop(token_count),
+            None => {
                 lock(&self.graveyard).push(token_count);
                 // Have the poller bury it soon, rather than at its next event.
                 self.wake();
@@ -160,44 +157,6 @@ impl Reactor {
     pub(crate) fn wake(&self) {
         // A failed eventfd write means the counter is saturated: a wake is pending anyway.
         let _ = self.waker.wake();
-    }
-
-    /// After a post: wakes the leader if it is blocked in `epoll_wait`.
-    pub(crate) fn wake_if_blocked(&self) {
-        // SeqCst: the poster half of the Dekker pair with `lead`.
-        if self.blocked.load(Ordering::SeqCst) {
-            self.wake();
-        }
-    }
-
-    /// Whether a thread leads (inline drive).
-    pub(crate) fn is_led(&self) -> bool {
-        // SeqCst: pairs with the store in `lead` (see `port`'s follower check).
-        self.leading.load(Ordering::SeqCst)
-    }
-
-    /// Becomes the leader if nobody is: waits for readiness (unless `ready()` already
-    /// holds) until `timeout`, and runs what became ready. `None` if another thread leads.
-    pub(crate) fn lead(
-        &self,
-        timeout: Option<Duration>,
-        ready: impl Fn() -> bool,
-    ) -> Option<io::Result<()>> {
-        let mut poller = self.poller.try_lock().ok()?;
-        // SeqCst: announced before the last look for work (Dekker with posters, through
-        // `wake_if_blocked`, and with followers, through `is_led`).
-        self.leading.store(true, Ordering::SeqCst);
-        self.blocked.store(true, Ordering::SeqCst);
-        let result = if ready() {
-            Ok(())
-        } else {
-            self.turn(&mut poller, timeout)
-        };
-        // Relaxed: a late wake only costs the next poll a spurious return.
-        self.blocked.store(false, Ordering::Relaxed);
-        // SeqCst: the leader half of the hand-over Dekker pair (see `port`).
-        self.leading.store(false, Ordering::SeqCst);
-        Some(result)
     }
 
     /// The number the fault seam knows this reactor's polls by: its registry's descriptor.
@@ -222,8 +181,7 @@ impl Reactor {
         // The other end of the edge named in `register`.
         #[cfg(iocp_tsan)]
         crate::sys::tsan::acquire(self);
-        // Relaxed: events are being handled; posts need not interrupt a poll now.
-        self.blocked.store(false, Ordering::Relaxed);
+        self.turns.polled();
         // The records of the requests this poll lets go, posted together below.
         let mut posts = Posts::new();
         for event in events.iter() {
@@ -249,5 +207,21 @@ impl Reactor {
             }
         }
         polled
+    }
+}
+
+impl Readiness for Reactor {
+    type Poller = Poller;
+
+    fn turns(&self) -> &Turns<Poller> {
+        &self.turns
+    }
+
+    fn turn(&self, poller: &mut Poller, timeout: Option<Duration>) -> io::Result<()> {
+        Reactor::turn(self, poller, timeout)
+    }
+
+    fn wake(&self) {
+        Reactor::wake(self);
     }
 }
