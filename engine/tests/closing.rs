@@ -3,6 +3,7 @@
 //! ([`descriptor::CLOSE_NOTICED`]; the checks allow five times as much for a loaded machine
 //! and print what they measured), the peer of a closed socket sees the close, and no
 //! request reads from or writes to whatever gets the number next.
+#![cfg(not(loom))]
 
 mod common;
 
