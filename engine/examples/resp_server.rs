@@ -1,0 +1,941 @@
+//! A Redis-protocol (RESP2) key-value server on one completion port.
+//!
+//! ```text
+//! cargo run --release -p iocp-engine --example resp_server -- [--addr 127.0.0.1:6380]
+//!     [--workers 1] [--pin] [--drive inline|thread]
+//! redis-cli -p 6380 SET greeting hello EX 60
+//! ```
+//!
+//! Commands: `PING [message]`, `ECHO message`, `SET key value [NX|XX] [EX seconds|PX
+//! milliseconds]`, `GET key`, `DEL key...`, `EXISTS key...`, `INCR key`, `MGET key...`, with
+//! Redis's replies and error messages. Requests come as RESP arrays of bulk strings (what
+//! every client library and `redis-cli` send) or as inline commands (`PING\r\n`, as typed
+//! into telnet; arguments are split on spaces, without quoting). Many commands may arrive in
+//! one read (pipelining) and one command may arrive over many reads: the replies go back in
+//! order, one write per read.
+//!
+//! Limits, as Redis has them but smaller: a bulk string (key, value, argument) is at most
+//! [`MAX_BULK`] (64 MiB), a command has at most [`MAX_ARGS`] arguments, an inline command or a
+//! header line at most [`MAX_INLINE`] (64 KiB), and the unparsed input of one connection at
+//! most [`MAX_REQUEST`] (256 MiB). A declared length past a limit is a protocol error before
+//! anything is allocated for it. A protocol error is answered with `-ERR Protocol error: ...`
+//! after the replies to the commands before it, and the connection is then closed.
+//!
+//! Every worker thread dequeues from the one port, so any worker may complete any
+//! connection's request. A connection has at most one request in flight (it reads, runs what
+//! it read, writes the replies, and only then reads again), so its records never race and a
+//! client that does not read its replies is not read either. Keys with a time to live expire
+//! when touched, and a sweep every [`SWEEP_EVERY`] removes those nobody touches. The whole
+//! store sits behind one mutex, which makes every command atomic, as in Redis.
+
+use clap::{Parser, ValueEnum};
+use iocp::{Completion, Drive, OpResult, Port, Socket, Submitted};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Longest bulk string (a key, a value, any argument), as Redis's `proto-max-bulk-len`.
+pub const MAX_BULK: usize = 64 << 20;
+/// Most arguments in one command.
+pub const MAX_ARGS: usize = 1 << 20;
+/// Longest inline command, and longest `*` or `$` header line.
+pub const MAX_INLINE: usize = 64 << 10;
+/// Most unparsed input one connection may hold (as Redis's `client-query-buffer-limit`).
+pub const MAX_REQUEST: usize = 256 << 20;
+/// How often each worker removes keys whose time to live has passed.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// Key of the listener's records; connections count up from 0.
+const LISTENER: u64 = u64::MAX;
+const READ_SIZE: usize = 16 * 1024;
+
+/// A Redis-protocol server on a completion port.
+#[derive(Parser, Debug)]
+pub struct Options {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6380")]
+    pub addr: SocketAddr,
+    /// Threads dequeuing from the port.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
+    /// Pin each worker to a core of its own (round robin over the cores).
+    #[arg(long)]
+    pub pin: bool,
+    /// Who collects socket readiness: the waiting workers in turn, or a reactor thread.
+    #[arg(long, value_enum, default_value_t = DriveArg::Inline)]
+    pub drive: DriveArg,
+}
+
+/// [`Drive`] as a command-line value.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DriveArg {
+    /// `Drive::Inline`.
+    Inline,
+    /// `Drive::Thread`.
+    Thread,
+}
+
+fn main() -> io::Result<()> {
+    let options = Options::parse();
+    let (addr, workers) = start(&options)?;
+    println!("listening on {addr}");
+    for worker in workers {
+        worker.join().expect("worker panicked")?;
+    }
+    Ok(())
+}
+
+/// Binds the listener and starts the workers; returns the bound address and the workers.
+pub fn start(options: &Options) -> io::Result<(SocketAddr, Vec<JoinHandle<io::Result<()>>>)> {
+    let drive = match options.drive {
+        DriveArg::Inline => Drive::Inline,
+        DriveArg::Thread => Drive::Thread,
+    };
+    let workers = usize::from(options.workers);
+    let port = Port::builder().drive(drive).concurrency(workers).build()?;
+    let listener = TcpListener::bind(options.addr)?;
+    let addr = listener.local_addr()?;
+    let server = Arc::new(Server {
+        listener: port.associate(listener, LISTENER)?,
+        port,
+        conns: Mutex::new(HashMap::new()),
+        next_key: AtomicU64::new(0),
+        store: Store::default(),
+    });
+    server.accept_all();
+    let cores = match options.pin {
+        true => core_affinity::get_core_ids().unwrap_or_default(),
+        false => Vec::new(),
+    };
+    let handles = (0..workers)
+        .map(|i| {
+            let server = Arc::clone(&server);
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            thread::Builder::new()
+                .name(format!("resp-worker-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    server.run_worker()
+                })
+        })
+        .collect::<io::Result<_>>()?;
+    Ok((addr, handles))
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections on the port
+// ---------------------------------------------------------------------------------------
+
+/// What the workers share.
+struct Server {
+    port: Port,
+    listener: Socket,
+    /// Open connections by key. Looked up once per record; each connection has its own lock.
+    conns: Mutex<HashMap<u64, Arc<Mutex<Conn>>>>,
+    next_key: AtomicU64,
+    store: Store,
+}
+
+/// A connection between requests.
+struct Conn {
+    socket: Socket,
+    /// The request in flight (there is never more than one).
+    pending: Op,
+    /// Received bytes not yet parsed into a whole command.
+    input: Vec<u8>,
+    /// The receive buffer, between reads.
+    read_buf: Vec<u8>,
+    /// The reply buffer, between writes.
+    reply_buf: Vec<u8>,
+    /// Set by a protocol error: close once the replies are out.
+    closing: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write,
+}
+
+/// What a connection asks for after a completion.
+enum Want {
+    Read,
+    Write(Vec<u8>),
+    Close,
+}
+
+impl Server {
+    fn run_worker(&self) -> io::Result<()> {
+        let mut records = vec![Completion::default(); 64];
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        loop {
+            match self.port.get_up_to(&mut records, Some(SWEEP_EVERY)) {
+                Ok(n) => records[..n]
+                    .iter()
+                    .for_each(|record| self.on_record(record)),
+                Err(err) if err.kind() == io::ErrorKind::TimedOut => {}
+                Err(err) => return Err(err),
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.store.lock().sweep(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+        }
+    }
+
+    fn on_record(&self, record: &Completion) {
+        if record.key() == LISTENER {
+            if let Ok(done) = self.listener.finish(record) {
+                self.adopt(done);
+            }
+            self.accept_all();
+            return;
+        }
+        let Some(conn) = lock(&self.conns).get(&record.key()).cloned() else {
+            return;
+        };
+        let mut conn = lock(&conn);
+        let Ok(done) = conn.socket.finish(record) else {
+            return;
+        };
+        let want = conn.completed(done, &self.store);
+        if !conn.advance(want, &self.store) {
+            lock(&self.conns).remove(&record.key());
+        }
+    }
+
+    /// Accepts until an accept has to wait; its record comes back to [`Self::on_record`].
+    fn accept_all(&self) {
+        loop {
+            match self.listener.accept() {
+                Ok(Submitted::Done(done)) => self.adopt(done),
+                Ok(Submitted::Pending(_)) => return,
+                Err(err) => {
+                    eprintln!("resp_server: accept: {err}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn adopt(&self, done: OpResult) {
+        let Some(fd) = done.accepted else { return };
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let socket = match associate(&self.port, fd, key) {
+            Ok(socket) => socket,
+            Err(err) => return eprintln!("resp_server: new connection: {err}"),
+        };
+        let conn = Arc::new(Mutex::new(Conn {
+            socket,
+            pending: Op::Read,
+            input: Vec::new(),
+            read_buf: Vec::new(),
+            reply_buf: Vec::new(),
+            closing: false,
+        }));
+        // In the table before its first request, whose record may come to another worker.
+        lock(&self.conns).insert(key, Arc::clone(&conn));
+        if !lock(&conn).advance(Want::Read, &self.store) {
+            lock(&self.conns).remove(&key);
+        }
+    }
+}
+
+/// Replies are small and a client waits for them: Nagle's delay would only add latency.
+fn associate(port: &Port, fd: OwnedFd, key: u64) -> io::Result<Socket> {
+    let stream = TcpStream::from(fd);
+    stream.set_nodelay(true)?;
+    port.associate(stream, key)
+}
+
+impl Conn {
+    /// Submits what the connection wants, and what follows from requests that complete at
+    /// once, until one is pending (true) or the connection is to be closed (false).
+    fn advance(&mut self, mut want: Want, store: &Store) -> bool {
+        loop {
+            let submitted = match want {
+                Want::Close => return false,
+                Want::Read => {
+                    self.pending = Op::Read;
+                    let mut buf = std::mem::take(&mut self.read_buf);
+                    buf.resize(READ_SIZE, 0);
+                    self.socket.recv(buf)
+                }
+                Want::Write(replies) => {
+                    self.pending = Op::Write;
+                    self.socket.send(replies)
+                }
+            };
+            want = match submitted {
+                Ok(Submitted::Pending(_)) => return true,
+                Ok(Submitted::Done(done)) => self.completed(done, store),
+                Err(_) => Want::Close,
+            };
+        }
+    }
+
+    fn completed(&mut self, done: OpResult, store: &Store) -> Want {
+        match self.pending {
+            Op::Read => self.received(done, store),
+            Op::Write => self.sent(done),
+        }
+    }
+
+    fn received(&mut self, done: OpResult, store: &Store) -> Want {
+        let n = match done.result {
+            Ok(0) | Err(_) => return Want::Close,
+            Ok(n) => n,
+        };
+        self.input.extend_from_slice(&done.buf[..n]);
+        self.read_buf = done.buf;
+        let mut replies = std::mem::take(&mut self.reply_buf);
+        self.closing = run_commands(&mut self.input, store, &mut replies).is_err();
+        match (replies.is_empty(), self.closing) {
+            (false, _) => Want::Write(replies),
+            (true, false) => {
+                self.reply_buf = replies;
+                Want::Read
+            }
+            (true, true) => Want::Close,
+        }
+    }
+
+    fn sent(&mut self, done: OpResult) -> Want {
+        if done.result.is_err() || self.closing {
+            return Want::Close;
+        }
+        self.reply_buf = done.buf;
+        self.reply_buf.clear();
+        Want::Read
+    }
+}
+
+/// Parses and runs every whole command at the front of `input`, appending their replies to
+/// `replies`, and removes them from `input`. On a protocol error the error reply follows
+/// the replies to the commands before it.
+fn run_commands(
+    input: &mut Vec<u8>,
+    store: &Store,
+    replies: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let mut used = 0;
+    let result = loop {
+        match parse(&input[used..]) {
+            Ok(Some((args, len))) => {
+                used += len;
+                if !args.is_empty() {
+                    execute(&args, store, replies);
+                }
+            }
+            Ok(None) if input.len() - used > MAX_REQUEST => {
+                break Err(ProtocolError("too big request"));
+            }
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(err),
+        }
+    };
+    if let Err(err) = &result {
+        error(replies, &format!("Protocol error: {}", err.0));
+    }
+    input.drain(..used);
+    result
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic under the lock leaves the data consistent enough for an example: go on.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------
+// RESP2 parser
+// ---------------------------------------------------------------------------------------
+
+/// A request that breaks the protocol; the text follows `Protocol error: ` in the reply.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProtocolError(pub &'static str);
+
+/// One command's arguments, borrowed from the input, and how many bytes it took.
+/// An empty command (`*0`, a blank inline line) has no arguments and is skipped.
+type Parsed<'a> = (Vec<&'a [u8]>, usize);
+
+/// Parses the command at the front of `buf`: `Ok(None)` until it has all arrived.
+pub fn parse(buf: &[u8]) -> Result<Option<Parsed<'_>>, ProtocolError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_array(buf),
+        Some(_) => parse_inline(buf),
+    }
+}
+
+/// `*<count>\r\n` then `count` bulk strings `$<len>\r\n<bytes>\r\n`.
+fn parse_array(buf: &[u8]) -> Result<Option<Parsed<'_>>, ProtocolError> {
+    let Some((header, mut at)) = header_line(buf, 0, "too big mbulk count string")? else {
+        return Ok(None);
+    };
+    let count = match parse_i64(&header[1..]) {
+        Some(n) if n <= 0 => return Ok(Some((Vec::new(), at))),
+        Some(n) if n as u64 <= MAX_ARGS as u64 => n as usize,
+        _ => return Err(ProtocolError("invalid multibulk length")),
+    };
+    // Capacity from what has arrived, never from the declared count alone.
+    let mut args = Vec::with_capacity(count.min(buf.len() / 4));
+    for _ in 0..count {
+        let Some((header, body)) = header_line(buf, at, "too big bulk count string")? else {
+            return Ok(None);
+        };
+        if header[0] != b'$' {
+            return Err(ProtocolError(expected_dollar(header[0])));
+        }
+        let len = match parse_i64(&header[1..]) {
+            Some(n) if (0..=MAX_BULK as i64).contains(&n) => n as usize,
+            _ => return Err(ProtocolError("invalid bulk length")),
+        };
+        let Some(arg_and_crlf) = buf.get(body..body + len + 2) else {
+            return Ok(None);
+        };
+        if !arg_and_crlf.ends_with(b"\r\n") {
+            return Err(ProtocolError("expected CRLF after bulk string"));
+        }
+        args.push(&arg_and_crlf[..len]);
+        at = body + len + 2;
+    }
+    Ok(Some((args, at)))
+}
+
+/// The `\r\n`-terminated line at `buf[at..]` (without its terminator) and where the next
+/// begins; `Ok(None)` until it has arrived.
+fn header_line<'a>(
+    buf: &'a [u8],
+    at: usize,
+    too_long: &'static str,
+) -> Result<Option<(&'a [u8], usize)>, ProtocolError> {
+    let rest = &buf[at..];
+    let window = &rest[..rest.len().min(MAX_INLINE)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(nl) if nl >= 2 && rest[nl - 1] == b'\r' => Ok(Some((&rest[..nl - 1], at + nl + 1))),
+        Some(_) => Err(ProtocolError("expected a header line ending in CRLF")),
+        None if rest.len() >= MAX_INLINE => Err(ProtocolError(too_long)),
+        None => Ok(None),
+    }
+}
+
+fn expected_dollar(got: u8) -> &'static str {
+    // Redis quotes the byte it got; a fixed set of messages keeps the error static.
+    match got {
+        b'+' => "expected '$', got '+'",
+        b'-' => "expected '$', got '-'",
+        b':' => "expected '$', got ':'",
+        b'*' => "expected '$', got '*'",
+        _ => "expected '$'",
+    }
+}
+
+/// A line of words separated by spaces, ended by `\n` or `\r\n`.
+fn parse_inline(buf: &[u8]) -> Result<Option<Parsed<'_>>, ProtocolError> {
+    let window = &buf[..buf.len().min(MAX_INLINE)];
+    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+        return match buf.len() >= MAX_INLINE {
+            true => Err(ProtocolError("too big inline request")),
+            false => Ok(None),
+        };
+    };
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    let args = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|word| !word.is_empty())
+        .collect();
+    Ok(Some((args, nl + 1)))
+}
+
+/// A decimal integer as Redis reads one: optional `-`, digits, no leading zeros, no `+`.
+pub fn parse_i64(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    let leading_zero = digits.len() > 1 && digits[0] == b'0';
+    if digits.is_empty() || leading_zero || (negative && digits == b"0") {
+        return None;
+    }
+    digits.iter().try_fold(0i64, |n, &d| {
+        let d = d.is_ascii_digit().then(|| i64::from(d - b'0'))?;
+        let n = n.checked_mul(10)?;
+        match negative {
+            true => n.checked_sub(d),
+            false => n.checked_add(d),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------
+
+/// A command: its name and its arity as Redis counts it (the name included; negative means
+/// at least that many).
+struct Command {
+    name: &'static str,
+    arity: i32,
+    run: fn(&[&[u8]], &Store, &mut Vec<u8>),
+}
+
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "get",
+        arity: 2,
+        run: get,
+    },
+    Command {
+        name: "set",
+        arity: -3,
+        run: set,
+    },
+    Command {
+        name: "ping",
+        arity: -1,
+        run: ping,
+    },
+    Command {
+        name: "echo",
+        arity: 2,
+        run: echo,
+    },
+    Command {
+        name: "del",
+        arity: -2,
+        run: del,
+    },
+    Command {
+        name: "exists",
+        arity: -2,
+        run: exists,
+    },
+    Command {
+        name: "incr",
+        arity: 2,
+        run: incr,
+    },
+    Command {
+        name: "mget",
+        arity: -2,
+        run: mget,
+    },
+];
+
+const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
+
+/// Runs one command (`args[0]` is its name) and appends its reply.
+fn execute(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+    let name = args[0];
+    let Some(command) = COMMANDS
+        .iter()
+        .find(|c| name.eq_ignore_ascii_case(c.name.as_bytes()))
+    else {
+        return unknown_command(args, replies);
+    };
+    let arity_ok = match command.arity {
+        n if n < 0 => args.len() >= n.unsigned_abs() as usize,
+        n => args.len() == n as usize,
+    };
+    if !arity_ok {
+        return wrong_arity(command.name, replies);
+    }
+    (command.run)(&args[1..], store, replies)
+}
+
+fn unknown_command(args: &[&[u8]], replies: &mut Vec<u8>) {
+    let mut message = format!(
+        "unknown command '{}', with args beginning with: ",
+        printable(args[0])
+    );
+    for arg in &args[1..] {
+        message += &format!("'{}' ", printable(arg));
+    }
+    error(replies, &message);
+}
+
+/// An argument quoted in an error reply: at most 128 bytes, with no line breaks.
+fn printable(arg: &[u8]) -> String {
+    String::from_utf8_lossy(&arg[..arg.len().min(128)]).replace(['\r', '\n'], " ")
+}
+
+fn wrong_arity(name: &str, replies: &mut Vec<u8>) {
+    error(
+        replies,
+        &format!("wrong number of arguments for '{name}' command"),
+    );
+}
+
+fn ping(args: &[&[u8]], _: &Store, replies: &mut Vec<u8>) {
+    match args {
+        [] => simple(replies, "PONG"),
+        [message] => bulk(replies, Some(message)),
+        _ => wrong_arity("ping", replies),
+    }
+}
+
+fn echo(args: &[&[u8]], _: &Store, replies: &mut Vec<u8>) {
+    bulk(replies, Some(args[0]));
+}
+
+fn get(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+    bulk(replies, store.lock().get(args[0], Instant::now()));
+}
+
+fn mget(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+    let mut keyspace = store.lock();
+    let now = Instant::now();
+    array(replies, args.len());
+    for key in args {
+        bulk(replies, keyspace.get(key, now));
+    }
+}
+
+/// `SET key value [NX|XX] [EX seconds|PX milliseconds]`.
+fn set(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+    let options = match SetOptions::parse(&args[2..]) {
+        Ok(options) => options,
+        Err(message) => return error(replies, message),
+    };
+    let now = Instant::now();
+    let mut keyspace = store.lock();
+    let exists = keyspace.get(args[0], now).is_some();
+    if (options.nx && exists) || (options.xx && !exists) {
+        return bulk(replies, None);
+    }
+    let expires = options.ttl.map(|ttl| now + ttl);
+    keyspace.set(args[0], args[1].to_vec(), expires);
+    simple(replies, "OK");
+}
+
+#[derive(Default)]
+struct SetOptions {
+    nx: bool,
+    xx: bool,
+    ttl: Option<Duration>,
+}
+
+impl SetOptions {
+    fn parse(mut args: &[&[u8]]) -> Result<SetOptions, &'static str> {
+        let mut options = SetOptions::default();
+        while let [option, rest @ ..] = args {
+            args = rest;
+            let unit = match option.to_ascii_uppercase().as_slice() {
+                b"NX" if !options.xx => {
+                    options.nx = true;
+                    continue;
+                }
+                b"XX" if !options.nx => {
+                    options.xx = true;
+                    continue;
+                }
+                b"EX" if options.ttl.is_none() => Duration::from_secs(1),
+                b"PX" if options.ttl.is_none() => Duration::from_millis(1),
+                _ => return Err("syntax error"),
+            };
+            let [amount, rest @ ..] = args else {
+                return Err("syntax error");
+            };
+            args = rest;
+            let amount = parse_i64(amount).ok_or(NOT_AN_INTEGER)?;
+            if amount <= 0 {
+                return Err("invalid expire time in 'set' command");
+            }
+            let ttl = u32::try_from(amount)
+                .ok()
+                .and_then(|amount| unit.checked_mul(amount))
+                .ok_or("invalid expire time in 'set' command")?;
+            options.ttl = Some(ttl);
+        }
+        Ok(options)
+    }
+}
+
+fn del(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+    let mut keyspace = store.lock();
+    let now = Instant::now();
+    let removed = args.iter().filter(|key| keyspace.remove(key, now)).count();
+    integer(replies, removed as i64);
+}
+
+fn exists(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+    let mut keyspace = store.lock();
+    let now = Instant::now();
+    let found = args
+        .iter()
+        .filter(|key| keyspace.get(key, now).is_some())
+        .count();
+    integer(replies, found as i64);
+}
+
+fn incr(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+    let now = Instant::now();
+    let mut keyspace = store.lock();
+    let Some(entry) = keyspace.entry(args[0], now) else {
+        keyspace.set(args[0], b"1".to_vec(), None);
+        return integer(replies, 1);
+    };
+    let Some(value) = parse_i64(&entry.value) else {
+        return error(replies, NOT_AN_INTEGER);
+    };
+    let Some(value) = value.checked_add(1) else {
+        return error(replies, "increment or decrement would overflow");
+    };
+    // As in Redis, INCR keeps the key's time to live.
+    entry.value = value.to_string().into_bytes();
+    integer(replies, value);
+}
+
+// ---------------------------------------------------------------------------------------
+// Replies
+// ---------------------------------------------------------------------------------------
+
+fn simple(replies: &mut Vec<u8>, text: &str) {
+    replies.extend_from_slice(b"+");
+    replies.extend_from_slice(text.as_bytes());
+    replies.extend_from_slice(b"\r\n");
+}
+
+fn error(replies: &mut Vec<u8>, message: &str) {
+    replies.extend_from_slice(b"-ERR ");
+    replies.extend_from_slice(message.as_bytes());
+    replies.extend_from_slice(b"\r\n");
+}
+
+fn integer(replies: &mut Vec<u8>, n: i64) {
+    // Writing to a vector cannot fail.
+    let _ = write!(replies, ":{n}\r\n");
+}
+
+fn array(replies: &mut Vec<u8>, len: usize) {
+    let _ = write!(replies, "*{len}\r\n");
+}
+
+/// A bulk string, or the null bulk string for `None`.
+fn bulk(replies: &mut Vec<u8>, value: Option<&[u8]>) {
+    let Some(value) = value else {
+        return replies.extend_from_slice(b"$-1\r\n");
+    };
+    let _ = write!(replies, "${}\r\n", value.len());
+    replies.extend_from_slice(value);
+    replies.extend_from_slice(b"\r\n");
+}
+
+// ---------------------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------------------
+
+/// The keys, shared by every worker.
+#[derive(Default)]
+struct Store {
+    keyspace: Mutex<Keyspace>,
+}
+
+impl Store {
+    fn lock(&self) -> MutexGuard<'_, Keyspace> {
+        lock(&self.keyspace)
+    }
+}
+
+#[derive(Default)]
+struct Keyspace {
+    entries: HashMap<Vec<u8>, Entry>,
+    /// Keys given a time to live, soonest first, for the sweep. An element goes stale when
+    /// its key is overwritten or deleted; the sweep drops it then, once its time has come.
+    deadlines: BinaryHeap<Reverse<(Instant, Vec<u8>)>>,
+}
+
+struct Entry {
+    value: Vec<u8>,
+    expires: Option<Instant>,
+}
+
+impl Keyspace {
+    /// The live entry under `key`, removing it first if its time has passed.
+    fn entry(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
+        let expired = self.entries.get(key)?.expires.is_some_and(|at| at <= now);
+        if expired {
+            self.entries.remove(key);
+            return None;
+        }
+        self.entries.get_mut(key)
+    }
+
+    fn get(&mut self, key: &[u8], now: Instant) -> Option<&[u8]> {
+        self.entry(key, now).map(|entry| entry.value.as_slice())
+    }
+
+    fn set(&mut self, key: &[u8], value: Vec<u8>, expires: Option<Instant>) {
+        if let Some(at) = expires {
+            self.deadlines.push(Reverse((at, key.to_vec())));
+        }
+        self.entries.insert(key.to_vec(), Entry { value, expires });
+    }
+
+    /// Removes a live key; false if there was none.
+    fn remove(&mut self, key: &[u8], now: Instant) -> bool {
+        self.entry(key, now).is_some() && self.entries.remove(key).is_some()
+    }
+
+    /// Removes the keys whose time has passed, touching only deadlines that have passed.
+    fn sweep(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.deadlines.peek() {
+            if *at > now {
+                return;
+            }
+            let Some(Reverse((at, key))) = self.deadlines.pop() else {
+                return;
+            };
+            // The key may have been set again since, with another deadline or none.
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.expires == Some(at))
+            {
+                self.entries.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(buf: &[u8]) -> (Vec<&[u8]>, usize) {
+        parse(buf).expect("valid").expect("complete")
+    }
+
+    #[test]
+    fn array_of_bulk_strings() {
+        let buf = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nrest";
+        assert_eq!(parsed(buf), (vec![&b"GET"[..], b"k"], buf.len() - 4));
+    }
+
+    #[test]
+    fn bulk_strings_may_hold_any_byte() {
+        let buf = b"*1\r\n$4\r\n\r\n\0*\r\n";
+        assert_eq!(parsed(buf).0, vec![&b"\r\n\0*"[..]]);
+    }
+
+    #[test]
+    fn incomplete_until_every_byte_has_come() {
+        let buf = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        for end in 0..buf.len() {
+            assert_eq!(parse(&buf[..end]), Ok(None), "{end} bytes");
+        }
+    }
+
+    #[test]
+    fn empty_arrays_are_skipped() {
+        assert_eq!(parsed(b"*0\r\n"), (vec![], 4));
+        assert_eq!(parsed(b"*-1\r\n"), (vec![], 5));
+    }
+
+    #[test]
+    fn inline_commands_split_on_spaces() {
+        assert_eq!(parsed(b"PING\r\n"), (vec![&b"PING"[..]], 6));
+        assert_eq!(parsed(b"  SET a  b\n").0, vec![&b"SET"[..], b"a", b"b"]);
+        assert_eq!(parsed(b"\r\n"), (vec![], 2));
+        assert_eq!(parse(b"PIN"), Ok(None));
+    }
+
+    #[test]
+    fn bad_lengths_are_protocol_errors() {
+        let invalid_bulk = Err(ProtocolError("invalid bulk length"));
+        assert_eq!(parse(b"*2\r\n$abc\r\n"), invalid_bulk);
+        assert_eq!(parse(b"*1\r\n$-1\r\n"), invalid_bulk);
+        assert_eq!(parse(b"*1\r\n$+3\r\n"), invalid_bulk);
+        let too_long = format!("*1\r\n${}\r\n", MAX_BULK + 1);
+        assert_eq!(parse(too_long.as_bytes()), invalid_bulk);
+        let invalid_count = Err(ProtocolError("invalid multibulk length"));
+        assert_eq!(parse(b"*x\r\n"), invalid_count);
+        let too_many = format!("*{}\r\n", MAX_ARGS + 1);
+        assert_eq!(parse(too_many.as_bytes()), invalid_count);
+    }
+
+    #[test]
+    fn malformed_framing_is_a_protocol_error() {
+        let got_plus = Err(ProtocolError("expected '$', got '+'"));
+        assert_eq!(parse(b"*1\r\n+OK\r\n"), got_plus);
+        assert!(parse(b"*1\r\n$2\r\nabcd").is_err());
+        assert!(parse(b"*1\n").is_err());
+    }
+
+    #[test]
+    fn endless_lines_are_protocol_errors() {
+        let line = vec![b'a'; MAX_INLINE];
+        assert_eq!(parse(&line), Err(ProtocolError("too big inline request")));
+        let mut header = b"*1".to_vec();
+        header.resize(MAX_INLINE, b'1');
+        assert_eq!(
+            parse(&header),
+            Err(ProtocolError("too big mbulk count string"))
+        );
+    }
+
+    #[test]
+    fn integers_read_as_redis_reads_them() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-42"), Some(-42));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b"01",
+            b"-0",
+            b"1 ",
+            b"9223372036854775808",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn commands_reply_as_redis_does() {
+        let store = Store::default();
+        let run = |args: &[&[u8]]| {
+            let mut replies = Vec::new();
+            execute(args, &store, &mut replies);
+            String::from_utf8(replies).unwrap()
+        };
+        assert_eq!(run(&[b"SET", b"n", b"9"]), "+OK\r\n");
+        assert_eq!(run(&[b"incr", b"n"]), ":10\r\n");
+        assert_eq!(run(&[b"MGET", b"n", b"none"]), "*2\r\n$2\r\n10\r\n$-1\r\n");
+        assert_eq!(run(&[b"SET", b"n", b"1", b"NX"]), "$-1\r\n");
+        assert_eq!(run(&[b"SET", b"m", b"1", b"XX"]), "$-1\r\n");
+        assert_eq!(run(&[b"SET", b"n", b"1", b"EX"]), "-ERR syntax error\r\n");
+        assert_eq!(
+            run(&[b"GET"]),
+            "-ERR wrong number of arguments for 'get' command\r\n"
+        );
+    }
+
+    #[test]
+    fn sweep_removes_only_what_has_expired() {
+        let mut keyspace = Keyspace::default();
+        let now = Instant::now();
+        keyspace.set(b"gone", b"v".to_vec(), Some(now));
+        keyspace.set(b"later", b"v".to_vec(), Some(now + Duration::from_secs(60)));
+        keyspace.set(b"reset", b"v".to_vec(), Some(now));
+        keyspace.set(b"reset", b"v".to_vec(), None);
+        keyspace.sweep(now);
+        let mut left: Vec<_> = keyspace.entries.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, vec![b"later".to_vec(), b"reset".to_vec()]);
+        assert_eq!(keyspace.deadlines.len(), 1);
+    }
+}
