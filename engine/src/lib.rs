@@ -89,6 +89,14 @@ mod reactor;
 mod ring;
 mod sys;
 
+/// Fault injection, for tests only: make the engine's own system calls fail (`fail(call,
+/// errno)`, scoped to a descriptor, a file or a thread, then `arm()`). Present only with
+/// the feature `fault-injection`, which no real build enables.
+#[cfg(feature = "fault-injection")]
+pub mod fault {
+    pub use crate::sys::fault::{fail, Armed, Call, Plan};
+}
+
 #[cfg(not(loom))]
 pub use buffer::MAX_TRANSFER;
 pub use completion::Completion;

@@ -5,19 +5,23 @@
 //! descriptor's creation ask it once. So do the reactor's calls into mio: each poll
 //! (`epoll_wait`) and each registration (`epoll_ctl`), the poll under the reactor's
 //! descriptor (`Reactor::fault_fd`) and the registration under the socket's. Outside the
-//! crate's own tests `take` is an inlined `None`, so the seam costs nothing in a real build.
+//! crate's own tests and the test-only builds with the `fault-injection` feature (which
+//! makes [`fail`] public, for the C library's fault tests), `take` is an inlined `None`, so
+//! the seam costs nothing in a real build.
 //!
 //! In tests, [`fail`] arms a rule — "the next `times` calls of this kind fail with this
-//! errno" — scoped to one descriptor or one thread, so that the crate's other tests, which
-//! run on other threads and descriptors of the same process, never meet it. The [`Armed`]
-//! guard it returns counts the faults delivered and disarms the rule when dropped.
+//! errno" — scoped to one descriptor, one file or one thread, so that the crate's other
+//! tests, which run on other threads and descriptors of the same process, never meet it.
+//! The [`Armed`] guard it returns counts the faults delivered and disarms the rule when
+//! dropped.
 //!
 //! Not covered: other calls made inside other crates (mio's creation of the poll and its
 //! waker, `epoll_ctl`'s removal of a socket, std's thread spawning and allocation).
 
 /// The system calls the seam can fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Call {
+#[non_exhaustive]
+pub enum Call {
     /// `fcntl` (descriptor flags).
     Fcntl,
     /// `fstat` (what a descriptor is).
@@ -70,11 +74,13 @@ pub(crate) enum Call {
     Alloc,
 }
 
-#[cfg(test)]
-pub(crate) use imp::fail;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use imp::fail;
 pub(crate) use imp::take;
+#[cfg(feature = "fault-injection")]
+pub use imp::{Armed, Plan};
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fault-injection")))]
 mod imp {
     use super::Call;
 
@@ -85,9 +91,11 @@ mod imp {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fault-injection"))]
 mod imp {
     use super::Call;
+    use std::io;
+    use std::mem::MaybeUninit;
     use std::os::fd::RawFd;
     use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex, PoisonError};
@@ -97,11 +105,16 @@ mod imp {
         id: usize,
         call: Call,
         fd: Option<RawFd>,
+        file: Option<FileId>,
         thread: Option<ThreadId>,
         errno: i32,
         remaining: u32,
         hits: Arc<AtomicU32>,
     }
+
+    /// Which file or socket a descriptor refers to: `st_dev` and `st_ino`, shared by every
+    /// descriptor of it (a caller's and the engine's duplicate of it alike).
+    type FileId = (u64, u64);
 
     static RULES: Mutex<Vec<Rule>> = Mutex::new(Vec::new());
     /// How many rules are armed: lets `take` skip the lock when none is.
@@ -119,34 +132,55 @@ mod imp {
             return None;
         }
         let me = thread::current().id();
+        // `fd`'s file, asked of the kernel only if a rule is scoped to a file.
+        let mut file = None;
         let mut rules = RULES.lock().unwrap_or_else(PoisonError::into_inner);
         let rule = rules.iter_mut().find(|rule| {
             rule.call == call
                 && rule.remaining > 0
-                && rule.fd.is_none_or(|want| want == fd)
-                && rule.thread.is_none_or(|want| want == me)
+                && rule.fd.map_or(true, |want| want == fd)
+                && rule.thread.map_or(true, |want| want == me)
+                && rule.file.map_or(true, |want| {
+                    *file.get_or_insert_with(|| file_of(fd).ok()) == Some(want)
+                })
         })?;
         rule.remaining -= 1;
         rule.hits.fetch_add(1, Ordering::Relaxed);
         Some(rule.errno)
     }
 
+    /// The file `fd` refers to. A plain `fstat`, not the engine's (which passes through the
+    /// seam): `EBADF` for a descriptor that is not open.
+    fn file_of(fd: RawFd) -> io::Result<FileId> {
+        let mut st = MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is writable and large enough for a `stat`.
+        if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fstat succeeded, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // the widths vary by OS
+        Ok((st.st_dev as u64, st.st_ino as u64))
+    }
+
     /// A rule being built: `call` fails with `errno`.
     #[must_use = "a plan does nothing until armed"]
-    pub(crate) struct Plan {
+    pub struct Plan {
         call: Call,
         errno: i32,
         fd: Option<RawFd>,
+        file: Option<FileId>,
         thread: Option<ThreadId>,
         times: u32,
     }
 
     /// Plans a fault: `call` fails with `errno`, once unless [`Plan::times`] says more.
-    pub(crate) fn fail(call: Call, errno: i32) -> Plan {
+    pub fn fail(call: Call, errno: i32) -> Plan {
         Plan {
             call,
             errno,
             fd: None,
+            file: None,
             thread: None,
             times: 1,
         }
@@ -154,15 +188,25 @@ mod imp {
 
     impl Plan {
         /// Only calls on descriptor `fd` fail.
-        pub(crate) fn on_fd(self, fd: RawFd) -> Plan {
+        pub fn on_fd(self, fd: RawFd) -> Plan {
             Plan {
                 fd: Some(fd),
                 ..self
             }
         }
 
+        /// Only calls on the file or socket `fd` refers to fail, whichever descriptor they
+        /// use: `fd`, or the engine's duplicate of it. `EBADF` if `fd` is not open.
+        #[cfg(feature = "fault-injection")]
+        pub fn on_file(self, fd: RawFd) -> io::Result<Plan> {
+            Ok(Plan {
+                file: Some(file_of(fd)?),
+                ..self
+            })
+        }
+
         /// Only calls made by the calling thread fail.
-        pub(crate) fn on_this_thread(self) -> Plan {
+        pub fn on_this_thread(self) -> Plan {
             Plan {
                 thread: Some(thread::current().id()),
                 ..self
@@ -170,7 +214,7 @@ mod imp {
         }
 
         /// The next `times` matching calls fail.
-        pub(crate) fn times(self, times: u32) -> Plan {
+        pub fn times(self, times: u32) -> Plan {
             Plan { times, ..self }
         }
 
@@ -178,12 +222,12 @@ mod imp {
         ///
         /// # Panics
         ///
-        /// If the rule names neither a descriptor nor a thread: it would hit the crate's
-        /// other tests, running in parallel.
-        pub(crate) fn arm(self) -> Armed {
+        /// If the rule names no descriptor, file or thread: it would hit the crate's other
+        /// tests, running in parallel.
+        pub fn arm(self) -> Armed {
             assert!(
-                self.fd.is_some() || self.thread.is_some(),
-                "a fault must be scoped to a descriptor or a thread"
+                self.fd.is_some() || self.file.is_some() || self.thread.is_some(),
+                "a fault must be scoped to a descriptor, a file or a thread"
             );
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let hits = Arc::new(AtomicU32::new(0));
@@ -192,6 +236,7 @@ mod imp {
                 id,
                 call: self.call,
                 fd: self.fd,
+                file: self.file,
                 thread: self.thread,
                 errno: self.errno,
                 remaining: self.times,
@@ -203,14 +248,14 @@ mod imp {
     }
 
     /// An armed rule; dropping it disarms the rule.
-    pub(crate) struct Armed {
+    pub struct Armed {
         id: usize,
         hits: Arc<AtomicU32>,
     }
 
     impl Armed {
         /// How many faults the rule has delivered so far.
-        pub(crate) fn hits(&self) -> u32 {
+        pub fn hits(&self) -> u32 {
             // Relaxed: read after the operations that met the fault have reported back
             // (through the port or a join), which orders their increments before this.
             self.hits.load(Ordering::Relaxed)
