@@ -9,6 +9,9 @@
 mod aio;
 mod boundary;
 mod event;
+/// cbindgen:ignore
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod handles;
 mod io;
 mod layout;
