@@ -2,6 +2,9 @@
 //! (`$CC`, else `cc`) with `-std=c11 -Wall -Wextra -Werror` against `include/iocp.h` and the
 //! `libiocp.a` cargo built beside this test, run, and must exit 0.
 //!
+//! `faults.c` links a `libiocp.a` of its own, built with the test-only feature
+//! `fault-injection` into `CARGO_TARGET_TMPDIR/fault-ffi` (`fault_library`).
+//!
 //! `tests/sanitize.sh` runs the suite under sanitizers through three variables:
 //!
 //! * `IOCP_C_SANITIZE`: `address` (or `1`) compiles the programs with
@@ -84,23 +87,47 @@ fn library() -> PathBuf {
             if beside.exists() {
                 return beside;
             }
-            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libiocp");
-            let profile = profile_dir();
-            let release = profile.file_name().is_some_and(|name| name == "release");
-            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cargo
-                .args(["build", "-p", "iocp-ffi", "--lib", "--target-dir"])
-                .arg(&target);
-            if release {
-                cargo.arg("--release");
-            }
-            let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libiocp-build.log");
-            run(cargo, "building libiocp.a", &log);
-            target
-                .join(if release { "release" } else { "debug" })
-                .join("libiocp.a")
+            build_library("libiocp", &[])
         })
         .clone()
+}
+
+/// `libiocp.a` built with the test-only feature `fault-injection` (the exports of
+/// `tests/c/faults.h`), once, for `faults.c` alone; `None` when `$IOCP_C_LIBRARY` names the
+/// library to test (a sanitizer build, made without the feature).
+fn fault_library() -> Option<PathBuf> {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    if std::env::var_os("IOCP_C_LIBRARY").is_some() {
+        return None;
+    }
+    Some(
+        LIBRARY
+            .get_or_init(|| build_library("fault-ffi", &["--features", "fault-injection"]))
+            .clone(),
+    )
+}
+
+/// Builds `libiocp.a` with `cargo build -p iocp-ffi --lib` and `args`, in the profile this
+/// test runs in, into `CARGO_TARGET_TMPDIR/<name>`: a target directory of its own, as the
+/// running `cargo test` may hold the main one's lock. Returns the library's path.
+fn build_library(name: &str, args: &[&str]) -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmp.join(name);
+    let profile = profile_dir();
+    let release = profile.file_name().is_some_and(|name| name == "release");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .args(["build", "-p", "iocp-ffi", "--lib", "--target-dir"])
+        .arg(&target)
+        .args(args);
+    if release {
+        cargo.arg("--release");
+    }
+    let log = tmp.join(format!("{name}-build.log"));
+    run(cargo, &format!("building libiocp.a ({name})"), &log);
+    target
+        .join(if release { "release" } else { "debug" })
+        .join("libiocp.a")
 }
 
 fn compiler() -> String {
@@ -146,8 +173,12 @@ fn c_program(name: &str, args: &[&str]) {
 
 /// Compiles `source` against `libiocp.a` as `name` and runs it with `args`.
 fn compile_and_run(source: &Path, name: &str, args: &[&str]) {
+    compile_and_run_against(&library(), source, name, args);
+}
+
+/// Compiles `source` against the static library `lib` as `name` and runs it with `args`.
+fn compile_and_run_against(lib: &Path, source: &Path, name: &str, args: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = library();
     let sanitizer = sanitizer();
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("c-{}", sanitizer.name));
     std::fs::create_dir_all(&out_dir).expect("output directory");
@@ -167,7 +198,7 @@ fn compile_and_run(source: &Path, name: &str, args: &[&str]) {
     );
 
     let mut ld = Command::new(compiler());
-    ld.args(["-g", "-pthread"]).arg(&object).arg(&lib);
+    ld.args(["-g", "-pthread"]).arg(&object).arg(lib);
     match std::env::var_os("IOCP_C_SANITIZER_RUNTIME") {
         // All of the runtime: its interceptors must win over libc's.
         Some(runtime) => {
@@ -256,6 +287,18 @@ fn close_in_flight() {
 #[test]
 fn fuzz_calls() {
     c_program("fuzz_calls", &[]);
+}
+
+/// Faults injected through the library's test-only build (`tests/c/faults.h`): each gives
+/// its errno through the public API and every request completes exactly once.
+#[test]
+fn faults() {
+    let Some(lib) = fault_library() else {
+        println!("faults: skipped: IOCP_C_LIBRARY names a library built without fault-injection");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    compile_and_run_against(&lib, &dir.join("tests/c/faults.c"), "faults", &[]);
 }
 
 /// The example in `README.md` (its first C block) compiles and runs.
