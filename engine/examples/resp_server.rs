@@ -8,7 +8,7 @@
 //!
 //! Commands: `PING [message]`, `ECHO message`, `SET key value [NX|XX] [EX seconds|PX
 //! milliseconds]`, `GET key`, `DEL key...`, `EXISTS key...`, `INCR key`, `MGET key...`, with
-//! Redis's replies and error messages. Requests come as RESP arrays of bulk strings (what
+//! Redis's replies and error messages, and a `CONFIG GET` that finds nothing. Requests come as RESP arrays of bulk strings (what
 //! every client library and `redis-cli` send) or as inline commands (`PING\r\n`, as typed
 //! into telnet; arguments are split on spaces, without quoting). Many commands may arrive in
 //! one read (pipelining) and one command may arrive over many reads: the replies go back in
@@ -35,7 +35,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -75,9 +75,9 @@ pub struct Options {
 /// [`Drive`] as a command-line value.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DriveArg {
-    /// `Drive::Inline`.
+    /// The waiting workers take turns polling for readiness.
     Inline,
-    /// `Drive::Thread`.
+    /// A reactor thread of its own polls for readiness.
     Thread,
 }
 
@@ -106,6 +106,7 @@ pub fn start(options: &Options) -> io::Result<(SocketAddr, Vec<JoinHandle<io::Re
         port,
         conns: Mutex::new(HashMap::new()),
         next_key: AtomicU64::new(0),
+        accept_stalled: AtomicBool::new(false),
         store: Store::default(),
     });
     server.accept_all();
@@ -141,6 +142,9 @@ struct Server {
     /// Open connections by key. Looked up once per record; each connection has its own lock.
     conns: Mutex<HashMap<u64, Arc<Mutex<Conn>>>>,
     next_key: AtomicU64,
+    /// Set when an accept failed at once (as with `EMFILE`): no record will come for it,
+    /// so the next worker tick tries again.
+    accept_stalled: AtomicBool,
     store: Store,
 }
 
@@ -182,11 +186,16 @@ impl Server {
                     .iter()
                     .for_each(|record| self.on_record(record)),
                 Err(err) if err.kind() == io::ErrorKind::TimedOut => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
             let now = Instant::now();
             if now >= next_sweep {
                 self.store.lock().sweep(now);
+                // Relaxed: the flag only says whether to try; `accept` does the rest.
+                if self.accept_stalled.swap(false, Ordering::Relaxed) {
+                    self.accept_all();
+                }
                 next_sweep = now + SWEEP_EVERY;
             }
         }
@@ -220,7 +229,9 @@ impl Server {
                 Ok(Submitted::Done(done)) => self.adopt(done),
                 Ok(Submitted::Pending(_)) => return,
                 Err(err) => {
-                    eprintln!("resp_server: accept: {err}");
+                    eprintln!("resp_server: accept: {err}; trying again in {SWEEP_EVERY:?}");
+                    // Relaxed: as where it is read.
+                    self.accept_stalled.store(true, Ordering::Relaxed);
                     return;
                 }
             }
@@ -229,6 +240,7 @@ impl Server {
 
     fn adopt(&self, done: OpResult) {
         let Some(fd) = done.accepted else { return };
+        // Relaxed: keys need only be unique.
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let socket = match associate(&self.port, fd, key) {
             Ok(socket) => socket,
@@ -531,6 +543,11 @@ const COMMANDS: &[Command] = &[
         arity: -2,
         run: mget,
     },
+    Command {
+        name: "config",
+        arity: -2,
+        run: config,
+    },
 ];
 
 const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
@@ -555,19 +572,24 @@ fn execute(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
 }
 
 fn unknown_command(args: &[&[u8]], replies: &mut Vec<u8>) {
-    let mut message = format!(
-        "unknown command '{}', with args beginning with: ",
-        printable(args[0])
-    );
+    // As Redis: the arguments quoted while their list is shorter than 128 bytes.
+    let mut quoted = String::new();
     for arg in &args[1..] {
-        message += &format!("'{}' ", printable(arg));
+        if quoted.len() >= 128 {
+            break;
+        }
+        quoted += &format!("'{}' ", printable(arg, 128 - quoted.len()));
     }
-    error(replies, &message);
+    let name = printable(args[0], 128);
+    error(
+        replies,
+        &format!("unknown command '{name}', with args beginning with: {quoted}"),
+    );
 }
 
-/// An argument quoted in an error reply: at most 128 bytes, with no line breaks.
-fn printable(arg: &[u8]) -> String {
-    String::from_utf8_lossy(&arg[..arg.len().min(128)]).replace(['\r', '\n'], " ")
+/// At most `max` bytes of an argument, for an error reply: no line breaks.
+fn printable(arg: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(&arg[..arg.len().min(max)]).replace(['\r', '\n'], " ")
 }
 
 fn wrong_arity(name: &str, replies: &mut Vec<u8>) {
@@ -593,6 +615,16 @@ fn get(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
     bulk(replies, store.lock().get(args[0], Instant::now()));
 }
 
+/// `CONFIG GET pattern...` finds no parameter (there are none to set), which is enough for
+/// `redis-benchmark`'s look at `save` and `appendonly`.
+fn config(args: &[&[u8]], _: &Store, replies: &mut Vec<u8>) {
+    match args {
+        [sub, _, ..] if sub.eq_ignore_ascii_case(b"GET") => array(replies, 0),
+        [sub, ..] if sub.eq_ignore_ascii_case(b"GET") => wrong_arity("config|get", replies),
+        _ => error(replies, "CONFIG supports only GET here"),
+    }
+}
+
 fn mget(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
     let mut keyspace = store.lock();
     let now = Instant::now();
@@ -608,6 +640,7 @@ fn set(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
         Ok(options) => options,
         Err(message) => return error(replies, message),
     };
+    let value = args[1].to_vec();
     let now = Instant::now();
     let mut keyspace = store.lock();
     let exists = keyspace.get(args[0], now).is_some();
@@ -615,7 +648,7 @@ fn set(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
         return bulk(replies, None);
     }
     let expires = options.ttl.map(|ttl| now + ttl);
-    keyspace.set(args[0], args[1].to_vec(), expires);
+    keyspace.set(args[0], value, expires);
     simple(replies, "OK");
 }
 
@@ -751,8 +784,9 @@ impl Store {
 #[derive(Default)]
 struct Keyspace {
     entries: HashMap<Vec<u8>, Entry>,
-    /// Keys given a time to live, soonest first, for the sweep. An element goes stale when
-    /// its key is overwritten or deleted; the sweep drops it then, once its time has come.
+    /// Keys given a time to live, soonest first, for the sweep: one element per SET with EX
+    /// or PX whose time is still to come. An element goes stale when its key is set again
+    /// or deleted; the sweep drops it all the same once its time has come.
     deadlines: BinaryHeap<Reverse<(Instant, Vec<u8>)>>,
 }
 
@@ -780,7 +814,14 @@ impl Keyspace {
         if let Some(at) = expires {
             self.deadlines.push(Reverse((at, key.to_vec())));
         }
-        self.entries.insert(key.to_vec(), Entry { value, expires });
+        // Overwriting keeps the key's allocation.
+        let entry = Entry { value, expires };
+        match self.entries.get_mut(key) {
+            Some(old) => *old = entry,
+            None => {
+                self.entries.insert(key.to_vec(), entry);
+            }
+        }
     }
 
     /// Removes a live key; false if there was none.
@@ -790,13 +831,12 @@ impl Keyspace {
 
     /// Removes the keys whose time has passed, touching only deadlines that have passed.
     fn sweep(&mut self, now: Instant) {
-        while let Some(Reverse((at, _))) = self.deadlines.peek() {
-            if *at > now {
-                return;
-            }
-            let Some(Reverse((at, key))) = self.deadlines.pop() else {
-                return;
-            };
+        while self
+            .deadlines
+            .peek()
+            .is_some_and(|Reverse((at, _))| *at <= now)
+        {
+            let Reverse((at, key)) = self.deadlines.pop().expect("peeked");
             // The key may have been set again since, with another deadline or none.
             if self
                 .entries

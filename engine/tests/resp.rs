@@ -138,6 +138,7 @@ fn every_command_replies_as_redis_does() {
     );
     c.call(&[b"SET", b"k", b"v", b"EX"], b"-ERR syntax error\r\n");
     c.call(&[b"SET", b"k", b"v", b"KEEPTTL"], b"-ERR syntax error\r\n");
+    c.call(&[b"CONFIG", b"GET", b"save"], b"*0\r\n");
 }
 
 #[test]
@@ -161,6 +162,13 @@ fn unknown_commands_and_bad_arity_keep_the_connection() {
     c.call(&[b"EXISTS"], arity("exists").as_bytes());
     c.call(&[b"INCR"], arity("incr").as_bytes());
     c.call(&[b"MGET"], arity("mget").as_bytes());
+    c.call(&[b"CONFIG", b"GET"], arity("config|get").as_bytes());
+    let long = vec![b'x'; 200];
+    let quoted = format!(
+        "-ERR unknown command 'NOPE', with args beginning with: 'a' '{}' \r\n",
+        "x".repeat(124)
+    );
+    c.call(&[b"NOPE", b"a", &long, b"never"], quoted.as_bytes());
     c.call(&[b"PING"], b"+PONG\r\n");
 }
 
