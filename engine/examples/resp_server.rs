@@ -8,9 +8,10 @@
 //!
 //! Commands: `PING [message]`, `ECHO message`, `SET key value [NX|XX] [EX seconds|PX
 //! milliseconds]`, `GET key`, `DEL key...`, `EXISTS key...`, `INCR key`, `MGET key...`, with
-//! Redis's replies and error messages, and a `CONFIG GET` that finds nothing. Requests come as RESP arrays of bulk strings (what
-//! every client library and `redis-cli` send) or as inline commands (`PING\r\n`, as typed
-//! into telnet; arguments are split on spaces, without quoting). Many commands may arrive in
+//! Redis's replies and error messages, and a `CONFIG GET` that finds nothing. Requests come
+//! as RESP arrays of bulk strings (what every client library and `redis-cli` send) or as
+//! inline commands (`PING\r\n`, as typed into telnet; arguments are split on spaces, without
+//! quoting). Many commands may arrive in
 //! one read (pipelining) and one command may arrive over many reads: the replies go back in
 //! order, one write per read.
 //!
@@ -53,6 +54,9 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// Key of the listener's records; connections count up from 0.
 const LISTENER: u64 = u64::MAX;
+/// Reads that complete at once one connection may run before it lets the others go first:
+/// a client that never stops sending must not keep a worker to itself.
+const ROUNDS_PER_TURN: usize = 16;
 const READ_SIZE: usize = 16 * 1024;
 
 /// A Redis-protocol server on a completion port.
@@ -64,7 +68,7 @@ pub struct Options {
     /// Threads dequeuing from the port.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: u16,
-    /// Pin each worker to a core of its own (round robin over the cores).
+    /// Pin worker i to core i (modulo the number of cores).
     #[arg(long)]
     pub pin: bool,
     /// Who collects socket readiness: the waiting workers in turn, or a reactor thread.
@@ -107,6 +111,7 @@ pub fn start(options: &Options) -> io::Result<(SocketAddr, Vec<JoinHandle<io::Re
         conns: Mutex::new(HashMap::new()),
         next_key: AtomicU64::new(0),
         accept_stalled: AtomicBool::new(false),
+        deferred: Mutex::new(Vec::new()),
         store: Store::default(),
     });
     server.accept_all();
@@ -145,12 +150,15 @@ struct Server {
     /// Set when an accept failed at once (as with `EMFILE`): no record will come for it,
     /// so the next worker tick tries again.
     accept_stalled: AtomicBool,
+    /// Connections that used up their turn, to read again after the next look at the port.
+    deferred: Mutex<Vec<u64>>,
     store: Store,
 }
 
 /// A connection between requests.
 struct Conn {
     socket: Socket,
+    key: u64,
     /// The request in flight (there is never more than one).
     pending: Op,
     /// Received bytes not yet parsed into a whole command.
@@ -181,13 +189,23 @@ impl Server {
         let mut records = vec![Completion::default(); 64];
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
-            match self.port.get_up_to(&mut records, Some(SWEEP_EVERY)) {
+            // With connections waiting for their next turn, only poll: on the inline drive
+            // a poll of an empty port is also what collects the other sockets' readiness.
+            let deferred = std::mem::take(&mut *lock(&self.deferred));
+            let timeout = match deferred.is_empty() {
+                true => SWEEP_EVERY,
+                false => Duration::ZERO,
+            };
+            match self.port.get_up_to(&mut records, Some(timeout)) {
                 Ok(n) => records[..n]
                     .iter()
                     .for_each(|record| self.on_record(record)),
                 Err(err) if err.kind() == io::ErrorKind::TimedOut => {}
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
+            }
+            for key in deferred {
+                self.run_conn(key, |_| Some(Want::Read));
             }
             let now = Instant::now();
             if now >= next_sweep {
@@ -209,16 +227,21 @@ impl Server {
             self.accept_all();
             return;
         }
-        let Some(conn) = lock(&self.conns).get(&record.key()).cloned() else {
+        self.run_conn(record.key(), |conn| {
+            let done = conn.socket.finish(record).ok()?;
+            Some(conn.completed(done, &self.store))
+        });
+    }
+
+    /// Runs connection `key` from what `want` says it wants next, if it is still open.
+    fn run_conn(&self, key: u64, want: impl FnOnce(&mut Conn) -> Option<Want>) {
+        let Some(conn) = lock(&self.conns).get(&key).cloned() else {
             return;
         };
         let mut conn = lock(&conn);
-        let Ok(done) = conn.socket.finish(record) else {
-            return;
-        };
-        let want = conn.completed(done, &self.store);
-        if !conn.advance(want, &self.store) {
-            lock(&self.conns).remove(&record.key());
+        let Some(want) = want(&mut conn) else { return };
+        if !conn.advance(want, self) {
+            lock(&self.conns).remove(&key);
         }
     }
 
@@ -248,6 +271,7 @@ impl Server {
         };
         let conn = Arc::new(Mutex::new(Conn {
             socket,
+            key,
             pending: Op::Read,
             input: Vec::new(),
             read_buf: Vec::new(),
@@ -256,7 +280,7 @@ impl Server {
         }));
         // In the table before its first request, whose record may come to another worker.
         lock(&self.conns).insert(key, Arc::clone(&conn));
-        if !lock(&conn).advance(Want::Read, &self.store) {
+        if !lock(&conn).advance(Want::Read, self) {
             lock(&self.conns).remove(&key);
         }
     }
@@ -271,12 +295,19 @@ fn associate(port: &Port, fd: OwnedFd, key: u64) -> io::Result<Socket> {
 
 impl Conn {
     /// Submits what the connection wants, and what follows from requests that complete at
-    /// once, until one is pending (true) or the connection is to be closed (false).
-    fn advance(&mut self, mut want: Want, store: &Store) -> bool {
+    /// once, until one is pending or its turn is over (true) or the connection is to be
+    /// closed (false).
+    fn advance(&mut self, mut want: Want, server: &Server) -> bool {
+        let mut rounds = 0;
         loop {
             let submitted = match want {
                 Want::Close => return false,
+                Want::Read if rounds == ROUNDS_PER_TURN => {
+                    lock(&server.deferred).push(self.key);
+                    return true;
+                }
                 Want::Read => {
+                    rounds += 1;
                     self.pending = Op::Read;
                     let mut buf = std::mem::take(&mut self.read_buf);
                     buf.resize(READ_SIZE, 0);
@@ -289,7 +320,7 @@ impl Conn {
             };
             want = match submitted {
                 Ok(Submitted::Pending(_)) => return true,
-                Ok(Submitted::Done(done)) => self.completed(done, store),
+                Ok(Submitted::Done(done)) => self.completed(done, &server.store),
                 Err(_) => Want::Close,
             };
         }

@@ -10,8 +10,10 @@ mod resp_server;
 
 use resp_server::{DriveArg, Options, MAX_BULK};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -238,6 +240,43 @@ fn fifty_clients_at_once_each_see_their_own_values() {
             &bulk(format!("49-99-{}", "x".repeat(99)).as_bytes()),
         );
     }
+}
+
+#[test]
+fn a_client_that_never_stops_sending_leaves_room_for_others() {
+    let addr = server(1, DriveArg::Inline);
+    let mut flood = Client::connect(addr);
+    let mut replies = flood.stream.try_clone().unwrap();
+    let others_done = Arc::new(AtomicBool::new(false));
+    // Sends pipelines of PINGs until the other client is done (or ten seconds passed).
+    let writer = thread::spawn({
+        let others_done = Arc::clone(&others_done);
+        move || {
+            let (start, batch, mut sent) = (Instant::now(), b"PING\r\n".repeat(1000), 0);
+            while !others_done.load(Ordering::Relaxed) && start.elapsed() < TIMEOUT {
+                flood.send(&batch);
+                sent += 1000;
+            }
+            flood.stream.shutdown(Shutdown::Write).unwrap();
+            sent
+        }
+    });
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        replies
+            .read_to_end(&mut got)
+            .expect("replies until the end");
+        got
+    });
+    let mut other = Client::connect(addr);
+    for _ in 0..20 {
+        other.call(&[b"PING"], b"+PONG\r\n");
+    }
+    others_done.store(true, Ordering::Relaxed);
+    let sent = writer.join().expect("flood sent");
+    let got = reader.join().expect("flood answered");
+    assert_eq!(got.len(), sent * 7);
+    assert!(got.chunks(7).all(|reply| reply == b"+PONG\r\n"));
 }
 
 #[test]
