@@ -25,7 +25,9 @@
 //! Every worker thread dequeues from the one port, so any worker may complete any
 //! connection's request. A connection has at most one request in flight (it reads, runs what
 //! it read, writes the replies, and only then reads again), so its records never race and a
-//! client that does not read its replies is not read either. Keys with a time to live expire
+//! client that does not read its replies is not read either. A connection whose reads keep
+//! completing at once yields after [`ROUNDS_PER_TURN`] of them, so that a client that never
+//! stops sending cannot keep a worker from the others. Keys with a time to live expire
 //! when touched, and a sweep every [`SWEEP_EVERY`] removes those nobody touches. The whole
 //! store sits behind one mutex, which makes every command atomic, as in Redis.
 
@@ -364,7 +366,9 @@ impl Conn {
 
 /// Parses and runs every whole command at the front of `input`, appending their replies to
 /// `replies`, and removes them from `input`. On a protocol error the error reply follows
-/// the replies to the commands before it.
+/// the replies to the commands before it. A command still arriving is parsed again from its
+/// start on the next read; bulk bodies are skipped by their length, so that costs a scan of
+/// its header lines only.
 fn run_commands(
     input: &mut Vec<u8>,
     store: &Store,
