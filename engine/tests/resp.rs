@@ -3,6 +3,7 @@
 //! The example is compiled into this test (its parser's unit tests run here too) and each
 //! test starts a server of its own on a free port of 127.0.0.1. Every read has a timeout,
 //! so a missing reply fails the test instead of hanging it.
+#![cfg(not(loom))]
 
 #[path = "../examples/resp_server.rs"]
 #[allow(dead_code)]
