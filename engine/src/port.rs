@@ -134,6 +134,10 @@ pub(crate) struct Shared {
     drive: Drive,
     /// Socket readiness, created with the first socket request that has to wait.
     reactor: OnceLock<Arc<Sockets>>,
+    /// Records taken since a `get` last gave the inline reactor a look while the port was
+    /// not empty; written only by the consumer-claim holder (see `Shared::due_for_a_look`).
+    #[cfg(not(loom))]
+    taken_since_look: CachePadded<AtomicU32>,
     /// Held by the one waiter at a time that pauses on a claimed record under loom (see
     /// `Shared::pause_for_publication`).
     #[cfg(loom)]
@@ -225,6 +229,8 @@ impl PortBuilder {
             scalar_drain: self.scalar_drain,
             drive: self.drive,
             reactor: OnceLock::new(),
+            #[cfg(not(loom))]
+            taken_since_look: CachePadded::new(AtomicU32::new(0)),
             #[cfg(loom)]
             pausing: crate::primitive::Mutex::new(()),
         };
@@ -1030,9 +1036,37 @@ impl Shared {
             return Ok(None);
         }
         consumer.take(ready, |i, record| sink(i, record));
+        #[cfg(not(loom))]
+        let look = self.due_for_a_look(ready);
         drop(consumer);
         self.mark_released();
+        #[cfg(not(loom))]
+        if look {
+            self.poll_reactor();
+        }
         Ok(Some(ready))
+    }
+
+    /// Counts `taken` records toward the next look at socket readiness; whether it is due.
+    ///
+    /// On an inline-driven port readiness is collected by a waiter that finds the port
+    /// empty. While records keep coming (posts, or a server's own requests completing at
+    /// once), no `get` finds it empty, and a socket that became ready would wait for as
+    /// long: so every [`LOOK_EVERY`] records taken, the taker gives the reactor a
+    /// non-blocking look (none if another thread is polling). Under the consumer claim.
+    #[cfg(not(loom))]
+    fn due_for_a_look(&self, taken: usize) -> bool {
+        if self.inline_reactor().is_none() {
+            return false;
+        }
+        // Relaxed (both): only the consumer-claim holder writes the count, and the claim's
+        // acquire and release order one holder's store before the next holder's load.
+        let count = self.taken_since_look.load(Ordering::Relaxed);
+        let count = count.saturating_add(u32::try_from(taken).unwrap_or(u32::MAX));
+        let due = count >= LOOK_EVERY;
+        self.taken_since_look
+            .store(if due { 0 } else { count }, Ordering::Relaxed);
+        due
     }
 
     /// `GetMultipleCompletionStatus`: hands runs of records to `sink`, at most `max` in
@@ -1098,13 +1132,20 @@ impl Shared {
         // Under the exclusive dequeue the claim is free but for a `get` that slipped in
         // before it; that one is quick.
         let mut consumer = self.ring.consume();
-        if !self.scalar_drain {
-            return consumer.take_ready(max, sink);
-        }
-        // The scalar drain frees one record per pass.
-        let mut total = 0;
-        while total < max && consumer.take_ready(1, &mut *sink) == 1 {
-            total += 1;
+        let total = if self.scalar_drain {
+            // The scalar drain frees one record per pass.
+            let mut total = 0;
+            while total < max && consumer.take_ready(1, &mut *sink) == 1 {
+                total += 1;
+            }
+            total
+        } else {
+            consumer.take_ready(max, sink)
+        };
+        #[cfg(not(loom))]
+        if self.due_for_a_look(total) {
+            drop(consumer);
+            self.poll_reactor();
         }
         total
     }
@@ -1224,6 +1265,12 @@ pub(crate) struct Posts {
     records: [Completion; POSTS_BATCH],
     len: usize,
 }
+
+/// Records taken from an inline-driven port, while it is never found empty, between two
+/// looks at socket readiness (see `Shared::due_for_a_look`): a look is a non-blocking
+/// `epoll_wait`, so this keeps its cost to a few nanoseconds a record.
+#[cfg(not(loom))]
+const LOOK_EVERY: u32 = 128;
 
 /// Records a [`Posts`] holds before it posts them.
 #[cfg(not(loom))]

@@ -21,6 +21,7 @@ mod completion;
 mod connect;
 mod defects;
 mod echo;
+mod fairness;
 mod overlapped;
 mod peers;
 mod regressions;
