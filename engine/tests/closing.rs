@@ -9,11 +9,12 @@ mod common;
 
 use common::address;
 use common::files::unlinked_file;
+use common::sockets::tcp_pair;
 use common::timing::PATIENCE;
 use iocp::descriptor::{self, Started, CLOSE_NOTICED};
 use iocp::{Aiocb, FilePool, LioMode, Overlapped, Port, LIO_READ};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,6 @@ const LONG: Option<Duration> = Some(PATIENCE);
 /// What the checks allow: the documented bound, five times over.
 fn allowed() -> Duration {
     CLOSE_NOTICED * 5
-}
-
-/// A connected TCP pair on 127.0.0.1.
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (ours, _) = listener.accept().unwrap();
-    (ours, peer)
 }
 
 /// Replaces what `number` names with `with`, in one step: the caller's `close` of the old

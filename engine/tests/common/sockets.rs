@@ -3,6 +3,7 @@
 use super::timing::PATIENCE;
 use iocp::Submitted;
 use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
@@ -29,4 +30,14 @@ pub fn pending(submitted: io::Result<Submitted>) -> u64 {
         Submitted::Pending(ticket) => ticket,
         Submitted::Done(done) => panic!("expected a pending request, got {done:?}"),
     }
+}
+
+/// A connected TCP pair on 127.0.0.1: the accepted side, then the connecting side, which
+/// gives up reading after [`PATIENCE`].
+pub fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    (server, client)
 }

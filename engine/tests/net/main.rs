@@ -29,11 +29,11 @@ mod transfers;
 mod udp;
 
 use common::ports::next;
-use common::sockets::tcp_socket;
+use common::sockets::{tcp_pair, tcp_socket};
 use common::timing::PATIENCE;
 use iocp::{OpResult, Port, Socket, Submitted};
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -70,15 +70,6 @@ fn outcome(port: &Port, socket: &Socket, key: u64, submitted: io::Result<Submitt
         Submitted::Done(done) => done,
         Submitted::Pending(ticket) => finish_next(port, socket, key, ticket),
     }
-}
-
-/// A connected TCP pair on 127.0.0.1: (the accepted side, the connecting side).
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    client.set_read_timeout(Some(PATIENCE)).unwrap();
-    (server, client)
 }
 
 /// An address on 127.0.0.1 where nothing listens, and the socket that keeps it so: bound
