@@ -58,6 +58,7 @@ impl Entry {
         if kind == Kind::Other {
             return Err(error::invalid());
         }
+        crate::sys::fault::allocation()?;
         let ours = dup::duplicate(fd)?;
         Ok(match kind {
             Kind::Socket => Entry::Socket(Socket::duplicate(ours)),

@@ -37,6 +37,7 @@ pub(crate) struct Inner {
 impl Event {
     /// A new event, signalled or not.
     pub fn new(manual_reset: bool, signalled: bool) -> io::Result<Event> {
+        crate::sys::fault::allocation()?;
         let inner = EVENTS.create(|handle| Inner {
             signalled: AtomicU32::new(signalled.into()),
             waiters: AtomicU32::new(0),

@@ -183,6 +183,7 @@ impl FilePoolBuilder {
 
     /// Starts the threads.
     pub fn build(self) -> io::Result<FilePool> {
+        sys::fault::allocation()?;
         let threads = match self.threads {
             0 => thread::available_parallelism().map_or(1, usize::from),
             n => n,

@@ -148,6 +148,7 @@ impl Socket {
             return Err(error::invalid());
         }
         sys::prepare(fd.as_fd())?;
+        crate::sys::fault::allocation()?;
         Ok(Socket::with(fd))
     }
 

@@ -63,6 +63,7 @@ pub(crate) struct Poller {
 
 impl Reactor {
     pub(crate) fn new() -> io::Result<Reactor> {
+        fault::allocation()?;
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;

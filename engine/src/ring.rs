@@ -63,7 +63,7 @@
 //! away.
 
 use crate::primitive::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
-use crate::sys::{barrier, fault};
+use crate::sys::barrier;
 use crate::Completion;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
@@ -545,9 +545,8 @@ impl Lane {
     /// `ENOMEM` when its slots cannot be allocated (the fault seam's `Alloc` too).
     fn new(capacity: usize, owner: Option<usize>) -> io::Result<Lane> {
         let no_memory = || io::Error::from_raw_os_error(libc::ENOMEM);
-        if let Some(errno) = fault::take(fault::Call::Alloc, -1) {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
+        #[cfg(not(loom))]
+        crate::sys::fault::allocation()?;
         let mut slots = Vec::new();
         slots.try_reserve_exact(capacity).map_err(|_| no_memory())?;
         slots.extend((0..capacity).map(|_| Slot {

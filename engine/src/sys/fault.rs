@@ -70,13 +70,27 @@ pub enum Call {
     ReactorPoll,
     /// Registering a socket with the reactor (`epoll_ctl(EPOLL_CTL_ADD)`).
     ReactorRegister,
-    /// Allocating a ring lane's slots, the engine's largest allocation (`ENOMEM`).
+    /// An allocation off the fast path (`ENOMEM`): a ring lane's slots (the one allocation
+    /// whose size the program chooses), and the state of a new socket, reactor, file pool,
+    /// event or caller's descriptor (see [`allocation`]).
     Alloc,
 }
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub use imp::fail;
 pub(crate) use imp::take;
+
+/// The seam's allocation point: `ENOMEM` (or the errno a rule names) where a rule says this
+/// allocation fails. The engine's allocations outside the ring's slots are small and of
+/// fixed size, and Rust offers no fallible form of them: a real failure aborts, as Rust's
+/// collections do, and the seam checks the error paths around them.
+#[cfg(not(loom))]
+pub(crate) fn allocation() -> std::io::Result<()> {
+    match take(Call::Alloc, -1) {
+        Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => Ok(()),
+    }
+}
 #[cfg(feature = "fault-injection")]
 pub use imp::{Armed, Plan};
 

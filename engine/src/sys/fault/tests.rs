@@ -245,6 +245,48 @@ fn port_creation_fails_cleanly() {
     assert_eq!(port.get(LONG).unwrap(), Completion::new(1, 2, 3));
 }
 
+/// Without memory for their state, a socket, an event, a file pool and a caller's
+/// descriptor are not made (`ENOMEM`), and a request that needed a reactor fails alone:
+/// nothing is queued or posted; each works once memory is there again.
+#[test]
+fn allocation_failures_fail_each_creation_cleanly() {
+    let port = Port::new().unwrap();
+    let nomem = fail(Call::Alloc, libc::ENOMEM)
+        .on_this_thread()
+        .times(4)
+        .arm();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert_eq!(errno(&Socket::unassociated(udp).unwrap_err()), libc::ENOMEM);
+    assert_eq!(errno(&Event::new(true, false).unwrap_err()), libc::ENOMEM);
+    let pool = FilePool::builder().threads(1).build();
+    assert_eq!(errno(&pool.unwrap_err()), libc::ENOMEM);
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let caller = crate::descriptor::associate(ours.as_raw_fd(), &port, 1);
+    assert_eq!(errno(&caller.unwrap_err()), libc::ENOMEM);
+    assert_eq!(nomem.hits(), 4);
+    drop(nomem);
+    crate::descriptor::associate(ours.as_raw_fd(), &port, 1).expect("associates now");
+    Event::new(true, false).expect("an event now");
+
+    // The first request that has to wait makes the port's reactor.
+    let (socket, mut peer) = tcp_pair(&port);
+    let nomem = fail(Call::Alloc, libc::ENOMEM).on_this_thread().arm();
+    assert_eq!(errno(&socket.recv(vec![0; 8]).unwrap_err()), libc::ENOMEM);
+    assert_eq!(nomem.hits(), 1);
+    drop(nomem);
+    assert_no_record(&port);
+    let ticket = match socket.recv(vec![0; 8]).unwrap() {
+        Submitted::Pending(ticket) => ticket,
+        Submitted::Done(done) => panic!("nothing was sent yet: {done:?}"),
+    };
+    peer.write_all(b"after").unwrap();
+    let record = port.get(LONG).unwrap();
+    assert_eq!(record.overlapped() as u64, ticket);
+    let done = socket.finish(&record).unwrap();
+    assert_eq!(&done.buf[..done.result.unwrap()], b"after");
+    assert_no_record(&port);
+}
+
 /// Without memory for its ring a port is not made (`ENOMEM`, no descriptor taken: the
 /// ring comes first); without memory for a thread's own lane the thread posts on the
 /// shared lane, for good, and loses nothing.
