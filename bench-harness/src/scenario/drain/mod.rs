@@ -666,7 +666,16 @@ mod tests {
                 pinned: false,
             };
             for &subject in shape.subjects() {
-                match measure(variant, subject, &settings) {
+                // On a loaded machine the 5 ms window can end before a producer thread
+                // first runs: a rate of zero is measured again, up to ten times.
+                let mut outcome = measure(variant, subject, &settings);
+                for _ in 0..10 {
+                    if !matches!(outcome, Ok(rate) if rate == 0.0) {
+                        break;
+                    }
+                    outcome = measure(variant, subject, &settings);
+                }
+                match outcome {
                     Ok(rate) => assert!(rate > 0.0, "{shape:?} {subject:?}"),
                     Err(reason) if subject == Subject::IoUring && io_uring.is_err() => {
                         assert!(!reason.is_empty())
