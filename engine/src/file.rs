@@ -23,7 +23,6 @@ use crate::completion::{Cancel, Delivery};
 use crate::error::{self, canceled, to_record};
 use crate::overlapped::Overlapped;
 use crate::parker::{Parker, Spin, WaitStack};
-use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
 use crate::sys::{self, file as sysfile};
 use crate::{Completion, OpResult, Port};
@@ -73,9 +72,6 @@ impl LioMode {
         }
     }
 }
-
-/// Most records a pool thread gathers from jobs run back to back before it posts them.
-const POST_RUN: usize = 16;
 
 /// What `aio_cancel` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -631,10 +627,11 @@ impl Job {
         }
     }
 
-    /// Gathers the record [`report`](Self::report) returned into `posts`.
-    fn post(&self, record: Option<Completion>, posts: &mut Posts) {
+    /// Posts the record [`report`](Self::report) returned.
+    fn post(&self, record: Option<Completion>) {
         if let (Some(record), Some((port, _))) = (record, &self.port) {
-            posts.push(port, record);
+            // A closed port discards its records, this one with them.
+            let _ = port.post(record);
         }
     }
 }
@@ -666,25 +663,14 @@ impl PoolShared {
     }
 
     /// A pool thread: runs jobs until the pool stops and the queue is empty.
-    ///
-    /// The records of jobs run back to back are posted together ([`Port::post_many`]),
-    /// [`POST_RUN`] at most, so that the first of them does not wait long; the last job
-    /// before the queue runs empty posts at once.
     fn work(&self) {
-        let mut posts = Posts::new();
         loop {
             if let Some(job) = self.queue.pop() {
-                // Relaxed: a counter; the pop itself synchronized with the push. (A pop can
-                // come before the push's count, so the count may wrap for a moment: then
-                // this thread finds out whether the queue is empty at its next pop.)
-                let left = self.queued.fetch_sub(1, Ordering::Relaxed).wrapping_sub(1);
-                self.run(&job, &mut posts);
-                if left == 0 || posts.len() >= POST_RUN {
-                    posts.flush();
-                }
+                // Relaxed: a counter; the pop itself synchronized with the push.
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.run(&job);
                 continue;
             }
-            posts.flush();
             // SeqCst: pairs with the store in `stop`, after which nothing more is pushed.
             if self.stopping.load(Ordering::SeqCst) {
                 return;
@@ -713,7 +699,7 @@ impl PoolShared {
         }
     }
 
-    fn run(&self, job: &Arc<Job>, posts: &mut Posts) {
+    fn run(&self, job: &Arc<Job>) {
         if !job.delivery.start() {
             // Cancelled: the canceller completes it.
             return;
@@ -734,7 +720,7 @@ impl PoolShared {
                 Op::SyncData => sysfile::fdatasync(fd, job.fd),
             }
         };
-        self.complete(job, result, posts);
+        self.complete(job, result);
     }
 
     /// The id of the most recently submitted in-flight job of `fd` that `matches`.
@@ -763,21 +749,18 @@ impl PoolShared {
                 }
             }
         }
-        let mut posts = Posts::new();
         for job in &cancelled {
-            self.complete(job, Err(canceled()), &mut posts);
+            self.complete(job, Err(canceled()));
         }
-        posts.flush();
         (cancelled.len(), running)
     }
 
     /// Completes a job, exactly once (its [`Delivery`] decided who): reports it, marks it
-    /// done, forgets it, counts down an `LIO_WAIT` call. Its record joins `posts`, which
-    /// the caller posts soon after.
-    fn complete(&self, job: &Arc<Job>, result: io::Result<usize>, posts: &mut Posts) {
+    /// done, forgets it, counts down an `LIO_WAIT` call.
+    fn complete(&self, job: &Arc<Job>, result: io::Result<usize>) {
         // Done only once reported: `aio_cancel` says "all done" for done jobs.
         job.delivery
-            .deliver(|| job.report(result), |record| job.post(record, posts));
+            .deliver(|| job.report(result), |record| job.post(record));
         {
             let mut inflight = lock(&self.inflight);
             if let Some(jobs) = inflight.get_mut(&job.fd) {

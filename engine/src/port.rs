@@ -1299,11 +1299,6 @@ impl Posts {
         self.len += 1;
     }
 
-    /// Records gathered and not yet posted.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     /// Posts what is gathered.
     pub(crate) fn flush(&mut self) {
         if let Some(port) = &self.port {
