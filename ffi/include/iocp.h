@@ -24,9 +24,11 @@
 
 /**
  * Whether the request of the OVERLAPPED `o` has completed: `Internal` is no longer
- * `WSS_OPERATION_IN_PROGRESS`.
+ * `WSS_OPERATION_IN_PROGRESS`. An acquire load, which the library's completion (a release
+ * store) pairs with: once it says TRUE, the block's other fields and the request's buffer
+ * hold the result.
  */
-#define HasOverlappedIoCompleted(o) ((o)->Internal != WSS_OPERATION_IN_PROGRESS)
+#define HasOverlappedIoCompleted(o) (__atomic_load_n(&(o)->Internal, __ATOMIC_ACQUIRE) != WSS_OPERATION_IN_PROGRESS)
 
 /*
  `aio_flag` bit: `aio_iocpfd` names the port to report to.
