@@ -11,6 +11,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "iocp.h"
 
 /* Fails the test, naming the line, unless `cond` holds. */
@@ -60,6 +65,61 @@ static inline HANDLE new_port(void)
     HANDLE port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, 0);
     CHECK(port > 0);
     return port;
+}
+
+/* A connected TCP pair on 127.0.0.1: the accepted side in `*ours`, the connecting side in
+ * `*peer`. */
+static inline void tcp_pair(int *ours, int *peer)
+{
+    int listener = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(listener >= 0);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(listener, (struct sockaddr *)&addr, sizeof addr) == 0);
+    CHECK(listen(listener, 1) == 0);
+    socklen_t len = sizeof addr;
+    CHECK(getsockname(listener, (struct sockaddr *)&addr, &len) == 0);
+    *peer = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(*peer >= 0);
+    CHECK(connect(*peer, (struct sockaddr *)&addr, sizeof addr) == 0);
+    *ours = accept(listener, NULL, NULL);
+    CHECK(*ours >= 0);
+    close(listener);
+}
+
+/* A regular file, its name already removed, holding `size` bytes of `byte`. */
+static inline int scratch_file(char byte, size_t size)
+{
+    char path[] = "/tmp/iocp-test-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    CHECK(unlink(path) == 0);
+    char block[4096];
+    memset(block, byte, sizeof block);
+    for (size_t at = 0; at < size; at += sizeof block) {
+        size_t n = size - at < sizeof block ? size - at : sizeof block;
+        CHECK(pwrite(fd, block, n, (off_t)at) == (ssize_t)n);
+    }
+    return fd;
+}
+
+/* Fills in `cb` for a request of `opcode` on `fd`; it reports to `to` (AIO_EXTENDED) unless
+ * `to` is 0. */
+static inline void aiocb_for(struct iocp_aiocb *cb, int fd, int opcode, off_t offset, void *buf,
+                             size_t n, HANDLE to)
+{
+    memset(cb, 0, sizeof *cb);
+    cb->aio_fildes = fd;
+    cb->aio_lio_opcode = opcode;
+    cb->aio_offset = offset;
+    cb->aio_buf = buf;
+    cb->aio_nbytes = n;
+    if (to != 0) {
+        cb->aio_flag = AIO_EXTENDED;
+        cb->aio_iocpfd = to;
+    }
 }
 
 #endif

@@ -27,27 +27,6 @@ static void expect_no_record(void)
     FAILS_WITH(!GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0), ETIMEDOUT);
 }
 
-/* A connected TCP pair on 127.0.0.1: `ours` and `peer`. */
-static void tcp_pair(int *ours, int *peer)
-{
-    int listener = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(listener >= 0);
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(bind(listener, (struct sockaddr *)&addr, sizeof addr) == 0);
-    CHECK(listen(listener, 1) == 0);
-    socklen_t len = sizeof addr;
-    CHECK(getsockname(listener, (struct sockaddr *)&addr, &len) == 0);
-    *peer = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(*peer >= 0);
-    CHECK(connect(*peer, (struct sockaddr *)&addr, sizeof addr) == 0);
-    *ours = accept(listener, NULL, NULL);
-    CHECK(*ours >= 0);
-    close(listener);
-}
-
 /* Waits up to 5 s for the peer to see end of file; returns the milliseconds it took from
  * `since`. */
 static double peer_sees_close(int peer, double since)
@@ -201,21 +180,6 @@ static void waiter_released_by_close(void)
     close(sv[1]);
 }
 
-/* A file of `byte` repeated. */
-static int file_of(char byte)
-{
-    char path[] = "/tmp/iocp-close-XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    unlink(path);
-    static char block[4096];
-    memset(block, byte, sizeof block);
-    for (int i = 0; i < FILE_SIZE / 4096; i++) {
-        CHECK(write(fd, block, sizeof block) == (ssize_t)sizeof block);
-    }
-    return fd;
-}
-
 /* Every request on a file whose number the program hands to another file at once reads
  * the file it was made for, or ends with ECANCELED: never a byte of the new file. Both the
  * overlapped path (ReadFile) and lio_listio. */
@@ -223,8 +187,8 @@ static void file_number_reused_at_once(void)
 {
     static char bufs[2 * BLOCKS][4096];
     memset(bufs, 0, sizeof bufs);
-    int f = file_of('o');
-    int g = file_of('n');
+    int f = scratch_file('o', FILE_SIZE);
+    int g = scratch_file('n', FILE_SIZE);
     CHECK(CreateIoCompletionPort(f, port, 4, 0) == port);
 
     static OVERLAPPED o[BLOCKS];
@@ -234,14 +198,7 @@ static void file_number_reused_at_once(void)
         memset(&o[i], 0, sizeof o[i]);
         o[i].Offset = (DWORD)(i * 4096);
         FAILS_WITH(!ReadFile(f, bufs[i], 4096, NULL, &o[i]), EINPROGRESS);
-        memset(&cbs[i], 0, sizeof cbs[i]);
-        cbs[i].aio_fildes = f;
-        cbs[i].aio_lio_opcode = IOCP_LIO_READ;
-        cbs[i].aio_offset = (off_t)i * 4096;
-        cbs[i].aio_buf = bufs[BLOCKS + i];
-        cbs[i].aio_nbytes = 4096;
-        cbs[i].aio_flag = AIO_EXTENDED;
-        cbs[i].aio_iocpfd = port;
+        aiocb_for(&cbs[i], f, IOCP_LIO_READ, (off_t)i * 4096, bufs[BLOCKS + i], 4096, port);
         list[i] = &cbs[i];
     }
     CHECK(iocp_lio_listio(LIO_NOWAIT_GMCS, list, BLOCKS, NULL) == 0);

@@ -221,30 +221,6 @@ static void send_fails(void)
     close(sv[1]);
 }
 
-/* A scratch regular file holding `size` bytes of `byte`. */
-static int scratch_file(char byte, size_t size)
-{
-    char path[] = "/tmp/iocp-faults-XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    CHECK(unlink(path) == 0);
-    char block[4096];
-    memset(block, byte, sizeof block);
-    CHECK(size <= sizeof block && pwrite(fd, block, size, 0) == (ssize_t)size);
-    return fd;
-}
-
-static void fill(struct iocp_aiocb *cb, int fd, int opcode, void *buf, size_t n)
-{
-    memset(cb, 0, sizeof *cb);
-    cb->aio_fildes = fd;
-    cb->aio_lio_opcode = opcode;
-    cb->aio_buf = buf;
-    cb->aio_nbytes = n;
-    cb->aio_flag = AIO_EXTENDED;
-    cb->aio_iocpfd = port;
-}
-
 /* The records of a list, by aiocb: each exactly once, with its errno and count. */
 static void expect_list_records(struct iocp_aiocb *const *list, const int *errs,
                                 const DWORD *counts, int n)
@@ -282,8 +258,8 @@ static void file_requests_fail(void)
     struct iocp_aiocb *list[2] = { &cb_a, &cb_b };
 
     /* IOCP_LIO_NOWAIT: the aiocbs and a record each. */
-    fill(&cb_a, a, IOCP_LIO_READ, buf_a, 8);
-    fill(&cb_b, b, IOCP_LIO_READ, buf_b, 8);
+    aiocb_for(&cb_a, a, IOCP_LIO_READ, 0, buf_a, 8, port);
+    aiocb_for(&cb_b, b, IOCP_LIO_READ, 0, buf_b, 8, port);
     int rule = arm("Pread", ENOMEM, b, 1);
     CHECK(iocp_lio_listio(IOCP_LIO_NOWAIT, list, 2, NULL) == 0);
     expect_list_records(list, (const int[]){ 0, ENOMEM }, (const DWORD[]){ 8, 0 }, 2);
@@ -295,8 +271,8 @@ static void file_requests_fail(void)
     /* IOCP_LIO_WAIT: the call returns when both are done (0: each entry was queued); the
      * failed entry's aiocb says why, its file is unchanged, and no record is queued. */
     char big_a[] = "AAAAAAAA", big_b[] = "BBBBBBBB";
-    fill(&cb_a, a, IOCP_LIO_WRITE, big_a, 8);
-    fill(&cb_b, b, IOCP_LIO_WRITE, big_b, 8);
+    aiocb_for(&cb_a, a, IOCP_LIO_WRITE, 0, big_a, 8, port);
+    aiocb_for(&cb_b, b, IOCP_LIO_WRITE, 0, big_b, 8, port);
     rule = arm("Pwrite", ENOSPC, a, 1);
     CHECK(iocp_lio_listio(IOCP_LIO_WAIT, list, 2, NULL) == 0);
     CHECK(iocp_aio_error(&cb_a) == ENOSPC && iocp_aio_return(&cb_a) == -1);
@@ -308,7 +284,7 @@ static void file_requests_fail(void)
     disarm(rule, 1);
 
     /* EINTR, retried on the file thread. */
-    fill(&cb_a, a, IOCP_LIO_READ, buf_a, 8);
+    aiocb_for(&cb_a, a, IOCP_LIO_READ, 0, buf_a, 8, port);
     rule = arm("Pread", EINTR, a, 5);
     CHECK(iocp_lio_listio(IOCP_LIO_NOWAIT, list, 1, NULL) == 0);
     expect_list_records(list, (const int[]){ 0 }, (const DWORD[]){ 8 }, 1);
@@ -329,8 +305,8 @@ static void file_requests_fail(void)
     memset(&o, 0, sizeof o);
     FAILS_WITH(!WriteFile(a, "xyz", 3, NULL, &o), EINPROGRESS);
     expect_record(&o, 5, 0, 3);
-    fill(&cb_a, a, IOCP_LIO_READ, buf_a, 8);
-    fill(&cb_b, b, IOCP_LIO_READ, buf_b, 8);
+    aiocb_for(&cb_a, a, IOCP_LIO_READ, 0, buf_a, 8, port);
+    aiocb_for(&cb_b, b, IOCP_LIO_READ, 0, buf_b, 8, port);
     CHECK(iocp_lio_listio(IOCP_LIO_WAIT, list, 2, NULL) == 0);
     CHECK(memcmp(buf_a, "xyzaaaaa", 8) == 0 && memcmp(buf_b, "BBBBBBBB", 8) == 0);
     expect_no_record(port);
@@ -396,7 +372,7 @@ static void duplicate_fails(void)
 
     struct iocp_aiocb cb;
     struct iocp_aiocb *list[1] = { &cb };
-    fill(&cb, file, IOCP_LIO_READ, buf, 8);
+    aiocb_for(&cb, file, IOCP_LIO_READ, 0, buf, 8, port);
     rule = arm("Fcntl", EMFILE, file, 1);
     FAILS_WITH(iocp_lio_listio(IOCP_LIO_NOWAIT, list, 1, NULL) == -1, EIO);
     CHECK(iocp_aio_error(&cb) == EMFILE && iocp_aio_return(&cb) == -1);

@@ -26,18 +26,10 @@ static void make_file(void)
     CHECK(pwrite(fd, data, FILE_SIZE, 0) == FILE_SIZE);
 }
 
+/* A request on the test file, reporting to the port when `gmcs`. */
 static void fill(struct iocp_aiocb *cb, int opcode, off_t offset, void *buf, size_t n, int gmcs)
 {
-    memset(cb, 0, sizeof *cb);
-    cb->aio_fildes = fd;
-    cb->aio_lio_opcode = opcode;
-    cb->aio_offset = offset;
-    cb->aio_buf = buf;
-    cb->aio_nbytes = n;
-    if (gmcs) {
-        cb->aio_flag = AIO_EXTENDED;
-        cb->aio_iocpfd = port;
-    }
+    aiocb_for(cb, fd, opcode, offset, buf, n, gmcs ? port : 0);
 }
 
 /* Drains `n` records, checking each against the list it came from. */

@@ -90,21 +90,8 @@ static void socketpair_through_the_port(void)
 
 static void tcp_on_loopback(void)
 {
-    int listener = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(listener >= 0);
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    CHECK(bind(listener, (struct sockaddr *)&addr, sizeof addr) == 0);
-    CHECK(listen(listener, 4) == 0);
-    CHECK(getsockname(listener, (struct sockaddr *)&addr, &len) == 0);
-    int client = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(client >= 0);
-    CHECK(connect(client, (struct sockaddr *)&addr, sizeof addr) == 0);
-    int server = accept(listener, NULL, NULL);
-    CHECK(server >= 0);
+    int server, client;
+    tcp_pair(&server, &client);
     CHECK(CreateIoCompletionPort(server, port, 8, 0) == port);
 
     /* Many round trips: each read is pending until the client writes. */
@@ -128,7 +115,6 @@ static void tcp_on_loopback(void)
     expect_no_record();
     close(client);
     close(server);
-    close(listener);
 }
 
 struct delayed_write {
