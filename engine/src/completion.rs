@@ -3,16 +3,6 @@
 use crate::primitive::{AtomicU8, Ordering};
 use std::io;
 
-/// A fresh ticket for an owned-buffer request: unique in the process, so a record can only
-/// ever be finished by the socket or file that made it.
-#[cfg(not(loom))]
-pub(crate) fn next_ticket() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    // Relaxed: tickets only need to be distinct.
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 /// One completion record: what `GetQueuedCompletionStatus` returns and what a
 /// `struct gmcs` entry holds.
 ///

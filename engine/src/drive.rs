@@ -12,21 +12,25 @@
 //!   stores `blocked` before its last look. Either the poster sees the leader blocked or
 //!   the leader sees the record.
 //! * **Follower and leaving leader.** A follower registers on the wait stack and, before it
-//!   sleeps, reads `leading` ([`Readiness::is_led`]): nobody leading, it leads instead. A
+//!   sleeps, reads `leading` (`is_led`): nobody leading, it leads instead. A
 //!   leader clears `leading` and then, if anyone sleeps, wakes one to take over (the port's
 //!   `Shared::wait`), however it leaves: with work, by timeout or by a signal.
 //!
 //! The wait itself is behind [`Readiness`]: the reactor's mio poll, or under loom a model's
-//! stand-in ([`Scripted`]) whose readiness the model makes, so that the loom models check
-//! this very hand-over. The trait is used generically, through the port's one readiness
-//! type: nothing is dispatched at run time.
+//! stand-in (`scripted`) whose readiness the model makes, so that the loom models check
+//! this very hand-over. This module sits below the port, which holds its readiness as a
+//! [`Driven`] and so depends on no socket code; a post reads the hand-over flags in place,
+//! and only a leader's turn and a wake go through the trait object.
 
 use crate::primitive::{AtomicBool, Mutex, Ordering};
 use std::io;
 use std::time::Duration;
+#[cfg(not(loom))]
+use std::{any::Any, sync::Arc};
 
-/// Readiness that one thread at a time waits for and runs: what a leader polls.
-pub(crate) trait Readiness {
+/// Readiness that one thread at a time waits for and runs: what a leader polls. A port
+/// holds it as a [`Driven`], which every `Readiness` is.
+pub(crate) trait Readiness: Send + Sync + 'static {
     /// What only the polling thread touches (mio's `Poll` and its event buffer).
     type Poller;
 
@@ -40,16 +44,46 @@ pub(crate) trait Readiness {
 
     /// Ends a turn's wait, or the next one's if none waits.
     fn wake(&self);
+}
+
+/// A port's readiness as the port sees it, whatever collects it (the socket reactor, or a
+/// loom model's stand-in): the port holds an `Arc<dyn Driven>`, so it names no socket
+/// type, and the code that made the readiness takes its own type back with
+/// [`into_any`](Self::into_any). Posts reach it only through [`Flags`], read in place.
+pub(crate) trait Driven: Send + Sync {
+    /// What followers and posters read of the hand-over.
+    fn flags(&self) -> &Flags;
 
     /// Becomes the leader if nobody is: waits for readiness (unless `ready()` already
     /// holds) until `timeout`, and runs what became ready. `None` if another thread leads.
-    fn lead(&self, timeout: Option<Duration>, ready: impl Fn() -> bool) -> Option<io::Result<()>> {
+    fn lead(&self, timeout: Option<Duration>, ready: &dyn Fn() -> bool) -> Option<io::Result<()>>;
+
+    /// Ends a turn's wait, or the next one's if none waits.
+    fn wake(&self);
+
+    /// Starts a thread that polls until [`stop`](<dyn Driven>::stop)
+    /// ([`Drive::Thread`](crate::Drive::Thread)).
+    #[cfg(not(loom))]
+    fn spawn_thread(self: Arc<Self>, name: &str) -> io::Result<()>;
+
+    /// The readiness as its own type, for [`Arc::downcast`].
+    #[cfg(not(loom))]
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<R: Readiness> Driven for R {
+    fn flags(&self) -> &Flags {
+        &self.turns().flags
+    }
+
+    fn lead(&self, timeout: Option<Duration>, ready: &dyn Fn() -> bool) -> Option<io::Result<()>> {
         let turns = self.turns();
         let mut poller = turns.try_hold()?;
+        let flags = &turns.flags;
         // SeqCst: announced before the last look for work (Dekker with posters, through
         // `wake_if_blocked`, and with followers, through `is_led`).
-        turns.leading.store(true, Ordering::SeqCst);
-        turns.blocked.store(true, Ordering::SeqCst);
+        flags.leading.store(true, Ordering::SeqCst);
+        flags.blocked.store(true, Ordering::SeqCst);
         crate::primitive::loom_seqcst_fence();
         let result = if ready() {
             Ok(())
@@ -57,24 +91,59 @@ pub(crate) trait Readiness {
             self.turn(&mut poller, timeout)
         };
         // Relaxed: a late wake only costs the next poll a spurious return.
-        turns.blocked.store(false, Ordering::Relaxed);
+        flags.blocked.store(false, Ordering::Relaxed);
         // SeqCst: the leader half of the hand-over Dekker pair (see `port`).
-        turns.leading.store(false, Ordering::SeqCst);
+        flags.leading.store(false, Ordering::SeqCst);
         Some(result)
     }
 
+    fn wake(&self) {
+        Readiness::wake(self);
+    }
+
+    #[cfg(not(loom))]
+    fn spawn_thread(self: Arc<Self>, name: &str) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut poller = self.turns().hold();
+                // Relaxed: `stop` is followed by a wake, which ends the turn below.
+                while !self.flags().stopped.load(Ordering::Relaxed) {
+                    // A failed turn collected nothing and lost nothing (the kernel keeps the
+                    // readiness for the next one), and nobody waits for this thread's
+                    // result: turn again.
+                    let _ = self.turn(&mut poller, None);
+                }
+            })?;
+        Ok(())
+    }
+
+    #[cfg(not(loom))]
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+impl dyn Driven + '_ {
     /// Whether a thread leads.
-    fn is_led(&self) -> bool {
+    pub(crate) fn is_led(&self) -> bool {
         // SeqCst: pairs with the store in `lead` (see `port`'s follower check).
-        self.turns().leading.load(Ordering::SeqCst)
+        self.flags().leading.load(Ordering::SeqCst)
     }
 
     /// After a post: wakes the leader if it is blocked waiting for readiness.
-    fn wake_if_blocked(&self) {
+    pub(crate) fn wake_if_blocked(&self) {
         // SeqCst: the poster half of the Dekker pair with `lead`.
-        if self.turns().blocked.load(Ordering::SeqCst) {
+        if self.flags().blocked.load(Ordering::SeqCst) {
             self.wake();
         }
+    }
+
+    /// Ends the thread [`spawn_thread`](Driven::spawn_thread) started, or a leader's wait.
+    pub(crate) fn stop(&self) {
+        // Relaxed: the wake below is the synchronization.
+        self.flags().stopped.store(true, Ordering::Relaxed);
+        self.wake();
     }
 }
 
@@ -85,10 +154,17 @@ pub(crate) struct Turns<P> {
     /// Under loom, set while a thread holds the poller (see [`Turns::try_hold`]).
     #[cfg(loom)]
     claimed: AtomicBool,
+    flags: Flags,
+}
+
+/// The hand-over state followers and posters read without the poller.
+pub(crate) struct Flags {
     /// Set while a thread holds the poller (inline drive).
     leading: AtomicBool,
     /// Set while the leader is, or is about to be, blocked waiting for readiness.
     blocked: AtomicBool,
+    /// Tells a thread that polls forever to exit.
+    stopped: AtomicBool,
 }
 
 impl<P> Turns<P> {
@@ -97,15 +173,18 @@ impl<P> Turns<P> {
             poller: Mutex::new(poller),
             #[cfg(loom)]
             claimed: AtomicBool::new(false),
-            leading: AtomicBool::new(false),
-            blocked: AtomicBool::new(false),
+            flags: Flags {
+                leading: AtomicBool::new(false),
+                blocked: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
+            },
         }
     }
 
     /// The poller, for a thread that polls forever (the reactor thread of
     /// [`Drive::Thread`](crate::Drive::Thread)), waiting for a leader to leave.
     #[cfg(not(loom))]
-    pub(crate) fn hold(&self) -> crate::primitive::MutexGuard<'_, P> {
+    fn hold(&self) -> crate::primitive::MutexGuard<'_, P> {
         crate::primitive::lock(&self.poller)
     }
 
@@ -134,7 +213,7 @@ impl<P> Turns<P> {
     /// more (the records it is about to post would otherwise wake the next one).
     pub(crate) fn polled(&self) {
         // Relaxed: events are being handled; a late wake only costs a spurious return.
-        self.blocked.store(false, Ordering::Relaxed);
+        self.flags.blocked.store(false, Ordering::Relaxed);
     }
 }
 
@@ -168,118 +247,5 @@ impl<P> Drop for Held<'_, P> {
         // which loom can order inside a racing swap (tokio-rs/loom#254). The mutex is
         // unlocked next (field drop), before anyone can want it but the next winner.
         self.claimed.swap(false, Ordering::Release);
-    }
-}
-
-/// Under loom, the readiness a model makes: sockets that become ready
-/// ([`become_ready`](Self::become_ready)) and whose records the leader's next turn posts,
-/// as the reactor posts those of the requests it completes.
-///
-/// A turn without a timeout waits, on a loom condition variable, until a socket is ready or
-/// [`wake`](Readiness::wake) is called (a wake is kept for the next turn when none waits,
-/// as the reactor's eventfd keeps it). Loom has no clock: a turn with a timeout never
-/// waits, and when nothing is ready it fails with `ETIMEDOUT`, a deadline that has come
-/// (the port's wait then times out, as it does when a timed futex wait ends under loom).
-#[cfg(loom)]
-pub struct Scripted {
-    turns: Turns<()>,
-    state: Mutex<Script>,
-    changed: crate::primitive::Condvar,
-    /// Whether a turn runs: std's atomic, outside the model, since loom runs one thread at
-    /// a time; only the check in `turn` reads it.
-    polling: std::sync::atomic::AtomicBool,
-}
-
-/// What a [`Scripted`] readiness holds.
-#[cfg(loom)]
-struct Script {
-    /// Sockets ready and the records their requests complete with, for the next turn.
-    ready: Vec<(crate::Port, crate::Completion)>,
-    /// A wake not yet taken by a turn.
-    woken: bool,
-    /// Turns that collected readiness.
-    collected: usize,
-}
-
-#[cfg(loom)]
-impl Scripted {
-    /// Readiness with nothing ready, to be given to a port with
-    /// [`Port::drive_with`](crate::Port::drive_with).
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> Scripted {
-        Scripted {
-            turns: Turns::new(()),
-            state: Mutex::new(Script {
-                ready: Vec::new(),
-                woken: false,
-                collected: 0,
-            }),
-            changed: crate::primitive::Condvar::new(),
-            polling: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// A socket becomes ready: the leader's next turn posts `record` to `port`. Ends a
-    /// turn's wait, as the kernel ends `epoll_wait`.
-    pub fn become_ready(&self, port: &crate::Port, record: crate::Completion) {
-        crate::primitive::lock(&self.state)
-            .ready
-            .push((port.clone(), record));
-        self.changed.notify_all();
-    }
-
-    /// Turns so far that collected readiness (posted the records of ready sockets).
-    pub fn collected(&self) -> usize {
-        crate::primitive::lock(&self.state).collected
-    }
-
-    /// As the reactor's `stop` does for a leader: ends a turn's wait.
-    pub(crate) fn stop(&self) {
-        self.wake();
-    }
-}
-
-#[cfg(loom)]
-impl Readiness for Scripted {
-    type Poller = ();
-
-    fn turns(&self) -> &Turns<()> {
-        &self.turns
-    }
-
-    fn turn(&self, _poller: &mut (), timeout: Option<Duration>) -> io::Result<()> {
-        // Relaxed (both): see `polling`.
-        let other = self
-            .polling
-            .swap(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(!other, "two threads poll at once");
-        let mut state = crate::primitive::lock(&self.state);
-        while timeout.is_none() && state.ready.is_empty() && !state.woken {
-            state = self
-                .changed
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        state.woken = false;
-        let ready = std::mem::take(&mut state.ready);
-        state.collected += usize::from(!ready.is_empty());
-        drop(state);
-        self.turns.polled();
-        let collected = !ready.is_empty();
-        for (port, record) in ready {
-            // A closed port discards its records, these with them.
-            let _ = port.post(record);
-        }
-        self.polling
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        match timeout {
-            Some(_) if !collected => Err(crate::error::timed_out()),
-            _ => Ok(()),
-        }
-    }
-
-    fn wake(&self) {
-        crate::primitive::lock(&self.state).woken = true;
-        self.changed.notify_all();
     }
 }

@@ -63,6 +63,10 @@
 //! `--cfg iocp_force_fallback`) use a condition-variable emulation behind the same contract.
 
 #[cfg(not(loom))]
+mod aio;
+#[cfg(not(loom))]
+mod aiocb;
+#[cfg(not(loom))]
 mod buffer;
 mod completion;
 #[cfg(not(loom))]
@@ -80,13 +84,19 @@ mod net;
 #[cfg(not(loom))]
 mod overlapped;
 mod parker;
+#[cfg(not(loom))]
+mod pool;
 mod port;
 mod primitive;
 #[cfg(not(loom))]
 mod provider;
 #[cfg(not(loom))]
 mod reactor;
+#[cfg(not(loom))]
+mod request;
 mod ring;
+#[cfg(loom)]
+mod scripted;
 mod sys;
 
 /// Fault injection, for tests only: make the engine's own system calls fail (`fail(call,
@@ -98,31 +108,32 @@ pub mod fault {
 }
 
 #[cfg(not(loom))]
+pub use aiocb::{AioCancel, Aiocb, LioMode, Opcode, AIO_EXTENDED, LIO_NOP, LIO_READ, LIO_WRITE};
+#[cfg(not(loom))]
 pub use buffer::MAX_TRANSFER;
 pub use completion::Completion;
 /// Who delivers a cancelled operation's record, exported for the loom models only.
 #[cfg(loom)]
 #[doc(hidden)]
 pub use completion::{Cancel, Delivery};
-/// The readiness a loom model makes for a port's inline drive, exported for the models only.
-#[cfg(loom)]
-#[doc(hidden)]
-pub use drive::Scripted;
 #[cfg(not(loom))]
 pub use event::Event;
 #[cfg(not(loom))]
-pub use file::{
-    AioCancel, Aiocb, File, FilePool, FilePoolBuilder, LioMode, AIO_EXTENDED, LIO_NOP, LIO_READ,
-    LIO_WRITE,
-};
+pub use file::{File, FilePool, FilePoolBuilder};
 #[cfg(not(loom))]
-pub use net::{OpResult, Socket, Submitted};
+pub use net::Socket;
 #[cfg(not(loom))]
 pub use overlapped::{Overlapped, STATUS_PENDING};
 pub use port::{Batch, DrainStatus, Drained, Drive, Port, PortBuilder, GMCS_NMAX};
 #[cfg(not(loom))]
 pub use provider::{ProviderSocket, ProviderStatus};
+#[cfg(not(loom))]
+pub use request::{OpResult, Submitted, Ticket};
 pub use ring::{DEFAULT_CAPACITY, MAX_CAPACITY};
+/// The readiness a loom model makes for a port's inline drive, exported for the models only.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use scripted::Scripted;
 
 /// A handle: the number of a file descriptor the library owns (`HANDLE` in C).
 pub type RawHandle = i32;

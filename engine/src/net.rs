@@ -8,34 +8,38 @@
 //! accept; writes: send, sendto, connect) and completes later, in order, as one record on
 //! the port when the reactor sees the socket ready.
 //!
-//! Two kinds of request share the queues. Owned-buffer requests ([`Socket::recv`] and the
-//! like) hand their buffer to the engine; a later completion's record carries a *ticket*
-//! in its `overlapped` field, and [`Socket::finish`] turns the record back into the result
-//! and the buffer. Overlapped requests ([`Socket::read_overlapped`], the C ABI's
-//! `ReadFile`) name caller memory and an [`Overlapped`], which the completion fills in
-//! before the record (carrying its address) is posted, or before the `hEvent` event is set
-//! when the socket has no port.
+//! Two kinds of request share the queues (the request model of `request`). Owned-buffer
+//! requests ([`Socket::recv`] and the like) hand their buffer to the engine; a later
+//! completion's record carries a [`Ticket`], and [`Socket::finish`] turns the record back
+//! into the result and the buffer. Overlapped requests ([`Socket::read_overlapped`], the C
+//! ABI's `ReadFile`) name caller memory and an [`Overlapped`], which the completion fills
+//! in before the record (carrying its address) is posted, or before the `hEvent` event is
+//! set when the socket has no port.
 //!
 //! Every queued request yields exactly one completion: its result, or `ECANCELED` when
 //! cancelled or when the socket is closed first. All of a socket's request state lives
 //! under one mutex, which is what makes "cancelled or completed, never both" hold.
 
 use crate::buffer::Buf;
-use crate::error::{self, canceled, to_record};
-use crate::event::Event;
+use crate::drive::Driven;
+use crate::error::{self, canceled};
 use crate::overlapped::Overlapped;
 use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
-use crate::reactor::Reactor;
+use crate::reactor::{self, Source};
+use crate::request::{self, Finished, Notify, OpResult, Submitted, Ticket, Which};
 use crate::sys::socket as sys;
 use crate::{Completion, Port};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
+
+/// The readiness of sockets.
+pub(crate) type Reactor = reactor::Reactor<SocketInner>;
 
 /// An overlapped socket. Dropping it closes it: pending requests complete with
 /// `ECANCELED`.
@@ -56,30 +60,8 @@ struct State {
     reactor: Option<Arc<Reactor>>,
     reads: VecDeque<Request>,
     writes: VecDeque<Request>,
-    /// Results of owned-buffer requests that completed through the port, by ticket.
-    finished: HashMap<u64, OpResult>,
-}
-
-/// What a request handed to the engine has become.
-#[derive(Debug)]
-pub enum Submitted {
-    /// It completed at once; no record will be posted.
-    Done(OpResult),
-    /// It will complete as a record whose `overlapped()` is this ticket.
-    Pending(u64),
-}
-
-/// The outcome of a socket request, with the buffer it was given.
-#[derive(Debug)]
-pub struct OpResult {
-    /// Bytes transferred, or the request's error (`ECANCELED` if cancelled).
-    pub result: io::Result<usize>,
-    /// The buffer handed in (empty for accept and connect); received data is at the front.
-    pub buf: Vec<u8>,
-    /// The peer: the sender of a datagram, or an accepted connection's address.
-    pub peer: Option<SocketAddr>,
-    /// The connection an accept produced (non-blocking, close-on-exec, not yet associated).
-    pub accepted: Option<OwnedFd>,
+    /// Results of owned-buffer requests that completed through the port.
+    finished: Finished,
 }
 
 struct Request {
@@ -104,11 +86,6 @@ enum Kind {
         addr: SocketAddr,
         started: bool,
     },
-}
-
-enum Notify {
-    Ticket(u64),
-    Overlapped(*const Overlapped),
 }
 
 /// What one attempt produced besides the byte count.
@@ -168,7 +145,7 @@ impl Socket {
                     reactor: None,
                     reads: VecDeque::new(),
                     writes: VecDeque::new(),
-                    finished: HashMap::new(),
+                    finished: Finished::default(),
                 }),
             }),
         }
@@ -241,31 +218,25 @@ impl Socket {
     /// Turns a record of this socket's owned-buffer request back into its result and
     /// buffer. `EINVAL` for a record that is not one (or was finished already).
     pub fn finish(&self, record: &Completion) -> io::Result<OpResult> {
-        let ticket = record.overlapped() as u64;
-        lock(&self.inner.state)
-            .finished
-            .remove(&ticket)
-            .ok_or_else(error::invalid)
+        lock(&self.inner.state).finished.take(record)
     }
 
     /// Cancels the pending request with `ticket`: it completes with `ECANCELED`.
     /// `ENOENT` if it is not pending (it may have completed first).
-    pub fn cancel(&self, ticket: u64) -> io::Result<()> {
-        self.cancel_where(|notify| matches!(notify, Notify::Ticket(t) if *t == ticket))
-            .map(drop)
+    pub fn cancel(&self, ticket: Ticket) -> io::Result<()> {
+        self.cancel_where(Which::Ticket(ticket)).map(drop)
     }
 
     /// Cancels every pending request (`CancelIoEx` with no overlapped): each completes
     /// with `ECANCELED`. Returns how many; `ENOENT` if none was pending.
     pub fn cancel_all(&self) -> io::Result<usize> {
-        self.cancel_where(|_| true)
+        self.cancel_where(Which::All)
     }
 
     /// Cancels the pending overlapped request `overlapped` (`CancelIoEx`). `ENOENT` if it
     /// is not pending.
     pub fn cancel_overlapped(&self, overlapped: *const Overlapped) -> io::Result<()> {
-        self.cancel_where(|notify| matches!(notify, Notify::Overlapped(o) if *o == overlapped))
-            .map(drop)
+        self.cancel_where(Which::Overlapped(overlapped)).map(drop)
     }
 
     /// Receives into caller memory, completing through `overlapped` (`ReadFile` on a
@@ -325,11 +296,8 @@ impl Socket {
     fn submit_owned(&self, kind: Kind, buf: Buf) -> io::Result<Submitted> {
         let mut state = lock(&self.inner.state);
         state.fd()?;
-        if state.port.is_none() {
-            // An owned buffer can only come back through a port's record.
-            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
-        }
-        let ticket = crate::completion::next_ticket();
+        request::need_port(state.port.as_ref())?;
+        let ticket = Ticket::next();
         let request = Request {
             kind,
             buf,
@@ -349,11 +317,8 @@ impl Socket {
         buf: Buf,
         overlapped: *const Overlapped,
     ) -> io::Result<Option<u32>> {
-        // SAFETY: the caller guarantees `overlapped` is live until completion.
-        let block = unsafe { &*overlapped };
-        // Read before the block is published: from then on the requester may reuse it.
-        let event = block.event_handle();
-        block.start();
+        // SAFETY: the callers' callers guarantee `overlapped` is live until completion.
+        let started = unsafe { request::start(overlapped) };
         let request = Request {
             kind,
             buf,
@@ -362,42 +327,27 @@ impl Socket {
         let mut state = lock(&self.inner.state);
         match self.inner.submit(&mut state, request) {
             Ok(Poll::Ready((_, result, _))) => {
-                let (bytes, errno) = to_record(&result);
                 let portless = state.port.is_none();
-                block.publish(bytes, errno)?;
-                // As on Windows, a request that completes at once still sets its event.
-                if portless {
-                    if let Some(event) = Event::from_handle(event) {
-                        event.set();
-                    }
-                }
-                result.map(|n| Some(n as u32))
+                started.done_at_once(result, portless).map(Some)
             }
             Ok(Poll::Pending) => Ok(None),
-            Err(err) => {
-                // Never queued: complete the block with the error so no one waits on it.
-                block.publish(0, err.raw_os_error().unwrap_or(libc::EIO) as u32)?;
-                Err(err)
-            }
+            Err(err) => Err(started.refuse(err)),
         }
     }
 
-    fn cancel_where(&self, matches: impl Fn(&Notify) -> bool) -> io::Result<usize> {
+    fn cancel_where(&self, which: Which) -> io::Result<usize> {
         let mut guard = lock(&self.inner.state);
         let state = &mut *guard;
         let mut cancelled = Vec::new();
         for queue in [&mut state.reads, &mut state.writes] {
             let mut i = 0;
             while i < queue.len() {
-                if matches(&queue[i].notify) {
+                if which.matches(&queue[i].notify) {
                     cancelled.extend(queue.remove(i));
                 } else {
                     i += 1;
                 }
             }
-        }
-        if cancelled.is_empty() {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         let count = cancelled.len();
         let mut posts = Posts::new();
@@ -405,7 +355,7 @@ impl Socket {
             state.deliver(request, Err(canceled()), Extra::default(), &mut posts);
         }
         posts.flush();
-        Ok(count)
+        Which::outcome(count)
     }
 }
 
@@ -451,8 +401,8 @@ impl SocketInner {
         }
         if state.reactor.is_none() {
             let reactor = match &state.port {
-                Some((port, _)) => port.reactor()?,
-                None => Arc::clone(Reactor::portless()?),
+                Some((port, _)) => port.readiness(Reactor::new)?,
+                None => Arc::clone(portless()?),
             };
             reactor.register(fd, self)?;
             state.reactor = Some(reactor);
@@ -463,24 +413,6 @@ impl SocketInner {
             state.writes.push_back(request);
         }
         Ok(Poll::Pending)
-    }
-
-    /// Readiness from the reactor: runs the queued requests that can now complete.
-    /// Runs the requests that readiness lets go; their records join `posts`, which the
-    /// reactor posts together once its poll's events are handled.
-    pub(crate) fn on_ready(&self, readable: bool, writable: bool, posts: &mut Posts) {
-        let mut state = lock(&self.state);
-        let Ok(fd) = state.fd() else {
-            // Closed after the event was collected.
-            return;
-        };
-        // Writes first: a connect they finish lets the reads go.
-        if writable {
-            state.run(fd, false, posts);
-        }
-        if readable {
-            state.run(fd, true, posts);
-        }
     }
 
     fn close(self: &Arc<Self>) -> io::Result<()> {
@@ -506,6 +438,37 @@ impl SocketInner {
         state.port = None;
         Ok(())
     }
+}
+
+impl Source for SocketInner {
+    /// Runs the queued requests that can now complete, writes first.
+    fn on_ready(&self, readable: bool, writable: bool, posts: &mut Posts) {
+        let mut state = lock(&self.state);
+        let Ok(fd) = state.fd() else {
+            // Closed after the event was collected.
+            return;
+        };
+        // Writes first: a connect they finish lets the reads go.
+        if writable {
+            state.run(fd, false, posts);
+        }
+        if readable {
+            state.run(fd, true, posts);
+        }
+    }
+}
+
+/// The reactor of sockets that have no port, driven by a thread of its own.
+fn portless() -> io::Result<&'static Arc<Reactor>> {
+    static PORTLESS: OnceLock<Arc<Reactor>> = OnceLock::new();
+    if let Some(reactor) = PORTLESS.get() {
+        return Ok(reactor);
+    }
+    let reactor = Arc::new(Reactor::new()?);
+    if PORTLESS.set(Arc::clone(&reactor)).is_ok() {
+        reactor.spawn_thread("iocp-portless")?;
+    }
+    Ok(PORTLESS.get().expect("set above"))
 }
 
 impl State {
@@ -549,9 +512,8 @@ impl State {
         }
     }
 
-    /// Reports a request that completed after it was queued: fills in its overlapped and
-    /// posts a record, or sets the overlapped's event when there is no port.
-    /// Its record joins `posts` (posted by their owner soon after, with the others).
+    /// Reports a request that completed after it was queued (see [`Notify::deliver`]); its
+    /// record joins `posts` (posted by their owner soon after, with the others).
     fn deliver(
         &mut self,
         request: Request,
@@ -559,32 +521,16 @@ impl State {
         extra: Extra,
         posts: &mut Posts,
     ) {
-        let (bytes, errno) = to_record(&result);
-        let port = self.port.as_ref().map(|(port, key)| (port, *key));
-        match request.notify {
-            Notify::Ticket(ticket) => {
-                let Some((port, key)) = port else {
-                    unreachable!("owned-buffer requests need a port")
-                };
-                self.finished
-                    .insert(ticket, request.into_result(result, extra));
-                posts.push(
-                    port,
-                    Completion::new(key, bytes, ticket as usize).with_error(errno),
-                );
-            }
-            Notify::Overlapped(overlapped) => {
-                // SAFETY: the submitter guaranteed the block lives until this completion.
-                let block = unsafe { &*overlapped };
-                // Published now; its record is posted with the others. (It fails only for
-                // STATUS_PENDING, which `to_record` never makes.)
-                if let Ok(Some(record)) =
-                    block.complete_with(bytes, errno, port.map(|(_, key)| key))
-                {
-                    let (port, _) = port.expect("a key comes with its port");
-                    posts.push(port, record);
-                }
-            }
+        let Request { buf, notify, .. } = request;
+        let key = self.port.as_ref().map(|(_, key)| *key);
+        let outcome = |result| OpResult {
+            peer: extra.peer,
+            accepted: extra.accepted,
+            ..OpResult::of_buffer(result, buf.into_vec())
+        };
+        if let Some(record) = notify.deliver(result, outcome, key, &mut self.finished) {
+            let (port, _) = self.port.as_ref().expect("a key comes with its port");
+            posts.push(port, record);
         }
     }
 }
@@ -648,10 +594,9 @@ impl Request {
 
     fn into_result(self, result: io::Result<usize>, extra: Extra) -> OpResult {
         OpResult {
-            result,
-            buf: self.buf.into_vec(),
             peer: extra.peer,
             accepted: extra.accepted,
+            ..OpResult::of_buffer(result, self.buf.into_vec())
         }
     }
 }

@@ -14,7 +14,7 @@
 //! * [`Port::close`] wakes every waiter, which fails with `EBADF`; queued records are
 //!   discarded with the port.
 
-use crate::drive::Readiness;
+use crate::drive::Driven;
 use crate::error;
 use crate::parker::{Parker, Spin, WaitStack};
 use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, OnceLock, Ordering};
@@ -40,13 +40,6 @@ const CLAIM_SPINS: u32 = 32;
 
 /// `dequeuers` bit held by a batched dequeue; the bits below count waiting `get` calls.
 const EXCLUSIVE: u32 = 1 << 31;
-
-/// The readiness a port's waiters poll in turn on the inline drive: the socket reactor, or
-/// in the loom models the readiness the model makes.
-#[cfg(not(loom))]
-type Sockets = crate::reactor::Reactor;
-#[cfg(loom)]
-type Sockets = crate::drive::Scripted;
 
 /// An I/O completion port: a queue of [`Completion`]s that producers fill and threads
 /// drain, one record or a batch at a time.
@@ -133,7 +126,7 @@ pub(crate) struct Shared {
     scalar_drain: bool,
     drive: Drive,
     /// Socket readiness, created with the first socket request that has to wait.
-    reactor: OnceLock<Arc<Sockets>>,
+    reactor: OnceLock<Arc<dyn Driven>>,
     /// Records taken since a `get` last gave the inline reactor a look while the port was
     /// not empty; written only by the consumer-claim holder (see `Shared::due_for_a_look`).
     #[cfg(not(loom))]
@@ -625,32 +618,42 @@ impl Port {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// The port's reactor, created (with its thread, for [`Drive::Thread`]) on first use.
+    /// The port's socket readiness, made by `make` (and given its thread, for
+    /// [`Drive::Thread`]) on first use. Every caller passes the same type: the socket code's
+    /// reactor.
     #[cfg(not(loom))]
-    pub(crate) fn reactor(&self) -> io::Result<Arc<Sockets>> {
+    pub(crate) fn readiness<R: crate::drive::Readiness>(
+        &self,
+        make: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<Arc<R>> {
         let shared = &*self.shared;
-        if let Some(reactor) = shared.reactor.get() {
-            return Ok(Arc::clone(reactor));
-        }
-        let reactor = Arc::new(Sockets::new()?);
-        if shared.reactor.set(Arc::clone(&reactor)).is_err() {
-            // Another thread created it first.
-            return Ok(Arc::clone(shared.reactor.get().expect("set")));
-        }
-        match shared.drive {
-            Drive::Thread => reactor.spawn_thread("iocp-reactor")?,
-            Drive::Inline => shared.wake_a_leader(),
-        }
-        Ok(reactor)
+        let driven = match shared.reactor.get() {
+            Some(driven) => Arc::clone(driven),
+            None => {
+                let made: Arc<dyn Driven> = Arc::new(make()?);
+                if shared.reactor.set(Arc::clone(&made)).is_ok() {
+                    match shared.drive {
+                        Drive::Thread => Arc::clone(&made).spawn_thread("iocp-reactor")?,
+                        Drive::Inline => shared.wake_a_leader(),
+                    }
+                    made
+                } else {
+                    // Another thread made it first.
+                    Arc::clone(shared.reactor.get().expect("set"))
+                }
+            }
+        };
+        Ok(driven
+            .into_any()
+            .downcast()
+            .unwrap_or_else(|_| unreachable!("a port's readiness has one type")))
     }
 
-    /// Gives the port `readiness` in place of a reactor, as [`Port::reactor`] creates one
-    /// for an inline port's first socket request that waits: a waiter already asleep is
-    /// woken to lead. For the loom models of the hand-over, on a port built with the
-    /// default [`Drive::Inline`]. Panics if the port has readiness already.
+    /// Gives the port `readiness` in place of a reactor (a loom model's, through
+    /// `Scripted::drive`): a waiter already asleep is woken to lead. Panics if the port has
+    /// readiness already.
     #[cfg(loom)]
-    #[doc(hidden)]
-    pub fn drive_with(&self, readiness: Arc<Sockets>) {
+    pub(crate) fn install(&self, readiness: Arc<dyn Driven>) {
         let shared = &*self.shared;
         assert!(
             shared.reactor.set(readiness).is_ok(),
@@ -748,11 +751,11 @@ impl Shared {
     /// is polling; whether it looked.
     fn poll_reactor(&self) -> bool {
         self.inline_reactor()
-            .is_some_and(|reactor| reactor.lead(Some(Duration::ZERO), || false).is_some())
+            .is_some_and(|reactor| reactor.lead(Some(Duration::ZERO), &|| false).is_some())
     }
 
     /// The reactor when waiters drive it themselves.
-    fn inline_reactor(&self) -> Option<&Sockets> {
+    fn inline_reactor(&self) -> Option<&dyn Driven> {
         match self.drive {
             Drive::Inline => self.reactor.get().map(|r| &**r),
             Drive::Thread => None,
@@ -808,14 +811,14 @@ impl Shared {
                     self.ring.sync_with_posters();
                     ready() || self.is_closed_relaxed()
                 };
-                if let Some(polled) = reactor.lead(timeout, last_look) {
+                if let Some(polled) = reactor.lead(timeout, &last_look) {
                     *led = true;
                     match polled {
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => {
                             return Err(Ended::Interrupted)
                         }
                         // Loom has no clock: a model's timed turn that found nothing is one
-                        // whose deadline has come (see `drive::Scripted`). One more look,
+                        // whose deadline has come (see `scripted`). One more look,
                         // as after any poll, and the wait times out.
                         #[cfg(loom)]
                         Err(err) if err.kind() == io::ErrorKind::TimedOut => {

@@ -17,20 +17,20 @@
 //! * [`Drive::Thread`](crate::Drive::Thread): a reactor thread per port polls forever; waiters only sleep on the
 //!   futex stack. Sockets with no port always use one shared thread of this kind.
 //!
-//! Tokens are the addresses of the registered sockets, each holding a strong count. A
+//! The reactor knows its sockets only as [`Source`]s, the trait it owns (as mio's
+//! `Registry` sits below the sources it registers): the socket code above implements it.
+//! Tokens are the addresses of the registered sources, each holding a strong count. A
 //! closed socket is deregistered at once but its count is dropped only after the current
 //! turn has dispatched its events (the graveyard), so no event refers to freed memory.
 
 use crate::drive::{Readiness, Turns};
-use crate::net::SocketInner;
 use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
 use crate::sys::fault::{self, Call};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -44,15 +44,21 @@ const EVENTS: usize = 256;
 /// second rather than a core.
 const FAILED_POLL_PAUSE: Duration = Duration::from_millis(1);
 
-pub(crate) struct Reactor {
+/// What registers with a reactor: a socket whose queued requests readiness lets go.
+pub(crate) trait Source: Send + Sync + 'static {
+    /// Readiness arrived: runs the requests it lets go; their records join `posts`, which
+    /// the reactor posts together once its poll's events are handled.
+    fn on_ready(&self, readable: bool, writable: bool, posts: &mut Posts);
+}
+
+/// Readiness of sources of type `S`, collected by one thread at a time.
+pub(crate) struct Reactor<S> {
     /// The poller and who holds it (the inline drive's hand-over, in `drive`).
     turns: Turns<Poller>,
     registry: Registry,
     waker: Waker,
-    /// Deregistered sockets whose token count is dropped after the current turn.
-    graveyard: Mutex<Vec<Arc<SocketInner>>>,
-    /// Tells a reactor thread to exit.
-    stop: AtomicBool,
+    /// Deregistered sources whose token count is dropped after the current turn.
+    graveyard: Mutex<Vec<Arc<S>>>,
 }
 
 /// What the polling thread alone touches.
@@ -61,8 +67,8 @@ pub(crate) struct Poller {
     events: Events,
 }
 
-impl Reactor {
-    pub(crate) fn new() -> io::Result<Reactor> {
+impl<S: Source> Reactor<S> {
+    pub(crate) fn new() -> io::Result<Reactor<S>> {
         fault::allocation()?;
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
@@ -75,48 +81,11 @@ impl Reactor {
             registry,
             waker,
             graveyard: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
         })
     }
 
-    /// The reactor of sockets that have no port, driven by its own thread.
-    pub(crate) fn portless() -> io::Result<&'static Arc<Reactor>> {
-        static PORTLESS: OnceLock<Arc<Reactor>> = OnceLock::new();
-        if let Some(reactor) = PORTLESS.get() {
-            return Ok(reactor);
-        }
-        let reactor = Arc::new(Reactor::new()?);
-        if PORTLESS.set(Arc::clone(&reactor)).is_ok() {
-            reactor.spawn_thread("iocp-portless")?;
-        }
-        Ok(PORTLESS.get().expect("set above"))
-    }
-
-    /// Starts a thread that polls until [`stop`](Self::stop).
-    pub(crate) fn spawn_thread(self: &Arc<Self>, name: &str) -> io::Result<()> {
-        let reactor = Arc::clone(self);
-        thread::Builder::new().name(name.into()).spawn(move || {
-            let mut poller = reactor.turns.hold();
-            // Relaxed: `stop` is followed by a wake, which ends the poll below.
-            while !reactor.stop.load(Ordering::Relaxed) {
-                // A failed poll collected nothing and lost nothing (the kernel keeps the
-                // readiness for the next one), and nobody waits for this thread's result:
-                // poll again (after `turn`'s pause).
-                let _ = reactor.turn(&mut poller, None);
-            }
-        })?;
-        Ok(())
-    }
-
-    /// Ends a reactor thread.
-    pub(crate) fn stop(&self) {
-        // Relaxed: the wake below is the synchronization.
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake();
-    }
-
     /// Registers `socket` (edge-triggered, both directions) under its address.
-    pub(crate) fn register(&self, fd: RawFd, socket: &Arc<SocketInner>) -> io::Result<()> {
+    pub(crate) fn register(&self, fd: RawFd, socket: &Arc<S>) -> io::Result<()> {
         if let Some(errno) = fault::take(Call::ReactorRegister, fd) {
             return Err(io::Error::from_raw_os_error(errno));
         }
@@ -131,12 +100,12 @@ impl Reactor {
             .register(&mut mio::unix::SourceFd(&fd), token, interest)
             .inspect_err(|_| {
                 // SAFETY: the count taken above was not handed to the registry.
-                drop(unsafe { Arc::from_raw(token.0 as *const SocketInner) });
+                drop(unsafe { Arc::from_raw(token.0 as *const S) });
             })
     }
 
     /// Deregisters `socket` (still open as `fd`); its token's count dies after this turn.
-    pub(crate) fn deregister(&self, fd: RawFd, socket: &Arc<SocketInner>) {
+    pub(crate) fn deregister(&self, fd: RawFd, socket: &Arc<S>) {
         // Deregistration fails only if the descriptor is already gone from the poll set,
         // which cannot happen while the socket is open; the count is released regardless.
         let _ = self.registry.deregister(&mut mio::unix::SourceFd(&fd));
@@ -191,7 +160,7 @@ impl Reactor {
             }
             // SAFETY: the token is the address of a socket whose count `register` leaked;
             // that count is released only through the graveyard, after this loop.
-            let socket = unsafe { &*(event.token().0 as *const SocketInner) };
+            let socket = unsafe { &*(event.token().0 as *const S) };
             let failed = event.is_error();
             socket.on_ready(
                 event.is_readable() || event.is_read_closed() || failed,
@@ -211,7 +180,7 @@ impl Reactor {
     }
 }
 
-impl Readiness for Reactor {
+impl<S: Source> Readiness for Reactor<S> {
     type Poller = Poller;
 
     fn turns(&self) -> &Turns<Poller> {

@@ -12,7 +12,7 @@ use common::files::unlinked_file;
 use common::sockets::tcp_pair;
 use common::timing::PATIENCE;
 use iocp::descriptor::{self, Started, CLOSE_NOTICED};
-use iocp::{Aiocb, FilePool, LioMode, Overlapped, Port, LIO_READ};
+use iocp::{Aiocb, FilePool, LioMode, Opcode, Overlapped, Port};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
@@ -176,7 +176,7 @@ fn file_requests_on_a_number_reused_at_once_read_their_own_file_or_end_cancelled
         .iter_mut()
         .enumerate()
         .map(|(i, buf)| {
-            Aiocb::new(fd, LIO_READ, i as i64 * 4096, buf.as_mut_ptr(), 4096).with_port(&port)
+            Aiocb::new(fd, Opcode::Read, i as i64 * 4096, buf.as_mut_ptr(), 4096).with_port(&port)
         })
         .collect();
     let list: Vec<*mut Aiocb> = cbs.iter_mut().map(|cb| cb as *mut Aiocb).collect();

@@ -26,7 +26,8 @@ use common::ports::assert_no_record;
 use common::sockets::{pending, tcp_socket, unix_pair};
 use common::timing::PATIENCE;
 use iocp::{
-    Completion, Drive, FilePool, OpResult, Overlapped, Port, ProviderSocket, Socket, Submitted,
+    Completion, Drive, FilePool, OpResult, Opcode, Overlapped, Port, ProviderSocket, Socket,
+    Submitted, Ticket,
 };
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -153,9 +154,9 @@ fn meets_emfile<T>(table: &mut Table, what: &str, make: impl Fn() -> io::Result<
 }
 
 /// The record for `ticket`, the one record the port holds.
-fn record_for(port: &Port, ticket: u64) -> Completion {
+fn record_for(port: &Port, ticket: Ticket) -> Completion {
     let record = port.get(Some(PATIENCE)).expect("the request's record");
-    assert_eq!(record.overlapped() as u64, ticket, "{record:?}");
+    assert_eq!(Ticket::of(&record), ticket, "{record:?}");
     assert_no_record(port, Duration::ZERO);
     record
 }
@@ -463,7 +464,7 @@ fn a_lio_listio_entry_meets_emfile() {
         let file = unlinked_file("exhaustion");
         file.write_all_at(b"0123456789", 0).unwrap();
         let mut buf = [0u8; 4];
-        let mut aiocb = iocp::Aiocb::new(file.as_raw_fd(), iocp::LIO_READ, 5, buf.as_mut_ptr(), 4);
+        let mut aiocb = iocp::Aiocb::new(file.as_raw_fd(), Opcode::Read, 5, buf.as_mut_ptr(), 4);
         let cb: *mut iocp::Aiocb = &mut aiocb;
         let mut table = Table::full();
         let read = meets_emfile(&mut table, "a lio_listio entry", || {

@@ -897,7 +897,7 @@ fn cancel_told_done_sees_the_record() {
 fn driven_port() -> (Port, Arc<Scripted>) {
     let port = port(2);
     let sockets = Arc::new(Scripted::new());
-    port.drive_with(Arc::clone(&sockets));
+    sockets.drive(&port);
     (port, sockets)
 }
 
@@ -992,7 +992,7 @@ fn a_waiter_asleep_before_the_reactor_exists_comes_to_lead() {
                 thread::spawn(move || port.get(None).unwrap())
             };
             let sockets = Arc::new(Scripted::new());
-            port.drive_with(Arc::clone(&sockets));
+            sockets.drive(&port);
             sockets.become_ready(&port, record(0, 0));
             assert_eq!(waiter.join().unwrap(), record(0, 0));
             assert_empty(&port);

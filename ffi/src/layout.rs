@@ -182,7 +182,7 @@ mod tests {
     /// The same for the aiocb's private status: `_iocp_status` is what `aio_error` reads.
     #[test]
     fn the_aiocb_private_words_are_the_engines() {
-        let mut cb = iocp::Aiocb::new(-1, iocp::LIO_READ, 0, std::ptr::null_mut(), 0);
+        let mut cb = iocp::Aiocb::new(-1, iocp::Opcode::Read, 0, std::ptr::null_mut(), 0);
         let c = &mut cb as *mut iocp::Aiocb as *mut Aiocb;
         // SAFETY: one layout (asserted above); `cb` is live and not shared.
         unsafe {

@@ -25,7 +25,7 @@
 
 use crate::Settings;
 use indicatif::ProgressBar;
-use iocp::{Aiocb, Completion, FilePool, LioMode, Port, LIO_READ};
+use iocp::{Aiocb, Completion, FilePool, LioMode, Opcode, Port};
 use serde::Serialize;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -456,7 +456,7 @@ fn iocp_reads(file: &TestFile, qd: usize, duration: Duration) -> Result<f64, Str
     let mut aiocbs: Vec<Aiocb> = (0..qd)
         .map(|i| {
             let buf = buffer_base.wrapping_add(i * BLOCK);
-            Aiocb::new(fd, LIO_READ, offsets.next() as i64, buf, BLOCK).with_port(&port)
+            Aiocb::new(fd, Opcode::Read, offsets.next() as i64, buf, BLOCK).with_port(&port)
         })
         .collect();
     // From here on the aiocbs are reached through this pointer only.

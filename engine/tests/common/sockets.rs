@@ -1,7 +1,7 @@
 //! Sockets for the tests' peers, and reading what a socket request returned.
 
 use super::timing::PATIENCE;
-use iocp::Submitted;
+use iocp::{Submitted, Ticket};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -25,7 +25,7 @@ pub fn unix_pair() -> (UnixStream, UnixStream) {
 }
 
 /// The ticket of a request that must be pending.
-pub fn pending(submitted: io::Result<Submitted>) -> u64 {
+pub fn pending(submitted: io::Result<Submitted>) -> Ticket {
     match submitted.expect("submitted") {
         Submitted::Pending(ticket) => ticket,
         Submitted::Done(done) => panic!("expected a pending request, got {done:?}"),

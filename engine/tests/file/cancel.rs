@@ -8,7 +8,7 @@ use crate::common::{address, errno};
 use crate::{
     aio_state, assert_quiet, collect, finish_one, pool, Busy, Entry, Lent, Lio, BUSY, KIB, MIB,
 };
-use iocp::{AioCancel, Aiocb, Completion, DrainStatus, LioMode, Overlapped, Port, LIO_READ};
+use iocp::{AioCancel, Aiocb, Completion, DrainStatus, LioMode, Opcode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +24,7 @@ fn cancel_with_nothing_queued_fails_with_enoent_and_aio_cancel_reports_all_done(
     let file = port
         .associate_file(scratch.file("data", b"data"), 1, &pool)
         .unwrap();
-    assert_eq!(errno(file.cancel(12345)), libc::ENOENT);
+    assert_eq!(errno(file.cancel(Ticket::from_raw(12345))), libc::ENOENT);
     assert_eq!(errno(file.cancel_all()), libc::ENOENT);
     let block = Overlapped::new();
     assert_eq!(errno(file.cancel_overlapped(&block)), libc::ENOENT);
@@ -37,7 +37,7 @@ fn cancel_with_nothing_queued_fails_with_enoent_and_aio_cancel_reports_all_done(
         pool.aio_cancel(file.raw_fd(), None).unwrap(),
         AioCancel::AllDone
     );
-    let cb = Aiocb::new(file.raw_fd(), LIO_READ, 0, std::ptr::null_mut(), 0);
+    let cb = Aiocb::new(file.raw_fd(), Opcode::Read, 0, std::ptr::null_mut(), 0);
     assert_eq!(
         pool.aio_cancel(file.raw_fd(), Some(&cb)).unwrap(),
         AioCancel::AllDone
@@ -74,7 +74,7 @@ fn cancellation_racing_completion_yields_exactly_one_record_per_request() {
     for iteration in 0..iterations {
         // Sometimes a long busy read (the requests wait in the queue), sometimes none.
         busy.start(&pool, rng.below(8 * MIB + 1) * rng.below(2));
-        let mut tickets: HashMap<u64, (usize, bool)> = HashMap::new();
+        let mut tickets: HashMap<Ticket, (usize, bool)> = HashMap::new();
         let mut order = Vec::new();
         let mut offsets = [0; BLOCKED];
         let mut block_cancelled = [false; BLOCKED];
@@ -139,7 +139,7 @@ fn cancellation_racing_completion_yields_exactly_one_record_per_request() {
         for record in collect(&port, OWNED + BLOCKED) {
             match record.key() {
                 1 => {
-                    let ticket = record.overlapped() as u64;
+                    let ticket = Ticket::of(&record);
                     let (offset, was_cancelled) = tickets
                         .remove(&ticket)
                         .unwrap_or_else(|| panic!("unknown or repeated ticket: {record:?}"));
@@ -218,7 +218,7 @@ fn aio_cancel_racing_completion_reports_what_it_did_and_each_request_completes_o
         busy.start(&pool, rng.below(8 * MIB + 1) * rng.below(2));
         let offsets: Vec<usize> = (0..N).map(|_| rng.below(BLOCKS) * BLOCK).collect();
         for (i, &offset) in offsets.iter().enumerate() {
-            lio.reset(i, fd, LIO_READ, offset, &port);
+            lio.reset(i, fd, Opcode::Read, offset, &port);
         }
         // SAFETY: `lio` outlives every request: all records are dequeued below.
         unsafe { pool.lio_listio(LioMode::NoWait, &lio.list()) }.unwrap();
@@ -483,10 +483,10 @@ fn cancelling_a_request_never_ends_a_dequeue_wait() {
             assert_eq!(drained.status, DrainStatus::Complete);
             assert_eq!(drained.count, 3);
             let records = &out[..3];
-            let of = |ticket: u64| {
+            let of = |ticket: Ticket| {
                 *records
                     .iter()
-                    .find(|r| r.key() == 9 && r.overlapped() as u64 == ticket)
+                    .find(|r| r.key() == 9 && Ticket::of(r) == ticket)
                     .unwrap_or_else(|| panic!("no record for ticket {ticket}: {records:?}"))
             };
             let (r1, r2) = (of(t1), of(t2));
@@ -597,14 +597,14 @@ fn dropping_a_file_cancels_its_queued_requests() {
         .associate_file(scratch.file("data", &data), 4, &pool)
         .unwrap();
     busy.start(&pool, BUSY);
-    let tickets: HashSet<u64> = (0..10)
+    let tickets: HashSet<Ticket> = (0..10)
         .map(|i| file.read_at(vec![0; 256], i * 256).unwrap())
         .collect();
     drop(file);
     let all_queued = busy.running();
     let mut seen = HashSet::new();
     for record in collect(&port, tickets.len()) {
-        let ticket = record.overlapped() as u64;
+        let ticket = Ticket::of(&record);
         assert!(
             tickets.contains(&ticket) && seen.insert(ticket),
             "{record:?}"

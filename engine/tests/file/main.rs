@@ -32,8 +32,8 @@ mod soak;
 
 use common::timing::BULK_PATIENCE;
 use iocp::{
-    Aiocb, Completion, File, FilePool, FilePoolBuilder, LioMode, OpResult, Overlapped, Port,
-    LIO_NOP, LIO_READ, LIO_WRITE,
+    Aiocb, Completion, File, FilePool, FilePoolBuilder, LioMode, OpResult, Opcode, Overlapped,
+    Port, Ticket,
 };
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
@@ -270,10 +270,10 @@ fn assert_quiet(port: &Port) {
 }
 
 /// The one record an owned-buffer request on `file` produces, and its result.
-fn finish_one(port: &Port, file: &File, key: u64, ticket: u64) -> (Completion, OpResult) {
+fn finish_one(port: &Port, file: &File, key: u64, ticket: Ticket) -> (Completion, OpResult) {
     let record = collect(port, 1)[0];
     assert_eq!(
-        (record.key(), record.overlapped() as u64),
+        (record.key(), Ticket::of(&record)),
         (key, ticket),
         "{record:?}"
     );
@@ -301,7 +301,7 @@ impl Busy {
             buf: ManuallyDrop::new(buf),
             cb: ManuallyDrop::new(Lent::new(Box::new(Aiocb::new(
                 -1,
-                LIO_NOP,
+                Opcode::Nop,
                 0,
                 std::ptr::null_mut(),
                 0,
@@ -317,7 +317,7 @@ impl Busy {
         );
         let cb = Aiocb::new(
             self.zero.as_raw_fd(),
-            LIO_READ,
+            Opcode::Read,
             0,
             self.buf.buf(),
             len.min(BUSY),
@@ -368,7 +368,7 @@ impl Drop for Busy {
 /// One `lio_listio` entry to build: a request on `fd` with its own buffer holding `data`.
 struct Entry<'a> {
     fd: RawFd,
-    op: i32,
+    op: Opcode,
     offset: i64,
     data: Vec<u8>,
     port: Option<&'a Port>,
@@ -378,7 +378,7 @@ impl<'a> Entry<'a> {
     fn read(fd: RawFd, offset: usize, len: usize, port: Option<&'a Port>) -> Entry<'a> {
         Entry {
             fd,
-            op: LIO_READ,
+            op: Opcode::Read,
             offset: offset as i64,
             data: vec![0; len],
             port,
@@ -388,7 +388,7 @@ impl<'a> Entry<'a> {
     fn write(fd: RawFd, offset: usize, data: Vec<u8>, port: Option<&'a Port>) -> Entry<'a> {
         Entry {
             fd,
-            op: LIO_WRITE,
+            op: Opcode::Write,
             offset: offset as i64,
             data,
             port,
@@ -458,7 +458,7 @@ impl Lio {
     }
 
     /// Rewrites entry `i` (and zeroes its buffer) while no request uses it.
-    fn reset(&self, i: usize, fd: RawFd, op: i32, offset: usize, port: &Port) {
+    fn reset(&self, i: usize, fd: RawFd, op: Opcode, offset: usize, port: &Port) {
         self.bufs[i].fill(0);
         let cb = Aiocb::new(
             fd,

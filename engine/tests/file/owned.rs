@@ -6,7 +6,7 @@ use crate::common::files::TempDir;
 use crate::common::rng::{pattern, Rng};
 use crate::common::{address, errno};
 use crate::{aio_state, assert_quiet, collect, finish_one, pool, Entry, Lent, Lio, Watchdog, MIB};
-use iocp::{File, LioMode, Overlapped, Port};
+use iocp::{File, LioMode, Overlapped, Port, Ticket};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::thread;
@@ -49,7 +49,7 @@ fn run_phase(files: &[File], port: &Port, regions: &[Region], phase: Phase, seed
                 let result = files[f].finish(&record).unwrap_or_else(|err| {
                     panic!("{record:?} is no unfinished request of its file: {err}")
                 });
-                let id = (record.key(), record.overlapped() as u64);
+                let id = (record.key(), Ticket::of(&record));
                 assert!(
                     done.insert(id, (record, result)).is_none(),
                     "two records for {id:?}"

@@ -9,7 +9,7 @@ use crate::{
     aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, Busy, Entry, Lent, Lio,
     Watchdog, BUSY, POOLS,
 };
-use iocp::{Event, FilePool, LioMode, Overlapped, Port};
+use iocp::{Event, FilePool, LioMode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
 use std::sync::PoisonError;
 use std::thread;
@@ -92,8 +92,8 @@ fn dropping_the_pool_completes_every_queued_request_and_joins_its_threads() {
     let mut listed_seen = HashSet::new();
     for record in collect(&port, total) {
         match record.key() {
-            1 if tickets.contains_key(&(record.overlapped() as u64)) => {
-                let offset = tickets.remove(&(record.overlapped() as u64)).unwrap();
+            1 if tickets.contains_key(&(Ticket::of(&record))) => {
+                let offset = tickets.remove(&(Ticket::of(&record))).unwrap();
                 let done = file.finish(&record).unwrap();
                 assert_eq!(done.result.unwrap(), BLOCK);
                 assert!(done.buf == data[offset..offset + BLOCK]);
@@ -221,11 +221,11 @@ fn a_pool_has_one_thread_per_cpu_by_default_and_pinned_pools_run_requests() {
     let file = port
         .associate_file(scratch.file("data", &data), 6, &pinned)
         .unwrap();
-    let tickets: HashMap<u64, usize> = (0..30)
+    let tickets: HashMap<Ticket, usize> = (0..30)
         .map(|i| (file.read_at(vec![0; 100], i as u64 * 100).unwrap(), i))
         .collect();
     for record in collect(&port, tickets.len()) {
-        let i = tickets[&(record.overlapped() as u64)];
+        let i = tickets[&(Ticket::of(&record))];
         let done = file.finish(&record).unwrap();
         assert!(done.buf == data[i * 100..(i + 1) * 100]);
     }

@@ -4,7 +4,7 @@
 use crate::common::files::TempDir;
 use crate::common::rng::{pattern, Rng};
 use crate::{aio_state, assert_quiet, pool};
-use iocp::{Aiocb, Completion, LioMode, OpResult, Overlapped, Port, LIO_NOP, LIO_READ, LIO_WRITE};
+use iocp::{Aiocb, Completion, LioMode, OpResult, Opcode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,7 +75,7 @@ fn soak_every_completion_arrives_exactly_once() {
         AtomicUsize::new(0),
         AtomicUsize::new(0),
     ];
-    let (meta_tx, meta_rx) = mpsc::channel::<(u64, usize, bool)>();
+    let (meta_tx, meta_rx) = mpsc::channel::<(Ticket, usize, bool)>();
     let started = Instant::now();
 
     let (allocations, received) = thread::scope(|s| {
@@ -154,9 +154,9 @@ fn soak_every_completion_arrives_exactly_once() {
                     let offset = block * SOAK_BLOCK;
                     let write = i % 2 == 1;
                     let gmcs = (i / 16) % 2 == 1;
-                    let op = if write { LIO_WRITE } else { LIO_READ };
+                    let op = if write { Opcode::Write } else { Opcode::Read };
                     let raw = Box::into_raw(Box::new(SoakCb {
-                        cb: Aiocb::new(-1, LIO_NOP, 0, std::ptr::null_mut(), 0),
+                        cb: Aiocb::new(-1, Opcode::Nop, 0, std::ptr::null_mut(), 0),
                         block,
                         gmcs,
                         buf: [0; SOAK_BLOCK],
@@ -193,8 +193,8 @@ fn soak_every_completion_arrives_exactly_once() {
         let total = 3 * per_kind;
         let mut out = vec![Completion::default(); 256];
         let mut received = 0;
-        let mut early: HashMap<u64, OpResult> = HashMap::new();
-        let mut meta: HashMap<u64, (usize, bool)> = HashMap::new();
+        let mut early: HashMap<Ticket, OpResult> = HashMap::new();
+        let mut meta: HashMap<Ticket, (usize, bool)> = HashMap::new();
         let mut tickets_seen = HashSet::new();
         let mut addresses_seen = HashSet::new();
         let check_owned = |result: OpResult, block: usize, write: bool| {
@@ -215,7 +215,7 @@ fn soak_every_completion_arrives_exactly_once() {
                 match record.key() {
                     SOAK_OWNED_KEY => {
                         inflight[0].fetch_sub(1, Ordering::AcqRel);
-                        let ticket = record.overlapped() as u64;
+                        let ticket = Ticket::of(record);
                         assert!(tickets_seen.insert(ticket), "ticket {ticket} twice");
                         assert_eq!(record.result().unwrap(), SOAK_BLOCK as u32);
                         let result = owned.finish(record).unwrap();

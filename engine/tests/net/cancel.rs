@@ -5,7 +5,7 @@ use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::{pending, unix_pair};
 use crate::common::timing::PATIENCE;
 use crate::{fill_until_pending, finish_next, shrink_buffers, tcp_pair, QUIET};
-use iocp::{Drive, Overlapped, Socket};
+use iocp::{Drive, Overlapped, Socket, Ticket};
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -22,7 +22,7 @@ use std::time::Duration;
 fn race_completion(
     drive: Drive,
     iterations: u64,
-    interfere: impl Fn(&Socket, u64) -> Option<bool> + Sync,
+    interfere: impl Fn(&Socket, Ticket) -> Option<bool> + Sync,
 ) -> (usize, usize) {
     let port = port(drive);
     let (mut cancelled, mut completed) = (0, 0);
@@ -51,7 +51,7 @@ fn race_completion(
         });
         let record = record.unwrap_or_else(|e| panic!("iteration {i}: no record: {e}"));
         assert_eq!(record.key(), i, "one record per request, in order");
-        assert_eq!(record.overlapped() as u64, ticket);
+        assert_eq!(Ticket::of(&record), ticket);
         let finished = socket.finish(&record).unwrap();
         match (interfered, &finished.result) {
             (Some(true) | None, Err(err)) if err.raw_os_error() == Some(libc::ECANCELED) => {
@@ -100,7 +100,7 @@ fn cancel_with_nothing_pending_fails_enoent() {
         let (a, mut b) = unix_pair();
         let socket = port.associate(a, 1).unwrap();
         let overlapped = Overlapped::new();
-        assert_eq!(errno(socket.cancel(1)), libc::ENOENT);
+        assert_eq!(errno(socket.cancel(Ticket::from_raw(1))), libc::ENOENT);
         assert_eq!(errno(socket.cancel_all()), libc::ENOENT);
         assert_eq!(errno(socket.cancel_overlapped(&overlapped)), libc::ENOENT);
         // A request that already completed cannot be cancelled.
@@ -121,7 +121,8 @@ fn cancel_all_cancels_every_pending_request_and_counts_them() {
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
         let socket = port.associate(server, 21).unwrap();
-        let mut tickets: HashSet<u64> = (0..3).map(|_| pending(socket.recv(vec![0; 4]))).collect();
+        let mut tickets: HashSet<Ticket> =
+            (0..3).map(|_| pending(socket.recv(vec![0; 4]))).collect();
         let (_, send_ticket) = fill_until_pending(&socket, 64 * 1024);
         tickets.insert(send_ticket);
         tickets.insert(pending(socket.send(vec![b'S'; 100])));
@@ -129,7 +130,7 @@ fn cancel_all_cancels_every_pending_request_and_counts_them() {
         for _ in 0..5 {
             let record = next(&port);
             assert_eq!(record.key(), 21);
-            assert!(tickets.remove(&(record.overlapped() as u64)), "{record:?}");
+            assert!(tickets.remove(&(Ticket::of(&record))), "{record:?}");
             assert_eq!(record.error() as i32, libc::ECANCELED);
             let finished = socket.finish(&record).unwrap();
             assert_eq!(errno(finished.result), libc::ECANCELED);

@@ -4,7 +4,7 @@ use crate::common::errno;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::{pending, unix_pair};
 use crate::{closed_port, fill_until_pending, finish_next, shrink_buffers, tcp_pair, QUIET};
-use iocp::{Overlapped, Port};
+use iocp::{Overlapped, Port, Ticket};
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::TcpListener;
@@ -16,12 +16,13 @@ fn close_completes_each_pending_request_once_with_ecanceled_and_the_peer_sees_eo
         let port = port(drive);
         let (a, mut b) = unix_pair();
         let socket = port.associate(a, 31).unwrap();
-        let mut tickets: HashSet<u64> = (0..3).map(|_| pending(socket.recv(vec![0; 8]))).collect();
+        let mut tickets: HashSet<Ticket> =
+            (0..3).map(|_| pending(socket.recv(vec![0; 8]))).collect();
         socket.close().unwrap();
         for _ in 0..3 {
             let record = next(&port);
             assert_eq!(record.key(), 31);
-            assert!(tickets.remove(&(record.overlapped() as u64)), "{record:?}");
+            assert!(tickets.remove(&(Ticket::of(&record))), "{record:?}");
             let finished = socket.finish(&record).unwrap();
             assert_eq!(errno(finished.result), libc::ECANCELED);
             assert_eq!(finished.buf.len(), 8);
@@ -62,13 +63,13 @@ fn dropping_a_socket_completes_its_pending_requests_with_ecanceled() {
         let port = port(drive);
         let (a, mut b) = unix_pair();
         let socket = port.associate(a, 34).unwrap();
-        let tickets: HashSet<u64> = (0..2).map(|_| pending(socket.recv(vec![0; 8]))).collect();
+        let tickets: HashSet<Ticket> = (0..2).map(|_| pending(socket.recv(vec![0; 8]))).collect();
         drop(socket);
-        let seen: HashSet<u64> = (0..2)
+        let seen: HashSet<Ticket> = (0..2)
             .map(|_| {
                 let record = next(&port);
                 assert_eq!((record.key(), record.error() as i32), (34, libc::ECANCELED));
-                record.overlapped() as u64
+                Ticket::of(&record)
             })
             .collect();
         assert_eq!(seen, tickets);

@@ -6,7 +6,7 @@ use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::{pending, unix_pair};
 use crate::common::timing::{PATIENCE, SETTLE};
 use crate::{done, finish_next, tcp_pair, wait_readable, QUIET};
-use iocp::{Completion, Event, Overlapped, Port, Socket};
+use iocp::{Completion, Event, Overlapped, Port, Socket, Ticket};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::thread;
@@ -68,7 +68,7 @@ fn a_recv_that_would_block_completes_later_as_exactly_one_record_under_the_key()
         client.write_all(b"later").unwrap();
         let record = next(&port);
         assert_eq!(record.key(), 42);
-        assert_eq!(record.overlapped() as u64, ticket);
+        assert_eq!(Ticket::of(&record), ticket);
         assert_eq!(record.result().unwrap(), 5);
         let finished = socket.finish(&record).unwrap();
         assert_eq!(finished.result.unwrap(), 5);
@@ -108,7 +108,7 @@ fn tickets_are_distinct_among_a_sockets_pending_requests() {
     let port = Port::new().unwrap();
     let (a, _b) = unix_pair();
     let socket = port.associate(a, 1).unwrap();
-    let tickets: HashSet<u64> = (0..8).map(|_| pending(socket.recv(vec![0; 4]))).collect();
+    let tickets: HashSet<Ticket> = (0..8).map(|_| pending(socket.recv(vec![0; 4]))).collect();
     assert_eq!(tickets.len(), 8);
     assert_eq!(socket.cancel_all().unwrap(), 8);
 }

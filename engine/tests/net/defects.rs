@@ -11,7 +11,7 @@ use crate::{
     fill_until_pending, first_difference, loopback_socket, read_to_eof, shrink_buffers, tcp_pair,
     wait_readable, QUIET,
 };
-use iocp::{Completion, Drive, Port, Submitted};
+use iocp::{Completion, Drive, Port, Submitted, Ticket};
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream};
@@ -56,7 +56,7 @@ fn an_inline_waiter_parked_before_the_first_pending_request_reaps_its_completion
     b.write_all(b"hi").unwrap();
     let (record, waited) = waiter.join().unwrap();
     let record = record.expect("the waiting thread reaps the completion");
-    assert_eq!((record.key(), record.overlapped() as u64), (70, ticket));
+    assert_eq!((record.key(), Ticket::of(&record)), (70, ticket));
     assert!(
         waited < Duration::from_secs(2),
         "reaped only after {waited:?}"
@@ -85,7 +85,7 @@ fn a_follower_takes_over_polling_when_the_inline_leader_times_out() {
     b.write_all(b"hi").unwrap();
     let (record, waited) = follower.join().unwrap();
     let record = record.expect("the follower reaps the completion");
-    assert_eq!((record.key(), record.overlapped() as u64), (71, ticket));
+    assert_eq!((record.key(), Ticket::of(&record)), (71, ticket));
     assert!(
         waited < Duration::from_secs(2),
         "reaped only after {waited:?}"
@@ -127,7 +127,7 @@ fn completion_after_a_released_thread_exits(drive: Drive) -> Duration {
         .join()
         .unwrap()
         .expect("the waiter takes the completion");
-    assert_eq!((record.key(), record.overlapped() as u64), (73, ticket));
+    assert_eq!((record.key(), Ticket::of(&record)), (73, ticket));
     exited.elapsed()
 }
 
@@ -184,7 +184,7 @@ fn a_refused_connect_completes_even_with_a_recv_queued_behind_it() {
         while results.len() < 2 {
             let record = next(&port);
             assert_eq!(record.key(), 74, "{record:?}");
-            let ticket = record.overlapped() as u64;
+            let ticket = Ticket::of(&record);
             assert!(ticket == connect || ticket == recv, "{record:?}");
             let finished = socket.finish(&record).unwrap();
             eprintln!("{drive:?} #{ticket}: {:?}", finished.result);
@@ -313,7 +313,7 @@ fn queued_sends_reach_the_peer_in_submission_order() {
         let mut expected = vec![b'F'; filled + 64 * 1024];
         let a = pattern(4, 256 * 1024);
         let b = b"the end".to_vec();
-        let mut outstanding: HashMap<u64, ()> = HashMap::from([(filler, ())]);
+        let mut outstanding: HashMap<Ticket, ()> = HashMap::from([(filler, ())]);
         outstanding.insert(pending(socket.send(a.clone())), ());
         outstanding.insert(pending(socket.send(b.clone())), ());
         expected.extend_from_slice(&a);
@@ -325,7 +325,7 @@ fn queued_sends_reach_the_peer_in_submission_order() {
                 break;
             }
             let record = next(&port);
-            assert!(outstanding.remove(&(record.overlapped() as u64)).is_some());
+            assert!(outstanding.remove(&(Ticket::of(&record))).is_some());
             let sent = socket.finish(&record).unwrap();
             let n = sent.result.unwrap();
             let mut rest = sent.buf[n..].to_vec();

@@ -6,7 +6,7 @@ use crate::common::rng::pattern;
 use crate::common::sockets::pending;
 use crate::common::timing::PATIENCE;
 use crate::{finish_next, first_difference, read_to_eof, QUIET};
-use iocp::{Completion, OpResult, Port, Socket, Submitted};
+use iocp::{Completion, OpResult, Port, Socket, Submitted, Ticket};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -26,7 +26,7 @@ enum Step {
 /// A completion-driven echo server: one read or one write in flight per connection.
 #[derive(Default)]
 struct Echo {
-    conns: HashMap<u64, (Socket, Option<u64>)>,
+    conns: HashMap<u64, (Socket, Option<Ticket>)>,
     clean_eofs: usize,
     partial_writes: usize,
 }
@@ -93,7 +93,7 @@ impl Echo {
             .get_mut(&key)
             .unwrap_or_else(|| panic!("record for a finished connection: {record:?}"));
         let done = socket.finish(record).expect("finish an echo record");
-        let step = if *read_ticket == Some(record.overlapped() as u64) {
+        let step = if *read_ticket == Some(Ticket::of(record)) {
             *read_ticket = None;
             Step::ReadDone(done)
         } else {

@@ -31,7 +31,7 @@ mod udp;
 use common::ports::next;
 use common::sockets::{tcp_pair, tcp_socket};
 use common::timing::PATIENCE;
-use iocp::{OpResult, Port, Socket, Submitted};
+use iocp::{OpResult, Port, Socket, Submitted, Ticket};
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -52,10 +52,10 @@ fn done(submitted: io::Result<Submitted>) -> OpResult {
 }
 
 /// Waits for the record of `ticket` on `socket` (keyed `key`) and finishes it.
-fn finish_next(port: &Port, socket: &Socket, key: u64, ticket: u64) -> OpResult {
+fn finish_next(port: &Port, socket: &Socket, key: u64, ticket: Ticket) -> OpResult {
     let record = next(port);
     assert_eq!(record.key(), key, "{record:?}");
-    assert_eq!(record.overlapped() as u64, ticket, "{record:?}");
+    assert_eq!(Ticket::of(&record), ticket, "{record:?}");
     let finished = socket.finish(&record).expect("finish");
     match &finished.result {
         Ok(n) => assert_eq!((record.error(), record.bytes() as usize), (0, *n)),
@@ -170,7 +170,7 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 
 /// Fills `socket`'s send path with `chunk`-byte sends until one is pending; returns how
 /// many bytes went out at once and the pending send's ticket.
-fn fill_until_pending(socket: &Socket, chunk: usize) -> (usize, u64) {
+fn fill_until_pending(socket: &Socket, chunk: usize) -> (usize, Ticket) {
     let mut sent = 0;
     for _ in 0..10_000 {
         match socket.send(vec![b'F'; chunk]).expect("send") {

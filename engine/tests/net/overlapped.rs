@@ -7,7 +7,7 @@ use crate::common::sockets::unix_pair;
 use crate::common::timing::PATIENCE;
 use crate::common::{address, errno};
 use crate::{fill_until_pending, read_to_eof, shrink_buffers, tcp_pair, QUIET};
-use iocp::{Event, Overlapped, Socket};
+use iocp::{Event, Overlapped, Socket, Ticket};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::thread;
@@ -75,7 +75,7 @@ fn write_overlapped_completes_at_once_or_through_the_port() {
         assert_eq!(later.unwrap(), None);
         let reader = thread::spawn(move || read_to_eof(client, 64 << 20));
         let fill = next(&port);
-        assert_eq!(fill.overlapped() as u64, ticket);
+        assert_eq!(Ticket::of(&fill), ticket);
         let record = next(&port);
         assert_eq!(record.key(), 51);
         assert_eq!(record.overlapped(), address(&overlapped));

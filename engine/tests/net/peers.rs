@@ -6,6 +6,7 @@ use crate::common::sockets::{pending, unix_pair};
 use crate::{
     done, fill_until_pending, finish_next, outcome, reset, shrink_buffers, tcp_pair, QUIET,
 };
+use iocp::Ticket;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
@@ -29,7 +30,7 @@ fn a_peer_reset_ends_a_pending_recv_with_econnreset() {
         let ticket = pending(socket.recv(vec![0; 64]));
         reset(client);
         let record = next(&port);
-        assert_eq!((record.key(), record.overlapped() as u64), (11, ticket));
+        assert_eq!((record.key(), Ticket::of(&record)), (11, ticket));
         let finished = socket.finish(&record).unwrap();
         assert_reset_or_eof(&finished.result);
         // Later requests fail (or see end of stream) at once; sends never raise SIGPIPE.
@@ -75,7 +76,7 @@ fn end_of_stream_completes_every_pending_recv_with_zero_bytes_and_sends_still_wo
         let port = port(drive);
         let (server, mut client) = tcp_pair();
         let socket = port.associate(server, 13).unwrap();
-        let tickets: Vec<u64> = (0..3).map(|_| pending(socket.recv(vec![0; 16]))).collect();
+        let tickets: Vec<Ticket> = (0..3).map(|_| pending(socket.recv(vec![0; 16]))).collect();
         client.shutdown(Shutdown::Write).unwrap();
         for ticket in tickets {
             let finished = finish_next(&port, &socket, 13, ticket);

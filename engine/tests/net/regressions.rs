@@ -4,7 +4,7 @@ use crate::common::errno;
 use crate::common::ports::{assert_no_record, next};
 use crate::common::sockets::{pending, unix_pair};
 use crate::QUIET;
-use iocp::{Completion, Event, Overlapped, Port, Socket};
+use iocp::{Completion, Event, Overlapped, Port, Socket, Ticket};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -88,8 +88,8 @@ fn regression_one_socket_could_finish_another_sockets_record() {
         .collect();
     let a_record = records.remove(&1).expect("a record for socket A");
     let b_record = records.remove(&2).expect("a record for socket B");
-    assert_eq!(a_record.overlapped() as u64, a_ticket);
-    assert_eq!(b_record.overlapped() as u64, b_ticket);
+    assert_eq!(Ticket::of(&a_record), a_ticket);
+    assert_eq!(Ticket::of(&b_record), b_ticket);
 
     assert_eq!(
         errno(b.finish(&a_record)),

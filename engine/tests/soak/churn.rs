@@ -6,7 +6,7 @@ use crate::common::ports::DRIVES;
 use crate::common::rng::Rng;
 use crate::common::timing::BULK_PATIENCE;
 use crate::{add, check_record, close_port, join, Stats, CONCURRENCY, WAKE_BOUND};
-use iocp::{Completion, DrainStatus, Port, Submitted};
+use iocp::{Completion, DrainStatus, Port, Submitted, Ticket};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,8 +182,8 @@ fn close_with_pending_recv(port: &Port, rng: &mut Rng, stats: &Stats) {
     b.write_all(b"late").unwrap();
     add(&stats.closes, 1);
     socket.close().unwrap();
-    let record = taken.unwrap_or_else(|| Completion::new(CHURN_KEY, 0, ticket as usize));
-    assert_eq!(record.overlapped() as u64, ticket, "{record:?}");
+    let record = taken.unwrap_or_else(|| Completion::new(CHURN_KEY, 0, ticket.get() as usize));
+    assert_eq!(Ticket::of(&record), ticket, "{record:?}");
     let done = socket
         .finish(&record)
         .unwrap_or_else(|err| panic!("the recv has no outcome: {err}"));

@@ -11,8 +11,8 @@ use crate::{
     wait_for, CloseOnPanic, Req, Stats, CAPACITIES, CONCURRENCY,
 };
 use iocp::{
-    AioCancel, Aiocb, Completion, File, FilePool, LioMode, Overlapped, Port, ProviderSocket,
-    LIO_READ, LIO_WRITE,
+    AioCancel, Aiocb, Completion, File, FilePool, LioMode, Opcode, Overlapped, Port,
+    ProviderSocket, Ticket,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self};
@@ -110,7 +110,7 @@ struct Files<'a> {
     ovl_file: File,
     provider: ProviderSocket,
     /// Pending owned-buffer requests by ticket.
-    open: HashMap<u64, (u64, FileOp)>,
+    open: HashMap<Ticket, (u64, FileOp)>,
     /// Pending lio requests: aiocb address to the `LioReq`.
     lio: HashMap<usize, usize>,
     /// Pending overlapped requests: block address to the `OvlReq`.
@@ -266,7 +266,7 @@ impl<'a> Files<'a> {
     fn lio_request(&mut self, gmcs: Option<bool>) -> *mut LioReq {
         let op = self.pick(false);
         let mut req = Box::new(LioReq {
-            cb: Aiocb::new(-1, LIO_READ, 0, std::ptr::null_mut(), 0),
+            cb: Aiocb::new(-1, Opcode::Read, 0, std::ptr::null_mut(), 0),
             op,
             gmcs: gmcs == Some(true),
             buf: [0; BLOCK],
@@ -274,9 +274,9 @@ impl<'a> Files<'a> {
         let opcode = match op {
             FileOp::Write(f) => {
                 req.buf.copy_from_slice(&self.fresh(f));
-                LIO_WRITE
+                Opcode::Write
             }
-            _ => LIO_READ,
+            _ => Opcode::Read,
         };
         let fd = self.lio_fd.as_raw_fd();
         let cb = Aiocb::new(fd, opcode, op.offset() as i64, req.buf.as_mut_ptr(), BLOCK);
@@ -519,7 +519,7 @@ impl<'a> Files<'a> {
                 self.check_provider_block(index, error, bytes);
             }
             key => {
-                let ticket = record.overlapped() as u64;
+                let ticket = Ticket::of(record);
                 let (owner, op) = self.open.remove(&ticket).unwrap_or_else(|| {
                     panic!("{record:?}: no request has this ticket pending (unknown, or a second record)")
                 });
@@ -616,7 +616,7 @@ impl<'a> Files<'a> {
                 self.cancels.remove(&req);
                 continue;
             };
-            let forged = Completion::new(key, 0, ticket as usize);
+            let forged = Completion::new(key, 0, ticket.get() as usize);
             let done = file.finish(&forged).unwrap_or_else(|err| {
                 panic!("{op:?}: no outcome for a request whose record was discarded: {err}")
             });

@@ -422,7 +422,7 @@ impl Stats {
 /// A request, by ticket (owned buffers) or by the address of its block or aiocb.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Req {
-    Ticket(u64),
+    Ticket(iocp::Ticket),
     At(usize),
 }
 

@@ -11,7 +11,7 @@ use crate::{
     add, check_record, check_same, close_port, ending, ending_name, is_canceled, join, lock,
     sleep_until, wait_for, CloseOnPanic, Req, Stats, CAPACITIES, CONCURRENCY,
 };
-use iocp::{Completion, OpResult, Overlapped, Port, Socket, Submitted};
+use iocp::{Completion, OpResult, Overlapped, Port, Socket, Submitted, Ticket};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -93,7 +93,7 @@ struct Net<'a> {
     conns: HashMap<u64, Conn>,
     next_key: u64,
     /// Pending owned-buffer requests by ticket.
-    open: HashMap<u64, (u64, NetOp)>,
+    open: HashMap<Ticket, (u64, NetOp)>,
     /// Pending overlapped requests by block address: socket, request, `OvlIo` address.
     open_ovl: HashMap<usize, (u64, NetOp, usize)>,
     /// Every overlapped request of the round, freed when it ends.
@@ -413,7 +413,7 @@ impl<'a> Net<'a> {
             self.run_ready();
             return;
         }
-        let ticket = record.overlapped() as u64;
+        let ticket = Ticket::of(record);
         let (key, op) = self.open.remove(&ticket).unwrap_or_else(|| {
             panic!("{record:?}: no request has this ticket pending (unknown, or a second record)")
         });
@@ -666,11 +666,11 @@ impl<'a> Net<'a> {
     /// outcome of each request whose record the close discarded, once.
     fn abandon(&mut self) {
         self.close_all();
-        let open: Vec<(u64, (u64, NetOp))> = self.open.drain().collect();
+        let open: Vec<(Ticket, (u64, NetOp))> = self.open.drain().collect();
         for (ticket, (key, op)) in open {
             let conn = self.conn(key);
             conn.pending -= 1;
-            let forged = Completion::new(key, 0, ticket as usize);
+            let forged = Completion::new(key, 0, ticket.get() as usize);
             let done = conn.socket.finish(&forged).unwrap_or_else(|err| {
                 panic!("#{key} {op:?}: no outcome for a request whose record was discarded: {err}")
             });

@@ -13,7 +13,7 @@
 //! It stops on a `STOP` record posted to every port, or by itself at the deadline.
 
 use super::{pin_set, set_nodelay, Launch, Running, READ_SIZE};
-use iocp::{Completion, Drive, OpResult, Port, Socket, Submitted};
+use iocp::{Completion, Drive, OpResult, Port, Socket, Submitted, Ticket};
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::thread;
@@ -89,7 +89,7 @@ fn stop(ports: &[Port]) {
 struct Conn {
     socket: Socket,
     /// The ticket of the read in flight, to tell its record from a write's.
-    read_ticket: u64,
+    read_ticket: Option<Ticket>,
     /// The read buffer while no read is in flight (always [`READ_SIZE`] long).
     read_buf: Option<Vec<u8>>,
     /// The write buffer while no write is in flight.
@@ -184,7 +184,7 @@ impl Worker {
         };
         let conn = Conn {
             socket,
-            read_ticket: 0,
+            read_ticket: None,
             read_buf: Some(vec![0; READ_SIZE]),
             write_buf: Some(Vec::with_capacity(READ_SIZE)),
         };
@@ -219,7 +219,7 @@ impl Worker {
             };
             match conn.socket.recv(buf) {
                 Ok(Submitted::Pending(ticket)) => {
-                    conn.read_ticket = ticket;
+                    conn.read_ticket = Some(ticket);
                     return;
                 }
                 Ok(Submitted::Done(done)) => {
@@ -292,7 +292,7 @@ impl Worker {
         if record.overlapped() == RESUME {
             return self.read(key);
         }
-        let is_read = record.overlapped() as u64 == conn.read_ticket;
+        let is_read = Some(Ticket::of(record)) == conn.read_ticket;
         let Ok(done) = conn.socket.finish(record) else {
             // A stale record of a closed connection whose key was reused.
             return;

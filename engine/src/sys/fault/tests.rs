@@ -6,8 +6,8 @@
 use super::{fail, Call};
 use crate::file::tests::scratch_file;
 use crate::{
-    Aiocb, Completion, DrainStatus, Drive, Event, File, FilePool, LioMode, Overlapped, Port,
-    Socket, Submitted,
+    Aiocb, Completion, DrainStatus, Drive, Event, File, FilePool, LioMode, Opcode, Overlapped,
+    Port, Socket, Submitted, Ticket,
 };
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -40,7 +40,7 @@ fn done(submitted: Submitted) -> crate::OpResult {
     }
 }
 
-fn pending(submitted: Submitted) -> u64 {
+fn pending(submitted: Submitted) -> Ticket {
     match submitted {
         Submitted::Pending(ticket) => ticket,
         Submitted::Done(result) => panic!("expected a pending request, got {result:?}"),
@@ -56,13 +56,9 @@ fn outcome(port: &Port, socket: &Socket, submitted: Submitted) -> crate::OpResul
 }
 
 /// The one record for `ticket`; fails on a timeout or a record for anything else.
-fn record_for(port: &Port, ticket: u64) -> Completion {
+fn record_for(port: &Port, ticket: Ticket) -> Completion {
     let record = port.get(LONG).expect("the request's record");
-    assert_eq!(
-        record.overlapped() as u64,
-        ticket,
-        "a record for another request"
-    );
+    assert_eq!(Ticket::of(&record), ticket, "a record for another request");
     record
 }
 
@@ -281,7 +277,7 @@ fn allocation_failures_fail_each_creation_cleanly() {
     };
     peer.write_all(b"after").unwrap();
     let record = port.get(LONG).unwrap();
-    assert_eq!(record.overlapped() as u64, ticket);
+    assert_eq!(Ticket::of(&record), ticket);
     let done = socket.finish(&record).unwrap();
     assert_eq!(&done.buf[..done.result.unwrap()], b"after");
     assert_no_record(&port);
@@ -324,7 +320,7 @@ fn associating_a_closed_descriptor_is_ebadf() {
     assert_eq!(badf.hits(), 1);
 }
 
-fn file_result(file: &File, port: &Port, ticket: u64) -> crate::OpResult {
+fn file_result(file: &File, port: &Port, ticket: Ticket) -> crate::OpResult {
     file.finish(&record_for(port, ticket)).unwrap()
 }
 
@@ -390,8 +386,8 @@ fn lio_listio_entry_faults_fail_alone() {
     let mut bufs = [[0u8; 8]; 2];
     let [buf_a, buf_b] = &mut bufs;
     let mut cbs = [
-        Aiocb::new(a.as_raw_fd(), crate::LIO_READ, 0, buf_a.as_mut_ptr(), 8).with_port(&port),
-        Aiocb::new(b.as_raw_fd(), crate::LIO_READ, 0, buf_b.as_mut_ptr(), 8).with_port(&port),
+        Aiocb::new(a.as_raw_fd(), Opcode::Read, 0, buf_a.as_mut_ptr(), 8).with_port(&port),
+        Aiocb::new(b.as_raw_fd(), Opcode::Read, 0, buf_b.as_mut_ptr(), 8).with_port(&port),
     ];
     let nomem = fail(Call::Pread, libc::ENOMEM).on_fd(b.as_raw_fd()).arm();
     let list: Vec<*mut Aiocb> = cbs.iter_mut().map(|cb| cb as *mut Aiocb).collect();
@@ -542,7 +538,7 @@ fn regression_early_futex_timeout_ended_event_wait() {
 /// A port of `drive` with a connected loopback pair whose engine end has a receive pending
 /// (so the socket is registered with the port's reactor): the port, the socket, the peer
 /// and the pending ticket.
-fn registered_pair(drive: Drive) -> (Port, Socket, TcpStream, u64) {
+fn registered_pair(drive: Drive) -> (Port, Socket, TcpStream, Ticket) {
     let port = Port::builder().drive(drive).build().unwrap();
     let (socket, peer) = tcp_pair(&port);
     let ticket = pending(socket.recv(vec![0; 16]).unwrap());
@@ -605,7 +601,7 @@ fn other_inline_reactor_poll_failures_are_retried_and_lose_no_readiness() {
 #[test]
 fn regression_a_failed_poll_killed_the_reactor_thread() {
     let (port, socket, mut peer, first) = registered_pair(Drive::Thread);
-    let reactor = port.reactor().unwrap();
+    let reactor = port.readiness(crate::net::Reactor::new).unwrap();
     let faults = [libc::EINTR, libc::ENOMEM, libc::EBADF].map(|errno_| {
         fail(Call::ReactorPoll, errno_)
             .on_fd(reactor.fault_fd())

@@ -1,0 +1,373 @@
+//! The file-I/O threads: a pool that runs positioned reads, writes and syncs and posts
+//! their records.
+//!
+//! Each request becomes a [`Job`] on the pool's lock-free submission queue (a crossbeam
+//! `SegQueue`); idle threads sleep on the same LIFO futex stack ports use, and a submission
+//! wakes one only when one sleeps. Short reads at end of file complete with the bytes read;
+//! errors complete with their `errno`.
+//!
+//! Every job completes exactly once: by a pool thread, or with `ECANCELED` by whoever
+//! cancels it while it is still queued (a compare-and-swap on the job's [`Delivery`] state
+//! decides; loom models race the two). A job already running is not cancelled. Stopping the
+//! pool refuses new submissions, lets the threads finish every queued job, and joins them:
+//! no request is lost.
+
+use crate::aiocb::Aiocb;
+use crate::buffer::Buf;
+use crate::completion::{Cancel, Delivery};
+use crate::error::canceled;
+use crate::parker::{Parker, Spin, WaitStack};
+use crate::primitive::{lock, Mutex};
+use crate::request::{Association, Finished, Notify, OpResult};
+use crate::sys::{self, file as sysfile};
+use crate::Completion;
+use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+/// What the pool's threads and its submitters share.
+pub(crate) struct Pool {
+    queue: SegQueue<Arc<Job>>,
+    /// Jobs pushed and not yet popped (the idle threads' Dekker partner).
+    queued: AtomicUsize,
+    idle: WaitStack,
+    /// How long idle threads spin before they park, learnt as a port's is.
+    spin: CachePadded<Spin>,
+    stopping: AtomicBool,
+    /// Submissions between their check of `stopping` and their push.
+    submitting: AtomicUsize,
+    /// Jobs not yet completed, by descriptor and id, for cancellation.
+    pub(crate) inflight: Mutex<HashMap<RawFd, HashMap<u64, Arc<Job>>>>,
+    next_job: AtomicU64,
+}
+
+/// One request on the pool.
+pub(crate) struct Job {
+    /// Set at submission, unique in the pool.
+    pub(crate) id: u64,
+    /// The number the job is filed under for cancellation: the file's descriptor, or the
+    /// caller's number in an aiocb.
+    pub(crate) fd: RawFd,
+    /// The descriptor the job runs on, kept open while it runs: a `File`'s own, or for an
+    /// aiocb the engine's duplicate of the caller's number (a caller closing its number,
+    /// and the kernel handing the number out again, cannot send the job to another file).
+    pub(crate) target: Arc<OwnedFd>,
+    pub(crate) op: Op,
+    pub(crate) offset: u64,
+    pub(crate) buf: Mutex<Buf>,
+    /// Whether a pool thread or a canceller completes the job.
+    pub(crate) delivery: Delivery,
+    pub(crate) reply: Reply,
+    pub(crate) port: Association,
+    /// The `LIO_WAIT` call waiting for this job.
+    pub(crate) list: Option<Arc<ListWait>>,
+}
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Read,
+    Write,
+    Sync,
+    SyncData,
+}
+
+/// How a job reports.
+pub(crate) enum Reply {
+    /// A `File`'s request, in the shared request model; an owned-buffer result is kept in
+    /// the file's `finished`.
+    Request {
+        notify: Notify,
+        finished: Arc<Mutex<Finished>>,
+    },
+    /// An aiocb of `lio_listio`: its status words are filled in (`update`, except in
+    /// `LIO_NOWAIT_GMCS`) and a record carrying its address goes to its port, if any.
+    Aiocb { aiocb: *const Aiocb, update: bool },
+}
+
+// SAFETY: the raw pointers in `Buf` and `Reply` come from callers of the `unsafe`
+// overlapped and lio functions, who keep the memory valid until the job completes, on
+// whichever thread completes it; everything else in a job is `Send + Sync`.
+unsafe impl Send for Job {}
+// SAFETY: a shared job is only read, except for its buffer, which is behind a mutex, and
+// its delivery state, which is atomic; the raw pointers it reads are valid from any
+// thread for the reason given for `Send`.
+unsafe impl Sync for Job {}
+
+/// A countdown an `LIO_WAIT` call sleeps on.
+pub(crate) struct ListWait {
+    remaining: AtomicU32,
+}
+
+impl ListWait {
+    /// A countdown of one, which the waiter's own [`done`](Self::done) takes away once it
+    /// has added every job ([`add`](Self::add)).
+    pub(crate) fn new() -> ListWait {
+        ListWait {
+            remaining: AtomicU32::new(1),
+        }
+    }
+
+    /// One more job to wait for.
+    pub(crate) fn add(&self) {
+        // Relaxed: the count is only read after the submitting loop's last change.
+        self.remaining.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A job added was not queued after all.
+    pub(crate) fn take_back(&self) {
+        // Relaxed: as in `add`.
+        self.remaining.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// One job is done.
+    pub(crate) fn done(&self) {
+        // Release: pairs with the acquire in `wait`, so the aiocb updates are visible.
+        if self.remaining.fetch_sub(1, Ordering::Release) == 1 {
+            sys::futex_wake_all(&self.remaining);
+        }
+    }
+
+    /// Sleeps until every job is done.
+    pub(crate) fn wait(&self) {
+        loop {
+            // Acquire: pairs with the release decrement in `done`.
+            let left = self.remaining.load(Ordering::Acquire);
+            if left == 0 {
+                return;
+            }
+            sys::futex_wait(&self.remaining, left, None);
+        }
+    }
+}
+
+impl Job {
+    /// Fills in the job's aiocb, overlapped or kept result; returns the record still to
+    /// post to its port (an overlapped block posts its own, as it completes).
+    fn report(&self, result: io::Result<usize>) -> Option<Completion> {
+        let key = self.port.as_ref().map(|(_, key)| *key);
+        match &self.reply {
+            Reply::Request { notify, finished } => {
+                let buf = std::mem::replace(&mut *lock(&self.buf), Buf::None);
+                let outcome = |result| OpResult::of_buffer(result, buf.into_vec());
+                notify.deliver(result, outcome, key, &mut lock(finished))
+            }
+            Reply::Aiocb { aiocb, update } => {
+                if *update {
+                    // SAFETY: the lio caller guaranteed the aiocb lives until completion.
+                    unsafe { &**aiocb }.report(&result);
+                }
+                let (bytes, errno) = crate::error::to_record(&result);
+                key.map(|key| Completion::new(key, bytes, *aiocb as usize).with_error(errno))
+            }
+        }
+    }
+
+    /// Posts the record [`report`](Self::report) returned.
+    fn post(&self, record: Option<Completion>) {
+        if let (Some(record), Some((port, _))) = (record, &self.port) {
+            // A closed port discards its records, this one with them.
+            let _ = port.post(record);
+        }
+    }
+}
+
+impl Pool {
+    /// A pool of `threads` threads (pinned to the process's cores in turn with `pin`).
+    pub(crate) fn start(threads: usize, pin: bool) -> io::Result<(Arc<Pool>, Vec<JoinHandle<()>>)> {
+        let pool = Arc::new(Pool {
+            queue: SegQueue::new(),
+            queued: AtomicUsize::new(0),
+            idle: WaitStack::new(),
+            spin: CachePadded::new(Spin::new()),
+            stopping: AtomicBool::new(false),
+            submitting: AtomicUsize::new(0),
+            inflight: Mutex::new(HashMap::new()),
+            next_job: AtomicU64::new(0),
+        });
+        let cores = if pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let worker_pool = Arc::clone(&pool);
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let spawned = thread::Builder::new()
+                .name(format!("iocp-file-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    worker_pool.work();
+                });
+            match spawned {
+                Ok(worker) => workers.push(worker),
+                Err(err) => {
+                    pool.stop(&mut workers);
+                    return Err(err);
+                }
+            }
+        }
+        Ok((pool, workers))
+    }
+
+    /// Queues `job`; `EAGAIN` once the pool is stopping.
+    pub(crate) fn submit(&self, mut job: Job) -> io::Result<()> {
+        // SeqCst: the submitter half of the shutdown handshake in `stop`: either `stop`
+        // waits for this submission or this submission sees `stopping`.
+        self.submitting.fetch_add(1, Ordering::SeqCst);
+        if self.stopping.load(Ordering::SeqCst) {
+            self.submitting.fetch_sub(1, Ordering::SeqCst);
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        // Relaxed: ids only need to be distinct.
+        job.id = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = Arc::new(job);
+        lock(&self.inflight)
+            .entry(job.fd)
+            .or_default()
+            .insert(job.id, Arc::clone(&job));
+        self.queue.push(job);
+        // SeqCst: the submitter half of the Dekker pair with an idle thread's registration.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.submitting.fetch_sub(1, Ordering::SeqCst);
+        if self.idle.has_sleepers() {
+            self.idle.wake_one();
+        }
+        Ok(())
+    }
+
+    /// A pool thread: runs jobs until the pool stops and the queue is empty.
+    fn work(&self) {
+        loop {
+            if let Some(job) = self.queue.pop() {
+                // Relaxed: a counter; the pop itself synchronized with the push.
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.run(&job);
+                continue;
+            }
+            // SeqCst: pairs with the store in `stop`, after which nothing more is pushed.
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            // A submitter usually sends more soon: waking a parked thread costs a futex call
+            // and a context switch per request, which is what a `pread` loop never pays.
+            // Relaxed: a hint; the decision to sleep is made with SeqCst below.
+            let (work, start) = self.spin.spin(None, || {
+                self.queued.load(Ordering::Relaxed) > 0 || self.stopping.load(Ordering::Relaxed)
+            });
+            if work {
+                continue;
+            }
+            let parker = Parker::current();
+            self.idle.register(&parker);
+            // SeqCst: the idle half of the Dekker pair with `submit`.
+            if self.queued.load(Ordering::SeqCst) > 0 || self.stopping.load(Ordering::SeqCst) {
+                self.idle.unregister(&parker);
+                continue;
+            }
+            let woken = self.idle.park(&parker, None) == sys::WaitStatus::Woken;
+            self.spin.learn(start, woken);
+            if !woken {
+                self.idle.unregister(&parker);
+            }
+        }
+    }
+
+    fn run(&self, job: &Arc<Job>) {
+        if !job.delivery.start() {
+            // Cancelled: the canceller completes it.
+            return;
+        }
+        let fd = job.target.as_raw_fd();
+        let result = {
+            let mut buf = lock(&job.buf);
+            let (ptr, len) = buf.raw();
+            // SAFETY (both arms): `ptr..ptr + len` is the job's owned vector, or caller memory
+            // that the overlapped and lio functions' callers keep valid until completion.
+            match job.op {
+                // SAFETY: `ptr..ptr + len` is writable until the job completes (above), and
+                // nothing else reads or writes it meanwhile: the buffer's mutex is held.
+                Op::Read => unsafe { sysfile::pread(fd, job.fd, ptr, len, job.offset) },
+                // SAFETY: `ptr..ptr + len` is readable until the job completes (above).
+                Op::Write => unsafe { sysfile::pwrite(fd, job.fd, ptr, len, job.offset) },
+                Op::Sync => sysfile::fsync(fd, job.fd),
+                Op::SyncData => sysfile::fdatasync(fd, job.fd),
+            }
+        };
+        self.complete(job, result);
+    }
+
+    /// The id of the most recently submitted in-flight job of `fd` that `matches`.
+    pub(crate) fn newest(&self, fd: RawFd, matches: impl Fn(&Job) -> bool) -> Option<u64> {
+        let inflight = lock(&self.inflight);
+        let jobs = inflight.get(&fd)?;
+        jobs.values()
+            .filter(|job| matches(job))
+            .map(|job| job.id)
+            .max()
+    }
+
+    /// Cancels queued jobs of `fd` that `matches`; returns (cancelled, still running).
+    pub(crate) fn cancel(&self, fd: RawFd, matches: impl Fn(&Job) -> bool) -> (usize, usize) {
+        let mut cancelled = Vec::new();
+        let mut running = 0;
+        if let Some(jobs) = lock(&self.inflight).get(&fd) {
+            for job in jobs.values().filter(|job| matches(job)) {
+                // Whoever wins the claim completes the job. A second canceller finds it
+                // running, and says "not cancelled" rather than "all done" until the job
+                // is reported.
+                match job.delivery.cancel() {
+                    Cancel::Cancelled => cancelled.push(Arc::clone(job)),
+                    Cancel::Running => running += 1,
+                    Cancel::Done => {}
+                }
+            }
+        }
+        for job in &cancelled {
+            self.complete(job, Err(canceled()));
+        }
+        (cancelled.len(), running)
+    }
+
+    /// Completes a job, exactly once (its [`Delivery`] decided who): reports it, marks it
+    /// done, forgets it, counts down an `LIO_WAIT` call.
+    fn complete(&self, job: &Arc<Job>, result: io::Result<usize>) {
+        // Done only once reported: `aio_cancel` says "all done" for done jobs.
+        job.delivery
+            .deliver(|| job.report(result), |record| job.post(record));
+        {
+            let mut inflight = lock(&self.inflight);
+            if let Some(jobs) = inflight.get_mut(&job.fd) {
+                jobs.remove(&job.id);
+                if jobs.is_empty() {
+                    inflight.remove(&job.fd);
+                }
+            }
+        }
+        if let Some(list) = &job.list {
+            list.done();
+        }
+    }
+
+    /// Stops taking jobs, lets the threads finish the queue, joins them.
+    pub(crate) fn stop(&self, workers: &mut Vec<JoinHandle<()>>) {
+        // SeqCst: see `submit`.
+        self.stopping.store(true, Ordering::SeqCst);
+        while self.submitting.load(Ordering::SeqCst) != 0 {
+            thread::yield_now();
+        }
+        self.idle.wake_all();
+        for worker in workers.drain(..) {
+            // A worker panics only if a job's completion did; the pool still shuts down.
+            let _ = worker.join();
+        }
+    }
+}
