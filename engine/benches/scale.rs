@@ -71,7 +71,7 @@ fn pending_reads(c: &mut Criterion) {
         let pairs: Vec<(Socket, UnixStream)> = (0..sockets)
             .map(|i| {
                 let (ours, peer) = UnixStream::pair().unwrap();
-                (port.associate(ours, i as u64).unwrap(), peer)
+                (Socket::associated(ours, &port, i as u64).unwrap(), peer)
             })
             .collect();
         for (socket, _) in &pairs {

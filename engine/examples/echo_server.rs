@@ -90,7 +90,7 @@ impl Worker {
         while let Ok(connection) = self.arrivals.try_recv() {
             let key = self.next_key;
             self.next_key += 1;
-            match self.port.associate(connection, key) {
+            match Socket::associated(connection, &self.port, key) {
                 Ok(socket) => {
                     let reading = true;
                     self.connections.insert(key, Connection { socket, reading });
@@ -250,7 +250,7 @@ fn main() -> io::Result<()> {
     let listener = TcpListener::bind(options.addr)?;
     println!("listening on {}", listener.local_addr()?);
     let mut acceptor = Some(Acceptor {
-        listener: workers[0].port.associate(listener, LISTENER)?,
+        listener: Socket::associated(listener, &workers[0].port, LISTENER)?,
         inboxes,
         next: 0,
     });

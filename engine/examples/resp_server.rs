@@ -108,7 +108,7 @@ pub fn start(options: &Options) -> io::Result<(SocketAddr, Vec<JoinHandle<io::Re
     let listener = TcpListener::bind(options.addr)?;
     let addr = listener.local_addr()?;
     let server = Arc::new(Server {
-        listener: port.associate(listener, LISTENER)?,
+        listener: Socket::associated(listener, &port, LISTENER)?,
         port,
         conns: Mutex::new(HashMap::new()),
         next_key: AtomicU64::new(0),
@@ -292,7 +292,7 @@ impl Server {
 fn associate(port: &Port, fd: OwnedFd, key: u64) -> io::Result<Socket> {
     let stream = TcpStream::from(fd);
     stream.set_nodelay(true)?;
-    port.associate(stream, key)
+    Socket::associated(stream, port, key)
 }
 
 impl Conn {

@@ -93,7 +93,7 @@ impl FilePool {
     }
 
     /// Takes over a regular file: requests on it run on this pool. Use
-    /// [`File::associate`] (or [`Port::associate_file`]) to have them report to a port.
+    /// [`File::associate`] (or [`File::associated`]) to have them report to a port.
     pub fn open(&self, file: impl Into<OwnedFd>) -> io::Result<File> {
         Ok(self.file(file.into()))
     }
@@ -167,21 +167,20 @@ struct FileInner {
     finished: Arc<Mutex<Finished>>,
 }
 
-impl Port {
-    /// Takes over a regular file on `pool` and associates it with this port under `key`.
-    pub fn associate_file(
-        &self,
+impl File {
+    /// Takes over a regular file on `pool` and associates it with `port` under `key`
+    /// (`CreateIoCompletionPort`).
+    pub fn associated(
         file: impl Into<OwnedFd>,
-        key: u64,
         pool: &FilePool,
+        port: &Port,
+        key: u64,
     ) -> io::Result<File> {
         let file = pool.open(file)?;
-        file.associate(self, key)?;
+        file.associate(port, key)?;
         Ok(file)
     }
-}
 
-impl File {
     /// Associates the file with `port` under `key`; `EALREADY` if it has a port.
     pub fn associate(&self, port: &Port, key: u64) -> io::Result<()> {
         let mut slot = lock(&self.inner.port);
@@ -425,7 +424,7 @@ pub(crate) mod tests {
         let pool = FilePool::builder().threads(2).build().unwrap();
         let port = Port::new().unwrap();
         let (file, data) = scratch(10_000);
-        let file = port.associate_file(file, 9, &pool).unwrap();
+        let file = File::associated(file, &pool, &port, 9).unwrap();
         let ticket = file.read_at(vec![0; 4096], 8192).unwrap();
         let record = port.get(Some(Duration::from_secs(5))).unwrap();
         assert_eq!((record.key(), Ticket::of(&record)), (9, ticket));

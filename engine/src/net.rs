@@ -106,17 +106,16 @@ impl Kind {
     }
 }
 
-impl Port {
-    /// Associates a socket with this port under `key` (`CreateIoCompletionPort`): its
-    /// requests that do not complete at once become records here.
-    pub fn associate(&self, socket: impl Into<OwnedFd>, key: u64) -> io::Result<Socket> {
+impl Socket {
+    /// Takes over a socket and associates it with `port` under `key`
+    /// (`CreateIoCompletionPort`): its requests that do not complete at once become records
+    /// there. `EINVAL` for a descriptor that is not a socket.
+    pub fn associated(socket: impl Into<OwnedFd>, port: &Port, key: u64) -> io::Result<Socket> {
         let socket = Socket::unassociated(socket)?;
-        socket.associate(self, key)?;
+        socket.associate(port, key)?;
         Ok(socket)
     }
-}
 
-impl Socket {
     /// Takes over a socket without a port: its overlapped requests report through their
     /// `Overlapped` and its `hEvent`. `EINVAL` for a descriptor that is not a socket.
     pub fn unassociated(socket: impl Into<OwnedFd>) -> io::Result<Socket> {

@@ -220,7 +220,7 @@ fn a_ports_reactor_meets_emfile(drive: Drive) {
     let (ours, mut peer) = unix_pair();
     let mut table = Table::full();
     // Associating opens nothing.
-    let socket = port.associate(ours, 5).unwrap();
+    let socket = Socket::associated(ours, &port, 5).unwrap();
     let ticket = meets_emfile(
         &mut table,
         &format!("the reactor of a port driven {drive:?}"),
@@ -299,7 +299,7 @@ fn an_accept_meets_emfile_and_loses_no_connection() {
         let port = Port::new().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let listener = port.associate(listener, 1).unwrap();
+        let listener = Socket::associated(listener, &port, 1).unwrap();
         let first = pending(listener.accept());
         // The client's socket, made while descriptors are free.
         let client = TcpStream::from(tcp_socket(libc::AF_INET));
@@ -378,7 +378,7 @@ fn a_file_pool_and_file_association_need_no_descriptor() {
             let table = Table::full();
             let before = Table::open();
             let pool = FilePool::builder().threads(2).build().unwrap();
-            let file = port.associate_file(file, 3, &pool).unwrap();
+            let file = iocp::File::associated(file, &pool, &port, 3).unwrap();
             let ticket = file.read_at(vec![0; 4], 3).unwrap();
             let done = file.finish(&record_for(&port, ticket)).unwrap();
             assert_eq!(&done.buf[..done.result.unwrap()], b"3456");

@@ -6,7 +6,8 @@ use crate::common::rng::{pattern, Rng};
 use crate::common::timing::BULK_PATIENCE;
 use crate::common::{address, errno};
 use crate::{
-    aio_state, assert_quiet, collect, finish_one, pool, Busy, Entry, Lent, Lio, BUSY, KIB, MIB,
+    aio_state, assert_quiet, collect, finish_one, pool, Busy, Entry, File, Lent, Lio, BUSY, KIB,
+    MIB,
 };
 use iocp::{AioCancel, Aiocb, Completion, DrainStatus, LioMode, Opcode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
@@ -21,9 +22,7 @@ fn cancel_with_nothing_queued_fails_with_enoent_and_aio_cancel_reports_all_done(
     let pool = pool(1);
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-cancel-idle");
-    let file = port
-        .associate_file(scratch.file("data", b"data"), 1, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", b"data"), &pool, &port, 1).unwrap();
     assert_eq!(errno(file.cancel(Ticket::from_raw(12345))), libc::ENOENT);
     assert_eq!(errno(file.cancel_all()), libc::ENOENT);
     let block = Overlapped::new();
@@ -59,10 +58,8 @@ fn cancellation_racing_completion_yields_exactly_one_record_per_request() {
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-cancel-race");
     let data = pattern(51, BLOCK * BLOCKS);
-    let owned = port
-        .associate_file(scratch.file("data", &data), 1, &pool)
-        .unwrap();
-    let overlapped = port.associate_file(scratch.open("data"), 2, &pool).unwrap();
+    let owned = File::associated(scratch.file("data", &data), &pool, &port, 1).unwrap();
+    let overlapped = File::associated(scratch.open("data"), &pool, &port, 2).unwrap();
     let blocks = Lent::new(
         (0..BLOCKED)
             .map(|_| Overlapped::new())
@@ -452,9 +449,7 @@ fn cancelling_a_request_never_ends_a_dequeue_wait() {
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-cancel-wait");
     let data = pattern(57, 4 * KIB);
-    let file = port
-        .associate_file(scratch.file("data", &data), 9, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", &data), &pool, &port, 9).unwrap();
     let mut cancelled_once = false;
     for attempt in 0..5 {
         let (tx, rx) = mpsc::channel();
@@ -593,9 +588,7 @@ fn dropping_a_file_cancels_its_queued_requests() {
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-drop-file");
     let data = pattern(67, 4 * KIB);
-    let file = port
-        .associate_file(scratch.file("data", &data), 4, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", &data), &pool, &port, 4).unwrap();
     busy.start(&pool, BUSY);
     let tickets: HashSet<Ticket> = (0..10)
         .map(|i| file.read_at(vec![0; 256], i * 256).unwrap())

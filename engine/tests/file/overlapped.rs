@@ -5,7 +5,7 @@ use crate::common::files::TempDir;
 use crate::common::rng::pattern;
 use crate::common::timing::BULK_PATIENCE;
 use crate::common::{address, errno};
-use crate::{aio_state, assert_quiet, collect, pool, words, Entry, Lent, Lio, Watchdog, KIB};
+use crate::{aio_state, assert_quiet, collect, pool, words, Entry, File, Lent, Lio, Watchdog, KIB};
 use iocp::{Event, LioMode, Overlapped, Port, STATUS_PENDING};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -16,9 +16,7 @@ fn overlapped_requests_post_their_block_address_under_the_file_key() {
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-overlapped");
     let data = pattern(23, 16 * KIB);
-    let file = port
-        .associate_file(scratch.file("data", &data), 42, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", &data), &pool, &port, 42).unwrap();
     // With a port the record is the report; the event (if any) is left alone.
     let event = Event::new(true, false).unwrap();
     let blocks = Lent::new(
@@ -105,9 +103,7 @@ fn overlapped_offsets_above_4_gib_are_split_across_offset_and_offset_high() {
     let pool = pool(2);
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-far");
-    let file = port
-        .associate_file(scratch.file("sparse", &[]), 8, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("sparse", &[]), &pool, &port, 8).unwrap();
     match file.write_at_blocking(b"far away", FAR) {
         Ok(8) => {}
         other => {

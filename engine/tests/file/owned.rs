@@ -126,8 +126,7 @@ fn writes_then_reads_at_random_offsets_from_several_threads_each_complete_exactl
     let files: Vec<File> = (0..PARALLEL_FILES)
         .map(|f| {
             let file = scratch.file(&format!("data{f}"), &[]);
-            port.associate_file(file, PARALLEL_KEY + f as u64, &pool)
-                .unwrap()
+            File::associated(file, &pool, &port, PARALLEL_KEY + f as u64).unwrap()
         })
         .collect();
     // Non-overlapping regions at random offsets (random gaps and lengths, unaligned).
@@ -163,9 +162,7 @@ fn reads_at_end_of_file_complete_short_with_the_bytes_read() {
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-eof");
     let data = pattern(7, 10_000);
-    let file = port
-        .associate_file(scratch.file("data", &data), 5, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", &data), &pool, &port, 5).unwrap();
     // (offset, buffer, bytes that exist there)
     let cases = [
         (8192, 4096, 1808),
@@ -232,9 +229,7 @@ fn transfers_larger_than_a_mebibyte_complete_whole_in_one_request() {
     let pool = pool(2);
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-large");
-    let file = port
-        .associate_file(scratch.file("data", &[]), 3, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", &[]), &pool, &port, 3).unwrap();
 
     // Owned buffers.
     let data = pattern(11, LEN);
@@ -318,9 +313,7 @@ fn a_second_association_fails_with_ealready_and_the_first_stays() {
     let scratch = TempDir::new("file-ealready");
     let first = Port::new().unwrap();
     let second = Port::new().unwrap();
-    let file = first
-        .associate_file(scratch.file("data", b"0123456789"), 1, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", b"0123456789"), &pool, &first, 1).unwrap();
     assert_eq!(errno(file.associate(&second, 2)), libc::EALREADY);
     assert_eq!(errno(file.associate(&first, 1)), libc::EALREADY);
     assert_eq!(errno(file.associate(&first, 9)), libc::EALREADY);
@@ -346,9 +339,7 @@ fn the_synchronous_form_transfers_on_the_calling_thread_and_posts_nothing() {
     let pool = pool(1);
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-sync");
-    let file = port
-        .associate_file(scratch.file("data", &[]), 4, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", &[]), &pool, &port, 4).unwrap();
     let data = pattern(17, 3 * MIB);
     assert_eq!(file.write_at_blocking(&data, 100).unwrap(), data.len());
     let mut back = vec![0u8; 4 * MIB];
@@ -384,9 +375,8 @@ fn a_request_the_kernel_rejects_completes_with_its_errno_and_returns_the_buffer(
     let pool = pool(1);
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-kernel-errors");
-    let read_only = port
-        .associate_file(scratch.read_only("ro", b"read only"), 1, &pool)
-        .unwrap();
+    let read_only =
+        File::associated(scratch.read_only("ro", b"read only"), &pool, &port, 1).unwrap();
     let data = pattern(19, 1000);
     let ticket = read_only.write_at(data.clone(), 0).unwrap();
     let (record, done) = finish_one(&port, &read_only, 1, ticket);
@@ -395,7 +385,7 @@ fn a_request_the_kernel_rejects_completes_with_its_errno_and_returns_the_buffer(
     assert_eq!(done.buf, data, "the buffer comes back intact");
 
     let directory = std::fs::File::open(scratch.path("")).unwrap();
-    let directory = port.associate_file(directory, 2, &pool).unwrap();
+    let directory = File::associated(directory, &pool, &port, 2).unwrap();
     let ticket = directory.read_at(vec![0; 16], 0).unwrap();
     let (record, done) = finish_one(&port, &directory, 2, ticket);
     assert_eq!(record.error(), libc::EISDIR as u32);

@@ -3,7 +3,9 @@
 use crate::common::errno;
 use crate::common::files::TempDir;
 use crate::common::rng::pattern;
-use crate::{aio_state, assert_quiet, finish_one, pool, Busy, Entry, Lio, Watchdog, BUSY, KIB};
+use crate::{
+    aio_state, assert_quiet, finish_one, pool, Busy, Entry, File, Lio, Watchdog, BUSY, KIB,
+};
 use iocp::{LioMode, Port};
 use std::os::fd::AsRawFd;
 
@@ -18,9 +20,9 @@ fn regression_associating_a_file_with_a_closed_port_succeeded() {
     closed.close().unwrap();
     let file = scratch.file("data", b"0123456789");
     assert_eq!(
-        errno(closed.associate_file(file, 1, &pool)),
+        errno(File::associated(file, &pool, &closed, 1)),
         libc::EBADF,
-        "Port::associate_file"
+        "File::associated"
     );
     let file = pool.open(scratch.open("data")).unwrap();
     assert_eq!(

@@ -6,8 +6,8 @@ use crate::common::files::TempDir;
 use crate::common::rng::pattern;
 use crate::common::{address, errno};
 use crate::{
-    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, Busy, Entry, Lent, Lio,
-    Watchdog, BUSY, POOLS,
+    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, Busy, Entry, File,
+    Lent, Lio, Watchdog, BUSY, POOLS,
 };
 use iocp::{Event, FilePool, LioMode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
@@ -35,10 +35,8 @@ fn dropping_the_pool_completes_every_queued_request_and_joins_its_threads() {
     let port = Port::builder().capacity(4096).build().unwrap();
     let scratch = TempDir::new("file-drop-pool");
     let data = pattern(71, BLOCK * 64);
-    let file = port
-        .associate_file(scratch.file("data", &data), 1, &pool)
-        .unwrap();
-    let blocked = port.associate_file(scratch.open("data"), 2, &pool).unwrap();
+    let file = File::associated(scratch.file("data", &data), &pool, &port, 1).unwrap();
+    let blocked = File::associated(scratch.open("data"), &pool, &port, 2).unwrap();
     // Both threads busy, so what follows queues up.
     let mut busy = [Busy::new(), Busy::new()];
     for b in &mut busy {
@@ -128,9 +126,7 @@ fn requests_after_the_pool_is_dropped_fail_with_eagain() {
     let pool = pool(1);
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-after-drop");
-    let file = port
-        .associate_file(scratch.file("data", b"still here"), 1, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", b"still here"), &pool, &port, 1).unwrap();
     let unassociated = pool.open(scratch.open("data")).unwrap();
     drop(pool);
     assert_eq!(errno(file.read_at(vec![0; 4], 0)), libc::EAGAIN);
@@ -173,9 +169,7 @@ fn drain_queued_on_one_file(n: usize) -> Duration {
     let mut busy = Busy::new();
     let port = Port::builder().capacity(1 << 17).build().unwrap();
     let scratch = TempDir::new("file-queued-on-one-file");
-    let file = port
-        .associate_file(scratch.file("data", &[0; 64]), 1, &pool)
-        .unwrap();
+    let file = File::associated(scratch.file("data", &[0; 64]), &pool, &port, 1).unwrap();
     busy.start(&pool, BUSY);
     let start = Instant::now();
     for _ in 0..n {
@@ -218,9 +212,7 @@ fn a_pool_has_one_thread_per_cpu_by_default_and_pinned_pools_run_requests() {
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-pinned");
     let data = pattern(73, 30 * 100);
-    let file = port
-        .associate_file(scratch.file("data", &data), 6, &pinned)
-        .unwrap();
+    let file = File::associated(scratch.file("data", &data), &pinned, &port, 6).unwrap();
     let tickets: HashMap<Ticket, usize> = (0..30)
         .map(|i| (file.read_at(vec![0; 100], i as u64 * 100).unwrap(), i))
         .collect();

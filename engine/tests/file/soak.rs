@@ -3,7 +3,7 @@
 
 use crate::common::files::TempDir;
 use crate::common::rng::{pattern, Rng};
-use crate::{aio_state, assert_quiet, pool};
+use crate::{aio_state, assert_quiet, pool, File};
 use iocp::{Aiocb, Completion, LioMode, OpResult, Opcode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
@@ -61,12 +61,10 @@ fn soak_every_completion_arrives_exactly_once() {
     let scratch = TempDir::new("file-soak");
     // Writes put back the bytes already there, so every read sees `data` whatever the order.
     let data = pattern(81, SOAK_BLOCK * SOAK_BLOCKS);
-    let owned = port
-        .associate_file(scratch.file("data", &data), SOAK_OWNED_KEY, &pool)
-        .unwrap();
-    let blocked = port
-        .associate_file(scratch.open("data"), SOAK_OVERLAPPED_KEY, &pool)
-        .unwrap();
+    let owned =
+        File::associated(scratch.file("data", &data), &pool, &port, SOAK_OWNED_KEY).unwrap();
+    let blocked =
+        File::associated(scratch.open("data"), &pool, &port, SOAK_OVERLAPPED_KEY).unwrap();
     let listed = scratch.open("data");
     let lfd = listed.as_raw_fd();
     let deadline = Instant::now() + Duration::from_secs(60);

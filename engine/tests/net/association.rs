@@ -19,11 +19,11 @@ fn tcp_listeners_streams_udp_and_unix_sockets_associate_under_their_keys() {
     let (server, _client) = tcp_pair();
     let (unix, _peer) = unix_pair();
     let sockets = [
-        port.associate(TcpListener::bind("127.0.0.1:0").unwrap(), 1),
-        port.associate(server, 2),
-        port.associate(UdpSocket::bind("127.0.0.1:0").unwrap(), 3),
-        port.associate(unix, 4),
-        port.associate(UnixListener::bind(dir.path("listener")).unwrap(), 5),
+        Socket::associated(TcpListener::bind("127.0.0.1:0").unwrap(), &port, 1),
+        Socket::associated(server, &port, 2),
+        Socket::associated(UdpSocket::bind("127.0.0.1:0").unwrap(), &port, 3),
+        Socket::associated(unix, &port, 4),
+        Socket::associated(UnixListener::bind(dir.path("listener")).unwrap(), &port, 5),
     ];
     for (socket, key) in sockets.into_iter().zip(1..) {
         let socket = socket.unwrap_or_else(|err| panic!("association {key}: {err}"));
@@ -45,7 +45,7 @@ fn a_second_association_fails_ealready_and_the_first_stays() {
     let first = Port::new().unwrap();
     let second = Port::new().unwrap();
     let (a, _b) = unix_pair();
-    let socket = first.associate(a, 5).unwrap();
+    let socket = Socket::associated(a, &first, 5).unwrap();
     assert_eq!(errno(socket.associate(&second, 6)), libc::EALREADY);
     assert_eq!(errno(socket.associate(&first, 7)), libc::EALREADY);
     let (port, key) = socket.port().unwrap();
@@ -65,7 +65,7 @@ fn associating_a_regular_file_or_a_pipe_fails_einval() {
     let path = dir.path("plain");
     let port = Port::new().unwrap();
     assert_eq!(
-        errno(port.associate(File::create(&path).unwrap(), 1)),
+        errno(Socket::associated(File::create(&path).unwrap(), &port, 1)),
         libc::EINVAL
     );
     assert_eq!(
@@ -77,7 +77,7 @@ fn associating_a_regular_file_or_a_pipe_fails_einval() {
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
     // SAFETY: pipe2 returned two new descriptors that nothing else owns.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    assert_eq!(errno(port.associate(read, 2)), libc::EINVAL);
+    assert_eq!(errno(Socket::associated(read, &port, 2)), libc::EINVAL);
     assert_eq!(errno(Socket::unassociated(write)), libc::EINVAL);
 }
 
@@ -113,7 +113,7 @@ fn associating_with_a_closed_port_fails_ebadf() {
     let port = Port::new().unwrap();
     port.close().unwrap();
     let (a, _b) = unix_pair();
-    assert_eq!(errno(port.associate(a, 1)), libc::EBADF);
+    assert_eq!(errno(Socket::associated(a, &port, 1)), libc::EBADF);
     let (c, _d) = unix_pair();
     let socket = Socket::unassociated(c).unwrap();
     assert_eq!(errno(socket.associate(&port, 2)), libc::EBADF);

@@ -28,7 +28,7 @@ fn race_completion(
     let (mut cancelled, mut completed) = (0, 0);
     for i in 0..iterations {
         let (a, b) = unix_pair();
-        let socket = port.associate(a, i).unwrap();
+        let socket = Socket::associated(a, &port, i).unwrap();
         let ticket = pending(socket.recv(vec![0; 8]));
         let barrier = Barrier::new(3);
         let (interfered, record) = thread::scope(|s| {
@@ -98,7 +98,7 @@ fn cancel_with_nothing_pending_fails_enoent() {
     each_drive(|drive| {
         let port = port(drive);
         let (a, mut b) = unix_pair();
-        let socket = port.associate(a, 1).unwrap();
+        let socket = Socket::associated(a, &port, 1).unwrap();
         let overlapped = Overlapped::new();
         assert_eq!(errno(socket.cancel(Ticket::from_raw(1))), libc::ENOENT);
         assert_eq!(errno(socket.cancel_all()), libc::ENOENT);
@@ -120,7 +120,7 @@ fn cancel_all_cancels_every_pending_request_and_counts_them() {
         let (server, client) = tcp_pair();
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
-        let socket = port.associate(server, 21).unwrap();
+        let socket = Socket::associated(server, &port, 21).unwrap();
         let mut tickets: HashSet<Ticket> =
             (0..3).map(|_| pending(socket.recv(vec![0; 4]))).collect();
         let (_, send_ticket) = fill_until_pending(&socket, 64 * 1024);
@@ -147,7 +147,7 @@ fn cancelling_one_of_three_queued_recvs_leaves_the_others_in_order() {
     each_drive(|drive| {
         let port = port(drive);
         let (a, mut b) = unix_pair();
-        let socket = port.associate(a, 2).unwrap();
+        let socket = Socket::associated(a, &port, 2).unwrap();
         let first = pending(socket.recv(vec![0; 1]));
         let middle = pending(socket.recv(vec![0; 1]));
         let last = pending(socket.recv(vec![0; 1]));

@@ -3,7 +3,9 @@
 use crate::common::errno;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::{pending, unix_pair};
-use crate::{closed_port, fill_until_pending, finish_next, shrink_buffers, tcp_pair, QUIET};
+use crate::{
+    closed_port, fill_until_pending, finish_next, shrink_buffers, tcp_pair, Socket, QUIET,
+};
 use iocp::{Overlapped, Port, Ticket};
 use std::collections::HashSet;
 use std::io::Read;
@@ -15,7 +17,7 @@ fn close_completes_each_pending_request_once_with_ecanceled_and_the_peer_sees_eo
     each_drive(|drive| {
         let port = port(drive);
         let (a, mut b) = unix_pair();
-        let socket = port.associate(a, 31).unwrap();
+        let socket = Socket::associated(a, &port, 31).unwrap();
         let mut tickets: HashSet<Ticket> =
             (0..3).map(|_| pending(socket.recv(vec![0; 8]))).collect();
         socket.close().unwrap();
@@ -38,16 +40,15 @@ fn close_cancels_a_pending_send_and_a_pending_accept() {
         let port = port(drive);
         let (server, _client) = tcp_pair();
         shrink_buffers(server.as_raw_fd());
-        let socket = port.associate(server, 32).unwrap();
+        let socket = Socket::associated(server, &port, 32).unwrap();
         let (_, ticket) = fill_until_pending(&socket, 64 * 1024);
         socket.close().unwrap();
         assert_eq!(
             errno(finish_next(&port, &socket, 32, ticket).result),
             libc::ECANCELED
         );
-        let listener = port
-            .associate(TcpListener::bind("127.0.0.1:0").unwrap(), 33)
-            .unwrap();
+        let listener =
+            Socket::associated(TcpListener::bind("127.0.0.1:0").unwrap(), &port, 33).unwrap();
         let ticket = pending(listener.accept());
         listener.close().unwrap();
         let finished = finish_next(&port, &listener, 33, ticket);
@@ -62,7 +63,7 @@ fn dropping_a_socket_completes_its_pending_requests_with_ecanceled() {
     each_drive(|drive| {
         let port = port(drive);
         let (a, mut b) = unix_pair();
-        let socket = port.associate(a, 34).unwrap();
+        let socket = Socket::associated(a, &port, 34).unwrap();
         let tickets: HashSet<Ticket> = (0..2).map(|_| pending(socket.recv(vec![0; 8]))).collect();
         drop(socket);
         let seen: HashSet<Ticket> = (0..2)
@@ -82,7 +83,7 @@ fn dropping_a_socket_completes_its_pending_requests_with_ecanceled() {
 fn requests_after_close_fail_ebadf() {
     let port = Port::new().unwrap();
     let (a, _b) = unix_pair();
-    let socket = port.associate(a, 1).unwrap();
+    let socket = Socket::associated(a, &port, 1).unwrap();
     socket.close().unwrap();
     let (_holder, somewhere) = closed_port();
     assert_eq!(errno(socket.recv(vec![0; 8])), libc::EBADF);

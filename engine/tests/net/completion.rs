@@ -17,7 +17,7 @@ fn a_recv_with_data_already_there_completes_at_once_and_posts_no_record() {
     each_drive(|drive| {
         let port = port(drive);
         let (a, mut b) = unix_pair();
-        let socket = port.associate(a, 3).unwrap();
+        let socket = Socket::associated(a, &port, 3).unwrap();
         b.write_all(b"ready").unwrap();
         let got = done(socket.recv(vec![0; 16]));
         assert_eq!(got.result.unwrap(), 5);
@@ -28,7 +28,7 @@ fn a_recv_with_data_already_there_completes_at_once_and_posts_no_record() {
 
         // The same over TCP, once the kernel has the bytes.
         let (server, mut client) = tcp_pair();
-        let tcp = port.associate(server, 4).unwrap();
+        let tcp = Socket::associated(server, &port, 4).unwrap();
         client.write_all(b"tcp bytes").unwrap();
         wait_readable(tcp.raw_fd().unwrap());
         let got = done(tcp.recv(vec![0; 64]));
@@ -43,7 +43,7 @@ fn a_send_with_room_completes_at_once_with_the_count_and_the_buffer() {
     each_drive(|drive| {
         let port = port(drive);
         let (a, mut b) = unix_pair();
-        let socket = port.associate(a, 3).unwrap();
+        let socket = Socket::associated(a, &port, 3).unwrap();
         let sent = done(socket.send(b"hello there".to_vec()));
         assert_eq!(sent.result.unwrap(), 11);
         assert_eq!(sent.buf, b"hello there");
@@ -60,7 +60,7 @@ fn a_recv_that_would_block_completes_later_as_exactly_one_record_under_the_key()
     each_drive(|drive| {
         let port = port(drive);
         let (server, mut client) = tcp_pair();
-        let socket = port.associate(server, 42).unwrap();
+        let socket = Socket::associated(server, &port, 42).unwrap();
         let buf = vec![7u8; 32];
         let allocation = buf.as_ptr();
         let ticket = pending(socket.recv(buf));
@@ -92,7 +92,7 @@ fn a_recv_that_would_block_completes_later_as_exactly_one_record_under_the_key()
 fn finish_rejects_records_that_are_not_this_sockets_pending_requests() {
     let port = Port::new().unwrap();
     let (a, _b) = unix_pair();
-    let socket = port.associate(a, 1).unwrap();
+    let socket = Socket::associated(a, &port, 1).unwrap();
     assert_eq!(
         errno(socket.finish(&Completion::new(1, 0, 1))),
         libc::EINVAL
@@ -107,7 +107,7 @@ fn finish_rejects_records_that_are_not_this_sockets_pending_requests() {
 fn tickets_are_distinct_among_a_sockets_pending_requests() {
     let port = Port::new().unwrap();
     let (a, _b) = unix_pair();
-    let socket = port.associate(a, 1).unwrap();
+    let socket = Socket::associated(a, &port, 1).unwrap();
     let tickets: HashSet<Ticket> = (0..8).map(|_| pending(socket.recv(vec![0; 4]))).collect();
     assert_eq!(tickets.len(), 8);
     assert_eq!(socket.cancel_all().unwrap(), 8);
@@ -118,7 +118,7 @@ fn a_zero_byte_recv_waits_for_data_and_completes_with_zero_bytes() {
     each_drive(|drive| {
         let port = port(drive);
         let (server, mut client) = tcp_pair();
-        let socket = port.associate(server, 6).unwrap();
+        let socket = Socket::associated(server, &port, 6).unwrap();
         // The Windows idiom: a zero-byte read completes when data is there, consuming none.
         let ticket = pending(socket.recv(Vec::new()));
         assert_no_record(&port, QUIET);
@@ -159,7 +159,7 @@ fn closing_the_port_ends_a_wait_that_is_polling_sockets() {
     each_drive(|drive| {
         let port = port(drive);
         let (a, _b) = unix_pair();
-        let socket = port.associate(a, 1).unwrap();
+        let socket = Socket::associated(a, &port, 1).unwrap();
         pending(socket.recv(vec![0; 8]));
         let waiter = {
             let port = port.clone();

@@ -4,7 +4,7 @@ use crate::common::errno;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::{pending, tcp_socket};
 use crate::common::timing::PATIENCE;
-use crate::{closed_port, done, fd_flags, finish_next, QUIET};
+use crate::{closed_port, done, fd_flags, finish_next, Socket, QUIET};
 use iocp::{OpResult, Submitted};
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -22,7 +22,7 @@ fn an_accept_storm_of_two_hundred_connects_is_accepted_in_full() {
         let port = port(drive);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let socket = port.associate(listener, 77).unwrap();
+        let socket = Socket::associated(listener, &port, 77).unwrap();
         // One accept waits before any client connects.
         pending(socket.accept());
         let mut queued = 1;
@@ -93,7 +93,7 @@ fn an_accept_storm_of_two_hundred_connects_is_accepted_in_full() {
 fn connecting_to_a_closed_port_fails_econnrefused() {
     each_drive(|drive| {
         let port = port(drive);
-        let socket = port.associate(tcp_socket(libc::AF_INET), 8).unwrap();
+        let socket = Socket::associated(tcp_socket(libc::AF_INET), &port, 8).unwrap();
         let (_holder, closed) = closed_port();
         let result = match socket.connect(closed).unwrap() {
             Submitted::Done(done) => {
@@ -119,7 +119,7 @@ fn connecting_to_a_listener_completes_and_the_connection_carries_data() {
                 continue;
             };
             let port = port(drive);
-            let socket = port.associate(tcp_socket(domain), 8).unwrap();
+            let socket = Socket::associated(tcp_socket(domain), &port, 8).unwrap();
             let connected = match socket.connect(listener.local_addr().unwrap()).unwrap() {
                 Submitted::Done(done) => {
                     eprintln!("{drive:?} {host}: connected at once");

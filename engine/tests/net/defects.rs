@@ -9,7 +9,7 @@ use crate::common::sockets::{pending, tcp_socket, unix_pair};
 use crate::common::timing::{PATIENCE, SETTLE};
 use crate::{
     fill_until_pending, first_difference, loopback_socket, read_to_eof, shrink_buffers, tcp_pair,
-    wait_readable, QUIET,
+    wait_readable, Socket, QUIET,
 };
 use iocp::{Completion, Drive, Port, Submitted, Ticket};
 use std::collections::HashMap;
@@ -43,7 +43,7 @@ fn descriptors_of(target: &str) -> usize {
 fn an_inline_waiter_parked_before_the_first_pending_request_reaps_its_completion() {
     let port = port(Drive::Inline);
     let (a, mut b) = unix_pair();
-    let socket = port.associate(a, 70).unwrap();
+    let socket = Socket::associated(a, &port, 70).unwrap();
     let waiter = {
         let port = port.clone();
         thread::spawn(move || {
@@ -67,7 +67,7 @@ fn an_inline_waiter_parked_before_the_first_pending_request_reaps_its_completion
 fn a_follower_takes_over_polling_when_the_inline_leader_times_out() {
     let port = port(Drive::Inline);
     let (a, mut b) = unix_pair();
-    let socket = port.associate(a, 71).unwrap();
+    let socket = Socket::associated(a, &port, 71).unwrap();
     let ticket = pending(socket.recv(vec![0; 8]));
     let waiter = |timeout: Duration| {
         let port = port.clone();
@@ -99,7 +99,7 @@ fn a_follower_takes_over_polling_when_the_inline_leader_times_out() {
 fn completion_after_a_released_thread_exits(drive: Drive) -> Duration {
     let port = Port::builder().drive(drive).concurrency(1).build().unwrap();
     let (a, mut b) = unix_pair();
-    let socket = port.associate(a, 73).unwrap();
+    let socket = Socket::associated(a, &port, 73).unwrap();
     let ticket = pending(socket.recv(vec![0; 8]));
     port.post(Completion::new(1, 0, 0)).unwrap();
     let (exit, exiting) = mpsc::channel::<()>();
@@ -171,7 +171,7 @@ fn full_listener() -> (TcpListener, OwnedFd, TcpStream) {
 fn a_refused_connect_completes_even_with_a_recv_queued_behind_it() {
     each_drive(|drive| {
         let port = port(drive);
-        let socket = port.associate(tcp_socket(libc::AF_INET), 74).unwrap();
+        let socket = Socket::associated(tcp_socket(libc::AF_INET), &port, 74).unwrap();
         // On loopback the refusal of a connect to a closed port comes back at once: it
         // may beat the connect call's return, or the recv's submission. A full listener
         // keeps the connect in progress for a second instead.
@@ -216,7 +216,7 @@ fn a_refused_connect_completes_even_with_a_recv_queued_behind_it() {
 /// Polls with zero-timeout `get` (and `get_many` with `min == 0`) for up to a second.
 fn poll_for_completion(port: &Port) -> (bool, bool) {
     let (a, mut b) = unix_pair();
-    let socket = port.associate(a, 72).unwrap();
+    let socket = Socket::associated(a, port, 72).unwrap();
     pending(socket.recv(vec![0; 8]));
     b.write_all(b"x").unwrap();
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -262,7 +262,7 @@ fn dropping_a_thread_driven_port_ends_its_reactor_thread() {
     for _ in 0..PORTS {
         let port = port(Drive::Thread);
         let (a, _b) = unix_pair();
-        let socket = port.associate(a, 1).unwrap();
+        let socket = Socket::associated(a, &port, 1).unwrap();
         pending(socket.recv(vec![0; 8]));
         drop(socket);
         drop(port);
@@ -287,7 +287,7 @@ fn dropping_an_inline_driven_port_and_its_sockets_releases_the_poll_descriptors(
     for _ in 0..PORTS {
         let port = port(Drive::Inline);
         let (a, _b) = unix_pair();
-        let socket = port.associate(a, 1).unwrap();
+        let socket = Socket::associated(a, &port, 1).unwrap();
         pending(socket.recv(vec![0; 8]));
         drop(socket);
         drop(port);
@@ -307,7 +307,7 @@ fn queued_sends_reach_the_peer_in_submission_order() {
         let (server, client) = tcp_pair();
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
-        let socket = port.associate(server, 80).unwrap();
+        let socket = Socket::associated(server, &port, 80).unwrap();
         // What the application means to send, in order: the filler, then A, then B.
         let (filled, filler) = fill_until_pending(&socket, 64 * 1024);
         let mut expected = vec![b'F'; filled + 64 * 1024];

@@ -143,7 +143,7 @@ fn echo_round_trips_over_fifty_tcp_connections_on_one_port() {
             let client = TcpStream::connect(addr).unwrap();
             client.set_read_timeout(Some(PATIENCE)).unwrap();
             let (server, _) = listener.accept().unwrap();
-            sockets.push((key, port.associate(server, key).unwrap()));
+            sockets.push((key, Socket::associated(server, &port, key).unwrap()));
             clients.push(client);
         }
         let server = {
@@ -195,16 +195,14 @@ fn echo_over_a_unix_listener_accepts_with_no_peer_address() {
         let port = port(drive);
         let dir = TempDir::new("net");
         let path = dir.path("echo.sock");
-        let listener = port
-            .associate(UnixListener::bind(&path).unwrap(), 0)
-            .unwrap();
+        let listener = Socket::associated(UnixListener::bind(&path).unwrap(), &port, 0).unwrap();
         let ticket = pending(listener.accept());
         let mut client = UnixStream::connect(&path).unwrap();
         client.set_read_timeout(Some(PATIENCE)).unwrap();
         let accepted = finish_next(&port, &listener, 0, ticket);
         assert_eq!(accepted.result.unwrap(), 0);
         assert!(accepted.peer.is_none(), "Unix peers have no IP address");
-        let stream = port.associate(accepted.accepted.unwrap(), 1).unwrap();
+        let stream = Socket::associated(accepted.accepted.unwrap(), &port, 1).unwrap();
         let server = {
             let port = port.clone();
             thread::spawn(move || serve_echo(port, vec![(1, stream)], Duration::from_secs(10)))

@@ -3,7 +3,7 @@
 
 use crate::common::address;
 use crate::common::sockets::unix_pair;
-use iocp::{Completion, Drive, Overlapped, Port};
+use iocp::{Completion, Drive, Overlapped, Port, Socket};
 use std::io::Write;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ const QUEUED: usize = 10_000;
 fn an_inline_port_that_never_runs_dry_still_completes_socket_requests() {
     let port = Port::builder().drive(Drive::Inline).build().unwrap();
     let (ours, mut peer) = unix_pair();
-    let socket = port.associate(ours, 7).unwrap();
+    let socket = Socket::associated(ours, &port, 7).unwrap();
     let mut buf = [0u8; 8];
     let block = Overlapped::new();
     // SAFETY: `buf` and `block` are declared before `socket`, so they outlive it; its

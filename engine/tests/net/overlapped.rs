@@ -19,7 +19,7 @@ fn read_overlapped_on_an_associated_socket_posts_the_block_address() {
         let overlapped = Overlapped::new();
         let mut buf = [0u8; 32];
         let (a, mut b) = unix_pair();
-        let socket = port.associate(a, 50).unwrap();
+        let socket = Socket::associated(a, &port, 50).unwrap();
         // SAFETY: `buf` and `overlapped` are declared before `socket`, so they outlive
         // it; its close (on drop at the latest) ends the request.
         let at_once = unsafe { socket.read_overlapped(buf.as_mut_ptr(), buf.len(), &overlapped) };
@@ -61,7 +61,7 @@ fn write_overlapped_completes_at_once_or_through_the_port() {
         let (server, client) = tcp_pair();
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
-        let socket = port.associate(server, 51).unwrap();
+        let socket = Socket::associated(server, &port, 51).unwrap();
         // SAFETY: `message` and `overlapped` outlive `socket` (declared first).
         let small = unsafe { socket.write_overlapped(message.as_ptr(), 100, &overlapped) };
         assert_eq!(small.unwrap(), Some(100));
@@ -133,7 +133,7 @@ fn cancel_overlapped_completes_the_block_with_ecanceled() {
         let mut buf = [0u8; 16];
         let (a, _b) = unix_pair();
         let (c, _d) = unix_pair();
-        let associated = port.associate(a, 60).unwrap();
+        let associated = Socket::associated(a, &port, 60).unwrap();
         let portless = Socket::unassociated(c).unwrap();
         // SAFETY: `buf`, `first` and `second` outlive both sockets (declared first).
         unsafe {

@@ -4,7 +4,7 @@ use crate::common::errno;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::{pending, unix_pair};
 use crate::{
-    done, fill_until_pending, finish_next, outcome, reset, shrink_buffers, tcp_pair, QUIET,
+    done, fill_until_pending, finish_next, outcome, reset, shrink_buffers, tcp_pair, Socket, QUIET,
 };
 use iocp::Ticket;
 use std::io::{self, Read};
@@ -26,7 +26,7 @@ fn a_peer_reset_ends_a_pending_recv_with_econnreset() {
     each_drive(|drive| {
         let port = port(drive);
         let (server, client) = tcp_pair();
-        let socket = port.associate(server, 11).unwrap();
+        let socket = Socket::associated(server, &port, 11).unwrap();
         let ticket = pending(socket.recv(vec![0; 64]));
         reset(client);
         let record = next(&port);
@@ -55,7 +55,7 @@ fn a_peer_reset_fails_a_pending_send_without_killing_the_process() {
         let (server, client) = tcp_pair();
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
-        let socket = port.associate(server, 12).unwrap();
+        let socket = Socket::associated(server, &port, 12).unwrap();
         let (_, ticket) = fill_until_pending(&socket, 64 * 1024);
         reset(client);
         let finished = finish_next(&port, &socket, 12, ticket);
@@ -75,7 +75,7 @@ fn end_of_stream_completes_every_pending_recv_with_zero_bytes_and_sends_still_wo
     each_drive(|drive| {
         let port = port(drive);
         let (server, mut client) = tcp_pair();
-        let socket = port.associate(server, 13).unwrap();
+        let socket = Socket::associated(server, &port, 13).unwrap();
         let tickets: Vec<Ticket> = (0..3).map(|_| pending(socket.recv(vec![0; 16]))).collect();
         client.shutdown(Shutdown::Write).unwrap();
         for ticket in tickets {
@@ -103,7 +103,7 @@ fn a_unix_peer_that_closes_ends_a_pending_recv_with_zero_bytes() {
     each_drive(|drive| {
         let port = port(drive);
         let (a, b) = unix_pair();
-        let socket = port.associate(a, 14).unwrap();
+        let socket = Socket::associated(a, &port, 14).unwrap();
         let ticket = pending(socket.recv(vec![0; 16]));
         drop(b);
         assert_eq!(finish_next(&port, &socket, 14, ticket).result.unwrap(), 0);

@@ -70,8 +70,8 @@ fn regression_one_socket_could_finish_another_sockets_record() {
     let port = Port::new().unwrap();
     let (a, mut a_peer) = unix_pair();
     let (b, mut b_peer) = unix_pair();
-    let a = port.associate(a, 1).unwrap();
-    let b = port.associate(b, 2).unwrap();
+    let a = Socket::associated(a, &port, 1).unwrap();
+    let b = Socket::associated(b, &port, 2).unwrap();
     let a_ticket = pending(a.recv(vec![0; 8]));
     let b_ticket = pending(b.recv(vec![0; 8]));
     assert_ne!(

@@ -3,7 +3,7 @@
 use crate::common::ports::{each_drive, port};
 use crate::common::rng::pattern;
 use crate::common::timing::PATIENCE;
-use crate::{first_difference, outcome, read_to_eof, shrink_buffers, tcp_pair};
+use crate::{first_difference, outcome, read_to_eof, shrink_buffers, tcp_pair, Socket};
 use iocp::Submitted;
 use std::io::Write;
 use std::net::Shutdown;
@@ -20,7 +20,7 @@ fn a_large_transfer_in_sends_larger_than_the_socket_buffers_arrives_intact() {
         let (server, client) = tcp_pair();
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
-        let socket = port.associate(server, 9).unwrap();
+        let socket = Socket::associated(server, &port, 9).unwrap();
         let data = pattern(1, LEN);
         // The reader starts only once a send has had to wait: each send is far larger than
         // the shrunken kernel buffers, so it goes out in pieces as the reader drains them.
@@ -68,7 +68,7 @@ fn a_large_transfer_arrives_intact_through_recvs() {
         let (server, client) = tcp_pair();
         shrink_buffers(server.as_raw_fd());
         shrink_buffers(client.as_raw_fd());
-        let socket = port.associate(server, 5).unwrap();
+        let socket = Socket::associated(server, &port, 5).unwrap();
         let data = pattern(2, LEN);
         let writer = {
             let data = data.clone();

@@ -4,7 +4,7 @@ use crate::common::errno;
 use crate::common::ports::{assert_no_record, each_drive, port};
 use crate::common::rng::pattern;
 use crate::common::sockets::pending;
-use crate::{done, finish_next, outcome, wait_readable, QUIET};
+use crate::{done, finish_next, outcome, wait_readable, Socket, QUIET};
 use iocp::Port;
 use std::net::UdpSocket;
 
@@ -18,8 +18,8 @@ fn udp_datagrams_carry_their_sender_address() {
             };
             let port = port(drive);
             let (one_addr, two_addr) = (one.local_addr().unwrap(), two.local_addr().unwrap());
-            let one = port.associate(one, 1).unwrap();
-            let two = port.associate(two, 2).unwrap();
+            let one = Socket::associated(one, &port, 1).unwrap();
+            let two = Socket::associated(two, &port, 2).unwrap();
             for (i, size) in [1usize, 100, 1400].into_iter().enumerate() {
                 let payload = pattern(i as u64, size);
                 let sent = outcome(&port, &one, 1, one.send_to(payload.clone(), two_addr));
@@ -49,7 +49,7 @@ fn a_pending_recv_from_is_completed_by_a_later_datagram() {
         let port = port(drive);
         let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = receiver.local_addr().unwrap();
-        let socket = port.associate(receiver, 40).unwrap();
+        let socket = Socket::associated(receiver, &port, 40).unwrap();
         let ticket = pending(socket.recv_from(vec![0; 512]));
         assert_no_record(&port, QUIET);
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -66,7 +66,7 @@ fn a_datagram_longer_than_the_buffer_is_reported_as_truncated() {
     let port = Port::new().unwrap();
     let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = receiver.local_addr().unwrap();
-    let socket = port.associate(receiver, 1).unwrap();
+    let socket = Socket::associated(receiver, &port, 1).unwrap();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     sender.send_to(&[7; 100], addr).unwrap();
     wait_readable(socket.raw_fd().unwrap());

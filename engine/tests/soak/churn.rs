@@ -6,6 +6,7 @@ use crate::common::ports::DRIVES;
 use crate::common::rng::Rng;
 use crate::common::timing::BULK_PATIENCE;
 use crate::{add, check_record, close_port, join, Stats, CONCURRENCY, WAKE_BOUND};
+use iocp::Socket;
 use iocp::{Completion, DrainStatus, Port, Submitted, Ticket};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -148,7 +149,7 @@ fn wait_for_close(
 /// the data came first) and the request still has exactly one outcome.
 fn close_with_pending_recv(port: &Port, rng: &mut Rng, stats: &Stats) {
     let (a, mut b) = UnixStream::pair().unwrap();
-    let socket = port.associate(a, CHURN_KEY).unwrap();
+    let socket = Socket::associated(a, port, CHURN_KEY).unwrap();
     add(&stats.socket_ops, 1);
     let ticket = match socket.recv(vec![0; 16]).unwrap() {
         Submitted::Pending(ticket) => ticket,
@@ -221,7 +222,7 @@ fn drop_with_pending(port: Port, rng: &mut Rng, stats: &Stats) {
             .unwrap();
     }
     let (a, b) = UnixStream::pair().unwrap();
-    let socket = port.associate(a, CHURN_KEY + 1).unwrap();
+    let socket = Socket::associated(a, &port, CHURN_KEY + 1).unwrap();
     add(&stats.socket_ops, 1);
     assert!(matches!(
         socket.recv(vec![0; 16]).unwrap(),

@@ -139,9 +139,8 @@ impl<'a> Files<'a> {
         master
             .set_len(((STABLE_BLOCKS + FRESH_BLOCKS) * BLOCK) as u64)
             .unwrap();
-        let ovl_file = port
-            .associate_file(master.try_clone().unwrap(), OVERLAPPED_KEY, pool)
-            .unwrap();
+        let ovl_file =
+            File::associated(master.try_clone().unwrap(), pool, &port, OVERLAPPED_KEY).unwrap();
         let provider = ProviderSocket::new(7, 0).unwrap();
         provider.associate(&port, PROVIDER_KEY).unwrap();
         let mut files = Files {
@@ -179,7 +178,7 @@ impl<'a> Files<'a> {
         let key = self.next_key;
         self.next_key += 1;
         let fd = self.master.try_clone().unwrap();
-        let file = self.port.associate_file(fd, key, pool).unwrap();
+        let file = File::associated(fd, pool, &self.port, key).unwrap();
         self.slots.push((key, file));
     }
 

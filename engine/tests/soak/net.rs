@@ -156,7 +156,7 @@ impl<'a> Net<'a> {
     fn add(&mut self, fd: impl Into<OwnedFd>, kind: Kind) -> Option<u64> {
         let key = self.next_key;
         self.next_key += 1;
-        match self.port.associate(fd, key) {
+        match Socket::associated(fd, &self.port, key) {
             Ok(socket) => {
                 let messages_left = 1 + self.rng.below(6);
                 let overlapped = kind == Kind::Client && self.rng.one_in(3);

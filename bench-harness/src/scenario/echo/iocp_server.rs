@@ -48,8 +48,7 @@ pub(super) fn start(launch: Launch, drive: Drive) -> Result<Running, String> {
         .map(|_| Port::builder().drive(drive).build())
         .collect::<io::Result<Vec<Port>>>()
         .map_err(|e| format!("creating a port: {e}"))?;
-    let listener = ports[0]
-        .associate(listener, LISTENER)
+    let listener = Socket::associated(listener, &ports[0], LISTENER)
         .map_err(|e| format!("associating the listener: {e}"))?;
     let mut listener = Some(listener);
     let mut threads = Vec::with_capacity(workers);
@@ -179,7 +178,7 @@ impl Worker {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         set_nodelay(&fd);
         let key = self.free.pop().unwrap_or(self.conns.len());
-        let Ok(socket) = self.port.associate(fd, key as u64) else {
+        let Ok(socket) = Socket::associated(fd, &self.port, key as u64) else {
             return;
         };
         let conn = Conn {

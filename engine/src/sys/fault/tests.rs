@@ -30,7 +30,7 @@ fn tcp_pair(port: &Port) -> (Socket, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (ours, _) = listener.accept().unwrap();
-    (port.associate(ours, 1).unwrap(), peer)
+    (Socket::associated(ours, port, 1).unwrap(), peer)
 }
 
 fn done(submitted: Submitted) -> crate::OpResult {
@@ -176,7 +176,7 @@ fn enomem_on_accept_loses_no_connection() {
     let port = Port::new().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let listener = port.associate(listener, 7).unwrap();
+    let listener = Socket::associated(listener, &port, 7).unwrap();
     let fd = listener.raw_fd().unwrap();
 
     let ticket = pending(listener.accept().unwrap());
@@ -189,7 +189,7 @@ fn enomem_on_accept_loses_no_connection() {
 
     let accepted = done(listener.accept().unwrap());
     let stream = accepted.accepted.expect("the connection is still there");
-    let stream = port.associate(stream, 8).unwrap();
+    let stream = Socket::associated(stream, &port, 8).unwrap();
     client.write_all(b"hi").unwrap();
     let got = outcome(&port, &stream, stream.recv(vec![0; 2]).unwrap());
     assert_eq!(&got.buf[..got.result.unwrap()], b"hi");
@@ -202,7 +202,7 @@ fn faults_on_datagrams_lose_no_datagram() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = udp.local_addr().unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let socket = port.associate(udp, 3).unwrap();
+    let socket = Socket::associated(udp, &port, 3).unwrap();
     let fd = socket.raw_fd().unwrap();
 
     let ticket = pending(socket.recv_from(vec![0; 64]).unwrap());
@@ -316,7 +316,10 @@ fn associating_a_closed_descriptor_is_ebadf() {
     let port = Port::new().unwrap();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let badf = fail(Call::Fstat, libc::EBADF).on_fd(udp.as_raw_fd()).arm();
-    assert_eq!(errno(&port.associate(udp, 1).unwrap_err()), libc::EBADF);
+    assert_eq!(
+        errno(&Socket::associated(udp, &port, 1).unwrap_err()),
+        libc::EBADF
+    );
     assert_eq!(badf.hits(), 1);
 }
 
@@ -332,7 +335,7 @@ fn file_pool_faults_give_one_record_each() {
     let pool = FilePool::builder().threads(2).build().unwrap();
     let file = scratch_file(b"0123456789");
     let fd = file.as_raw_fd();
-    let file = port.associate_file(file, 5, &pool).unwrap();
+    let file = File::associated(file, &pool, &port, 5).unwrap();
 
     let intr = fail(Call::Pread, libc::EINTR).on_fd(fd).times(5).arm();
     let got = file_result(&file, &port, file.read_at(vec![0; 4], 2).unwrap());
