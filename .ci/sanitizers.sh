@@ -47,7 +47,7 @@ engine_tests() {
         esac
     done
     RUSTFLAGS="-Zsanitizer=$mode $rustflags" cargo +nightly test -Zbuild-std --target "$host" \
-        -p iocp-engine --target-dir "target/san-$mode" "${args[@]}"
+        -p iocp-engine --features c-abi --target-dir "target/san-$mode" "${args[@]}"
 }
 
 started=$SECONDS

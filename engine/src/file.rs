@@ -315,10 +315,11 @@ impl File {
     }
 
     fn submit_overlapped(&self, op: Op, buf: Buf, overlapped: *const Overlapped) -> io::Result<()> {
-        // SAFETY: the caller guarantees `overlapped` is live until completion.
+        // SAFETY: the callers of `read_overlapped`/`write_overlapped` keep the block live
+        // until the request completes, which is after this submission.
         let offset = unsafe { &*overlapped }.offset();
         check_offset(offset)?;
-        // SAFETY: as above.
+        // SAFETY: the block is live until the request completes (as for the read above).
         let started = unsafe { request::start(overlapped) };
         let port = lock(&self.inner.port).clone();
         self.submit(op, buf, offset, Notify::Overlapped(overlapped), port)

@@ -69,7 +69,9 @@ mod aiocb;
 #[cfg(not(loom))]
 mod buffer;
 mod completion;
-#[cfg(not(loom))]
+/// The C ABI's table of the caller's own descriptors; present with the feature `c-abi`,
+/// which the C library enables.
+#[cfg(all(not(loom), feature = "c-abi"))]
 pub mod descriptor;
 mod drive;
 mod error;

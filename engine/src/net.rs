@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
@@ -131,6 +131,7 @@ impl Socket {
     /// A socket over the engine's duplicate of a caller's descriptor (the C ABI's): the
     /// open file is the caller's too, so it is not put in non-blocking mode (transfers pass
     /// `MSG_DONTWAIT`). `fd` must be a socket.
+    #[cfg(feature = "c-abi")]
     pub(crate) fn duplicate(fd: OwnedFd) -> Socket {
         Socket::with(fd)
     }
@@ -286,7 +287,11 @@ impl Socket {
     }
 
     /// Runs `f` on the descriptor, which stays open meanwhile; `EBADF` once closed.
-    pub(crate) fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> io::Result<R> {
+    #[cfg(feature = "c-abi")]
+    pub(crate) fn with_fd<R>(
+        &self,
+        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> R,
+    ) -> io::Result<R> {
         let state = lock(&self.inner.state);
         let fd = state.fd.as_ref().ok_or_else(error::closed)?;
         Ok(f(fd.as_fd()))

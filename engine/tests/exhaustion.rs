@@ -414,6 +414,7 @@ fn a_file_pool_and_file_association_need_no_descriptor() {
 /// duplicate: with none free it fails with `EMFILE` and keeps nothing; then requests on it
 /// complete as usual. Sockets and files alike.
 #[test]
+#[cfg(feature = "c-abi")]
 fn associating_a_callers_descriptor_meets_emfile() {
     in_child("associating_a_callers_descriptor_meets_emfile", || {
         let port = Port::new().unwrap();

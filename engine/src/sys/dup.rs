@@ -9,9 +9,14 @@
 //! filter), the engine compares identities (`st_dev`, `st_ino`) instead: then the number
 //! reopened onto the *same* file counts as the same.
 
-use super::{cvt, fault::Call, identify};
+use super::{cvt, fault::Call};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+#[cfg(feature = "c-abi")]
+use {
+    super::identify,
+    std::os::fd::{AsRawFd, BorrowedFd},
+};
 
 /// A close-on-exec duplicate of `fd`, above the standard streams. `EBADF` for a closed
 /// descriptor, `EMFILE` when the process has no number left.
@@ -26,6 +31,7 @@ pub(crate) fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// Whether the caller's `theirs` still names the open file description `ours` (a
 /// [`duplicate`] of it) refers to. `EBADF` when `theirs` is closed.
+#[cfg(feature = "c-abi")]
 pub(crate) fn same_open_file(theirs: RawFd, ours: BorrowedFd<'_>) -> io::Result<bool> {
     #[cfg(target_os = "linux")]
     if let Some(same) = kcmp::same_file(theirs, ours.as_raw_fd())? {
@@ -34,7 +40,7 @@ pub(crate) fn same_open_file(theirs: RawFd, ours: BorrowedFd<'_>) -> io::Result<
     Ok(identify(theirs)? == identify(ours.as_raw_fd())?)
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "c-abi"))]
 mod kcmp {
     use super::{cvt, Call};
     use std::io;
@@ -110,11 +116,13 @@ mod kcmp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
-    use std::os::unix::net::UnixStream;
 
     #[test]
+    #[cfg(feature = "c-abi")]
     fn a_duplicate_is_the_same_open_file_until_the_number_is_closed_or_reused() {
+        use std::os::fd::{AsFd, AsRawFd};
+        use std::os::unix::net::UnixStream;
+
         let (a, _peer) = UnixStream::pair().unwrap();
         let ours = duplicate(a.as_raw_fd()).unwrap();
         assert_ne!(ours.as_raw_fd(), a.as_raw_fd());

@@ -26,8 +26,8 @@ pub enum Call {
     Fcntl,
     /// `fstat` (what a descriptor is).
     Fstat,
-    /// `kcmp(KCMP_FILE)` (whether two descriptors share an open file).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// `kcmp(KCMP_FILE)` (whether two descriptors share an open file; the C ABI's).
+    #[cfg_attr(not(all(target_os = "linux", feature = "c-abi")), allow(dead_code))]
     Kcmp,
     /// `recv`.
     Recv,
@@ -49,9 +49,11 @@ pub enum Call {
     Pread,
     /// `pwrite`.
     Pwrite,
-    /// `read`.
+    /// `read` (the C ABI's synchronous `ReadFile`).
+    #[cfg_attr(not(feature = "c-abi"), allow(dead_code))]
     Read,
-    /// `write`.
+    /// `write` (the C ABI's synchronous `WriteFile`).
+    #[cfg_attr(not(feature = "c-abi"), allow(dead_code))]
     Write,
     /// `fsync`.
     Fsync,

@@ -51,6 +51,7 @@ pub(crate) unsafe fn pwrite(
 /// # Safety
 ///
 /// As for [`pread`].
+#[cfg(feature = "c-abi")]
 pub(crate) unsafe fn read(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees the buffer.
     cvt(Call::Read, fd, || unsafe {
@@ -63,6 +64,7 @@ pub(crate) unsafe fn read(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usi
 /// # Safety
 ///
 /// As for [`pwrite`].
+#[cfg(feature = "c-abi")]
 pub(crate) unsafe fn write(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees the buffer.
     cvt(Call::Write, fd, || unsafe {

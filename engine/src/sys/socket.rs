@@ -85,6 +85,7 @@ pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<u
 /// # Safety
 ///
 /// As for [`send`].
+#[cfg(feature = "c-abi")]
 pub(crate) unsafe fn send_blocking(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees `buf..buf + len` is readable.
     cvt(Call::Send, fd, || unsafe {
