@@ -44,3 +44,11 @@ pub fn handle_numbers() -> MutexGuard<'static, ()> {
 pub fn address(overlapped: &Overlapped) -> usize {
     overlapped as *const Overlapped as usize
 }
+
+/// Which of `blocks` `record` completes; panics if none.
+pub fn block_of(blocks: &[Overlapped], record: &iocp::Completion) -> usize {
+    blocks
+        .iter()
+        .position(|block| address(block) == record.overlapped())
+        .unwrap_or_else(|| panic!("record names no block: {record:?}"))
+}

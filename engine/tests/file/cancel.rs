@@ -4,7 +4,7 @@
 use crate::common::files::TempDir;
 use crate::common::rng::{pattern, Rng};
 use crate::common::timing::BULK_PATIENCE;
-use crate::common::{address, errno};
+use crate::common::{block_of, errno};
 use crate::{
     aio_state, assert_quiet, collect, finish_one, pool, Busy, Entry, File, Lent, Lio, BUSY, KIB,
     MIB,
@@ -158,9 +158,7 @@ fn cancellation_racing_completion_yields_exactly_one_record_per_request() {
                     }
                 }
                 2 => {
-                    let i = (0..BLOCKED)
-                        .find(|&i| address(&blocks.get()[i]) == record.overlapped())
-                        .unwrap_or_else(|| panic!("record names no block: {record:?}"));
+                    let i = block_of(&blocks.get()[..BLOCKED], &record);
                     assert!(!block_seen[i], "two records for block {i}");
                     block_seen[i] = true;
                     let block = &blocks.get()[i];

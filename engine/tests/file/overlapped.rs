@@ -4,7 +4,7 @@
 use crate::common::files::TempDir;
 use crate::common::rng::pattern;
 use crate::common::timing::BULK_PATIENCE;
-use crate::common::{address, errno};
+use crate::common::{address, block_of, errno};
 use crate::{aio_state, assert_quiet, collect, pool, words, Entry, File, Lent, Lio, Watchdog, KIB};
 use iocp::{Event, LioMode, Overlapped, Port, STATUS_PENDING};
 use std::collections::HashSet;
@@ -47,9 +47,7 @@ fn overlapped_requests_post_their_block_address_under_the_file_key() {
     }
     let mut seen = HashSet::new();
     for record in collect(&port, 4) {
-        let i = (0..4)
-            .find(|&i| address(&blocks.get()[i]) == record.overlapped())
-            .unwrap_or_else(|| panic!("record names no block: {record:?}"));
+        let i = block_of(&blocks.get()[..4], &record);
         assert!(seen.insert(i), "two records for block {i}");
         assert_eq!((record.key(), record.result().unwrap()), (42, 3000));
         let block = &blocks.get()[i];

@@ -4,7 +4,7 @@
 
 use crate::common::files::TempDir;
 use crate::common::rng::pattern;
-use crate::common::{address, errno};
+use crate::common::{block_of, errno};
 use crate::{
     aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, Busy, Entry, File,
     Lent, Lio, Watchdog, BUSY, POOLS,
@@ -90,16 +90,14 @@ fn dropping_the_pool_completes_every_queued_request_and_joins_its_threads() {
     let mut listed_seen = HashSet::new();
     for record in collect(&port, total) {
         match record.key() {
-            1 if tickets.contains_key(&(Ticket::of(&record))) => {
-                let offset = tickets.remove(&(Ticket::of(&record))).unwrap();
+            1 if tickets.contains_key(&Ticket::of(&record)) => {
+                let offset = tickets.remove(&Ticket::of(&record)).unwrap();
                 let done = file.finish(&record).unwrap();
                 assert_eq!(done.result.unwrap(), BLOCK);
                 assert!(done.buf == data[offset..offset + BLOCK]);
             }
             2 => {
-                let i = (0..BLOCKED)
-                    .find(|&i| address(&blocks.get()[i]) == record.overlapped())
-                    .unwrap_or_else(|| panic!("record names no block: {record:?}"));
+                let i = block_of(&blocks.get()[..BLOCKED], &record);
                 assert!(blocks_seen.insert(i));
                 assert_eq!(record.result().unwrap(), BLOCK as u32);
                 let at = (i % 64) * BLOCK;
@@ -217,7 +215,7 @@ fn a_pool_has_one_thread_per_cpu_by_default_and_pinned_pools_run_requests() {
         .map(|i| (file.read_at(vec![0; 100], i as u64 * 100).unwrap(), i))
         .collect();
     for record in collect(&port, tickets.len()) {
-        let i = tickets[&(Ticket::of(&record))];
+        let i = tickets[&Ticket::of(&record)];
         let done = file.finish(&record).unwrap();
         assert!(done.buf == data[i * 100..(i + 1) * 100]);
     }

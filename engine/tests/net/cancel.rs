@@ -130,7 +130,7 @@ fn cancel_all_cancels_every_pending_request_and_counts_them() {
         for _ in 0..5 {
             let record = next(&port);
             assert_eq!(record.key(), 21);
-            assert!(tickets.remove(&(Ticket::of(&record))), "{record:?}");
+            assert!(tickets.remove(&Ticket::of(&record)), "{record:?}");
             assert_eq!(record.error() as i32, libc::ECANCELED);
             let finished = socket.finish(&record).unwrap();
             assert_eq!(errno(finished.result), libc::ECANCELED);

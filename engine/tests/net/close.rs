@@ -24,7 +24,7 @@ fn close_completes_each_pending_request_once_with_ecanceled_and_the_peer_sees_eo
         for _ in 0..3 {
             let record = next(&port);
             assert_eq!(record.key(), 31);
-            assert!(tickets.remove(&(Ticket::of(&record))), "{record:?}");
+            assert!(tickets.remove(&Ticket::of(&record)), "{record:?}");
             let finished = socket.finish(&record).unwrap();
             assert_eq!(errno(finished.result), libc::ECANCELED);
             assert_eq!(finished.buf.len(), 8);

@@ -325,7 +325,7 @@ fn queued_sends_reach_the_peer_in_submission_order() {
                 break;
             }
             let record = next(&port);
-            assert!(outstanding.remove(&(Ticket::of(&record))).is_some());
+            assert!(outstanding.remove(&Ticket::of(&record)).is_some());
             let sent = socket.finish(&record).unwrap();
             let n = sent.result.unwrap();
             let mut rest = sent.buf[n..].to_vec();

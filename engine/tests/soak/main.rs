@@ -496,6 +496,20 @@ fn close_port(port: &Port, closed_at: &OnceLock<Instant>, stats: &Stats) {
     add(&stats.port_closes, 1);
 }
 
+/// A waiter's `EBADF` from the port closed at `closed_at`: it must come within
+/// [`WAKE_BOUND`] of the close; counted as woken.
+fn woken_by_close(closed_at: &OnceLock<Instant>, stats: &Stats, who: &str) {
+    let after = closed_at
+        .get()
+        .expect("EBADF only after the close")
+        .elapsed();
+    assert!(
+        after < WAKE_BOUND,
+        "{who} returned {after:?} after the close"
+    );
+    add(&stats.woken, 1);
+}
+
 /// Closes the port when the thread holding it panics, so that the round's other threads
 /// stop waiting on it and the failure shows at once.
 struct CloseOnPanic<'a> {

@@ -3,7 +3,7 @@
 
 use crate::common::rng::{mix, Rng};
 use crate::common::timing::BULK_PATIENCE;
-use crate::{add, CloseOnPanic, Stats, WAKE_BOUND};
+use crate::{add, woken_by_close, CloseOnPanic, Stats};
 use iocp::{Completion, DrainStatus, Port};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -195,15 +195,7 @@ pub(crate) fn serve(
         if let Err(err) = dequeued {
             match err.raw_os_error() {
                 Some(libc::EBADF) => {
-                    let after = closed_at
-                        .get()
-                        .expect("EBADF only after the close")
-                        .elapsed();
-                    assert!(
-                        after < WAKE_BOUND,
-                        "a serving thread returned {after:?} after its port closed"
-                    );
-                    add(&stats.woken, 1);
+                    woken_by_close(closed_at, stats, "a serving thread");
                     return;
                 }
                 Some(libc::ETIMEDOUT) => {}
