@@ -215,6 +215,7 @@ fn lio_job(
 mod tests {
     use super::*;
     use crate::file::tests::scratch_file;
+    use crate::pool::FileDriver;
     use crate::primitive::lock;
     use std::os::fd::AsRawFd;
 
@@ -227,7 +228,7 @@ mod tests {
     /// the new one queued.
     #[test]
     fn regression_aio_cancel_of_a_reused_aiocb_counted_its_previous_request() {
-        let (pool, mut workers) = Pool::start(1, false).unwrap();
+        let (pool, mut workers, _) = Pool::start(FileDriver::Threads, 1, false).unwrap();
         let pool = &*pool;
         let file = scratch_file(&[0; 4096]);
         let fd = file.as_raw_fd();

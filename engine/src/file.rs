@@ -14,7 +14,7 @@ use crate::buffer::{Buf, MAX_TRANSFER};
 use crate::completion::Delivery;
 use crate::error;
 use crate::overlapped::Overlapped;
-use crate::pool::{Job, Op, Pool, Reply};
+use crate::pool::{FileDriver, Job, Op, Pool, Reply};
 use crate::primitive::{lock, Mutex};
 use crate::request::{self, Association, Finished, Notify, OpResult, Ticket, Which};
 use crate::sys::{self, file as sysfile};
@@ -28,12 +28,21 @@ use std::thread::{self, JoinHandle};
 /// Settings for a [`FilePool`].
 #[derive(Clone, Debug, Default)]
 pub struct FilePoolBuilder {
+    driver: FileDriver,
     threads: usize,
     pin: bool,
 }
 
 impl FilePoolBuilder {
-    /// Number of threads (0, the default: one per CPU).
+    /// How requests run: [`FileDriver::Auto`] (the default) is io_uring where the kernel
+    /// allows it, unless the environment variable `IOCP_FILE_DRIVER=threads` asks for
+    /// threads.
+    pub fn driver(mut self, driver: FileDriver) -> FilePoolBuilder {
+        self.driver = driver;
+        self
+    }
+
+    /// Number of threads of the thread driver (0, the default: one per CPU).
     pub fn threads(mut self, threads: usize) -> FilePoolBuilder {
         self.threads = threads;
         self
@@ -45,15 +54,19 @@ impl FilePoolBuilder {
         self
     }
 
-    /// Starts the threads.
+    /// Starts the pool: its threads, or its io_uring instance and reaper thread.
     pub fn build(self) -> io::Result<FilePool> {
         sys::fault::allocation()?;
         let threads = match self.threads {
             0 => thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let (shared, workers) = Pool::start(threads, self.pin)?;
-        Ok(FilePool { shared, workers })
+        let (shared, workers, driver) = Pool::start(self.driver, threads, self.pin)?;
+        Ok(FilePool {
+            shared,
+            workers,
+            driver,
+        })
     }
 }
 
@@ -62,6 +75,8 @@ impl FilePoolBuilder {
 pub struct FilePool {
     shared: Arc<Pool>,
     workers: Vec<JoinHandle<()>>,
+    /// The driver that runs (never `Auto`).
+    driver: FileDriver,
 }
 
 impl FilePool {
@@ -87,9 +102,15 @@ impl FilePool {
         Ok(GLOBAL.get().expect("set"))
     }
 
-    /// Number of threads.
+    /// Number of threads: the thread driver's, or 1 (the io_uring driver's reaper).
     pub fn threads(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The driver that runs the pool's requests: [`FileDriver::Threads`] or
+    /// [`FileDriver::Uring`].
+    pub fn driver(&self) -> FileDriver {
+        self.driver
     }
 
     /// Takes over a regular file: requests on it run on this pool. Use
@@ -147,6 +168,7 @@ impl Drop for FilePool {
 impl fmt::Debug for FilePool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FilePool")
+            .field("driver", &self.driver)
             .field("threads", &self.threads())
             .finish()
     }

@@ -100,6 +100,8 @@ mod ring;
 #[cfg(loom)]
 mod scripted;
 mod sys;
+#[cfg(all(not(loom), target_os = "linux"))]
+mod uring;
 
 /// Fault injection, for tests only: make the engine's own system calls fail (`fail(call,
 /// errno)`, scoped to a descriptor, a file or a thread, then `arm()`). Present only with
@@ -126,6 +128,8 @@ pub use file::{File, FilePool, FilePoolBuilder};
 pub use net::Socket;
 #[cfg(not(loom))]
 pub use overlapped::{Overlapped, STATUS_PENDING};
+#[cfg(not(loom))]
+pub use pool::FileDriver;
 pub use port::{Batch, DrainStatus, Drained, Drive, Port, PortBuilder, GMCS_NMAX};
 #[cfg(not(loom))]
 pub use provider::{ProviderSocket, ProviderStatus};

@@ -1,16 +1,22 @@
-//! The file-I/O threads: a pool that runs positioned reads, writes and syncs and posts
-//! their records.
+//! The file pool: where positioned reads, writes and syncs run, and how their records are
+//! posted. Two drivers ([`FileDriver`]):
 //!
-//! Each request becomes a [`Job`] on the pool's lock-free submission queue (a crossbeam
-//! `SegQueue`); idle threads sleep on the same LIFO futex stack ports use, and a submission
-//! wakes one only when one sleeps. Short reads at end of file complete with the bytes read;
-//! errors complete with their `errno`.
+//! * **io_uring** (`uring`), the default where the kernel allows it: requests go to the
+//!   kernel's submission queue from the submitting thread, and come back through its
+//!   completion queue, reaped by the submitter when they are done at once (cached pages)
+//!   and else by one reaper thread;
+//! * **threads**: each request becomes a [`Job`] on a lock-free submission queue (a
+//!   crossbeam `SegQueue`) that a fixed set of threads runs with `pread`, `pwrite` and
+//!   `fsync`; idle threads sleep on the same LIFO futex stack ports use, and a submission
+//!   wakes one only when one sleeps.
 //!
-//! Every job completes exactly once: by a pool thread, or with `ECANCELED` by whoever
+//! Short reads at end of file complete with the bytes read; errors complete with their
+//! `errno`. Every job completes exactly once: by its driver, or with `ECANCELED` by whoever
 //! cancels it while it is still queued (a compare-and-swap on the job's [`Delivery`] state
-//! decides; loom models race the two). A job already running is not cancelled. Stopping the
-//! pool refuses new submissions, lets the threads finish every queued job, and joins them:
-//! no request is lost.
+//! decides; loom models race the two). A job already running — on the thread driver, one a
+//! thread has begun; on io_uring, any the kernel has — is not cancelled. Stopping the pool
+//! refuses new submissions, lets every job already taken finish, and joins the threads: no
+//! request is lost.
 
 use crate::aiocb::Aiocb;
 use crate::buffer::Buf;
@@ -20,6 +26,8 @@ use crate::parker::{Parker, Spin, WaitStack};
 use crate::primitive::{lock, Mutex};
 use crate::request::{Association, Finished, Notify, OpResult};
 use crate::sys::{self, file as sysfile};
+#[cfg(target_os = "linux")]
+use crate::uring::Ring;
 use crate::Completion;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
@@ -30,20 +38,60 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
+/// How a pool runs its requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileDriver {
+    /// io_uring when the kernel allows it, else threads: the default, unless the
+    /// environment variable `IOCP_FILE_DRIVER` says `threads` or `uring`.
+    #[default]
+    Auto,
+    /// Threads that run `pread`, `pwrite` and `fsync`.
+    Threads,
+    /// The kernel's io_uring (threads where the kernel refuses it).
+    Uring,
+}
+
+impl FileDriver {
+    /// The driver `Auto` stands for here: `IOCP_FILE_DRIVER` (`threads` or `uring`) if
+    /// set, else io_uring.
+    fn resolve(self) -> FileDriver {
+        match self {
+            FileDriver::Auto => match std::env::var("IOCP_FILE_DRIVER").as_deref() {
+                Ok("threads") => FileDriver::Threads,
+                _ => FileDriver::Uring,
+            },
+            driver => driver,
+        }
+    }
+}
+
 /// What the pool's threads and its submitters share.
 pub(crate) struct Pool {
-    queue: SegQueue<Arc<Job>>,
-    /// Jobs pushed and not yet popped (the idle threads' Dekker partner).
-    queued: AtomicUsize,
-    idle: WaitStack,
-    /// How long idle threads spin before they park, learnt as a port's is.
-    spin: CachePadded<Spin>,
+    runner: Runner,
     stopping: AtomicBool,
     /// Submissions between their check of `stopping` and their push.
     submitting: AtomicUsize,
     /// Jobs not yet completed, by descriptor and id, for cancellation.
     pub(crate) inflight: Mutex<HashMap<RawFd, HashMap<u64, Arc<Job>>>>,
     next_job: AtomicU64,
+}
+
+/// Where jobs run.
+#[allow(clippy::large_enum_variant)] // one per pool, never moved once built
+enum Runner {
+    Threads(Queue),
+    #[cfg(target_os = "linux")]
+    Uring(Ring),
+}
+
+/// The thread driver's queue of jobs.
+struct Queue {
+    jobs: SegQueue<Arc<Job>>,
+    /// Jobs pushed and not yet popped (the idle threads' Dekker partner).
+    queued: AtomicUsize,
+    idle: WaitStack,
+    /// How long idle threads spin before they park, learnt as a port's is.
+    spin: CachePadded<Spin>,
 }
 
 /// One request on the pool.
@@ -177,14 +225,37 @@ impl Job {
     }
 }
 
-impl Pool {
-    /// A pool of `threads` threads (pinned to the process's cores in turn with `pin`).
-    pub(crate) fn start(threads: usize, pin: bool) -> io::Result<(Arc<Pool>, Vec<JoinHandle<()>>)> {
-        let pool = Arc::new(Pool {
-            queue: SegQueue::new(),
+impl Queue {
+    fn new() -> Queue {
+        Queue {
+            jobs: SegQueue::new(),
             queued: AtomicUsize::new(0),
             idle: WaitStack::new(),
             spin: CachePadded::new(Spin::new()),
+        }
+    }
+}
+
+impl Pool {
+    /// A pool on `driver`: `threads` threads (pinned to the process's cores in turn with
+    /// `pin`), or an io_uring instance and its reaper thread. Returns the driver that runs.
+    pub(crate) fn start(
+        driver: FileDriver,
+        threads: usize,
+        pin: bool,
+    ) -> io::Result<(Arc<Pool>, Vec<JoinHandle<()>>, FileDriver)> {
+        let (runner, driver, threads) = match driver.resolve() {
+            #[cfg(target_os = "linux")]
+            FileDriver::Uring => match Ring::new() {
+                Ok(ring) => (Runner::Uring(ring), FileDriver::Uring, 1),
+                // The kernel refuses io_uring (or the fault seam says there is no memory for
+                // it): threads instead.
+                Err(_) => (Runner::Threads(Queue::new()), FileDriver::Threads, threads),
+            },
+            _ => (Runner::Threads(Queue::new()), FileDriver::Threads, threads),
+        };
+        let pool = Arc::new(Pool {
+            runner,
             stopping: AtomicBool::new(false),
             submitting: AtomicUsize::new(0),
             inflight: Mutex::new(HashMap::new()),
@@ -199,14 +270,20 @@ impl Pool {
         for i in 0..threads {
             let worker_pool = Arc::clone(&pool);
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let spawned = thread::Builder::new()
-                .name(format!("iocp-file-{i}"))
-                .spawn(move || {
-                    if let Some(core) = core {
-                        core_affinity::set_for_current(core);
-                    }
-                    worker_pool.work();
-                });
+            let name = match driver {
+                FileDriver::Uring => "iocp-uring".to_string(),
+                _ => format!("iocp-file-{i}"),
+            };
+            let spawned = thread::Builder::new().name(name).spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                match &worker_pool.runner {
+                    Runner::Threads(queue) => worker_pool.work(queue),
+                    #[cfg(target_os = "linux")]
+                    Runner::Uring(ring) => ring.reap_until_stopped(&worker_pool),
+                }
+            });
             match spawned {
                 Ok(worker) => workers.push(worker),
                 Err(err) => {
@@ -215,7 +292,7 @@ impl Pool {
                 }
             }
         }
-        Ok((pool, workers))
+        Ok((pool, workers, driver))
     }
 
     /// Queues `job`; `EAGAIN` once the pool is stopping.
@@ -234,22 +311,41 @@ impl Pool {
             .entry(job.fd)
             .or_default()
             .insert(job.id, Arc::clone(&job));
-        self.queue.push(job);
-        // SeqCst: the submitter half of the Dekker pair with an idle thread's registration.
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        self.submitting.fetch_sub(1, Ordering::SeqCst);
-        if self.idle.has_sleepers() {
-            self.idle.wake_one();
+        match &self.runner {
+            Runner::Threads(queue) => {
+                queue.jobs.push(job);
+                // SeqCst: the submitter half of the Dekker pair with an idle thread's
+                // registration.
+                queue.queued.fetch_add(1, Ordering::SeqCst);
+                self.submitting.fetch_sub(1, Ordering::SeqCst);
+                if queue.idle.has_sleepers() {
+                    queue.idle.wake_one();
+                }
+            }
+            #[cfg(target_os = "linux")]
+            Runner::Uring(ring) => {
+                ring.submit(self, job);
+                // After the submission's own reaping: once `stop` sees no submitter, the
+                // reaper is the only thread that reaps.
+                self.submitting.fetch_sub(1, Ordering::SeqCst);
+            }
         }
         Ok(())
     }
 
+    /// Whether the pool is stopping (no submission is taken any more).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn is_stopping(&self) -> bool {
+        // SeqCst: pairs with the store in `stop`.
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// A pool thread: runs jobs until the pool stops and the queue is empty.
-    fn work(&self) {
+    fn work(&self, queue: &Queue) {
         loop {
-            if let Some(job) = self.queue.pop() {
+            if let Some(job) = queue.jobs.pop() {
                 // Relaxed: a counter; the pop itself synchronized with the push.
-                self.queued.fetch_sub(1, Ordering::Relaxed);
+                queue.queued.fetch_sub(1, Ordering::Relaxed);
                 self.run(&job);
                 continue;
             }
@@ -260,23 +356,23 @@ impl Pool {
             // A submitter usually sends more soon: waking a parked thread costs a futex call
             // and a context switch per request, which is what a `pread` loop never pays.
             // Relaxed: a hint; the decision to sleep is made with SeqCst below.
-            let (work, start) = self.spin.spin(None, || {
-                self.queued.load(Ordering::Relaxed) > 0 || self.stopping.load(Ordering::Relaxed)
+            let (work, start) = queue.spin.spin(None, || {
+                queue.queued.load(Ordering::Relaxed) > 0 || self.stopping.load(Ordering::Relaxed)
             });
             if work {
                 continue;
             }
             let parker = Parker::current();
-            self.idle.register(&parker);
+            queue.idle.register(&parker);
             // SeqCst: the idle half of the Dekker pair with `submit`.
-            if self.queued.load(Ordering::SeqCst) > 0 || self.stopping.load(Ordering::SeqCst) {
-                self.idle.unregister(&parker);
+            if queue.queued.load(Ordering::SeqCst) > 0 || self.stopping.load(Ordering::SeqCst) {
+                queue.idle.unregister(&parker);
                 continue;
             }
-            let woken = self.idle.park(&parker, None) == sys::WaitStatus::Woken;
-            self.spin.learn(start, woken);
+            let woken = queue.idle.park(&parker, None) == sys::WaitStatus::Woken;
+            queue.spin.learn(start, woken);
             if !woken {
-                self.idle.unregister(&parker);
+                queue.idle.unregister(&parker);
             }
         }
     }
@@ -339,7 +435,7 @@ impl Pool {
 
     /// Completes a job, exactly once (its [`Delivery`] decided who): reports it, marks it
     /// done, forgets it, counts down an `LIO_WAIT` call.
-    fn complete(&self, job: &Arc<Job>, result: io::Result<usize>) {
+    pub(crate) fn complete(&self, job: &Arc<Job>, result: io::Result<usize>) {
         // Done only once reported: `aio_cancel` says "all done" for done jobs.
         job.delivery
             .deliver(|| job.report(result), |record| job.post(record));
@@ -364,7 +460,11 @@ impl Pool {
         while self.submitting.load(Ordering::SeqCst) != 0 {
             thread::yield_now();
         }
-        self.idle.wake_all();
+        match &self.runner {
+            Runner::Threads(queue) => queue.idle.wake_all(),
+            #[cfg(target_os = "linux")]
+            Runner::Uring(ring) => ring.wake(),
+        }
         for worker in workers.drain(..) {
             // A worker panics only if a job's completion did; the pool still shuts down.
             let _ = worker.join();

@@ -6,10 +6,13 @@ use crate::common::rng::{pattern, Rng};
 use crate::common::timing::BULK_PATIENCE;
 use crate::common::{block_of, errno};
 use crate::{
-    aio_state, assert_quiet, collect, finish_one, pool, Busy, Entry, File, Lent, Lio, BUSY, KIB,
-    MIB,
+    aio_state, assert_quiet, collect, finish_one, pool, pool_from, threads_pool, Busy, Entry, File,
+    Lent, Lio, BUSY, KIB, MIB,
 };
-use iocp::{AioCancel, Aiocb, Completion, DrainStatus, LioMode, Opcode, Overlapped, Port, Ticket};
+use iocp::{
+    AioCancel, Aiocb, Completion, DrainStatus, FileDriver, FilePool, LioMode, Opcode, Overlapped,
+    Port, Ticket,
+};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +49,43 @@ fn cancel_with_nothing_queued_fails_with_enoent_and_aio_cancel_reports_all_done(
     assert_quiet(&port);
 }
 
+/// On the io_uring driver a request belongs to the kernel from its submission on: a cancel
+/// from the submitting thread finds nothing queued (`CancelIoEx`: `ENOENT`; `aio_cancel`:
+/// not cancelled, or all done once reported), and every request completes exactly once,
+/// with its result.
+#[test]
+fn on_io_uring_a_submitted_request_runs_and_completes_once_with_its_result() {
+    let pool = pool_from(FilePool::builder().driver(FileDriver::Uring));
+    if pool.driver() != FileDriver::Uring {
+        eprintln!("skipped: the kernel refuses io_uring here");
+        return;
+    }
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-cancel-uring");
+    let data = pattern(5, 64 * KIB);
+    let file = File::associated(scratch.file("data", &data), &pool, &port, 1).unwrap();
+    let mut rng = Rng::new(0x51ab);
+    for _ in 0..100 {
+        let offsets: Vec<usize> = (0..8).map(|_| rng.below(60 * KIB)).collect();
+        let mut tickets: HashMap<Ticket, usize> = offsets
+            .iter()
+            .map(|&at| (file.read_at(vec![0; 4 * KIB], at as u64).unwrap(), at))
+            .collect();
+        assert_eq!(errno(file.cancel_all()), libc::ENOENT);
+        let answer = pool.aio_cancel(file.raw_fd(), None).unwrap();
+        assert_ne!(answer, AioCancel::Canceled);
+        for record in collect(&port, 8) {
+            let at = tickets
+                .remove(&Ticket::of(&record))
+                .expect("one record per request");
+            let done = file.finish(&record).unwrap();
+            assert_eq!(done.result.unwrap(), 4 * KIB);
+            assert!(done.buf == data[at..at + 4 * KIB]);
+        }
+    }
+    assert_quiet(&port);
+}
+
 #[test]
 fn cancellation_racing_completion_yields_exactly_one_record_per_request() {
     const BLOCK: usize = 512;
@@ -53,7 +93,7 @@ fn cancellation_racing_completion_yields_exactly_one_record_per_request() {
     const OWNED: usize = 24;
     const BLOCKED: usize = 8;
     let iterations = if cfg!(debug_assertions) { 120 } else { 500 };
-    let pool = pool(1);
+    let pool = threads_pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-cancel-race");
@@ -198,7 +238,7 @@ fn aio_cancel_racing_completion_reports_what_it_did_and_each_request_completes_o
     const BLOCKS: usize = 64;
     const N: usize = 16;
     let iterations = if cfg!(debug_assertions) { 120 } else { 500 };
-    let pool = pool(1);
+    let pool = threads_pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-aio-cancel-race");
@@ -280,7 +320,7 @@ fn aio_cancel_racing_completion_reports_what_it_did_and_each_request_completes_o
 #[test]
 fn aio_cancel_reports_canceled_for_queued_not_canceled_for_running_all_done_for_finished() {
     const BIG: usize = BUSY;
-    let pool = pool(1);
+    let pool = threads_pool(1);
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-aio-cancel-outcomes");
     let data = pattern(55, 8 * KIB);
@@ -442,7 +482,7 @@ fn aio_cancel_says_all_done_only_once_aio_error_has_the_result() {
 
 #[test]
 fn cancelling_a_request_never_ends_a_dequeue_wait() {
-    let pool = pool(1);
+    let pool = threads_pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-cancel-wait");
@@ -511,7 +551,7 @@ fn cancelling_a_request_never_ends_a_dequeue_wait() {
 #[test]
 fn aio_cancel_never_ends_a_gmcs_wait_which_runs_to_its_timeout() {
     const WAIT: Duration = Duration::from_millis(300);
-    let pool = pool(1);
+    let pool = threads_pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-aio-cancel-wait");

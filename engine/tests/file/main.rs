@@ -32,8 +32,8 @@ mod soak;
 
 use common::timing::BULK_PATIENCE;
 use iocp::{
-    Aiocb, Completion, File, FilePool, FilePoolBuilder, LioMode, OpResult, Opcode, Overlapped,
-    Port, Ticket,
+    Aiocb, Completion, File, FileDriver, FilePool, FilePoolBuilder, LioMode, OpResult, Opcode,
+    Overlapped, Port, Ticket,
 };
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
@@ -192,8 +192,20 @@ impl Drop for TestPool {
     }
 }
 
+/// A pool on the default driver (io_uring where the kernel allows it, unless
+/// `IOCP_FILE_DRIVER=threads`), with `threads` threads if that is the thread driver.
 fn pool(threads: usize) -> TestPool {
     pool_from(FilePool::builder().threads(threads))
+}
+
+/// A pool on the thread driver, for the tests of what only it has: a queue of requests not
+/// yet started (which a cancel still catches) and threads kept busy by [`Busy`].
+fn threads_pool(threads: usize) -> TestPool {
+    pool_from(
+        FilePool::builder()
+            .driver(FileDriver::Threads)
+            .threads(threads),
+    )
 }
 
 fn pool_from(builder: FilePoolBuilder) -> TestPool {

@@ -9,7 +9,7 @@ use crate::{
     aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, Busy, Entry, File,
     Lent, Lio, Watchdog, BUSY, POOLS,
 };
-use iocp::{Event, FilePool, LioMode, Overlapped, Port, Ticket};
+use iocp::{Event, FileDriver, FilePool, LioMode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
 use std::sync::PoisonError;
 use std::thread;
@@ -26,7 +26,11 @@ fn dropping_the_pool_completes_every_queued_request_and_joins_its_threads() {
         pool_threads_become(0),
         "threads of earlier pools are still alive"
     );
-    let pool = FilePool::builder().threads(2).build().unwrap();
+    let pool = FilePool::builder()
+        .driver(FileDriver::Threads)
+        .threads(2)
+        .build()
+        .unwrap();
     assert_eq!(pool.threads(), 2);
     assert!(
         pool_threads_become(2),
@@ -202,10 +206,11 @@ fn many_requests_queued_on_one_file_complete_in_linear_time() {
 }
 
 #[test]
-fn a_pool_has_one_thread_per_cpu_by_default_and_pinned_pools_run_requests() {
+fn a_thread_pool_has_one_thread_per_cpu_by_default_and_pinned_pools_run_requests() {
     let cpus = thread::available_parallelism().map_or(1, usize::from);
-    assert_eq!(pool_from(FilePool::builder()).threads(), cpus);
-    let pinned = pool_from(FilePool::builder().threads(3).pin(true));
+    let threads = FilePool::builder().driver(FileDriver::Threads);
+    assert_eq!(pool_from(threads.clone()).threads(), cpus);
+    let pinned = pool_from(threads.threads(3).pin(true));
     assert_eq!(pinned.threads(), 3);
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-pinned");

@@ -11,7 +11,7 @@ use crate::{
     wait_for, CloseOnPanic, Req, Stats, CAPACITIES, CONCURRENCY,
 };
 use iocp::{
-    AioCancel, Aiocb, Completion, File, FilePool, LioMode, Opcode, Overlapped, Port,
+    AioCancel, Aiocb, Completion, File, FileDriver, FilePool, LioMode, Opcode, Overlapped, Port,
     ProviderSocket, Ticket,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -767,7 +767,17 @@ pub(crate) fn file_round(seed: u64, budget: Duration, stats: &Stats) -> String {
         .build()
         .unwrap();
     add(&stats.ports, 1);
-    let pool = FilePool::builder().threads(threads).build().unwrap();
+    // Each round picks its driver: the soak mixes io_uring and threads.
+    let driver = rng.pick(&[FileDriver::Uring, FileDriver::Threads]);
+    let pool = FilePool::builder()
+        .driver(driver)
+        .threads(threads)
+        .build()
+        .unwrap();
+    let driver = match pool.driver() {
+        FileDriver::Uring => "io_uring".to_string(),
+        _ => format!("{threads} pool threads"),
+    };
     let start = Instant::now();
     let deadline = start + budget;
     let abrupt = ending(&mut rng, start, budget);
@@ -867,5 +877,5 @@ pub(crate) fn file_round(seed: u64, budget: Duration, stats: &Stats) -> String {
     );
     files.free_requests();
     let end = ending_name(abrupt);
-    format!("files capacity {capacity} concurrency {concurrency} {threads} pool threads {end}")
+    format!("files capacity {capacity} concurrency {concurrency} {driver} {end}")
 }
