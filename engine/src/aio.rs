@@ -13,7 +13,7 @@ use crate::request::Association;
 use crate::sys::{self, file as sysfile};
 use crate::{Completion, Port};
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 /// AIX `lio_listio`: submits every request of `list` in one call.
@@ -36,7 +36,7 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
     let (mut failed, mut refused) = (false, false);
     let mut last_port: Option<(i32, i32, Association)> = None;
     // A list nearly always reads one file: one duplicate of it per call.
-    let mut last_dup: Option<(RawFd, Arc<OwnedFd>)> = None;
+    let mut last_dup: Option<(RawFd, Arc<OwnedFd>, bool)> = None;
     for &entry in list {
         // SAFETY: the caller guarantees non-NULL entries point to live aiocbs.
         let Some(aiocb) = (unsafe { entry.as_ref() }) else {
@@ -91,7 +91,7 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
         if let Some(wait) = &wait {
             wait.add();
         }
-        if let Err(err) = pool.submit(job) {
+        if let Err(err) = pool.submit_listed(job) {
             if let Some(wait) = &wait {
                 wait.take_back();
             }
@@ -100,6 +100,8 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
             break;
         }
     }
+    // The list is one submission (io_uring).
+    pool.flush();
     if let Some(wait) = wait {
         // The initial count of one kept the waiter from finishing before the loop did.
         // Even a refused list waits for what it queued: its aiocbs are in use until then.
@@ -169,7 +171,7 @@ fn lio_job(
     mode: LioMode,
     port: Association,
     list: Option<Arc<ListWait>>,
-    last_dup: &mut Option<(RawFd, Arc<OwnedFd>)>,
+    last_dup: &mut Option<(RawFd, Arc<OwnedFd>, bool)>,
 ) -> io::Result<Job> {
     let op = match aiocb.opcode()? {
         Opcode::Read => Op::Read,
@@ -180,21 +182,23 @@ fn lio_job(
     if aiocb.aio_nbytes > MAX_TRANSFER || (aiocb.aio_buf.is_null() && aiocb.aio_nbytes > 0) {
         return Err(error::invalid());
     }
-    let dup = match last_dup {
-        Some((fd, dup)) if *fd == aiocb.aio_fildes => Arc::clone(dup),
+    let (dup, seekable) = match last_dup {
+        Some((fd, dup, seekable)) if *fd == aiocb.aio_fildes => (Arc::clone(dup), *seekable),
         _ => {
             if aiocb.aio_fildes < 0 {
                 return Err(error::closed());
             }
             let dup = Arc::new(sys::dup::duplicate(aiocb.aio_fildes)?);
-            *last_dup = Some((aiocb.aio_fildes, Arc::clone(&dup)));
-            dup
+            let seekable = sysfile::seekable(dup.as_raw_fd());
+            *last_dup = Some((aiocb.aio_fildes, Arc::clone(&dup), seekable));
+            (dup, seekable)
         }
     };
     Ok(Job {
         id: 0,
         fd: aiocb.aio_fildes,
         target: dup,
+        seekable,
         op,
         offset,
         buf: Mutex::new(Buf::Raw {

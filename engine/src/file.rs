@@ -122,6 +122,7 @@ impl FilePool {
     fn file(&self, fd: OwnedFd) -> File {
         File {
             inner: Arc::new(FileInner {
+                seekable: sysfile::seekable(fd.as_raw_fd()),
                 fd: Arc::new(fd),
                 pool: Arc::clone(&self.shared),
                 port: Mutex::new(None),
@@ -183,6 +184,8 @@ pub struct File {
 struct FileInner {
     /// Shared with the jobs, which keep it open while they run.
     fd: Arc<OwnedFd>,
+    /// Whether it takes positioned I/O (see `Job::seekable`).
+    seekable: bool,
     pool: Arc<Pool>,
     port: Mutex<Association>,
     /// Results of owned-buffer requests until [`File::finish`]; shared with their jobs.
@@ -360,6 +363,7 @@ impl File {
             id: 0,
             fd: self.raw_fd(),
             target: Arc::clone(&self.inner.fd),
+            seekable: self.inner.seekable,
             op,
             offset,
             buf: Mutex::new(buf),

@@ -1,10 +1,9 @@
 //! The file pool: where positioned reads, writes and syncs run, and how their records are
 //! posted. Two drivers ([`FileDriver`]):
 //!
-//! * **io_uring** (`uring`), the default where the kernel allows it: requests go to the
-//!   kernel's submission queue from the submitting thread, and come back through its
-//!   completion queue, reaped by the submitter when they are done at once (cached pages)
-//!   and else by one reaper thread;
+//! * **io_uring** (`uring`), the default where the kernel allows it: the submitting thread
+//!   pushes each request into the kernel's submission queue, and one ring thread submits
+//!   them (a list at once), reaps their completions and posts the records;
 //! * **threads**: each request becomes a [`Job`] on a lock-free submission queue (a
 //!   crossbeam `SegQueue`) that a fixed set of threads runs with `pread`, `pwrite` and
 //!   `fsync`; idle threads sleep on the same LIFO futex stack ports use, and a submission
@@ -105,6 +104,9 @@ pub(crate) struct Job {
     /// aiocb the engine's duplicate of the caller's number (a caller closing its number,
     /// and the kernel handing the number out again, cannot send the job to another file).
     pub(crate) target: Arc<OwnedFd>,
+    /// Whether `target` takes positioned I/O: the drivers keep `pread`'s `ESPIPE` for a
+    /// descriptor that does not (io_uring would read a stream).
+    pub(crate) seekable: bool,
     pub(crate) op: Op,
     pub(crate) offset: u64,
     pub(crate) buf: Mutex<Buf>,
@@ -271,7 +273,7 @@ impl Pool {
             let worker_pool = Arc::clone(&pool);
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let name = match driver {
-                FileDriver::Uring => "iocp-uring".to_string(),
+                FileDriver::Uring => "iocp-file-ring".to_string(),
                 _ => format!("iocp-file-{i}"),
             };
             let spawned = thread::Builder::new().name(name).spawn(move || {
@@ -281,7 +283,7 @@ impl Pool {
                 match &worker_pool.runner {
                     Runner::Threads(queue) => worker_pool.work(queue),
                     #[cfg(target_os = "linux")]
-                    Runner::Uring(ring) => ring.reap_until_stopped(&worker_pool),
+                    Runner::Uring(ring) => ring.run(&worker_pool),
                 }
             });
             match spawned {
@@ -296,7 +298,26 @@ impl Pool {
     }
 
     /// Queues `job`; `EAGAIN` once the pool is stopping.
-    pub(crate) fn submit(&self, mut job: Job) -> io::Result<()> {
+    pub(crate) fn submit(&self, job: Job) -> io::Result<()> {
+        self.queue_job(job, true)
+    }
+
+    /// Queues `job` as one of a list: on io_uring the ring thread is woken for the whole
+    /// list at once, by [`flush`](Self::flush). `EAGAIN` once the pool is stopping.
+    pub(crate) fn submit_listed(&self, job: Job) -> io::Result<()> {
+        self.queue_job(job, false)
+    }
+
+    /// Hands the jobs [`submit_listed`](Self::submit_listed) queued to io_uring's ring
+    /// thread, waking it if it sleeps (the thread driver's threads took them at once).
+    pub(crate) fn flush(&self) {
+        #[cfg(target_os = "linux")]
+        if let Runner::Uring(ring) = &self.runner {
+            ring.kick();
+        }
+    }
+
+    fn queue_job(&self, mut job: Job, kick: bool) -> io::Result<()> {
         // SeqCst: the submitter half of the shutdown handshake in `stop`: either `stop`
         // waits for this submission or this submission sees `stopping`.
         self.submitting.fetch_add(1, Ordering::SeqCst);
@@ -324,9 +345,7 @@ impl Pool {
             }
             #[cfg(target_os = "linux")]
             Runner::Uring(ring) => {
-                ring.submit(self, job);
-                // After the submission's own reaping: once `stop` sees no submitter, the
-                // reaper is the only thread that reaps.
+                ring.submit(self, job, kick);
                 self.submitting.fetch_sub(1, Ordering::SeqCst);
             }
         }

@@ -1,68 +1,83 @@
-//! The io_uring driver of the file pool: requests go to the kernel's submission queue
-//! instead of a thread, and their completions come back through its completion queue.
+//! The io_uring driver of the file pool: requests go to the kernel's submission queue and
+//! come back through its completion queue, both handled by one ring thread.
 //!
-//! The submitting thread pushes each request's entry and enters the kernel once per call
-//! (a `lio_listio` list is one submission); a read of cached pages usually completes during
-//! that very call, and the submitter then reaps it at once, so the record is posted before
-//! the submission returns and no other thread runs. What the kernel finishes later (a
-//! disk read, a write-back) is reaped by the pool's one reaper thread, which sleeps in
-//! `io_uring_enter` until a completion arrives.
+//! A submitting thread only pushes entries into the submission queue (shared memory) and,
+//! if the ring thread sleeps, signals its eventfd; it never enters the kernel for the ring.
+//! The ring thread submits what was pushed (a `lio_listio` list at once), reaps the
+//! completions and posts their records; reads of cached pages complete during its
+//! submission. Between batches it spins for a while, learnt as a port's waiters learn it, so
+//! that a submitter that keeps the pool busy makes no system call at all; then it sleeps in
+//! `io_uring_enter` until a completion arrives or the eventfd, whose poll it keeps in the
+//! ring, is signalled.
 //!
-//! The fault seam covers this driver too: a fault armed for `pread`, `pwrite`, `fsync` or
-//! `fdatasync` on a request's descriptor fails the request as that call would (`EINTR` is
-//! retried).
+//! Only the ring thread enters the ring, and so only it runs the ring's task work: the
+//! kernel finishing a request for the program's own threads (as it does when the submitter
+//! enters the ring) would interrupt their sleeps — an `epoll_wait` would fail with `EINTR`.
 //!
 //! A request is claimed for the kernel (its [`Delivery`](crate::completion::Delivery)
 //! started) before its entry is pushed, so from then on a cancel finds it running: as with
 //! a request a pool thread has begun, its one completion is its result. Each entry's user
 //! data is a strong count of its job, taken back exactly once when its completion is reaped.
+//!
+//! The fault seam covers this driver too: a fault armed for `pread`, `pwrite`, `fsync` or
+//! `fdatasync` on a request's descriptor fails the request as that call would (`EINTR` is
+//! retried).
 
+use crate::parker::Spin;
 use crate::pool::{Job, Op, Pool};
 use crate::primitive::{lock, Mutex};
 use crate::sys::{
-    self,
+    self, eventfd,
     fault::{self, Call},
 };
 use io_uring::{opcode, squeue, types, IoUring};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 /// Submission queue entries (the completion queue has twice as many; the kernel keeps any
 /// overflow, `IORING_FEAT_NODROP`).
-const ENTRIES: u32 = 256;
-/// User data of the no-op that wakes the reaper; no job lives at address 0.
-const WAKE: u64 = 0;
+const ENTRIES: u32 = 1024;
+/// User data of the eventfd's poll; no job lives at address 0.
+const WAKER: u64 = 0;
 
-/// One io_uring instance and who may touch which of its queues.
+/// One io_uring instance, its ring thread's state, and the eventfd that wakes it.
 pub(crate) struct Ring {
     ring: IoUring,
-    /// Held while pushing to the submission queue: one submitter at a time.
+    /// Held while pushing to the submission queue: one pusher at a time.
     pushing: Mutex<()>,
-    /// Held while reaping the completion queue: one reaper at a time.
-    reaping: Mutex<()>,
-    /// Requests handed to the kernel and not yet reaped.
-    in_kernel: AtomicUsize,
+    /// Entries pushed and not yet taken into account by the ring thread (the ring thread's
+    /// Dekker partner, with `asleep`).
+    pushed: AtomicUsize,
+    /// Set while the ring thread is, or is about to be, asleep in `io_uring_enter`.
+    asleep: AtomicBool,
+    /// Signalled to end the ring thread's sleep: a poll of it is always in the ring.
+    waker: OwnedFd,
+    /// How long the ring thread spins for work before it sleeps.
+    spin: Spin,
 }
 
 impl Ring {
     /// A ring, if the kernel allows one (`ENOSYS` without io_uring, `EPERM` where it is
-    /// disabled, `ENOMEM` without locked memory for it).
+    /// disabled, `ENOMEM` without locked memory for it, `EMFILE`).
     pub(crate) fn new() -> io::Result<Ring> {
         sys::fault::allocation()?;
         Ok(Ring {
             ring: IoUring::new(ENTRIES)?,
             pushing: Mutex::new(()),
-            reaping: Mutex::new(()),
-            in_kernel: AtomicUsize::new(0),
+            pushed: AtomicUsize::new(0),
+            asleep: AtomicBool::new(false),
+            waker: eventfd::new()?,
+            spin: Spin::new(),
         })
     }
 
-    /// Hands `job` to the kernel, then reaps what is complete already. A job a canceller
-    /// claimed first is left to it.
-    pub(crate) fn submit(&self, pool: &Pool, job: Arc<Job>) {
+    /// Hands `job` to the kernel — with `kick`, waking the ring thread at once if it
+    /// sleeps; without, leaving that to [`kick`](Self::kick) after the rest of a list. A
+    /// job a canceller claimed first is left to it.
+    pub(crate) fn submit(&self, pool: &Pool, job: Arc<Job>, kick: bool) {
         if !job.delivery.start() {
             return;
         }
@@ -74,87 +89,147 @@ impl Ring {
             Op::Sync => Call::Fsync,
             Op::SyncData => Call::Fdatasync,
         };
-        // `EINTR` is retried, as the thread driver retries it.
         let fault = std::iter::repeat_with(|| fault::take(call, job.fd))
             .find(|&fault| fault != Some(libc::EINTR))
             .flatten();
+        // A pipe, socket or terminal: `pread` fails with ESPIPE, and so does the request.
+        let fault = fault
+            .or((!job.seekable && matches!(job.op, Op::Read | Op::Write)).then_some(libc::ESPIPE));
         if let Some(errno) = fault {
             pool.complete(&job, Err(io::Error::from_raw_os_error(errno)));
             return;
         }
         let job = Arc::into_raw(job);
-        // The job reaches the reaper through the kernel, which ThreadSanitizer cannot see:
-        // name the edge (the other end is in `reap`).
+        // The job reaches the ring thread through the kernel, which ThreadSanitizer cannot
+        // see: name the edge (the other end is in `reap`).
         #[cfg(iocp_tsan)]
         crate::sys::tsan::release(job);
         // SAFETY: `job` came from `Arc::into_raw` just above and is still counted.
         let entry = entry(unsafe { &*job }).user_data(job as u64);
-        // Relaxed: a count the reaper reads after reaping, under `reaping`'s ordering.
-        self.in_kernel.fetch_add(1, Ordering::Relaxed);
         self.push(&entry);
-        self.reap(pool, false);
+        // SeqCst: the submitter half of the Dekker pair with the ring thread's `asleep`.
+        self.pushed.fetch_add(1, Ordering::SeqCst);
+        if kick {
+            self.kick();
+        }
     }
 
-    /// Wakes the reaper (at a pool's stop: it exits once nothing is in the kernel).
+    /// Wakes the ring thread if it sleeps (after a list's entries, at a pool's stop).
+    pub(crate) fn kick(&self) {
+        // SeqCst: read after `pushed` was raised (see `submit`).
+        if self.asleep.load(Ordering::SeqCst) {
+            eventfd::signal(&self.waker);
+        }
+    }
+
+    /// Wakes the ring thread whether or not it sleeps (a pool's stop: it exits once the
+    /// kernel holds nothing more of the pool).
     pub(crate) fn wake(&self) {
-        self.push(&opcode::Nop::new().build().user_data(WAKE));
+        eventfd::signal(&self.waker);
     }
 
-    /// The reaper thread: reaps completions until the pool stops and the kernel holds
-    /// nothing more of it.
-    pub(crate) fn reap_until_stopped(&self, pool: &Pool) {
+    /// The ring thread: submits, reaps and completes until the pool stops and the kernel
+    /// holds nothing more of it.
+    pub(crate) fn run(&self, pool: &Pool) {
+        // Job entries submitted and not yet reaped (it may dip below zero for a moment: an
+        // entry can be submitted and reaped before its push is counted).
+        let mut in_kernel: isize = 0;
+        let mut armed = false;
         loop {
-            // Also submits what a submitter pushed but could not submit. A failure (a
-            // signal, `EAGAIN`) only means another look.
-            if self.ring.submit_and_wait(1).is_err() {
-                thread::yield_now();
+            if !armed {
+                let poll =
+                    opcode::PollAdd::new(types::Fd(self.waker.as_raw_fd()), libc::POLLIN as _)
+                        .build()
+                        .user_data(WAKER);
+                // The ring thread makes room itself when the queue is full: it is the one
+                // that submits.
+                while !self.try_push(&poll) {
+                    let _ = self.ring.submit();
+                }
+                armed = true;
             }
-            self.reap(pool, true);
-            // Relaxed: ordered after the reap above, which took `reaping`.
-            if pool.is_stopping() && self.in_kernel.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-        }
-    }
-
-    /// Pushes `entry` and enters the kernel to submit it.
-    fn push(&self, entry: &squeue::Entry) {
-        let _one = lock(&self.pushing);
-        loop {
-            // SAFETY: `pushing` is held, so this thread alone touches the submission queue
-            // (the reaper's `submit_and_wait` only reads its published tail).
-            let mut queue = unsafe { self.ring.submission_shared() };
-            // SAFETY: the entry's buffer is owned by its job (or is caller memory kept valid
-            // until completion) and the job lives, through the count in the user data, until
-            // its completion is reaped.
-            let pushed = unsafe { queue.push(entry) }.is_ok();
-            // Publishes the tail for the kernel.
-            drop(queue);
-            // A failure leaves the entry queued for the next `io_uring_enter` (the reaper's
-            // at the latest): nothing is lost.
+            // Acquire: pairs with the pushers' increment, after their entries are published.
+            let pushed = self.pushed.swap(0, Ordering::Acquire);
+            in_kernel += pushed as isize;
+            // A failure (`EAGAIN`, `EBUSY` with the completion queue full) leaves the
+            // entries for the next round, after the reaping below makes room.
             let _ = self.ring.submit();
-            if pushed {
+            let (reaped, woken) = self.reap(pool);
+            in_kernel -= reaped as isize;
+            if woken {
+                eventfd::drain(&self.waker);
+                armed = false;
+            }
+            // A wake goes round again too: the eventfd's poll is armed at the top, and must
+            // be before the ring thread sleeps.
+            if pushed > 0 || reaped > 0 || woken {
+                continue;
+            }
+            if pool.is_stopping() && in_kernel <= 0 && self.pushed.load(Ordering::SeqCst) == 0 {
                 return;
             }
-            // The queue was full; the submit above made room.
+            // Relaxed: a hint; whether to sleep is decided with SeqCst below.
+            let (work, start) = self.spin.spin(None, || {
+                self.pushed.load(Ordering::Relaxed) > 0 || self.has_completions()
+            });
+            if work {
+                continue;
+            }
+            // SeqCst: the ring thread half of the Dekker pair with `submit`: either a
+            // pusher sees it asleep and signals the eventfd, or it sees their entry.
+            self.asleep.store(true, Ordering::SeqCst);
+            let done = pool.is_stopping() && in_kernel <= 0;
+            if self.pushed.load(Ordering::SeqCst) == 0 && !done {
+                // Ends at a completion: a job's, or the eventfd's poll. A failure (a
+                // signal, the ring's own task work) only means another round.
+                let _ = self.ring.submit_and_wait(1);
+            }
+            // Relaxed: pushers that still see it asleep only signal the eventfd once more.
+            self.asleep.store(false, Ordering::Relaxed);
+            self.spin.learn(start, true);
         }
     }
 
-    /// Takes every completion the kernel has posted and completes its job. A submitter
-    /// (`wait` false) leaves the reaping to whoever is at it already.
-    fn reap(&self, pool: &Pool, wait: bool) {
-        let _one = if wait {
-            lock(&self.reaping)
-        } else {
-            match self.reaping.try_lock() {
-                Ok(guard) => guard,
-                Err(_) => return,
-            }
-        };
-        // SAFETY: `reaping` is held, so this thread alone touches the completion queue.
+    /// Pushes `entry` into the submission queue, waiting for the ring thread to make room if
+    /// it is full.
+    fn push(&self, entry: &squeue::Entry) {
+        while !self.try_push(entry) {
+            // Full: the ring thread submits what is queued (it is awake, or woken here).
+            self.wake();
+            thread::yield_now();
+        }
+    }
+
+    /// Pushes `entry` into the submission queue; `false` if it is full.
+    fn try_push(&self, entry: &squeue::Entry) -> bool {
+        let _one = lock(&self.pushing);
+        // SAFETY: `pushing` is held, so this thread alone writes the submission queue (the
+        // ring thread's `io_uring_enter` only reads its published tail).
+        let mut queue = unsafe { self.ring.submission_shared() };
+        // SAFETY: the entry's buffer is owned by its job (or is caller memory kept valid
+        // until completion) and the job lives, through the count in the user data, until
+        // its completion is reaped; the poll entry names only the eventfd, which lives as
+        // long as the ring. Dropping `queue` publishes the tail for the kernel.
+        unsafe { queue.push(entry) }.is_ok()
+    }
+
+    /// Whether the kernel has posted completions not yet reaped.
+    fn has_completions(&self) -> bool {
+        // SAFETY: only the ring thread reads the completion queue, and this is the ring
+        // thread; the snapshot is dropped at once, consuming nothing.
+        !unsafe { self.ring.completion_shared() }.is_empty()
+    }
+
+    /// Takes every completion the kernel has posted and completes its job. Returns how many
+    /// jobs it completed, and whether the eventfd's poll completed.
+    fn reap(&self, pool: &Pool) -> (usize, bool) {
+        let (mut reaped, mut woken) = (0, false);
+        // SAFETY: only the ring thread reads the completion queue, and this is the ring
+        // thread.
         let completions = unsafe { self.ring.completion_shared() };
         for completion in completions {
-            if completion.user_data() == WAKE {
+            if completion.user_data() == WAKER {
+                woken = true;
                 continue;
             }
             // SAFETY: every other user data is a count of a job taken in `submit` with
@@ -166,10 +241,10 @@ impl Ring {
                 n if n >= 0 => Ok(n as usize),
                 errno => Err(io::Error::from_raw_os_error(-errno)),
             };
-            // Relaxed: see `submit`.
-            self.in_kernel.fetch_sub(1, Ordering::Relaxed);
             pool.complete(&job, result);
+            reaped += 1;
         }
+        (reaped, woken)
     }
 }
 

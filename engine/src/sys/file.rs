@@ -93,3 +93,10 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD reads the descriptor flags; no memory is passed.
     fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
 }
+
+/// Whether `fd` takes positioned reads and writes (`pread` fails with `ESPIPE` on a pipe,
+/// a socket or a terminal, where io_uring would read the stream instead).
+pub(crate) fn seekable(fd: RawFd) -> bool {
+    // SAFETY: lseek takes no memory; SEEK_CUR with 0 moves nothing.
+    unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) >= 0 }
+}

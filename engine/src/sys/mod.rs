@@ -27,6 +27,8 @@ mod clock;
 pub(crate) use clock::Deadline;
 #[cfg(not(loom))]
 pub(crate) mod dup;
+#[cfg(all(not(loom), target_os = "linux"))]
+pub(crate) mod eventfd;
 #[cfg_attr(loom, allow(dead_code, unused_imports))] // loom builds make no system calls
 pub(crate) mod fault;
 #[cfg(not(loom))]

@@ -621,7 +621,7 @@ fn aio_cancel_never_ends_a_gmcs_wait_which_runs_to_its_timeout() {
 
 #[test]
 fn dropping_a_file_cancels_its_queued_requests() {
-    let pool = pool(1);
+    let pool = threads_pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-drop-file");

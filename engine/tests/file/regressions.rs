@@ -3,10 +3,13 @@
 use crate::common::errno;
 use crate::common::files::TempDir;
 use crate::common::rng::pattern;
+use crate::common::timing::BULK_PATIENCE;
 use crate::{
-    aio_state, assert_quiet, finish_one, pool, Busy, Entry, File, Lio, Watchdog, BUSY, KIB,
+    aio_state, assert_quiet, finish_one, pool, pool_from, Busy, Entry, File, Lio, Watchdog, BUSY,
+    KIB,
 };
-use iocp::{LioMode, Port};
+use iocp::{Aiocb, FileDriver, FilePool, LioMode, Opcode, Port, Submitted, Ticket};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 
 /// Guards 05007d4 ("association with a closed port succeeded (sockets, providers, files)"):
@@ -98,5 +101,115 @@ fn regression_refused_lio_wait_list_returned_before_its_good_entries_were_done()
     assert!(lio.buf(3) == &data[8192..12288]);
     assert!(lio.buf(4) == &data[20_000..21_000]);
     busy.finish();
+    assert_quiet(&port);
+}
+
+/// Regression: the io_uring driver first submitted from the requesting thread. A request
+/// the kernel finished later (here a direct read from the disk) then completed through task
+/// work queued to that thread, and the kernel interrupted the thread's next sleep for it:
+/// its `GetQueuedCompletionStatus`, leading the inline drive in `epoll_wait`, failed with
+/// `EINTR` (the C suite's `faults` saw AIX's `EAGAIN`). Only the ring thread enters the
+/// ring now. Needs a file system that takes `O_DIRECT` (not tmpfs); skipped elsewhere.
+#[test]
+fn regression_an_io_uring_request_interrupted_its_submitters_port_wait() {
+    use std::os::unix::fs::OpenOptionsExt;
+    const BLOCKS: usize = 64;
+    let pool = pool_from(FilePool::builder().driver(FileDriver::Uring));
+    if pool.driver() != FileDriver::Uring {
+        eprintln!("skipped: the kernel refuses io_uring here");
+        return;
+    }
+    let scratch = TempDir::new("file-uring-eintr");
+    let data = pattern(29, BLOCKS * 4 * KIB);
+    std::fs::write(scratch.path("direct"), &data).unwrap();
+    let direct = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(scratch.path("direct"))
+    {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("skipped: no O_DIRECT here ({err})");
+            return;
+        }
+    };
+    let port = Port::new().unwrap();
+    // A socket with a receive pending, so that a wait on the port leads `epoll_wait`.
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let socket = iocp::Socket::associated(ours, &port, 1).unwrap();
+    let Submitted::Pending(ticket) = socket.recv(vec![0; 8]).unwrap() else {
+        panic!("nothing was sent yet");
+    };
+    // Direct reads need aligned memory: 4 KiB blocks of one aligned allocation.
+    let layout = std::alloc::Layout::from_size_align(BLOCKS * 4 * KIB, 4 * KIB).unwrap();
+    // SAFETY: the layout has a non-zero size.
+    let memory = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!memory.is_null());
+    let mut cbs: Vec<Aiocb> = (0..BLOCKS)
+        .map(|i| {
+            // SAFETY: block `i` lies inside the allocation.
+            let at = unsafe { memory.add(i * 4 * KIB) };
+            Aiocb::new(
+                direct.as_raw_fd(),
+                Opcode::Read,
+                (i * 4 * KIB) as i64,
+                at,
+                4 * KIB,
+            )
+            .with_port(&port)
+        })
+        .collect();
+    let list: Vec<*mut Aiocb> = cbs.iter_mut().map(|cb| cb as *mut Aiocb).collect();
+    // SAFETY: the aiocbs and the memory outlive the requests, whose records are taken below.
+    unsafe { pool.lio_listio(LioMode::NoWait, &list) }.unwrap();
+    let feeder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        theirs.write_all(b"sock").unwrap();
+    });
+    let mut reads = 0;
+    let mut socket_done = false;
+    while reads < BLOCKS || !socket_done {
+        let record = port.get(Some(BULK_PATIENCE)).expect("a record, not EINTR");
+        if record.key() == 1 {
+            assert_eq!(Ticket::of(&record), ticket);
+            assert_eq!(socket.finish(&record).unwrap().buf[..4], *b"sock");
+            socket_done = true;
+        } else {
+            assert_eq!(record.result().unwrap() as usize, 4 * KIB, "{record:?}");
+            reads += 1;
+        }
+    }
+    // SAFETY: every read is done; the memory was allocated above with `layout`.
+    let read = unsafe { std::slice::from_raw_parts(memory, BLOCKS * 4 * KIB) }.to_vec();
+    // SAFETY: as above; nothing refers to the memory any more.
+    unsafe { std::alloc::dealloc(memory, layout) };
+    assert!(read == data);
+    feeder.join().unwrap();
+    assert_quiet(&port);
+}
+
+/// Regression (seen by the C suite's `fuzz_calls`): the io_uring ring thread woken with
+/// nothing to do — an empty `lio_listio` list wakes it — went back to sleep without
+/// arming its wake-up again, so the next request waited for ever.
+#[test]
+fn regression_an_empty_wake_left_the_io_uring_ring_thread_deaf() {
+    let pool = pool_from(FilePool::builder().driver(FileDriver::Uring));
+    if pool.driver() != FileDriver::Uring {
+        eprintln!("skipped: the kernel refuses io_uring here");
+        return;
+    }
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-uring-empty-wake");
+    let file = File::associated(scratch.file("data", b"0123456789"), &pool, &port, 3).unwrap();
+    for _ in 0..3 {
+        // Long enough for the ring thread to stop spinning and sleep.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        // SAFETY: an empty list names no memory.
+        unsafe { pool.lio_listio(LioMode::NoWait, &[]) }.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let ticket = file.read_at(vec![0; 4], 2).unwrap();
+        let (_, done) = finish_one(&port, &file, 3, ticket);
+        assert_eq!(done.buf, b"2345");
+    }
     assert_quiet(&port);
 }
