@@ -34,9 +34,8 @@ pub struct FilePoolBuilder {
 }
 
 impl FilePoolBuilder {
-    /// How requests run: [`FileDriver::Auto`] (the default) is io_uring where the kernel
-    /// allows it, unless the environment variable `IOCP_FILE_DRIVER=threads` asks for
-    /// threads.
+    /// How requests run: [`FileDriver::Auto`] (the default) is threads, unless the
+    /// environment variable `IOCP_FILE_DRIVER=uring` asks for io_uring.
     pub fn driver(mut self, driver: FileDriver) -> FilePoolBuilder {
         self.driver = driver;
         self
