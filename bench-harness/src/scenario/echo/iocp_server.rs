@@ -33,6 +33,9 @@ const BATCH: usize = 256;
 /// Read/write cycles one connection may run back to back on requests that complete at
 /// once before it yields to the others (it resumes through a posted record).
 const MAX_IMMEDIATE: usize = 64;
+/// Accepts that complete at once one turn may run before the worker takes its records
+/// (the listener's queue may hold thousands of connections).
+const MAX_ACCEPTS: usize = 4 * super::BACKLOG;
 /// Upper bound on `get_many` calls of one worker.
 const MAX_TURNS: u64 = 1 << 40;
 
@@ -146,10 +149,10 @@ fn work(
     Ok(())
 }
 
-/// Accepts until an accept has to wait (its completion comes back as a record).
+/// Accepts until an accept has to wait (its completion comes back as a record), or up to
+/// [`MAX_ACCEPTS`] at a time.
 fn accept(listener: &Socket, ports: &[Port], next: &mut usize) {
-    // Bounded: the backlog holds at most `BACKLOG` connections at a time anyway.
-    for _ in 0..super::BACKLOG * 4 {
+    for _ in 0..MAX_ACCEPTS {
         match listener.accept() {
             Ok(Submitted::Done(done)) => hand_off(done, ports, next),
             Ok(Submitted::Pending(_)) => return,
@@ -157,6 +160,10 @@ fn accept(listener: &Socket, ports: &[Port], next: &mut usize) {
             Err(_) => return,
         }
     }
+    // Still completing at once, and no accept pending: no record would ever come for the
+    // listener, so post one (it finishes no request) to accept again after the records
+    // already queued. Worker 0, the one with the listener, owns the first port.
+    let _ = ports[0].post(Completion::new(LISTENER, 0, RESUME));
 }
 
 /// Posts an accepted connection's descriptor to the next worker's port.
