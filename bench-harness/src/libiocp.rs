@@ -10,15 +10,15 @@
 //! loop around the calls is the same Rust code as the Rust row it is compared with. Nothing
 //! of the library is inlined into the harness: it is a separate object, found at run time.
 //!
-//! Building needs cargo: `$CARGO` (which `cargo run` and `cargo test` set), else `cargo` on
-//! the `PATH`. Where the build or the load fails, the C rows are skipped with the reason.
+//! Building needs cargo ([`crate::cargo`]). Where the build or the load fails, the C rows
+//! are skipped with the reason.
 
+use crate::cargo;
 use crate::sys::SharedLibrary;
 use serde_json::Value;
 use std::ffi::{c_int, c_uint, c_void, CStr};
 use std::io;
 use std::path::PathBuf;
-use std::process::Command;
 use std::ptr;
 use std::sync::OnceLock;
 
@@ -129,43 +129,20 @@ fn load() -> Result<Library, String> {
 
 /// `cargo build -p iocp-ffi --lib` in the harness's profile; the `libiocp.so` it reports.
 fn build() -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(&cargo);
-    command
-        .args(["build", "-p", "iocp-ffi", "--lib"])
-        .args(["--message-format", "json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-    if !cfg!(debug_assertions) {
-        command.arg("--release");
-    }
-    let output = command
-        .output()
-        .map_err(|e| format!("building libiocp.so: cannot run {cargo:?}: {e}"))?;
-    if !output.status.success() {
-        let errors = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = errors.lines().rev().take(8).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!(
-            "building libiocp.so failed ({}): {}",
-            output.status,
-            tail.join(" / ")
-        ));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| {
-            message["package_id"]
-                .as_str()
-                .is_some_and(|id| id.contains("iocp-ffi"))
-        })
-        .flat_map(|message| match &message["filenames"] {
-            Value::Array(files) => files.clone(),
+    let artifacts = cargo::build("libiocp.so", &["-p", "iocp-ffi", "--lib"], |message| {
+        let ours = message["package_id"]
+            .as_str()
+            .is_some_and(|id| id.contains("iocp-ffi"));
+        match &message["filenames"] {
+            Value::Array(files) if ours => files
+                .iter()
+                .filter_map(|file| file.as_str().map(PathBuf::from))
+                .collect(),
             _ => Vec::new(),
-        })
-        .filter_map(|file| file.as_str().map(PathBuf::from))
+        }
+    })?;
+    artifacts
+        .into_iter()
         .find(|file| file.extension().is_some_and(|ext| ext == "so"))
         .ok_or_else(|| "building libiocp.so: cargo reported no libiocp.so".into())
 }

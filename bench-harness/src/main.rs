@@ -19,14 +19,18 @@
 //!   ([`scenario::echo`], driven by [`loadgen`]).
 //! * `file`: 4 KiB random reads of a page-cached file, iocp's `lio_listio` at queue depths
 //!   16 and 64 against a `pread` loop and fio ([`scenario::file`]).
+//! * `resp`: `redis-benchmark` SET and GET, 50 clients, pipelines of 1 and 16, against
+//!   iocp's `resp_server` example and against `redis-server` ([`scenario::resp`]).
 //!
 //! Every measurement is bounded in time and count, and every thread it starts is joined
 //! before the next one begins. `--quick` shrinks the run to a few seconds (CI smoke run).
 
+mod cargo;
 mod latency;
 mod libiocp;
 mod loadgen;
 mod plot;
+mod process;
 mod report;
 mod results;
 mod scenario;
@@ -34,6 +38,7 @@ mod sys;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -62,7 +67,7 @@ struct Cli {
     /// Seconds per measurement [default: 0.3, or 0.02 with --quick].
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Worker threads of every `echo` server.
+    /// Worker threads of every `echo` server and of `resp`'s resp_server.
     #[arg(long, global = true, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
@@ -85,17 +90,41 @@ enum Command {
     Echo,
     /// 4 KiB random reads of a cached file, lio_listio at QD 16/64, against pread and fio.
     File,
+    /// redis-benchmark SET/GET, 50 clients, pipeline 1/16: resp_server against redis-server.
+    Resp,
+    /// Not a scenario: the child process of echo's scale row, which holds its idle
+    /// connections ([`scenario::echo::scale::hold_idle_clients`]).
+    #[command(hide = true)]
+    IdleClients {
+        /// The server.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Connections to open.
+        #[arg(long)]
+        count: usize,
+        /// Seconds to hold them at most.
+        #[arg(long)]
+        seconds: u64,
+    },
 }
 
 impl Command {
     /// The scenarios this command runs, in order.
     fn scenarios(self) -> &'static [Command] {
         match self {
-            Command::All => &[Command::Drain, Command::Wake, Command::Echo, Command::File],
+            Command::All => &[
+                Command::Drain,
+                Command::Wake,
+                Command::Echo,
+                Command::File,
+                Command::Resp,
+            ],
             Command::Drain => &[Command::Drain],
             Command::Wake => &[Command::Wake],
             Command::Echo => &[Command::Echo],
             Command::File => &[Command::File],
+            Command::Resp => &[Command::Resp],
+            Command::IdleClients { .. } => &[],
         }
     }
 
@@ -106,6 +135,8 @@ impl Command {
             Command::Wake => "wake",
             Command::Echo => "echo",
             Command::File => "file",
+            Command::Resp => "resp",
+            Command::IdleClients { .. } => "idle-clients",
         }
     }
 }
@@ -130,9 +161,10 @@ pub struct Settings {
 impl Settings {
     fn new(cli: &Cli) -> Settings {
         // Full run: drain is 53 measurements x 5 rounds x 0.3 s = 80 s (89 with --pin on 2
-        // cores: 133 s), wake 6 x 12 x 0.3 s = 23 s (46 s pinned too), echo about 55 s and
-        // file about 15 s (their modules derive their lengths from this duration): about
-        // three minutes on 2 cores, four with --pin.
+        // cores: 133 s), wake 6 x 12 x 0.3 s = 23 s (46 s pinned too), echo about 65 s (of
+        // which its 10,000-connection row 10 s) and file about 15 s (their modules derive
+        // their lengths from this duration), resp about 30 s (a fixed number of requests):
+        // about three and a half minutes on 2 cores, four and a half with --pin.
         let (duration, drain_rounds, wake_rounds, idle_wait) = if cli.quick {
             (Duration::from_millis(20), 3, 2, Duration::from_millis(250))
         } else {
@@ -171,6 +203,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::IdleClients {
+        addr,
+        count,
+        seconds,
+    }) = cli.scenario
+    {
+        return scenario::echo::scale::hold_idle_clients(addr, count, Duration::from_secs(seconds));
+    }
     let settings = Settings::new(&cli);
     let command = cli.scenario.unwrap_or(Command::All);
     let started = Instant::now();
@@ -210,10 +250,12 @@ fn main() -> ExitCode {
 
 /// Runs one scenario under its progress bar and files its report. `workers`: `--workers`.
 fn run(scenario: Command, settings: &Settings, workers: usize, scenarios: &mut results::Scenarios) {
-    use scenario::{drain, echo, file, wake};
+    use scenario::{drain, echo, file, resp, wake};
     let name = scenario.name();
     match scenario {
-        Command::All => unreachable!("`all` is expanded by `Command::scenarios`"),
+        Command::All | Command::IdleClients { .. } => {
+            unreachable!("`Command::scenarios` lists scenarios only")
+        }
         Command::Drain => {
             let bar = progress_bar(name, drain::measurements(settings));
             scenarios.drain = Some(drain::run(settings, &bar));
@@ -233,6 +275,15 @@ fn run(scenario: Command, settings: &Settings, workers: usize, scenarios: &mut r
             let bar = progress_bar(name, file::measurements(settings));
             scenarios.file = Some(file::run(settings, &bar));
             bar.finish_with_message("done");
+        }
+        Command::Resp => {
+            let bar = progress_bar(name, resp::measurements(settings));
+            let report = resp::run(settings, workers, &bar);
+            match &report.skipped {
+                Some(_) => bar.finish_with_message("skipped"),
+                None => bar.finish_with_message("done"),
+            }
+            scenarios.resp = Some(report);
         }
     }
 }

@@ -7,14 +7,16 @@
 //!   a log scale, a panel per family of shapes (same thread, producers, batched post,
 //!   worker pool), pinned variants marked `*`;
 //! * `echo-throughput.svg`: closed-loop messages/s per connection count and server, as
-//!   grouped bars;
+//!   grouped bars, the scale row's (many connections, few active) last;
 //! * `echo-latency.svg`: open-loop latency (from the intended send time) against
 //!   percentile, a panel per connection count, a curve per server;
-//! * `file-iops.svg`: reads/s per queue depth and implementation, as grouped bars.
+//! * `file-iops.svg`: reads/s per queue depth and implementation, as grouped bars;
+//! * `resp.svg`: requests/s, p50 and p99 per test and pipeline depth, a panel each, a bar
+//!   per server (the median over the rounds) with a whisker from the lowest to the highest.
 
 use crate::latency;
 use crate::results::Scenarios;
-use crate::scenario::{drain, echo, file, wake};
+use crate::scenario::{drain, echo, file, resp, wake};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::io;
@@ -79,6 +81,9 @@ pub fn all(dir: &Path, scenarios: &Scenarios) -> io::Result<Vec<String>> {
     if let Some(file) = &scenarios.file {
         files.extend(file_iops(dir, file)?);
     }
+    if let Some(resp) = &scenarios.resp {
+        files.extend(resp_plot(dir, resp)?);
+    }
     Ok(files)
 }
 
@@ -90,6 +95,14 @@ fn echo_color(server: echo::Server) -> RGBColor {
         echo::Server::Mio => TAB_GREEN,
         echo::Server::Tokio => TAB_ORANGE,
         echo::Server::IoUring => TAB_RED,
+    }
+}
+
+/// iocp in blue, Redis in its red.
+fn resp_color(server: resp::Server) -> RGBColor {
+    match server {
+        resp::Server::RespServer => TAB_BLUE,
+        resp::Server::Redis => TAB_RED,
     }
 }
 
@@ -108,6 +121,8 @@ struct Series {
     name: &'static str,
     color: RGBColor,
     values: Vec<Option<f64>>,
+    /// Each value's lowest and highest round, drawn as a whisker (none: no whiskers).
+    ranges: Vec<Option<(f64, f64)>>,
 }
 
 /// `echo-throughput.svg`, unless nothing was measured.
@@ -128,7 +143,15 @@ fn echo_throughput(dir: &Path, report: &echo::Report) -> io::Result<Option<Strin
                     let row = group.rows.iter().find(|r| r.server == row.server)?;
                     row.closed.measured().map(|c| c.messages_per_sec)
                 })
+                .chain([report
+                    .scale
+                    .rows
+                    .iter()
+                    .find(|r| r.server == row.server)
+                    .and_then(|r| r.outcome.measured())
+                    .map(|loaded| loaded.messages_per_sec)])
                 .collect(),
+            ranges: Vec::new(),
         })
         .collect();
     let labels: Vec<String> = report
@@ -141,6 +164,10 @@ fn echo_throughput(dir: &Path, report: &echo::Report) -> io::Result<Option<Strin
                 plural(group.connections)
             )
         })
+        .chain([format!(
+            "{} connections, {} active",
+            report.scale.connections, report.scale.active
+        )])
         .collect();
     grouped_bars(
         dir,
@@ -171,6 +198,7 @@ fn file_iops(dir: &Path, report: &file::Report) -> io::Result<Option<String>> {
                     row.outcome.iops()
                 })
                 .collect(),
+            ranges: Vec::new(),
         })
         .collect();
     let labels: Vec<String> = report
@@ -198,17 +226,39 @@ fn grouped_bars(
     labels: &[String],
     series: &[Series],
 ) -> io::Result<Option<String>> {
-    let Some(high) = series
-        .iter()
-        .flat_map(|s| s.values.iter().flatten())
-        .copied()
-        .reduce(f64::max)
-    else {
+    if series.iter().all(|s| s.values.iter().all(Option::is_none)) {
         return Ok(None);
-    };
+    }
     let path = dir.join(name);
     let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
+    bar_panel(&root, (caption, 22), y_desc, labels, series)?;
+    root.present().map_err(plot_error)?;
+    Ok(Some(name.to_owned()))
+}
+
+/// One panel of grouped bars on a linear axis from zero, each bar with a whisker from its
+/// series' lowest to highest value where the series has a range. Empty when no series has
+/// a value.
+fn bar_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    (caption, caption_size): (&str, u32),
+    y_desc: &str,
+    labels: &[String],
+    series: &[Series],
+) -> io::Result<()> {
+    let tops = series.iter().flat_map(|s| {
+        s.values
+            .iter()
+            .zip(s.ranges.iter().map(Some).chain(std::iter::repeat(None)))
+            .filter_map(|(value, range)| match range {
+                Some(Some((_, high))) => Some(*high),
+                _ => *value,
+            })
+    });
+    let Some(high) = tops.reduce(f64::max) else {
+        return Ok(());
+    };
     // Each group is X_SCALE wide: 10% margin on each side, bars sharing the rest.
     let width = X_SCALE * 8 / 10 / series.len().max(1) as i32;
     let groups_end = labels.len() as i32 * X_SCALE;
@@ -216,8 +266,8 @@ fn grouped_bars(
         .step_by(X_SCALE as usize)
         .map(|x| x + X_SCALE / 2)
         .collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 22))
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", caption_size))
         .margin(16)
         .x_label_area_size(36)
         .y_label_area_size(70)
@@ -239,8 +289,9 @@ fn grouped_bars(
         .map_err(plot_error)?;
     for (j, series) in series.iter().enumerate() {
         let color = series.color;
+        let left = |g: usize| g as i32 * X_SCALE + X_SCALE / 10 + j as i32 * width;
         let bars = series.values.iter().enumerate().filter_map(|(g, value)| {
-            let x = g as i32 * X_SCALE + X_SCALE / 10 + j as i32 * width;
+            let x = left(g);
             Some(Rectangle::new(
                 [(x, 0.0), (x + width * 9 / 10, (*value)?)],
                 color.filled(),
@@ -251,6 +302,15 @@ fn grouped_bars(
             .map_err(plot_error)?
             .label(series.name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+        let whiskers = series.ranges.iter().enumerate().filter_map(|(g, range)| {
+            let (low, high) = (*range)?;
+            let x = left(g) + width * 9 / 20;
+            Some(PathElement::new(
+                [(x, low), (x, high)],
+                BLACK.stroke_width(2),
+            ))
+        });
+        chart.draw_series(whiskers).map_err(plot_error)?;
     }
     chart
         .configure_series_labels()
@@ -259,6 +319,66 @@ fn grouped_bars(
         .border_style(BLACK)
         .draw()
         .map_err(plot_error)?;
+    Ok(())
+}
+
+/// `resp.svg`, unless nothing was measured: requests/s, p50 and p99 per test and pipeline
+/// depth, a bar per server at its median over the rounds, a whisker from the lowest round
+/// to the highest.
+fn resp_plot(dir: &Path, report: &resp::Report) -> io::Result<Option<String>> {
+    if report.groups.is_empty() {
+        return Ok(None);
+    }
+    let labels: Vec<String> = report
+        .groups
+        .iter()
+        .map(|group| format!("{} P{}", group.name, group.pipeline))
+        .collect();
+    let figures = [
+        ("requests/s", "requests/s" as &str, 0),
+        ("p50 latency", "ms", 1),
+        ("p99 latency", "ms", 2),
+    ];
+    let name = "resp.svg";
+    let path = dir.join(name);
+    let root = SVGBackend::new(&path, (WIDTH * 3 / 2, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root
+        .titled(
+            "resp: redis-benchmark, 50 clients, against resp_server (iocp) and redis-server \
+             (median of the rounds, lowest to highest)",
+            ("sans-serif", 20),
+        )
+        .map_err(plot_error)?;
+    for (area, (title, unit, figure)) in root.split_evenly((1, figures.len())).iter().zip(figures) {
+        let series: Vec<Series> = resp::SERVERS
+            .iter()
+            .map(|&server| {
+                let spreads: Vec<Option<&resp::Spread>> = report
+                    .groups
+                    .iter()
+                    .map(|group| {
+                        let row = group.rows.iter().find(|row| row.server == server)?;
+                        match &row.outcome {
+                            resp::Outcome::Measured {
+                                rps,
+                                p50_ms,
+                                p99_ms,
+                            } => Some([rps, p50_ms, p99_ms][figure]),
+                            resp::Outcome::Skipped { .. } => None,
+                        }
+                    })
+                    .collect();
+                Series {
+                    name: server.name(),
+                    color: resp_color(server),
+                    values: spreads.iter().map(|s| s.map(|s| s.median)).collect(),
+                    ranges: spreads.iter().map(|s| s.map(|s| (s.min, s.max))).collect(),
+                }
+            })
+            .collect();
+        bar_panel(area, (title, 16), unit, &labels, &series)?;
+    }
     root.present().map_err(plot_error)?;
     Ok(Some(name.to_owned()))
 }

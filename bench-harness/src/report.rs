@@ -3,7 +3,7 @@
 
 use crate::plot;
 use crate::results::{utc, Results};
-use crate::scenario::{drain, echo, file, wake, Target};
+use crate::scenario::{drain, echo, file, resp, wake, Target};
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -89,6 +89,9 @@ pub fn table(results: &Results) -> String {
     }
     if let Some(file) = &results.scenarios.file {
         file_table(&mut out, file);
+    }
+    if let Some(resp) = &results.scenarios.resp {
+        resp_table(&mut out, resp);
     }
     out
 }
@@ -385,6 +388,53 @@ fn echo_table(out: &mut String, report: &echo::Report) {
             }
         }
     }
+    echo_scale_table(out, &report.scale);
+}
+
+/// The echo scale row: a row per server, the active connections' closed-loop msg/s, ratio
+/// and p99, and the server's resident memory per idle connection.
+fn echo_scale_table(out: &mut String, scale: &echo::scale::Scale) {
+    let _ = writeln!(
+        out,
+        "scale: {} connections{}, {} active (closed loop), {} idle; msg/s and round trip (us) of the active ones; server RSS growth per idle connection",
+        scale.connections,
+        if scale.quick {
+            format!(" (--quick; {} in a full run)", echo::scale::CONNECTIONS)
+        } else {
+            String::new()
+        },
+        scale.active,
+        scale.connections - scale.active
+    );
+    if let Some(reason) = &scale.skipped {
+        let _ = writeln!(out, "{:<6} skipped: {reason}", "");
+        return;
+    }
+    let mut label = scale.connections.to_string();
+    for row in &scale.rows {
+        let best = if scale.best_peer_throughput == Some(row.server) {
+            " <- best msg/s"
+        } else {
+            ""
+        };
+        match &row.outcome {
+            echo::Outcome::Measured(loaded) => {
+                let _ = writeln!(
+                    out,
+                    "{label:<6} {:<20} {:>9} {:>7} {:>9} | {:>8.0} B per idle connection{best}",
+                    row.name,
+                    si(loaded.messages_per_sec),
+                    ratio(row.throughput_ratio),
+                    us(loaded.latency_ns.p99),
+                    loaded.idle_bytes_per_connection,
+                );
+            }
+            echo::Outcome::Skipped { reason } => {
+                let _ = writeln!(out, "{label:<6} {:<20} skipped: {reason}", row.name);
+            }
+        }
+        label.clear();
+    }
 }
 
 /// The `file` section: a block per queue depth, then the ratios and fio's status.
@@ -455,6 +505,85 @@ fn file_table(out: &mut String, report: &file::Report) {
             let _ = writeln!(out, "fio: skipped: {reason}; to install it, {install}");
         }
     }
+}
+
+/// The `resp` section: a block per pipeline depth and test, a row per server (requests/s,
+/// p50 and p99 as medians over the rounds, lowest to highest after each), then the targets.
+fn resp_table(out: &mut String, report: &resp::Report) {
+    let _ = writeln!(
+        out,
+        "\nresp: redis-benchmark, {} clients, random keys of {}, {}-byte values; resp_server (iocp, {} worker{}) and redis-server (--save '' --appendonly no){}",
+        report.clients,
+        report.keyspace,
+        report.value_bytes,
+        report.workers,
+        plural(report.workers),
+        if report.pinned { ", pinned" } else { "" }
+    );
+    if let Some(reason) = &report.skipped {
+        let _ = writeln!(out, "skipped: {reason}");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "median of {} rounds, servers alternating, [lowest - highest]; latency in ms; {}; {}",
+        report.rounds,
+        report
+            .redis_benchmark
+            .as_deref()
+            .unwrap_or("redis-benchmark"),
+        // `Redis server v=7.0.15 sha=... malloc=...`: the version is enough here.
+        report
+            .redis_server
+            .as_deref()
+            .and_then(|v| v.split_whitespace().find_map(|w| w.strip_prefix("v=")))
+            .map_or("redis-server".to_owned(), |v| format!("redis-server {v}"))
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:>2} {:<19} {:>24} {:>22} {:>22}",
+        "test", "P", "server", "requests/s", "p50", "p99"
+    );
+    for group in &report.groups {
+        let mut test = group.name;
+        let mut pipeline = group.pipeline.to_string();
+        for row in &group.rows {
+            match &row.outcome {
+                resp::Outcome::Measured {
+                    rps,
+                    p50_ms,
+                    p99_ms,
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "{test:<4} {pipeline:>2} {:<19} {:>24} {:>22} {:>22}",
+                        row.name,
+                        format!("{} [{} - {}]", si(rps.median), si(rps.min), si(rps.max)),
+                        ms(p50_ms),
+                        ms(p99_ms),
+                    );
+                }
+                resp::Outcome::Skipped { reason } => {
+                    let _ = writeln!(
+                        out,
+                        "{test:<4} {pipeline:>2} {:<19} skipped: {reason}",
+                        row.name
+                    );
+                }
+            }
+            test = "";
+            pipeline.clear();
+        }
+        targets(out, 8, &group.targets);
+    }
+}
+
+/// Milliseconds over the rounds: `0.207 [0.199 - 0.215]`.
+fn ms(spread: &resp::Spread) -> String {
+    format!(
+        "{:.3} [{:.3} - {:.3}]",
+        spread.median, spread.min, spread.max
+    )
 }
 
 /// `1.23x`, or `-`.

@@ -2,7 +2,7 @@
 //! and the machine that makes figures from different runs comparable (or shows that they
 //! are not).
 
-use crate::scenario::{drain, echo, file, wake};
+use crate::scenario::{drain, echo, file, resp, wake};
 use crate::{sys, Settings};
 use serde::Serialize;
 use std::fs;
@@ -45,6 +45,9 @@ pub struct Scenarios {
     /// `file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<file::Report>,
+    /// `resp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp: Option<resp::Report>,
 }
 
 /// The settings, as recorded.

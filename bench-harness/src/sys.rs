@@ -1,8 +1,11 @@
 //! The few system calls the harness makes itself: the raw futex of the `wake` peer, the
-//! thread CPU clock of the idle-waiter measurement, `uname` for the machine record, and
-//! `dlopen` for the C library the C ABI rows load.
+//! thread CPU clock of the idle-waiter measurement, `uname` for the machine record,
+//! `dlopen` for the C library the C ABI rows load, and the descriptor limit, resident
+//! memory and heap trim of the echo scale row.
 
 use std::ffi::{c_void, CStr, CString};
+use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
@@ -72,6 +75,65 @@ pub fn uname() -> Option<String> {
     ))
 }
 
+/// `RLIMIT_NOFILE`: the soft and the hard limit on open descriptors.
+pub fn open_files_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to `soft` (at most the hard limit, which is kept).
+pub fn set_open_files_limit(soft: u64) -> io::Result<()> {
+    let (_, hard) = open_files_limit()?;
+    let limit = libc::rlimit {
+        rlim_cur: soft.min(hard),
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The process's resident memory, in bytes: the `Rss:` of `/proc/self/smaps_rollup`, which
+/// the kernel counts page by page when it is read (the `statm` and `status` counters are
+/// per-CPU caches that may lag by some hundreds of KiB).
+pub fn resident_bytes() -> io::Result<u64> {
+    parse_rss(&fs::read_to_string("/proc/self/smaps_rollup")?)
+        .ok_or_else(|| io::Error::other("/proc/self/smaps_rollup has no Rss line"))
+}
+
+/// The `Rss:` line of an smaps file, in bytes.
+fn parse_rss(smaps: &str) -> Option<u64> {
+    let kib = smaps
+        .lines()
+        .find_map(|line| line.strip_prefix("Rss:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Gives the heap's free pages back to the kernel (glibc's `malloc_trim`), so that memory
+/// allocated next is counted as it is touched rather than hidden in pages freed earlier.
+/// Elsewhere than on glibc, nothing.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A shared library loaded with `dlopen`. Never unloaded: a Rust `cdylib` may leave
 /// thread-local destructors behind that must not outlive its code, so the handle is kept
 /// for the life of the process.
@@ -121,4 +183,19 @@ fn dl_error() -> String {
     unsafe { CStr::from_ptr(text) }
         .to_string_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_read_from_smaps_rollup() {
+        let smaps = "55d0c0000000-7ffc00000000 ---p 00000000 00:00 0  [rollup]\n\
+                     Rss:                4228 kB\n\
+                     Pss:                1000 kB\n";
+        assert_eq!(parse_rss(smaps), Some(4228 * 1024));
+        assert_eq!(parse_rss("Pss: 12 kB\n"), None);
+        assert!(resident_bytes().unwrap() > 0);
+    }
 }

@@ -30,12 +30,18 @@
 //!
 //! Targets: iocp's closed-loop messages/s ≥ every peer's, and its open-loop p99 ≤ every
 //! peer's. The table gives each row's ratio to the best peer for both.
+//!
+//! Then the scale row ([`scale`]): 10,000 connections (1,000 with `--quick`) of which 64
+//! run the closed loop and the rest stay idle; the active ones' messages/s and p99, and the
+//! memory each server keeps per idle connection.
 
 mod iocp_server;
 mod mio_server;
+pub mod scale;
 mod tokio_server;
 mod uring_server;
 
+use super::pin_set;
 use crate::latency::{self, CurvePoint, Percentiles};
 use crate::loadgen::{self, Mode, Plan, MESSAGE};
 use crate::Settings;
@@ -45,7 +51,7 @@ use indicatif::ProgressBar;
 use iocp::Drive;
 use serde::Serialize;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -138,6 +144,8 @@ pub struct Report {
     pub pinned: bool,
     /// One group per connection count.
     pub groups: Vec<Group>,
+    /// The scale row: many connections, few of them active.
+    pub scale: scale::Scale,
 }
 
 /// Every server at one connection count.
@@ -257,8 +265,10 @@ fn connection_counts(settings: &Settings) -> &'static [usize] {
 
 /// Measurements [`run`] makes.
 pub fn measurements(settings: &Settings) -> u64 {
-    let per_count = SERVERS.len() * Timing::of(settings).rounds * 2;
-    (connection_counts(settings).len() * per_count) as u64
+    let rounds = Timing::of(settings).rounds;
+    let per_count = SERVERS.len() * rounds * 2;
+    let scale = SERVERS.len() * rounds;
+    (connection_counts(settings).len() * per_count + scale) as u64
 }
 
 /// The rounds of one server in one loop, merged.
@@ -302,6 +312,10 @@ pub fn run(settings: &Settings, workers: usize, bar: &ProgressBar) -> Report {
     let timing = Timing::of(settings);
     let io_uring = uring_server::probe();
     let cores = settings.pin_plan(workers + GENERATOR_THREADS);
+    let available = |server| match (server, &io_uring) {
+        (Server::IoUring, Err(reason)) => Err(reason.clone()),
+        _ => Ok(()),
+    };
     let groups = connection_counts(settings)
         .iter()
         .map(|&connections| {
@@ -310,10 +324,6 @@ pub fn run(settings: &Settings, workers: usize, bar: &ProgressBar) -> Report {
                 workers,
                 timing,
                 cores,
-            };
-            let available = |server| match (server, &io_uring) {
-                (Server::IoUring, Err(reason)) => Err(reason.clone()),
-                _ => Ok(()),
             };
             let closed = context.rounds(Mode::Closed, available, bar);
             let weakest = closed
@@ -334,6 +344,13 @@ pub fn run(settings: &Settings, workers: usize, bar: &ProgressBar) -> Report {
             summarize(connections, open_rate, closed, open)
         })
         .collect();
+    let active = Context {
+        connections: scale::ACTIVE,
+        workers,
+        timing,
+        cores,
+    };
+    let scale = scale::run(settings, &active, available, bar);
     Report {
         workers,
         generator_threads: GENERATOR_THREADS,
@@ -345,6 +362,7 @@ pub fn run(settings: &Settings, workers: usize, bar: &ProgressBar) -> Report {
         open_rate_fraction: OPEN_RATE_FRACTION,
         pinned: cores.is_some(),
         groups,
+        scale,
     }
 }
 
@@ -482,7 +500,23 @@ impl Context<'_> {
 
     /// One measurement: start `server`, run the generator against it, stop the server.
     fn measure(&self, server: Server, mode: Mode) -> Result<loadgen::Measured, String> {
-        let listener = listen().map_err(|e| format!("listen: {e}"))?;
+        let nothing = |_: SocketAddr, _: Option<&[CoreId]>| Ok(());
+        let (measured, ()) = self.measure_with(server, mode, BACKLOG, Duration::ZERO, nothing)?;
+        Ok(measured)
+    }
+
+    /// One measurement: start `server` on a listener with a `backlog`-deep queue, call
+    /// `prepare` with its address and the generator's cores (it has `setup` to run in), run
+    /// the generator against it, stop the server. What `prepare` returns is handed back.
+    fn measure_with<T>(
+        &self,
+        server: Server,
+        mode: Mode,
+        backlog: usize,
+        setup: Duration,
+        prepare: impl FnOnce(SocketAddr, Option<&[CoreId]>) -> Result<T, String>,
+    ) -> Result<(loadgen::Measured, T), String> {
+        let listener = listen(backlog).map_err(|e| format!("listen: {e}"))?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("local_addr: {e}"))?;
@@ -491,7 +525,7 @@ impl Context<'_> {
             Mode::Open { .. } => self.timing.open,
         };
         // Past this the server stops by itself, whatever happens to the harness's stop.
-        let deadline = Instant::now() + self.timing.warmup + duration + SERVER_GRACE;
+        let deadline = Instant::now() + setup + self.timing.warmup + duration + SERVER_GRACE;
         let (server_cores, generator_cores) = match self.cores {
             Some(cores) => (
                 Some(cores[..self.workers].to_vec()),
@@ -512,6 +546,13 @@ impl Context<'_> {
             Server::Tokio => tokio_server::start(launch),
             Server::IoUring => uring_server::start(launch),
         }?;
+        let prepared = match prepare(addr, generator_cores.as_deref()) {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                let _ = running.stop();
+                return Err(reason);
+            }
+        };
         let measured = loadgen::run(&Plan {
             addr,
             connections: self.connections,
@@ -528,7 +569,7 @@ impl Context<'_> {
         if measured.messages == 0 {
             return Err("no message completed".into());
         }
-        Ok(measured)
+        Ok((measured, prepared))
     }
 }
 
@@ -587,13 +628,15 @@ impl Running {
     }
 }
 
-/// A listener on 127.0.0.1 (any port) with a [`BACKLOG`]-deep queue.
-fn listen() -> io::Result<TcpListener> {
+/// A listener on 127.0.0.1 (any port) with a `backlog`-deep queue (at most the kernel's
+/// `somaxconn`).
+fn listen(backlog: usize) -> io::Result<TcpListener> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     // std listens with a backlog of 128; listening again on a listening socket only
     // changes the backlog (Linux), so that 256 connections can queue up.
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
     // SAFETY: listen(2) on a socket this function owns; no memory is passed.
-    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG as i32) } != 0 {
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(listener)
@@ -611,23 +654,6 @@ fn set_nodelay(socket: &impl AsFd) {
             (&raw const on).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         );
-    }
-}
-
-/// Restricts the calling thread (and the threads it starts later) to `cores`, if given.
-fn pin_set(cores: Option<&[CoreId]>) {
-    let Some(cores) = cores else { return };
-    // SAFETY: `cpu_set_t` is plain old data; all-zero bytes are the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for core in cores {
-        // SAFETY: CPU_SET writes one bit of the set; core ids come from the OS and are
-        // below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(core.id, &mut set) };
-    }
-    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a live set; pid 0
-    // is the calling thread. A refusal just leaves the thread unpinned.
-    unsafe {
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

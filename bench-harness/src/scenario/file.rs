@@ -23,7 +23,7 @@
 //! reported. Target: iocp ≥ the pread loop at queue depth ≥ 16 (the design: "≥ psync");
 //! the ratios to fio psync and fio io_uring are reported.
 
-use crate::Settings;
+use crate::{process, Settings};
 use indicatif::ProgressBar;
 use iocp::{Aiocb, Completion, FilePool, LioMode, Opcode, Port};
 use serde::Serialize;
@@ -592,8 +592,9 @@ fn find_fio() -> Fio {
 /// One fio run: IOPS from its JSON report.
 fn fio(file: &TestFile, engine: &str, qd: usize, duration: Duration) -> Result<f64, String> {
     let runtime_ms = duration.as_millis().max(1);
-    let mut child = Command::new("fio")
-        .args([
+    let done = process::run(
+        "fio",
+        Command::new("fio").args([
             "--name=iocp-bench".to_owned(),
             format!("--filename={}", file.path.display()),
             format!("--size={}", file.bytes),
@@ -610,58 +611,19 @@ fn fio(file: &TestFile, engine: &str, qd: usize, duration: Duration) -> Result<f
             "--invalidate=0".into(),
             "--norandommap".into(),
             "--output-format=json".into(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run fio: {e}"))?;
-    let (mut stdout, mut stderr) = (
-        child.stdout.take().expect("piped"),
-        child.stderr.take().expect("piped"),
-    );
-    let limit = Instant::now() + duration + FIO_SLACK;
-    let (status, out, err) = thread::scope(|s| {
-        // Readers on their own threads, so that a full pipe never blocks fio.
-        let out = s.spawn(move || {
-            let mut text = String::new();
-            stdout.read_to_string(&mut text).map(|_| text)
-        });
-        let err = s.spawn(move || {
-            let mut text = String::new();
-            stderr.read_to_string(&mut text).map(|_| text)
-        });
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() >= limit => {
-                    // Our own child, by its handle.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(format!(
-                        "fio ran past its runtime by {} s",
-                        FIO_SLACK.as_secs()
-                    ));
-                }
-                Ok(None) => thread::sleep(Duration::from_millis(5)),
-                Err(e) => break Err(format!("waiting for fio: {e}")),
-            }
-        };
-        let out = out.join().ok().and_then(Result::ok).unwrap_or_default();
-        let err = err.join().ok().and_then(Result::ok).unwrap_or_default();
-        (status, out, err)
-    });
-    let status = status?;
-    if !status.success() {
-        let detail = err.trim().lines().last().unwrap_or("no message");
+        ]),
+        None,
+        duration + FIO_SLACK,
+    )?;
+    if !done.status.success() {
         return Err(format!(
-            "fio --ioengine={engine} failed ({status}): {detail}"
+            "fio --ioengine={engine} failed ({}): {}",
+            done.status,
+            done.last_words()
         ));
     }
-    parse_fio_iops(&out).ok_or_else(|| {
-        let detail = err.trim().lines().last().unwrap_or("");
-        format!("fio's JSON report has no read IOPS {detail}")
-    })
+    parse_fio_iops(&done.stdout)
+        .ok_or_else(|| format!("fio's JSON report has no read IOPS: {}", done.last_words()))
 }
 
 /// The read IOPS of the first job in fio's JSON report (which may follow warnings).

@@ -15,6 +15,7 @@
 pub mod drain;
 pub mod echo;
 pub mod file;
+pub mod resp;
 pub mod wake;
 
 use core_affinity::CoreId;
@@ -76,6 +77,24 @@ fn pin(cores: Option<&[CoreId]>, index: usize) {
     if let Some(cores) = cores {
         // A refusal (e.g. a cpuset without that core) just leaves the thread unpinned.
         core_affinity::set_for_current(cores[index]);
+    }
+}
+
+/// Restricts the calling thread (and the threads and processes it starts later) to `cores`,
+/// if given.
+pub fn pin_set(cores: Option<&[CoreId]>) {
+    let Some(cores) = cores else { return };
+    // SAFETY: `cpu_set_t` is plain old data; all-zero bytes are the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for core in cores {
+        // SAFETY: CPU_SET writes one bit of the set; core ids come from the OS and are
+        // below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(core.id, &mut set) };
+    }
+    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a live set; pid 0
+    // is the calling thread. A refusal just leaves the thread unpinned.
+    unsafe {
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
