@@ -82,6 +82,8 @@ mod file;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+mod job;
+#[cfg(not(loom))]
 mod net;
 #[cfg(not(loom))]
 mod overlapped;

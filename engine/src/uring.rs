@@ -23,8 +23,8 @@
 //! `fdatasync` on a request's descriptor fails the request as that call would (`EINTR` is
 //! retried).
 
+use crate::job::{Job, Op};
 use crate::parker::Spin;
-use crate::pool::{Job, Op, Pool};
 use crate::primitive::{lock, Mutex};
 use crate::sys::{
     self, eventfd,
@@ -77,7 +77,13 @@ impl Ring {
     /// Hands `job` to the kernel — with `kick`, waking the ring thread at once if it
     /// sleeps; without, leaving that to [`kick`](Self::kick) after the rest of a list. A
     /// job a canceller claimed first is left to it.
-    pub(crate) fn submit(&self, pool: &Pool, job: Arc<Job>, kick: bool) {
+    /// A job that fails before it reaches the ring is completed through `complete`.
+    pub(crate) fn submit(
+        &self,
+        job: Arc<Job>,
+        kick: bool,
+        complete: impl FnOnce(&Arc<Job>, io::Result<usize>),
+    ) {
         if !job.delivery.start() {
             return;
         }
@@ -96,7 +102,7 @@ impl Ring {
         let fault = fault
             .or((!job.seekable && matches!(job.op, Op::Read | Op::Write)).then_some(libc::ESPIPE));
         if let Some(errno) = fault {
-            pool.complete(&job, Err(io::Error::from_raw_os_error(errno)));
+            complete(&job, Err(io::Error::from_raw_os_error(errno)));
             return;
         }
         let job = Arc::into_raw(job);
@@ -128,9 +134,13 @@ impl Ring {
         eventfd::signal(&self.waker);
     }
 
-    /// The ring thread: submits, reaps and completes until the pool stops and the kernel
-    /// holds nothing more of it.
-    pub(crate) fn run(&self, pool: &Pool) {
+    /// The ring thread: submits, reaps and hands each job to `complete`, until `stopping`
+    /// holds and the kernel has nothing more of the pool.
+    pub(crate) fn run(
+        &self,
+        complete: impl Fn(&Arc<Job>, io::Result<usize>),
+        stopping: impl Fn() -> bool,
+    ) {
         // Job entries submitted and not yet reaped (it may dip below zero for a moment: an
         // entry can be submitted and reaped before its push is counted).
         let mut in_kernel: isize = 0;
@@ -154,7 +164,7 @@ impl Ring {
             // A failure (`EAGAIN`, `EBUSY` with the completion queue full) leaves the
             // entries for the next round, after the reaping below makes room.
             let _ = self.ring.submit();
-            let (reaped, woken) = self.reap(pool);
+            let (reaped, woken) = self.reap(&complete);
             in_kernel -= reaped as isize;
             if woken {
                 eventfd::drain(&self.waker);
@@ -165,7 +175,7 @@ impl Ring {
             if pushed > 0 || reaped > 0 || woken {
                 continue;
             }
-            if pool.is_stopping() && in_kernel <= 0 && self.pushed.load(Ordering::SeqCst) == 0 {
+            if stopping() && in_kernel <= 0 && self.pushed.load(Ordering::SeqCst) == 0 {
                 return;
             }
             // Relaxed: a hint; whether to sleep is decided with SeqCst below.
@@ -178,7 +188,7 @@ impl Ring {
             // SeqCst: the ring thread half of the Dekker pair with `submit`: either a
             // pusher sees it asleep and signals the eventfd, or it sees their entry.
             self.asleep.store(true, Ordering::SeqCst);
-            let done = pool.is_stopping() && in_kernel <= 0;
+            let done = stopping() && in_kernel <= 0;
             if self.pushed.load(Ordering::SeqCst) == 0 && !done {
                 // Ends at a completion: a job's, or the eventfd's poll. A failure (a
                 // signal, the ring's own task work) only means another round.
@@ -222,7 +232,7 @@ impl Ring {
 
     /// Takes every completion the kernel has posted and completes its job. Returns how many
     /// jobs it completed, and whether the eventfd's poll completed.
-    fn reap(&self, pool: &Pool) -> (usize, bool) {
+    fn reap(&self, complete: impl Fn(&Arc<Job>, io::Result<usize>)) -> (usize, bool) {
         let (mut reaped, mut woken) = (0, false);
         // SAFETY: only the ring thread reads the completion queue, and this is the ring
         // thread.
@@ -241,7 +251,7 @@ impl Ring {
                 n if n >= 0 => Ok(n as usize),
                 errno => Err(io::Error::from_raw_os_error(-errno)),
             };
-            pool.complete(&job, result);
+            complete(&job, result);
             reaped += 1;
         }
         (reaped, woken)
