@@ -101,7 +101,7 @@ fn spawn_on(command: &mut Command, cores: Option<&[CoreId]>) -> io::Result<Child
     }
     thread::scope(|s| {
         s.spawn(|| {
-            crate::scenario::pin_set(cores);
+            crate::sys::pin_set(cores);
             command.spawn()
         })
         .join()

@@ -185,6 +185,24 @@ fn dl_error() -> String {
         .into_owned()
 }
 
+/// Restricts the calling thread (and the threads and processes it starts later) to `cores`,
+/// if given.
+pub fn pin_set(cores: Option<&[core_affinity::CoreId]>) {
+    let Some(cores) = cores else { return };
+    // SAFETY: `cpu_set_t` is plain old data; all-zero bytes are the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for core in cores {
+        // SAFETY: CPU_SET writes one bit of the set; core ids come from the OS and are
+        // below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(core.id, &mut set) };
+    }
+    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a live set; pid 0
+    // is the calling thread. A refusal just leaves the thread unpinned.
+    unsafe {
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,9 +41,9 @@ pub mod scale;
 mod tokio_server;
 mod uring_server;
 
-use super::pin_set;
 use crate::latency::{self, CurvePoint, Percentiles};
 use crate::loadgen::{self, Mode, Plan, MESSAGE};
+use crate::sys::pin_set;
 use crate::Settings;
 use core_affinity::CoreId;
 use hdrhistogram::Histogram;

@@ -80,24 +80,6 @@ fn pin(cores: Option<&[CoreId]>, index: usize) {
     }
 }
 
-/// Restricts the calling thread (and the threads and processes it starts later) to `cores`,
-/// if given.
-pub fn pin_set(cores: Option<&[CoreId]>) {
-    let Some(cores) = cores else { return };
-    // SAFETY: `cpu_set_t` is plain old data; all-zero bytes are the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for core in cores {
-        // SAFETY: CPU_SET writes one bit of the set; core ids come from the OS and are
-        // below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(core.id, &mut set) };
-    }
-    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a live set; pid 0
-    // is the calling thread. A refusal just leaves the thread unpinned.
-    unsafe {
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 /// A value alone on its cache line pair (128 bytes, as crossbeam's `CachePadded` on
 /// x86_64, where the adjacent-line prefetcher pulls lines in pairs), so that threads
 /// writing neighbouring values do not contend.
