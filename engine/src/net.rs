@@ -525,13 +525,9 @@ impl State {
         extra: Extra,
         posts: &mut Posts,
     ) {
-        let Request { buf, notify, .. } = request;
         let key = self.port.as_ref().map(|(_, key)| *key);
-        let outcome = |result| OpResult {
-            peer: extra.peer,
-            accepted: extra.accepted,
-            ..OpResult::of_buffer(result, buf.into_vec())
-        };
+        let notify = request.notify;
+        let outcome = |result| request.into_result(result, extra);
         if let Some(record) = notify.deliver(result, outcome, key, &mut self.finished) {
             let (port, _) = self.port.as_ref().expect("a key comes with its port");
             posts.push(port, record);
