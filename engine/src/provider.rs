@@ -12,6 +12,7 @@ use crate::error;
 use crate::handle::{HandleFd, Handled, Kind, Named, Registry};
 use crate::overlapped::Overlapped;
 use crate::primitive::{lock, Mutex};
+use crate::request::Association;
 use crate::{Port, RawHandle};
 use std::fmt;
 use std::io;
@@ -31,13 +32,9 @@ pub(crate) struct Inner {
     catalog_id: u32,
     context: usize,
     handle: HandleFd,
-    /// The port and key once associated; `None` inside after close.
+    /// The port and key once associated (the request model's [`Association`]); the outer
+    /// `None` after close.
     state: Mutex<Option<Association>>,
-}
-
-#[derive(Default)]
-struct Association {
-    port: Option<(Port, u64)>,
 }
 
 /// What `WSPGetOverlappedResult` reports of a finished request: the words a provider
@@ -59,7 +56,7 @@ impl ProviderSocket {
             catalog_id,
             context,
             handle,
-            state: Mutex::new(Some(Association::default())),
+            state: Mutex::new(Some(None)),
         })?;
         Ok(ProviderSocket { inner })
     }
@@ -117,13 +114,13 @@ impl ProviderSocket {
     pub fn associate(&self, port: &Port, key: u64) -> io::Result<()> {
         let mut state = lock(&self.inner.state);
         let association = state.as_mut().ok_or_else(error::closed)?;
-        if association.port.is_some() {
+        if association.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EALREADY));
         }
         if port.is_closed() {
             return Err(error::closed());
         }
-        association.port = Some((port.clone(), key));
+        *association = Some((port.clone(), key));
         Ok(())
     }
 
@@ -132,11 +129,7 @@ impl ProviderSocket {
     /// ordering, then a record with `errorno = error` to the port, or the block's event.
     /// `EINVAL` when `error` is the in-progress status, `EBADF` once closed.
     pub fn complete(&self, overlapped: &Overlapped, error: u32, bytes: u32) -> io::Result<()> {
-        let port = {
-            let state = lock(&self.inner.state);
-            let association = state.as_ref().ok_or_else(error::closed)?;
-            association.port.clone()
-        };
+        let port = lock(&self.inner.state).clone().ok_or_else(error::closed)?;
         overlapped.complete(bytes, error, port.as_ref().map(|(port, key)| (port, *key)))
     }
 
