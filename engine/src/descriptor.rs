@@ -69,20 +69,20 @@ impl Entry {
     /// Whether the caller's `fd` still names the open file this entry was made for.
     fn is_current(&self, fd: RawFd) -> bool {
         let same = match self {
-            Entry::Socket(socket) => socket
-                .with_fd(|ours| dup::same_open_file(fd, ours))
-                .and_then(|same| same),
+            Entry::Socket(socket) => dup::same_open_file(fd, socket.as_fd()),
             Entry::File(file) => dup::same_open_file(fd, file.as_fd()),
         };
         matches!(same, Ok(true))
     }
 
     /// Ends the entry's requests (`ECANCELED` for those still queued) and lets its
-    /// duplicate go: a socket's now, a file's once its running requests are done.
+    /// duplicate go: a socket's once the calls holding the entry return, a file's once its
+    /// running requests are done too.
     fn close(&self) {
         match self {
             // Closed already is the only failure, and then there is nothing left to do.
-            Entry::Socket(socket) => drop(socket.close()),
+            // The caller's socket may live on under another number: no shutdown.
+            Entry::Socket(socket) => drop(socket.retire()),
             // Nothing queued is the only failure.
             Entry::File(file) => drop(file.cancel_all()),
         }
@@ -160,28 +160,18 @@ unsafe fn start(
     write: bool,
 ) -> io::Result<Started> {
     let entry = entry(fd)?;
-    match (&*entry, write) {
-        (Entry::Socket(socket), false) => {
-            // SAFETY: the caller keeps `buf` writable and `overlapped` live until completion.
-            let done = unsafe { socket.read_overlapped(buf, len, overlapped) }?;
-            Ok(done.map_or(Started::Pending, Started::Done))
+    // Sockets and files take the same calls and answer alike.
+    // SAFETY: the caller keeps `buf` writable (a read) or readable (a write) for `len` bytes
+    // and `overlapped` live until the request completes, which is what each call asks.
+    let done = unsafe {
+        match (&*entry, write) {
+            (Entry::Socket(socket), false) => socket.read_overlapped(buf, len, overlapped),
+            (Entry::Socket(socket), true) => socket.write_overlapped(buf, len, overlapped),
+            (Entry::File(file), false) => file.read_overlapped(buf, len, overlapped),
+            (Entry::File(file), true) => file.write_overlapped(buf, len, overlapped),
         }
-        (Entry::Socket(socket), true) => {
-            // SAFETY: the caller keeps `buf` readable and `overlapped` live until completion.
-            let done = unsafe { socket.write_overlapped(buf, len, overlapped) }?;
-            Ok(done.map_or(Started::Pending, Started::Done))
-        }
-        (Entry::File(file), false) => {
-            // SAFETY: the caller keeps `buf` writable and `overlapped` live until completion.
-            unsafe { file.read_overlapped(buf, len, overlapped) }?;
-            Ok(Started::Pending)
-        }
-        (Entry::File(file), true) => {
-            // SAFETY: the caller keeps `buf` readable and `overlapped` live until completion.
-            unsafe { file.write_overlapped(buf, len, overlapped) }?;
-            Ok(Started::Pending)
-        }
-    }
+    }?;
+    Ok(done.map_or(Started::Pending, Started::Done))
 }
 
 /// `ReadFile` without an overlapped block: a blocking read on the calling thread (from the

@@ -17,7 +17,7 @@ use crate::job::{Job, Op, Reply};
 use crate::overlapped::Overlapped;
 use crate::pool::{FileDriver, Pool};
 use crate::primitive::{lock, Mutex};
-use crate::request::{self, Association, Finished, Notify, OpResult, Ticket, Which};
+use crate::request::{self, Association, Finished, Notify, OpResult, Submitted, Ticket, Which};
 use crate::sys::{self, file as sysfile};
 use crate::{Completion, Port};
 use std::fmt;
@@ -219,25 +219,28 @@ impl File {
         Ok(())
     }
 
-    /// Reads into `buf` (up to its length) at `offset`. A file request always completes
-    /// as a record, never at once: this returns the [`Ticket`] the record will carry (where
-    /// a socket's request returns [`Submitted`](crate::Submitted)).
-    pub fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Ticket> {
+    /// Reads into `buf` (up to its length) at `offset`.
+    ///
+    /// Returns what a socket's request does: [`Submitted::Done`] with the result when it
+    /// completed at once (no record), or [`Submitted::Pending`] with the [`Ticket`] its
+    /// record will carry. Both file drivers run every request on the pool today, so a
+    /// file's request is always pending.
+    pub fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Submitted> {
         self.submit_owned(Op::Read, Buf::Owned(buf), offset)
     }
 
-    /// Writes `buf` at `offset`; completes as a record.
-    pub fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Ticket> {
+    /// Writes `buf` at `offset` (as [`read_at`](Self::read_at)).
+    pub fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Submitted> {
         self.submit_owned(Op::Write, Buf::Owned(buf), offset)
     }
 
-    /// `fsync`; completes as a record.
-    pub fn sync_all(&self) -> io::Result<Ticket> {
+    /// `fsync` (as [`read_at`](Self::read_at)).
+    pub fn sync_all(&self) -> io::Result<Submitted> {
         self.submit_owned(Op::Sync, Buf::None, 0)
     }
 
-    /// `fdatasync`; completes as a record.
-    pub fn sync_data(&self) -> io::Result<Ticket> {
+    /// `fdatasync` (as [`read_at`](Self::read_at)).
+    pub fn sync_data(&self) -> io::Result<Submitted> {
         self.submit_owned(Op::SyncData, Buf::None, 0)
     }
 
@@ -266,9 +269,11 @@ impl File {
         unsafe { sysfile::pwrite(fd, fd, buf.as_ptr(), len, offset) }
     }
 
-    /// Reads into caller memory at the block's offset (`ReadFile` on a file): completes
+    /// Reads into caller memory at the block's offset (`ReadFile` on a file), as
+    /// [`Socket::read_overlapped`](crate::Socket::read_overlapped) does: `Ok(Some(n))` when
+    /// done at once (the block is filled in, no record), `Ok(None)` when it completes later
     /// through `overlapped` — a record to the port, or the block's event when the file has
-    /// no port.
+    /// no port. (Always `Ok(None)` today: see [`read_at`](Self::read_at).)
     ///
     /// # Safety
     ///
@@ -280,7 +285,7 @@ impl File {
         buf: *mut u8,
         len: usize,
         overlapped: *const Overlapped,
-    ) -> io::Result<()> {
+    ) -> io::Result<Option<u32>> {
         self.submit_overlapped(Op::Read, Buf::Raw { ptr: buf, len }, overlapped)
     }
 
@@ -294,7 +299,7 @@ impl File {
         buf: *const u8,
         len: usize,
         overlapped: *const Overlapped,
-    ) -> io::Result<()> {
+    ) -> io::Result<Option<u32>> {
         let buf = Buf::Raw {
             ptr: buf.cast_mut(),
             len,
@@ -331,15 +336,20 @@ impl File {
         Which::outcome(cancelled)
     }
 
-    fn submit_owned(&self, op: Op, buf: Buf, offset: u64) -> io::Result<Ticket> {
+    fn submit_owned(&self, op: Op, buf: Buf, offset: u64) -> io::Result<Submitted> {
         check_offset(offset)?;
         let port = request::need_port(lock(&self.inner.port).clone())?;
         let ticket = Ticket::next();
         self.submit(op, buf, offset, Notify::Ticket(ticket), Some(port))?;
-        Ok(ticket)
+        Ok(Submitted::Pending(ticket))
     }
 
-    fn submit_overlapped(&self, op: Op, buf: Buf, overlapped: *const Overlapped) -> io::Result<()> {
+    fn submit_overlapped(
+        &self,
+        op: Op,
+        buf: Buf,
+        overlapped: *const Overlapped,
+    ) -> io::Result<Option<u32>> {
         // SAFETY: the callers of `read_overlapped`/`write_overlapped` keep the block live
         // until the request completes, which is after this submission.
         let offset = unsafe { &*overlapped }.offset();
@@ -347,8 +357,10 @@ impl File {
         // SAFETY: the block is live until the request completes (as for the read above).
         let started = unsafe { request::start(overlapped) };
         let port = lock(&self.inner.port).clone();
-        self.submit(op, buf, offset, Notify::Overlapped(overlapped), port)
-            .map_err(|err| started.refuse(err))
+        match self.submit(op, buf, offset, Notify::Overlapped(overlapped), port) {
+            Ok(()) => Ok(None),
+            Err(err) => Err(started.refuse(err)),
+        }
     }
 
     fn submit(
@@ -452,7 +464,10 @@ pub(crate) mod tests {
         let port = Port::new().unwrap();
         let (file, data) = scratch(10_000);
         let file = File::associated(file, &pool, &port, 9).unwrap();
-        let ticket = file.read_at(vec![0; 4096], 8192).unwrap();
+        let submitted = file.read_at(vec![0; 4096], 8192).unwrap();
+        let Submitted::Pending(ticket) = submitted else {
+            panic!("a pool request completed at once: {submitted:?}");
+        };
         let record = port.get(Some(Duration::from_secs(5))).unwrap();
         assert_eq!((record.key(), Ticket::of(&record)), (9, ticket));
         let done = file.finish(&record).unwrap();

@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
@@ -42,9 +42,13 @@ use std::task::Poll;
 pub(crate) type Reactor = reactor::Reactor<SocketInner>;
 
 /// An overlapped socket. Dropping it closes it: pending requests complete with
-/// `ECANCELED`.
+/// `ECANCELED`, then the descriptor is closed.
+///
+/// Its descriptor stays open for as long as the `Socket` lives, so [`AsFd`] can lend it;
+/// [`close`](Socket::close) ends the socket's use of it (and the connection) at once.
 pub struct Socket {
     inner: Arc<SocketInner>,
+    fd: OwnedFd,
 }
 
 pub(crate) struct SocketInner {
@@ -52,8 +56,9 @@ pub(crate) struct SocketInner {
 }
 
 struct State {
-    /// `None` once closed.
-    fd: Option<OwnedFd>,
+    /// The descriptor's number (the `Socket` owns the descriptor), `None` once closed: no
+    /// call is made on it after that.
+    fd: Option<RawFd>,
     /// The port and key, once associated.
     port: Option<(Port, u64)>,
     /// The reactor the socket is registered with, once a request had to wait.
@@ -140,7 +145,7 @@ impl Socket {
         Socket {
             inner: Arc::new(SocketInner {
                 state: Mutex::new(State {
-                    fd: Some(fd),
+                    fd: Some(fd.as_raw_fd()),
                     port: None,
                     reactor: None,
                     reads: VecDeque::new(),
@@ -148,6 +153,7 @@ impl Socket {
                     finished: Finished::default(),
                 }),
             }),
+            fd,
         }
     }
 
@@ -275,26 +281,32 @@ impl Socket {
         self.submit_overlapped(Kind::Send { sent: 0 }, buf, overlapped)
     }
 
-    /// Closes the socket now: pending requests complete with `ECANCELED`, the descriptor
-    /// is closed. `EBADF` if already closed.
+    /// Closes the socket now (`closesocket`), though other threads may still hold it:
+    /// pending requests complete with `ECANCELED`, later ones fail with `EBADF`, and the
+    /// connection is shut down both ways, so the peer sees the close (a listener stops
+    /// listening). The descriptor itself is closed when the `Socket` is dropped, so a
+    /// number lent by [`as_fd`](AsFd::as_fd) never names another file meanwhile. `EBADF`
+    /// if already closed.
     pub fn close(&self) -> io::Result<()> {
-        self.inner.close()
+        self.inner.retire()?;
+        // An unconnected socket has nothing to shut down (`ENOTCONN`): it is closed all the
+        // same, as far as the engine is concerned.
+        let _ = sys::shutdown(self.fd.as_raw_fd());
+        Ok(())
     }
 
-    /// The descriptor, while open.
-    pub fn raw_fd(&self) -> io::Result<RawFd> {
-        lock(&self.inner.state).fd()
-    }
-
-    /// Runs `f` on the descriptor, which stays open meanwhile; `EBADF` once closed.
+    /// Ends the socket's requests (`ECANCELED`) and its use of the descriptor, as
+    /// [`close`](Self::close) does, without shutting the connection down: the socket over
+    /// the engine's duplicate of a caller's descriptor, which the caller may hold under
+    /// another number. `EBADF` if already closed.
     #[cfg(feature = "c-abi")]
-    pub(crate) fn with_fd<R>(
-        &self,
-        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> R,
-    ) -> io::Result<R> {
-        let state = lock(&self.inner.state);
-        let fd = state.fd.as_ref().ok_or_else(error::closed)?;
-        Ok(f(fd.as_fd()))
+    pub(crate) fn retire(&self) -> io::Result<()> {
+        self.inner.retire()
+    }
+
+    /// The descriptor's number: open for as long as the socket lives, closed or not.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     fn submit_owned(&self, kind: Kind, buf: Buf) -> io::Result<Submitted> {
@@ -365,8 +377,21 @@ impl Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        // Already closed is the only failure, and then there is nothing left to do.
-        let _ = self.inner.close();
+        // Already closed is the only failure, and then there is nothing left to do. The
+        // descriptor closes after this, when `fd` is dropped: nothing uses its number then.
+        let _ = self.inner.retire();
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
@@ -374,7 +399,8 @@ impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = lock(&self.inner.state);
         f.debug_struct("Socket")
-            .field("fd", &state.fd.as_ref().map(AsRawFd::as_raw_fd))
+            .field("fd", &self.fd.as_raw_fd())
+            .field("closed", &state.fd.is_none())
             .field("key", &state.port.as_ref().map(|(_, key)| key))
             .field("pending", &(state.reads.len() + state.writes.len()))
             .finish()
@@ -419,7 +445,9 @@ impl SocketInner {
         Ok(Poll::Pending)
     }
 
-    fn close(self: &Arc<Self>) -> io::Result<()> {
+    /// Completes the queued requests with `ECANCELED`, leaves the reactor and stops using
+    /// the descriptor (which its `Socket` closes later).
+    fn retire(self: &Arc<Self>) -> io::Result<()> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let fd = state.fd()?;
@@ -477,10 +505,7 @@ fn portless() -> io::Result<&'static Arc<Reactor>> {
 
 impl State {
     fn fd(&self) -> io::Result<RawFd> {
-        self.fd
-            .as_ref()
-            .map(AsRawFd::as_raw_fd)
-            .ok_or_else(error::closed)
+        self.fd.ok_or_else(error::closed)
     }
 
     /// Whether a connect is under way (at the front of the write queue).

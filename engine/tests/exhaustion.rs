@@ -22,8 +22,9 @@ mod common;
 
 use common::errno;
 use common::files::unlinked_file;
+use common::pending;
 use common::ports::assert_no_record;
-use common::sockets::{pending, tcp_socket, unix_pair};
+use common::sockets::{tcp_socket, unix_pair};
 use common::timing::PATIENCE;
 use iocp::{
     Completion, Drive, FilePool, OpResult, Opcode, Overlapped, Port, ProviderSocket, Socket,
@@ -379,10 +380,10 @@ fn a_file_pool_and_file_association_need_no_descriptor() {
             let before = Table::open();
             let pool = FilePool::builder().threads(2).build().unwrap();
             let file = iocp::File::associated(file, &pool, &port, 3).unwrap();
-            let ticket = file.read_at(vec![0; 4], 3).unwrap();
+            let ticket = pending(file.read_at(vec![0; 4], 3));
             let done = file.finish(&record_for(&port, ticket)).unwrap();
             assert_eq!(&done.buf[..done.result.unwrap()], b"3456");
-            let ticket = file.write_at(b"ab".to_vec(), 0).unwrap();
+            let ticket = pending(file.write_at(b"ab".to_vec(), 0));
             assert_eq!(
                 file.finish(&record_for(&port, ticket))
                     .unwrap()

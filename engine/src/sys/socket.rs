@@ -227,6 +227,17 @@ pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     Ok((errno != 0).then(|| io::Error::from_raw_os_error(errno)))
 }
 
+/// Shuts the connection down both ways (`shutdown(SHUT_RDWR)`): the peer reads its end,
+/// a listener stops listening. `ENOTCONN` for a socket with no connection.
+pub(crate) fn shutdown(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes only the number and a constant, and touches no memory.
+    if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The connected peer's address (`getpeername`); `ENOTCONN` while not connected.
 pub(crate) fn peer_addr(fd: RawFd) -> io::Result<Option<SocketAddr>> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();

@@ -5,7 +5,7 @@
 //! - [`rng`]: the reproducible generator and byte patterns;
 //! - [`files`]: temporary directories and files;
 //! - [`ports`]: making ports, each drive mode, reading records;
-//! - [`sockets`]: sockets for the tests' peers, pending requests;
+//! - [`sockets`]: sockets for the tests' peers;
 //! - [`threads`]: threads that wait while the test acts.
 #![allow(dead_code)]
 
@@ -16,10 +16,18 @@ pub mod sockets;
 pub mod threads;
 pub mod timing;
 
-use iocp::Overlapped;
+use iocp::{Overlapped, Submitted, Ticket};
 use std::fmt::Debug;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// The ticket of a request that must be pending.
+pub fn pending(submitted: io::Result<Submitted>) -> Ticket {
+    match submitted.expect("submitted") {
+        Submitted::Pending(ticket) => ticket,
+        Submitted::Done(done) => panic!("expected a pending request, got {done:?}"),
+    }
+}
 
 /// The errno of a call that must fail.
 pub fn errno<T: Debug>(result: io::Result<T>) -> i32 {

@@ -1,7 +1,6 @@
-//! Sockets for the tests' peers, and reading what a socket request returned.
+//! Sockets for the tests' peers.
 
 use super::timing::PATIENCE;
-use iocp::{Submitted, Ticket};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -22,14 +21,6 @@ pub fn unix_pair() -> (UnixStream, UnixStream) {
     let (a, b) = UnixStream::pair().unwrap();
     b.set_read_timeout(Some(PATIENCE)).unwrap();
     (a, b)
-}
-
-/// The ticket of a request that must be pending.
-pub fn pending(submitted: io::Result<Submitted>) -> Ticket {
-    match submitted.expect("submitted") {
-        Submitted::Pending(ticket) => ticket,
-        Submitted::Done(done) => panic!("expected a pending request, got {done:?}"),
-    }
 }
 
 /// A connected TCP pair on 127.0.0.1: the accepted side, then the connecting side, which

@@ -2,6 +2,7 @@
 //! what `aio_cancel` reports, dequeue waits that a cancel must not end, and a file's drop.
 
 use crate::common::files::TempDir;
+use crate::common::pending;
 use crate::common::rng::{pattern, Rng};
 use crate::common::timing::BULK_PATIENCE;
 use crate::common::{block_of, errno};
@@ -31,7 +32,7 @@ fn cancel_with_nothing_queued_fails_with_enoent_and_aio_cancel_reports_all_done(
     let block = Overlapped::new();
     assert_eq!(errno(file.cancel_overlapped(&block)), libc::ENOENT);
     // A finished request is not cancellable either.
-    let ticket = file.read_at(vec![0; 4], 0).unwrap();
+    let ticket = pending(file.read_at(vec![0; 4], 0));
     let (_, done) = finish_one(&port, &file, 1, ticket);
     assert_eq!(done.buf, b"data");
     assert_eq!(errno(file.cancel(ticket)), libc::ENOENT);
@@ -69,7 +70,7 @@ fn on_io_uring_a_submitted_request_runs_and_completes_once_with_its_result() {
         let offsets: Vec<usize> = (0..8).map(|_| rng.below(60 * KIB)).collect();
         let mut tickets: HashMap<Ticket, usize> = offsets
             .iter()
-            .map(|&at| (file.read_at(vec![0; 4 * KIB], at as u64).unwrap(), at))
+            .map(|&at| (pending(file.read_at(vec![0; 4 * KIB], at as u64)), at))
             .collect();
         assert_eq!(errno(file.cancel_all()), libc::ENOENT);
         let answer = pool.aio_cancel(file.raw_fd(), None).unwrap();
@@ -117,7 +118,7 @@ fn cancellation_racing_completion_yields_exactly_one_record_per_request() {
         let mut block_cancelled = [false; BLOCKED];
         for i in 0..OWNED {
             let offset = rng.below(BLOCKS) * BLOCK;
-            let ticket = owned.read_at(vec![0; BLOCK], offset as u64).unwrap();
+            let ticket = pending(owned.read_at(vec![0; BLOCK], offset as u64));
             tickets.insert(ticket, (offset, false));
             order.push(ticket);
             if i < BLOCKED {
@@ -501,8 +502,8 @@ fn cancelling_a_request_never_ends_a_dequeue_wait() {
             // behind a busy read and cancel the first at once.
             thread::sleep(Duration::from_millis(30));
             busy.start(&pool, BUSY);
-            let t1 = file.read_at(vec![0; 512], 0).unwrap();
-            let t2 = file.read_at(vec![0; 512], 512).unwrap();
+            let t1 = pending(file.read_at(vec![0; 512], 0));
+            let t2 = pending(file.read_at(vec![0; 512], 512));
             let cancel = file.cancel(t1);
             // Only two records can come (the cancelled one and t2): the wait goes on.
             assert!(
@@ -629,7 +630,7 @@ fn dropping_a_file_cancels_its_queued_requests() {
     let file = File::associated(scratch.file("data", &data), &pool, &port, 4).unwrap();
     busy.start(&pool, BUSY);
     let tickets: HashSet<Ticket> = (0..10)
-        .map(|i| file.read_at(vec![0; 256], i * 256).unwrap())
+        .map(|i| pending(file.read_at(vec![0; 256], i * 256)))
         .collect();
     drop(file);
     let all_queued = busy.running();

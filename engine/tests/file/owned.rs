@@ -3,6 +3,7 @@
 //! transfers past a mebibyte, association errors, the synchronous form, kernel errors.
 
 use crate::common::files::TempDir;
+use crate::common::pending;
 use crate::common::rng::{pattern, Rng};
 use crate::common::{address, errno};
 use crate::{aio_state, assert_quiet, collect, finish_one, pool, Entry, Lent, Lio, Watchdog, MIB};
@@ -65,19 +66,18 @@ fn run_phase(files: &[File], port: &Port, regions: &[Region], phase: Phase, seed
                     for &i in order.iter().skip(t).step_by(PARALLEL_SUBMITTERS) {
                         let region = regions[i];
                         let file = &files[region.file];
-                        let ticket = match phase {
+                        let ticket = pending(match phase {
                             Phase::Write => {
                                 file.write_at(pattern(region.seed, region.len), region.offset)
                             }
                             Phase::Read => file.read_at(vec![0; region.len], region.offset),
-                        }
-                        .unwrap();
+                        });
                         tickets.push((region.file, ticket, Some(i)));
                     }
                     if phase == Phase::Write {
                         let f = t % files.len();
-                        tickets.push((f, files[f].sync_all().unwrap(), None));
-                        tickets.push((f, files[f].sync_data().unwrap(), None));
+                        tickets.push((f, pending(files[f].sync_all()), None));
+                        tickets.push((f, pending(files[f].sync_data()), None));
                     }
                     tickets
                 })
@@ -172,7 +172,7 @@ fn reads_at_end_of_file_complete_short_with_the_bytes_read() {
         (0, 20_000, 10_000),
     ];
     for (offset, len, available) in cases {
-        let ticket = file.read_at(vec![0xaa; len], offset).unwrap();
+        let ticket = pending(file.read_at(vec![0xaa; len], offset));
         let (record, done) = finish_one(&port, &file, 5, ticket);
         assert_eq!(record.result().unwrap(), available as u32, "at {offset}");
         assert_eq!(done.result.unwrap(), available, "at {offset}");
@@ -233,11 +233,11 @@ fn transfers_larger_than_a_mebibyte_complete_whole_in_one_request() {
 
     // Owned buffers.
     let data = pattern(11, LEN);
-    let ticket = file.write_at(data.clone(), 0).unwrap();
+    let ticket = pending(file.write_at(data.clone(), 0));
     let (record, done) = finish_one(&port, &file, 3, ticket);
     assert_eq!(record.result().unwrap(), LEN as u32);
     assert_eq!(done.result.unwrap(), LEN);
-    let ticket = file.read_at(vec![0; 4 * MIB], 0).unwrap();
+    let ticket = pending(file.read_at(vec![0; 4 * MIB], 0));
     let (record, done) = finish_one(&port, &file, 3, ticket);
     assert_eq!(record.result().unwrap(), LEN as u32);
     assert!(done.buf[..LEN] == data[..], "3 MiB read back");
@@ -301,7 +301,7 @@ fn owned_requests_on_an_unassociated_file_fail_with_enotconn() {
     // Once associated, the same requests work.
     let port = Port::new().unwrap();
     file.associate(&port, 3).unwrap();
-    let ticket = file.read_at(vec![0; 5], 0).unwrap();
+    let ticket = pending(file.read_at(vec![0; 5], 0));
     let (_, done) = finish_one(&port, &file, 3, ticket);
     assert_eq!(done.result.unwrap(), 5);
     assert_eq!(done.buf, b"hello");
@@ -324,10 +324,10 @@ fn a_second_association_fails_with_ealready_and_the_first_stays() {
     assert_eq!(errno(other.associate(&first, 8)), libc::EALREADY);
 
     // Records still go to the first association.
-    let ticket = file.read_at(vec![0; 4], 2).unwrap();
+    let ticket = pending(file.read_at(vec![0; 4], 2));
     let (_, done) = finish_one(&first, &file, 1, ticket);
     assert_eq!(done.buf, b"2345");
-    let ticket = other.read_at(vec![0; 2], 8).unwrap();
+    let ticket = pending(other.read_at(vec![0; 2], 8));
     let (_, done) = finish_one(&second, &other, 7, ticket);
     assert_eq!(done.buf, b"89");
     assert_quiet(&first);
@@ -378,7 +378,7 @@ fn a_request_the_kernel_rejects_completes_with_its_errno_and_returns_the_buffer(
     let read_only =
         File::associated(scratch.read_only("ro", b"read only"), &pool, &port, 1).unwrap();
     let data = pattern(19, 1000);
-    let ticket = read_only.write_at(data.clone(), 0).unwrap();
+    let ticket = pending(read_only.write_at(data.clone(), 0));
     let (record, done) = finish_one(&port, &read_only, 1, ticket);
     assert_eq!(record.error(), libc::EBADF as u32);
     assert_eq!(errno(done.result), libc::EBADF);
@@ -386,7 +386,7 @@ fn a_request_the_kernel_rejects_completes_with_its_errno_and_returns_the_buffer(
 
     let directory = std::fs::File::open(scratch.path("")).unwrap();
     let directory = File::associated(directory, &pool, &port, 2).unwrap();
-    let ticket = directory.read_at(vec![0; 16], 0).unwrap();
+    let ticket = pending(directory.read_at(vec![0; 16], 0));
     let (record, done) = finish_one(&port, &directory, 2, ticket);
     assert_eq!(record.error(), libc::EISDIR as u32);
     assert_eq!(errno(done.result), libc::EISDIR);

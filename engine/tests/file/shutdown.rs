@@ -3,6 +3,7 @@
 //! by default.
 
 use crate::common::files::TempDir;
+use crate::common::pending;
 use crate::common::rng::pattern;
 use crate::common::{block_of, errno};
 use crate::{
@@ -49,12 +50,11 @@ fn dropping_the_pool_completes_every_queued_request_and_joins_its_threads() {
     let mut tickets = HashMap::new();
     for i in 0..OWNED {
         let offset = (i % 64) * BLOCK;
-        let ticket = if i % 2 == 0 {
+        let ticket = pending(if i % 2 == 0 {
             file.read_at(vec![0; BLOCK], offset as u64)
         } else {
             file.write_at(data[offset..offset + BLOCK].to_vec(), offset as u64)
-        }
-        .unwrap();
+        });
         tickets.insert(ticket, offset);
     }
     let blocks = Lent::new(
@@ -175,7 +175,7 @@ fn drain_queued_on_one_file(n: usize) -> Duration {
     busy.start(&pool, BUSY);
     let start = Instant::now();
     for _ in 0..n {
-        file.read_at(Vec::new(), 0).unwrap();
+        pending(file.read_at(Vec::new(), 0));
     }
     busy.finish();
     let records = collect(&port, n);
@@ -217,7 +217,7 @@ fn a_thread_pool_has_one_thread_per_cpu_by_default_and_pinned_pools_run_requests
     let data = pattern(73, 30 * 100);
     let file = File::associated(scratch.file("data", &data), &pinned, &port, 6).unwrap();
     let tickets: HashMap<Ticket, usize> = (0..30)
-        .map(|i| (file.read_at(vec![0; 100], i as u64 * 100).unwrap(), i))
+        .map(|i| (pending(file.read_at(vec![0; 100], i as u64 * 100)), i))
         .collect();
     for record in collect(&port, tickets.len()) {
         let i = tickets[&Ticket::of(&record)];

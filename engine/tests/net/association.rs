@@ -30,7 +30,7 @@ fn tcp_listeners_streams_udp_and_unix_sockets_associate_under_their_keys() {
         let (associated, associated_key) = socket.port().expect("associated");
         assert!(associated.same_port(&port));
         assert_eq!(associated_key, key);
-        let fd = socket.raw_fd().unwrap();
+        let fd = socket.raw_fd();
         let (status, _) = fd_flags(fd);
         assert_ne!(
             status & libc::O_NONBLOCK,

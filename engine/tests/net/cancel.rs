@@ -1,8 +1,9 @@
 //! Cancellation racing completion, and cancelling one or all of a socket's requests.
 
 use crate::common::errno;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
-use crate::common::sockets::{pending, unix_pair};
+use crate::common::sockets::unix_pair;
 use crate::common::timing::PATIENCE;
 use crate::{fill_until_pending, finish_next, shrink_buffers, tcp_pair, QUIET};
 use iocp::{Drive, Overlapped, Socket, Ticket};

@@ -1,8 +1,9 @@
 //! Closing and dropping a socket with requests pending, and requests after close.
 
 use crate::common::errno;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
-use crate::common::sockets::{pending, unix_pair};
+use crate::common::sockets::unix_pair;
 use crate::{
     closed_port, fill_until_pending, finish_next, shrink_buffers, tcp_pair, Socket, QUIET,
 };
@@ -10,7 +11,7 @@ use iocp::{Overlapped, Port, Ticket};
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 #[test]
 fn close_completes_each_pending_request_once_with_ecanceled_and_the_peer_sees_eof() {
@@ -30,7 +31,7 @@ fn close_completes_each_pending_request_once_with_ecanceled_and_the_peer_sees_eo
             assert_eq!(finished.buf.len(), 8);
         }
         assert_no_record(&port, QUIET);
-        assert_eq!(b.read(&mut [0; 8]).unwrap(), 0, "the descriptor is closed");
+        assert_eq!(b.read(&mut [0; 8]).unwrap(), 0, "the peer sees the close");
     });
 }
 
@@ -92,7 +93,6 @@ fn requests_after_close_fail_ebadf() {
     assert_eq!(errno(socket.send_to(vec![0; 8], somewhere)), libc::EBADF);
     assert_eq!(errno(socket.accept()), libc::EBADF);
     assert_eq!(errno(socket.connect(somewhere)), libc::EBADF);
-    assert_eq!(errno(socket.raw_fd()), libc::EBADF);
     assert_eq!(errno(socket.close()), libc::EBADF);
     assert_eq!(errno(socket.cancel_all()), libc::ENOENT);
     let overlapped = Overlapped::new();
@@ -110,4 +110,31 @@ fn requests_after_close_fail_ebadf() {
     let write = unsafe { socket.write_overlapped(buf.as_ptr(), buf.len(), &overlapped) };
     assert_eq!(errno(write), libc::EBADF);
     assert_no_record(&port, QUIET);
+}
+
+#[test]
+fn a_closed_socket_keeps_its_descriptor_until_it_is_dropped_and_a_closed_listener_refuses() {
+    let port = Port::new().unwrap();
+    let listener = Socket::associated(TcpListener::bind("127.0.0.1:0").unwrap(), &port, 1).unwrap();
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], local_port(&listener)));
+    listener.close().unwrap();
+    // The number lent by as_fd is still this socket's: nothing else can have been given it.
+    assert_eq!(listener.as_fd().as_raw_fd(), listener.raw_fd());
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(listener.raw_fd(), libc::F_GETFD) };
+    assert!(
+        flags >= 0,
+        "the descriptor of a closed socket is open until the drop"
+    );
+    assert_eq!(
+        std::net::TcpStream::connect(address).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "a closed listener still listens"
+    );
+}
+
+/// The port a bound socket listens on.
+fn local_port(socket: &Socket) -> u16 {
+    let fd = socket.as_fd().try_clone_to_owned().unwrap();
+    std::net::TcpListener::from(fd).local_addr().unwrap().port()
 }

@@ -2,8 +2,9 @@
 //! nothing; one that waits completes later as exactly one record under the socket's key.
 
 use crate::common::errno;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
-use crate::common::sockets::{pending, unix_pair};
+use crate::common::sockets::unix_pair;
 use crate::common::timing::{PATIENCE, SETTLE};
 use crate::{done, finish_next, tcp_pair, wait_readable, QUIET};
 use iocp::{Completion, Event, Overlapped, Port, Socket, Ticket};
@@ -30,7 +31,7 @@ fn a_recv_with_data_already_there_completes_at_once_and_posts_no_record() {
         let (server, mut client) = tcp_pair();
         let tcp = Socket::associated(server, &port, 4).unwrap();
         client.write_all(b"tcp bytes").unwrap();
-        wait_readable(tcp.raw_fd().unwrap());
+        wait_readable(tcp.raw_fd());
         let got = done(tcp.recv(vec![0; 64]));
         assert_eq!(&got.buf[..got.result.unwrap()], b"tcp bytes");
         assert_eq!(errno(port.get(Some(Duration::ZERO))), libc::ETIMEDOUT);

@@ -1,8 +1,9 @@
 //! Accept and connect: an accept storm, a refused connect, a connect that carries data.
 
 use crate::common::errno;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
-use crate::common::sockets::{pending, tcp_socket};
+use crate::common::sockets::tcp_socket;
 use crate::common::timing::PATIENCE;
 use crate::{closed_port, done, fd_flags, finish_next, Socket, QUIET};
 use iocp::{OpResult, Submitted};

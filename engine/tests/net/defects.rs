@@ -3,9 +3,10 @@
 //! a port, reactor threads and descriptors released with their port, send order.
 
 use crate::common::errno;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::rng::pattern;
-use crate::common::sockets::{pending, tcp_socket, unix_pair};
+use crate::common::sockets::{tcp_socket, unix_pair};
 use crate::common::timing::{PATIENCE, SETTLE};
 use crate::{
     fill_until_pending, first_difference, loopback_socket, read_to_eof, shrink_buffers, tcp_pair,

@@ -1,9 +1,9 @@
 //! Echo over many connections on one port, over TCP and over a Unix listener.
 
 use crate::common::files::TempDir;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, port};
 use crate::common::rng::pattern;
-use crate::common::sockets::pending;
 use crate::common::timing::PATIENCE;
 use crate::{finish_next, first_difference, read_to_eof, QUIET};
 use iocp::{Completion, OpResult, Port, Socket, Submitted, Ticket};

@@ -1,8 +1,9 @@
 //! Peer misbehaviour: reset, end of stream, half-close.
 
 use crate::common::errno;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
-use crate::common::sockets::{pending, unix_pair};
+use crate::common::sockets::unix_pair;
 use crate::{
     done, fill_until_pending, finish_next, outcome, reset, shrink_buffers, tcp_pair, Socket, QUIET,
 };

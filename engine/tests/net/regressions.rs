@@ -1,8 +1,9 @@
 //! Regression tests, named after the bug.
 
 use crate::common::errno;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, next};
-use crate::common::sockets::{pending, unix_pair};
+use crate::common::sockets::unix_pair;
 use crate::QUIET;
 use iocp::{Completion, Event, Overlapped, Port, Socket, Ticket};
 use std::collections::HashMap;

@@ -1,9 +1,9 @@
 //! UDP datagrams: sender addresses, a pending receive, truncation.
 
 use crate::common::errno;
+use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, port};
 use crate::common::rng::pattern;
-use crate::common::sockets::pending;
 use crate::{done, finish_next, outcome, wait_readable, Socket, QUIET};
 use iocp::Port;
 use std::net::UdpSocket;
@@ -69,7 +69,7 @@ fn a_datagram_longer_than_the_buffer_is_reported_as_truncated() {
     let socket = Socket::associated(receiver, &port, 1).unwrap();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     sender.send_to(&[7; 100], addr).unwrap();
-    wait_readable(socket.raw_fd().unwrap());
+    wait_readable(socket.raw_fd());
     let got = outcome(&port, &socket, 1, socket.recv_from(vec![0; 10]));
     assert_eq!(errno(got.result), libc::EMSGSIZE);
     assert_eq!(got.buf, [7; 10], "the part that fit is delivered");

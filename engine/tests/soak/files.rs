@@ -12,7 +12,7 @@ use crate::{
 };
 use iocp::{
     AioCancel, Aiocb, Completion, File, FileDriver, FilePool, LioMode, Opcode, Overlapped, Port,
-    ProviderSocket, Ticket,
+    ProviderSocket, Submitted, Ticket,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self};
@@ -227,12 +227,15 @@ impl<'a> Files<'a> {
         for _ in 0..n {
             let op = self.pick(true);
             let (key, file) = &self.slots[slot];
-            let ticket = match op {
+            let submitted = match op {
                 FileOp::Read(_) => file.read_at(vec![0; BLOCK], op.offset()),
                 FileOp::Write(f) => file.write_at(self.fresh(f), op.offset()),
                 FileOp::Sync => file.sync_data(),
-            }
-            .unwrap_or_else(|err| panic!("{op:?} refused: {err}"));
+            };
+            let ticket = match submitted.unwrap_or_else(|err| panic!("{op:?} refused: {err}")) {
+                Submitted::Pending(ticket) => ticket,
+                Submitted::Done(done) => panic!("{op:?} completed at once: {done:?}"),
+            };
             let fresh = self.open.insert(ticket, (*key, op)).is_none();
             assert!(fresh, "ticket {ticket} handed out twice");
             tickets.push(ticket);

@@ -73,7 +73,7 @@ fn assert_no_record(port: &Port) {
 fn eintr_is_retried_by_socket_calls() {
     let port = Port::new().unwrap();
     let (socket, mut peer) = tcp_pair(&port);
-    let fd = socket.raw_fd().unwrap();
+    let fd = socket.raw_fd();
 
     let sends = fail(Call::Send, libc::EINTR).on_fd(fd).times(3).arm();
     let sent = done(socket.send(b"hello".to_vec()).unwrap());
@@ -99,7 +99,7 @@ fn eintr_is_retried_by_socket_calls() {
 fn eagain_on_recv_waits_for_the_next_readiness() {
     let port = Port::new().unwrap();
     let (socket, mut peer) = tcp_pair(&port);
-    let fd = socket.raw_fd().unwrap();
+    let fd = socket.raw_fd();
     // Register the socket with the reactor first: a request that waits does that.
     let first = pending(socket.recv(vec![0; 4]).unwrap());
     peer.write_all(b"ping").unwrap();
@@ -124,7 +124,7 @@ fn eagain_on_recv_waits_for_the_next_readiness() {
 fn eagain_on_send_queues_the_send() {
     let port = Port::new().unwrap();
     let (socket, mut peer) = tcp_pair(&port);
-    let fd = socket.raw_fd().unwrap();
+    let fd = socket.raw_fd();
     let again = fail(Call::Send, libc::EAGAIN).on_fd(fd).arm();
     let ticket = pending(socket.send(b"queued".to_vec()).unwrap());
     assert_eq!(again.hits(), 1);
@@ -143,7 +143,7 @@ fn eagain_on_send_queues_the_send() {
 fn enomem_and_ebadf_are_request_results() {
     let port = Port::new().unwrap();
     let (socket, mut peer) = tcp_pair(&port);
-    let fd = socket.raw_fd().unwrap();
+    let fd = socket.raw_fd();
 
     let nomem = fail(Call::Send, libc::ENOMEM).on_fd(fd).arm();
     let failed = done(socket.send(b"kept".to_vec()).unwrap());
@@ -177,7 +177,7 @@ fn enomem_on_accept_loses_no_connection() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let listener = Socket::associated(listener, &port, 7).unwrap();
-    let fd = listener.raw_fd().unwrap();
+    let fd = listener.raw_fd();
 
     let ticket = pending(listener.accept().unwrap());
     let nomem = fail(Call::Accept, libc::ENOMEM).on_fd(fd).arm();
@@ -203,7 +203,7 @@ fn faults_on_datagrams_lose_no_datagram() {
     let addr = udp.local_addr().unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let socket = Socket::associated(udp, &port, 3).unwrap();
-    let fd = socket.raw_fd().unwrap();
+    let fd = socket.raw_fd();
 
     let ticket = pending(socket.recv_from(vec![0; 64]).unwrap());
     let faults = [
@@ -343,7 +343,7 @@ fn file_pool_faults_give_one_record_each() {
     let file = File::associated(file, &pool, &port, 5).unwrap();
 
     let intr = fail(Call::Pread, libc::EINTR).on_fd(fd).times(5).arm();
-    let got = file_result(&file, &port, file.read_at(vec![0; 4], 2).unwrap());
+    let got = file_result(&file, &port, pending(file.read_at(vec![0; 4], 2).unwrap()));
     assert_eq!(&got.buf[..got.result.unwrap()], b"2345");
     assert_eq!(intr.hits(), 5);
 
@@ -363,7 +363,7 @@ fn file_pool_faults_give_one_record_each() {
             _ => file.sync_data(),
         }
         .unwrap();
-        let record = record_for(&port, ticket);
+        let record = record_for(&port, pending(ticket));
         let result = file.finish(&record).unwrap().result;
         if errno_ == libc::EINTR {
             assert!(
@@ -377,7 +377,7 @@ fn file_pool_faults_give_one_record_each() {
         }
         assert_eq!(fault.hits(), 1, "{call:?}");
     }
-    let got = file_result(&file, &port, file.read_at(vec![0; 10], 0).unwrap());
+    let got = file_result(&file, &port, pending(file.read_at(vec![0; 10], 0).unwrap()));
     assert_eq!(&got.buf[..got.result.unwrap()], b"0123456789");
     assert_no_record(&port);
 }
@@ -638,7 +638,7 @@ fn a_failed_registration_fails_the_request_alone() {
     for drive in [Drive::Inline, Drive::Thread] {
         let port = Port::builder().drive(drive).build().unwrap();
         let (socket, mut peer) = tcp_pair(&port);
-        let fd = socket.raw_fd().unwrap();
+        let fd = socket.raw_fd();
 
         let nomem = fail(Call::ReactorRegister, libc::ENOMEM).on_fd(fd).arm();
         assert_eq!(errno(&socket.recv(vec![0; 8]).unwrap_err()), libc::ENOMEM);
