@@ -5,6 +5,7 @@
 #define _GNU_SOURCE 1
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,22 @@
             exit(1);                                                                       \
         }                                                                                  \
     } while (0)
+
+/* Starts `threads[0..n)` running `fn`, each given its index as its argument. */
+static inline void start_threads(pthread_t *threads, int n, void *(*fn)(void *))
+{
+    for (uintptr_t i = 0; i < (uintptr_t)n; i++) {
+        CHECK(pthread_create(&threads[i], NULL, fn, (void *)i) == 0);
+    }
+}
+
+/* Joins `threads[0..n)`. */
+static inline void join_threads(pthread_t *threads, int n)
+{
+    for (int i = 0; i < n; i++) {
+        CHECK(pthread_join(threads[i], NULL) == 0);
+    }
+}
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 static inline double now_ms(void)

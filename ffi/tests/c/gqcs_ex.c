@@ -228,18 +228,10 @@ static void worker_pool(void)
     pool_port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, CONSUMERS);
     CHECK(pool_port > 0);
     pthread_t consumers[CONSUMERS], producers[PRODUCERS];
-    for (int i = 0; i < CONSUMERS; i++) {
-        CHECK(pthread_create(&consumers[i], NULL, consume, NULL) == 0);
-    }
-    for (uintptr_t i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_create(&producers[i], NULL, produce, (void *)i) == 0);
-    }
-    for (int i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_join(producers[i], NULL) == 0);
-    }
-    for (int i = 0; i < CONSUMERS; i++) {
-        CHECK(pthread_join(consumers[i], NULL) == 0);
-    }
+    start_threads(consumers, CONSUMERS, consume);
+    start_threads(producers, PRODUCERS, produce);
+    join_threads(producers, PRODUCERS);
+    join_threads(consumers, CONSUMERS);
     CHECK(atomic_load(&consumed) == TOTAL);
     OVERLAPPED_ENTRY entries[1];
     DWORD removed;

@@ -226,18 +226,10 @@ static void per_thread_order_many_consumers(HANDLE made)
         atomic_store(&returned_max[id], -1);
     }
     pthread_t consumers[CONSUMERS], producers[PRODUCERS];
-    for (uintptr_t i = 0; i < CONSUMERS; i++) {
-        CHECK(pthread_create(&consumers[i], NULL, consume, (void *)i) == 0);
-    }
-    for (uintptr_t i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_create(&producers[i], NULL, produce, (void *)i) == 0);
-    }
-    for (int i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_join(producers[i], NULL) == 0);
-    }
-    for (int i = 0; i < CONSUMERS; i++) {
-        CHECK(pthread_join(consumers[i], NULL) == 0);
-    }
+    start_threads(consumers, CONSUMERS, consume);
+    start_threads(producers, PRODUCERS, produce);
+    join_threads(producers, PRODUCERS);
+    join_threads(consumers, CONSUMERS);
     CHECK(atomic_load(&consumed) == TOTAL);
     CHECK(atomic_load(&stops_taken) == CONSUMERS - 1);
     for (int id = 0; id < PRODUCERS; id++) {
@@ -276,21 +268,13 @@ static void fifo_stop_records_after_join(void)
     memset(seen, 0, sizeof seen);
     atomic_store(&consumed, 0);
     pthread_t consumers[CONSUMERS], producers[PRODUCERS];
-    for (int i = 0; i < CONSUMERS; i++) {
-        CHECK(pthread_create(&consumers[i], NULL, consume_until_stop, NULL) == 0);
-    }
-    for (uintptr_t i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_create(&producers[i], NULL, produce, (void *)i) == 0);
-    }
-    for (int i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_join(producers[i], NULL) == 0);
-    }
+    start_threads(consumers, CONSUMERS, consume_until_stop);
+    start_threads(producers, PRODUCERS, produce);
+    join_threads(producers, PRODUCERS);
     for (int i = 0; i < CONSUMERS; i++) {
         CHECK(PostQueuedCompletionStatus(port, 0, STOP_KEY, NULL));
     }
-    for (int i = 0; i < CONSUMERS; i++) {
-        CHECK(pthread_join(consumers[i], NULL) == 0);
-    }
+    join_threads(consumers, CONSUMERS);
     CHECK(atomic_load(&consumed) == TOTAL);
     DWORD bytes, key;
     LPOVERLAPPED ovl;

@@ -28,9 +28,7 @@ static void producers_one_batched_consumer(void)
 {
     port = new_port();
     pthread_t threads[PRODUCERS];
-    for (uintptr_t i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_create(&threads[i], NULL, produce, (void *)i) == 0);
-    }
+    start_threads(threads, PRODUCERS, produce);
     DWORD next[PRODUCERS] = { 0 };
     static struct gmcs results[GMCS_NMAX];
     long total = 0;
@@ -85,18 +83,10 @@ static void producers_many_consumers(void)
     port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, CONSUMERS);
     CHECK(port > 0);
     pthread_t consumers[CONSUMERS], producers[PRODUCERS];
-    for (int i = 0; i < CONSUMERS; i++) {
-        CHECK(pthread_create(&consumers[i], NULL, consume, NULL) == 0);
-    }
-    for (uintptr_t i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_create(&producers[i], NULL, produce, (void *)i) == 0);
-    }
-    for (int i = 0; i < PRODUCERS; i++) {
-        CHECK(pthread_join(producers[i], NULL) == 0);
-    }
-    for (int i = 0; i < CONSUMERS; i++) {
-        CHECK(pthread_join(consumers[i], NULL) == 0);
-    }
+    start_threads(consumers, CONSUMERS, consume);
+    start_threads(producers, PRODUCERS, produce);
+    join_threads(producers, PRODUCERS);
+    join_threads(consumers, CONSUMERS);
     CHECK(atomic_load(&consumed) == (long)PRODUCERS * PER_PRODUCER);
     /* Each stop record was taken by one consumer; nothing is left. */
     DWORD bytes, key;
