@@ -179,7 +179,8 @@ fn dl_error() -> String {
     if text.is_null() {
         return "unknown dlopen error".to_owned();
     }
-    // SAFETY: non-NULL, NUL-terminated, valid until the next dl call (see above).
+    // SAFETY: dlerror's text is non-NULL here, NUL-terminated, and valid until this
+    // thread's next dl call, which comes after the copy.
     unsafe { CStr::from_ptr(text) }
         .to_string_lossy()
         .into_owned()

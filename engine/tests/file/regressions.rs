@@ -182,7 +182,8 @@ fn regression_an_io_uring_request_interrupted_its_submitters_port_wait() {
     }
     // SAFETY: every read is done; the memory was allocated above with `layout`.
     let read = unsafe { std::slice::from_raw_parts(memory, BLOCKS * 4 * KIB) }.to_vec();
-    // SAFETY: as above; nothing refers to the memory any more.
+    // SAFETY: `memory` came from `alloc` with this same `layout`, every read into it is
+    // done and the copy above was the last use: nothing refers to it any more.
     unsafe { std::alloc::dealloc(memory, layout) };
     assert!(read == data);
     feeder.join().unwrap();

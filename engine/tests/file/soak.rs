@@ -126,7 +126,8 @@ fn soak_every_completion_arrives_exactly_once() {
                     // SAFETY: `raw` is freed only after the drain; the block, first in the
                     // `repr(C)` request, has the request's address.
                     let ovl = unsafe { std::ptr::addr_of!((*raw).overlapped) };
-                    // SAFETY: buffer and block outlive the request (see above).
+                    // SAFETY: `buf` and `ovl` point into the boxed request, which is freed
+                    // only after the drain has seen this request's record.
                     unsafe {
                         if write {
                             blocked.write_overlapped(buf, SOAK_BLOCK, ovl)
