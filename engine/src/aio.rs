@@ -9,6 +9,7 @@ use crate::completion::Delivery;
 use crate::error::{self, to_record};
 use crate::job::{Job, ListWait, Op, Reply};
 use crate::pool::Pool;
+use crate::port::Posts;
 use crate::primitive::Mutex;
 use crate::request::Association;
 use crate::sys::{self, file as sysfile};
@@ -18,6 +19,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 /// AIX `lio_listio`: submits every request of `list` in one call.
+///
+/// A read whose pages are all in the page cache is done on the calling thread before the
+/// call returns ([`read_cached`]): its aiocb is filled in (except in `LIO_NOWAIT_GMCS`) and
+/// its record posted with the others the call completes, in one batched post. Every other
+/// request goes to the pool. Either way it completes once, as it would have on the pool.
 ///
 /// NULL entries and [`LIO_NOP`] entries are skipped. An entry that cannot be queued — a
 /// closed descriptor (`EBADF`), a negative offset, more than 2^31 - 1 bytes, a NULL
@@ -38,6 +44,7 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
     let mut last_port: Option<(i32, i32, Association)> = None;
     // A list nearly always reads one file: one duplicate of it per call.
     let mut last_dup: Option<(RawFd, Arc<OwnedFd>, bool)> = None;
+    let mut posts = Posts::new();
     for &entry in list {
         // SAFETY: the caller guarantees non-NULL entries point to live aiocbs.
         let Some(aiocb) = (unsafe { entry.as_ref() }) else {
@@ -70,6 +77,26 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
                 continue;
             }
         };
+        let cached = if pool.caller_reads {
+            read_cached(aiocb)
+        } else {
+            None
+        };
+        if let Some(bytes) = cached {
+            let result = Ok(bytes);
+            if mode != LioMode::NoWaitGmcs {
+                aiocb.report(&result);
+            }
+            // `LIO_WAIT` posts no record: its caller learns of completion by returning.
+            if let Some((port, key)) = port.as_ref().filter(|_| mode != LioMode::Wait) {
+                let (bytes, errno) = to_record(&result);
+                posts.push(
+                    port,
+                    Completion::new(*key, bytes, entry as usize).with_error(errno),
+                );
+            }
+            continue;
+        }
         let job = match lio_job(aiocb, mode, port.clone(), wait.clone(), &mut last_dup) {
             Ok(job) => job,
             Err(err) => {
@@ -101,8 +128,9 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
             break;
         }
     }
-    // The list is one submission (io_uring).
+    // The list is one submission (io_uring); what this thread read is one post per port.
     pool.flush();
+    posts.flush();
     if let Some(wait) = wait {
         // The initial count of one kept the waiter from finishing before the loop did.
         // Even a refused list waits for what it queued: its aiocbs are in use until then.
@@ -151,6 +179,30 @@ pub fn aio_cancel(pool: &Pool, fd: RawFd, aiocb: Option<*const Aiocb>) -> io::Re
     } else {
         AioCancel::AllDone
     })
+}
+
+/// The largest read [`read_cached`] does on the calling thread: a copy of a few
+/// microseconds at most, so that a list of large reads does not hold its caller up.
+pub const CALLER_READ_MAX: usize = 64 * 1024;
+
+/// Reads `aiocb`'s bytes on the calling thread if they are all in the page cache
+/// ([`sysfile::pread_cached`]), straight from the caller's descriptor (it is open for the
+/// length of the call: no duplicate is needed): the byte count, or `None` when the request
+/// must go to the pool (not a read, not cached, not valid: the pool reports its error).
+/// What makes a list of cached reads cost about what a `pread` loop does, with no hand-off
+/// to a pool thread and back.
+fn read_cached(aiocb: &Aiocb) -> Option<usize> {
+    if aiocb.opcode().ok() != Some(Opcode::Read)
+        || aiocb.aio_fildes < 0
+        || aiocb.aio_buf.is_null()
+        || aiocb.aio_nbytes > CALLER_READ_MAX
+    {
+        return None;
+    }
+    let offset = u64::try_from(aiocb.aio_offset).ok()?;
+    // SAFETY: the lio caller keeps `aio_buf` writable for `aio_nbytes` bytes until the
+    // request is done, which this read is before the call returns.
+    unsafe { sysfile::pread_cached(aiocb.aio_fildes, aiocb.aio_buf, aiocb.aio_nbytes, offset) }
 }
 
 /// The port an aiocb reports to, checked against the mode.
@@ -233,7 +285,7 @@ mod tests {
     /// the new one queued.
     #[test]
     fn regression_aio_cancel_of_a_reused_aiocb_counted_its_previous_request() {
-        let (pool, mut workers, _) = Pool::start(FileDriver::Threads, 1, false).unwrap();
+        let (pool, mut workers, _) = Pool::start(FileDriver::Threads, 1, false, true).unwrap();
         let pool = &*pool;
         let file = scratch_file(&[0; 4096]);
         let fd = file.as_raw_fd();

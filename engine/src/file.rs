@@ -27,11 +27,23 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 
 /// Settings for a [`FilePool`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FilePoolBuilder {
     driver: FileDriver,
     threads: usize,
     pin: bool,
+    caller_reads: bool,
+}
+
+impl Default for FilePoolBuilder {
+    fn default() -> FilePoolBuilder {
+        FilePoolBuilder {
+            driver: FileDriver::Auto,
+            threads: 0,
+            pin: false,
+            caller_reads: true,
+        }
+    }
 }
 
 impl FilePoolBuilder {
@@ -54,6 +66,16 @@ impl FilePoolBuilder {
         self
     }
 
+    /// Whether a `lio_listio` read of at most [`CALLER_READ_MAX`] bytes whose pages are all
+    /// in the page cache is done on the calling thread, before the call returns (`true`, the
+    /// default: it then costs what a `pread` does, with no hand-off to the pool and back),
+    /// or goes to the pool like every other request (`false`: the caller never spends time
+    /// copying, and every request can be cancelled while it waits in the queue).
+    pub fn cached_reads_on_caller(mut self, on_caller: bool) -> FilePoolBuilder {
+        self.caller_reads = on_caller;
+        self
+    }
+
     /// Starts the pool: its threads, or its io_uring instance and reaper thread.
     pub fn build(self) -> io::Result<FilePool> {
         sys::fault::allocation()?;
@@ -61,7 +83,8 @@ impl FilePoolBuilder {
             0 => thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let (shared, workers, driver) = Pool::start(self.driver, threads, self.pin)?;
+        let (shared, workers, driver) =
+            Pool::start(self.driver, threads, self.pin, self.caller_reads)?;
         Ok(FilePool {
             shared,
             workers,

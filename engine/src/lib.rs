@@ -114,6 +114,8 @@ pub mod fault {
 }
 
 #[cfg(not(loom))]
+pub use aio::CALLER_READ_MAX;
+#[cfg(not(loom))]
 pub use aiocb::{AioCancel, Aiocb, LioMode, Opcode, AIO_EXTENDED, LIO_NOP, LIO_READ, LIO_WRITE};
 #[cfg(not(loom))]
 pub use buffer::MAX_TRANSFER;

@@ -66,6 +66,9 @@ impl FileDriver {
 /// What the pool's threads and its submitters share.
 pub(crate) struct Pool {
     runner: Runner,
+    /// Whether `lio_listio` does cached reads on the calling thread
+    /// ([`FilePoolBuilder::cached_reads_on_caller`](crate::FilePoolBuilder::cached_reads_on_caller)).
+    pub(crate) caller_reads: bool,
     stopping: AtomicBool,
     /// Submissions between their check of `stopping` and their push.
     submitting: AtomicUsize,
@@ -110,6 +113,7 @@ impl Pool {
         driver: FileDriver,
         threads: usize,
         pin: bool,
+        caller_reads: bool,
     ) -> io::Result<(Arc<Pool>, Vec<JoinHandle<()>>, FileDriver)> {
         let (runner, driver, threads) = match driver.resolve() {
             #[cfg(target_os = "linux")]
@@ -123,6 +127,7 @@ impl Pool {
         };
         let pool = Arc::new(Pool {
             runner,
+            caller_reads,
             stopping: AtomicBool::new(false),
             submitting: AtomicUsize::new(0),
             inflight: Mutex::new(HashMap::new()),

@@ -456,31 +456,38 @@ fn associating_a_callers_descriptor_meets_emfile() {
     });
 }
 
-/// A `lio_listio` call takes one descriptor per file it names, a duplicate its requests run
-/// on: with none free, each entry fails with `EMFILE` (its `aio_error`) and nothing is
-/// queued; then the same list reads.
+/// A `lio_listio` call takes one descriptor per file its pool requests name, a duplicate
+/// they run on: with none free, a write entry fails with `EMFILE` (its `aio_error`) and
+/// nothing is queued; then the same list writes. A read of cached pages, done on the
+/// calling thread from the caller's own descriptor, needs none: it reads with the table
+/// full.
 #[test]
 fn a_lio_listio_entry_meets_emfile() {
     in_child("a_lio_listio_entry_meets_emfile", || {
         let pool = FilePool::builder().threads(1).build().unwrap();
         let file = unlinked_file("exhaustion");
         file.write_all_at(b"0123456789", 0).unwrap();
-        let mut buf = [0u8; 4];
-        let mut aiocb = iocp::Aiocb::new(file.as_raw_fd(), Opcode::Read, 5, buf.as_mut_ptr(), 4);
-        let cb: *mut iocp::Aiocb = &mut aiocb;
-        let mut table = Table::full();
-        let read = meets_emfile(&mut table, "a lio_listio entry", || {
+        let list = |opcode, buf: &mut [u8; 4]| {
+            let mut aiocb = iocp::Aiocb::new(file.as_raw_fd(), opcode, 5, buf.as_mut_ptr(), 4);
             // SAFETY: `aiocb` and `buf` outlive the call, which waits for the request.
-            let listed = unsafe { pool.lio_listio(iocp::LioMode::Wait, &[cb]) };
-            // SAFETY: `cb` points at `aiocb`, which nothing else uses meanwhile.
-            let done = unsafe { &*cb };
+            let listed = unsafe { pool.lio_listio(iocp::LioMode::Wait, &[&mut aiocb]) };
             match listed {
-                Ok(()) => done.result(),
-                Err(_) => Err(io::Error::from_raw_os_error(done.error())),
+                Ok(()) => aiocb.result(),
+                Err(_) => Err(io::Error::from_raw_os_error(aiocb.error())),
             }
+        };
+        let mut table = Table::full();
+        let mut buf = [0u8; 4];
+        assert_eq!(list(Opcode::Read, &mut buf).unwrap(), 4, "a cached read");
+        assert_eq!(&buf, b"5678");
+        let written = meets_emfile(&mut table, "a lio_listio write", || {
+            let mut data = *b"abcd";
+            list(Opcode::Write, &mut data)
         });
         drop(table);
-        assert_eq!(read, 4);
-        assert_eq!(&buf, b"5678");
+        assert_eq!(written, 4);
+        let mut back = [0u8; 4];
+        file.read_exact_at(&mut back, 5).unwrap();
+        assert_eq!(&back, b"abcd");
     });
 }

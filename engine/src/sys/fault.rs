@@ -80,6 +80,8 @@ pub enum Call {
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub use imp::fail;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) use imp::armed;
 pub(crate) use imp::take;
 
 /// The seam's allocation point: `ENOMEM` (or the errno a rule names) where a rule says this
@@ -104,6 +106,13 @@ mod imp {
     #[inline(always)]
     pub(crate) fn take(_call: Call, _fd: std::os::fd::RawFd) -> Option<i32> {
         None
+    }
+
+    /// Whether a rule for `call` is armed: never, outside tests.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[inline(always)]
+    pub(crate) fn armed(_call: Call) -> bool {
+        false
     }
 }
 
@@ -163,6 +172,19 @@ mod imp {
         rule.remaining -= 1;
         rule.hits.fetch_add(1, Ordering::Relaxed);
         Some(rule.errno)
+    }
+
+    /// Whether a rule for `call` with faults left is armed (whatever its descriptor or
+    /// thread): a fast path that would bypass the call stands aside then.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn armed(call: Call) -> bool {
+        // Relaxed: as in `take`.
+        ARMED.load(Ordering::Relaxed) != 0
+            && RULES
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|rule| rule.call == call && rule.remaining > 0)
     }
 
     /// The file `fd` refers to. A plain `fstat`, not the engine's (which passes through the

@@ -27,6 +27,43 @@ pub(crate) unsafe fn pread(
     })
 }
 
+/// A read that completes only if it can without waiting (`preadv2` with `RWF_NOWAIT`: the
+/// pages are in the page cache): `Some(n)` when all `len` bytes were read, `None` when the
+/// read must go to the pool instead — some pages are not cached (`EAGAIN`), the file
+/// system or kernel does not take the flag, the file is shorter (a short count could be
+/// either), or any other error, which the pool's `pread` meets and reports itself. Never
+/// tried while a test has armed a `pread` fault, so that the fault is met where it would be.
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes for the duration of the call.
+pub(crate) unsafe fn pread_cached(
+    fd: RawFd,
+    buf: *mut u8,
+    len: usize,
+    offset: u64,
+) -> Option<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        if super::fault::armed(Call::Pread) {
+            return None;
+        }
+        let iov = libc::iovec {
+            iov_base: buf.cast(),
+            iov_len: len,
+        };
+        // SAFETY: `iov` names the caller's buffer, writable for `len` bytes; the offset was
+        // checked to fit `off_t`.
+        let n = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
+        (n >= 0 && n as usize == len).then_some(len)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (fd, buf, len, offset);
+        None
+    }
+}
+
 /// `pwrite`: bytes written.
 ///
 /// # Safety

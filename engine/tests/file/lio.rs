@@ -6,8 +6,14 @@ use crate::common::files::TempDir;
 use crate::common::ports::close_keeping_number;
 use crate::common::rng::pattern;
 use crate::common::timing::BULK_PATIENCE;
-use crate::{aio_state, assert_quiet, collect, pool, Busy, Entry, Lio, Watchdog, BUSY, KIB};
-use iocp::{Aiocb, Event, LioMode, Port, AIO_EXTENDED, LIO_NOP, LIO_READ, MAX_TRANSFER};
+use crate::{
+    aio_state, assert_quiet, collect, pool, pool_from, queued_pool, Busy, Entry, Lio, TestPool,
+    Watchdog, BUSY, KIB,
+};
+use iocp::{
+    AioCancel, Aiocb, Completion, Event, FileDriver, FilePool, LioMode, Port, AIO_EXTENDED,
+    CALLER_READ_MAX, LIO_NOP, LIO_READ, MAX_TRANSFER,
+};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::os::fd::{AsRawFd, RawFd};
@@ -67,7 +73,7 @@ fn lio_wait_returns_with_every_request_done_and_posts_no_record() {
 
 #[test]
 fn lio_nowait_returns_at_once_and_reports_through_aiocbs_and_records_keyed_zero() {
-    let pool = pool(1);
+    let pool = queued_pool(1);
     let mut busy = Busy::new();
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-lio-nowait");
@@ -397,4 +403,103 @@ fn lio_naming_a_closed_port_fails_that_entry_with_ebadf() {
         );
         assert_eq!(errno(returned), libc::EIO, "{mode:?}");
     }
+}
+
+/// A pool whose only thread is on a long read, where cached reads are done by the caller
+/// (the default).
+fn busy_caller_reads_pool() -> (TestPool, Busy) {
+    let pool = pool_from(FilePool::builder().driver(FileDriver::Threads).threads(1));
+    let mut busy = Busy::new();
+    busy.start(&pool, BUSY);
+    (pool, busy)
+}
+
+#[test]
+fn cached_reads_are_done_by_the_caller_before_lio_listio_returns() {
+    let (pool, busy) = busy_caller_reads_pool();
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-lio-caller-reads");
+    let data = pattern(71, 64 * KIB);
+    let file = scratch.file("data", &data);
+    let fd = file.as_raw_fd();
+    let offsets = [0, 4 * KIB, 60 * KIB, 12 * KIB];
+    let gmcs = Lio::new(
+        offsets
+            .iter()
+            .map(|&at| Entry::read(fd, at, 4 * KIB, Some(&port)))
+            .collect(),
+    );
+    let plain = Lio::new(
+        offsets
+            .iter()
+            .map(|&at| Entry::read(fd, at, 4 * KIB, None))
+            .collect(),
+    );
+    // SAFETY: both lists outlive their requests, which are done when the calls return.
+    unsafe { pool.lio_listio(LioMode::NoWaitGmcs, &gmcs.list()) }.unwrap();
+    // SAFETY: as above.
+    unsafe { pool.lio_listio(LioMode::NoWait, &plain.list()) }.unwrap();
+    assert!(
+        busy.running(),
+        "the pool's thread finished its long read too soon"
+    );
+    // The records are in the port already: no wait, though the only thread is busy.
+    let mut out = [Completion::default(); 8];
+    let drained = port.get_many(&mut out, 0, None).unwrap();
+    assert_eq!(drained.count, offsets.len(), "{:?}", &out[..drained.count]);
+    let mut seen = HashSet::new();
+    for record in &out[..drained.count] {
+        let i = gmcs.index_of(record);
+        assert!(seen.insert(i), "two records for entry {i}");
+        assert_eq!(
+            (record.key(), record.error(), record.bytes()),
+            (0, 0, 4 * KIB as u32)
+        );
+    }
+    for (i, &at) in offsets.iter().enumerate() {
+        assert!(gmcs.buf(i) == &data[at..at + 4 * KIB], "entry {i}");
+        assert!(plain.buf(i) == &data[at..at + 4 * KIB], "entry {i}");
+        assert_eq!(aio_state(plain.cb(i)), (0, 4 * KIB as isize), "entry {i}");
+        // Done before the call returned: nothing to cancel.
+        let cancel = pool.aio_cancel(fd, Some(plain.ptr(i))).unwrap();
+        assert_eq!(cancel, AioCancel::AllDone);
+    }
+    busy.finish();
+    assert_quiet(&port);
+}
+
+#[test]
+fn writes_large_reads_and_reads_of_streams_go_to_the_pool() {
+    let (pool, busy) = busy_caller_reads_pool();
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-lio-pool-reads");
+    let large = CALLER_READ_MAX + 4 * KIB;
+    let data = pattern(72, large);
+    let file = scratch.file("data", &data);
+    let fd = file.as_raw_fd();
+    let (stream, _writer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let lio = Lio::new(vec![
+        Entry::read(fd, 0, large, Some(&port)),
+        Entry::read(stream.as_raw_fd(), 0, 4 * KIB, Some(&port)),
+        Entry::write(fd, 0, b"abcd".to_vec(), Some(&port)),
+    ]);
+    // SAFETY: `lio` outlives its requests: every record is dequeued below.
+    unsafe { pool.lio_listio(LioMode::NoWait, &lio.list()) }.unwrap();
+    let states: Vec<i32> = (0..lio.len()).map(|i| lio.cb(i).error()).collect();
+    let still_busy = busy.running();
+    busy.finish();
+    if still_busy {
+        assert!(
+            states.iter().all(|&state| state == libc::EINPROGRESS),
+            "done before the pool's only thread was free: {states:?}"
+        );
+    }
+    let records = collect(&port, lio.len());
+    assert_eq!(records.len(), lio.len());
+    assert_eq!(aio_state(lio.cb(0)), (0, large as isize));
+    assert!(lio.buf(0) == &data[..]);
+    // Positioned I/O on a stream: the pool's `pread` says so.
+    assert_eq!(aio_state(lio.cb(1)), (libc::ESPIPE, -1));
+    assert_eq!(aio_state(lio.cb(2)), (0, 4));
+    assert_quiet(&port);
 }

@@ -199,12 +199,24 @@ fn pool(threads: usize) -> TestPool {
 }
 
 /// A pool on the thread driver, for the tests of what only it has: a queue of requests not
-/// yet started (which a cancel still catches) and threads kept busy by [`Busy`].
+/// yet started (which a cancel still catches) and threads kept busy by [`Busy`]. Cached
+/// reads queue too, rather than being done by the caller.
 fn threads_pool(threads: usize) -> TestPool {
     pool_from(
         FilePool::builder()
             .driver(FileDriver::Threads)
-            .threads(threads),
+            .threads(threads)
+            .cached_reads_on_caller(false),
+    )
+}
+
+/// A pool on the default driver where every request goes to the pool, cached reads too:
+/// for the tests of requests in flight behind a busy one.
+fn queued_pool(threads: usize) -> TestPool {
+    pool_from(
+        FilePool::builder()
+            .threads(threads)
+            .cached_reads_on_caller(false),
     )
 }
 

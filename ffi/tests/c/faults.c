@@ -374,12 +374,17 @@ static void duplicate_fails(void)
     FAILS_WITH(CreateIoCompletionPort(sv[0], port, 6, 0) == 0, EMFILE);
     disarm(rule, 1);
 
-    struct iocp_aiocb cb;
-    struct iocp_aiocb *list[1] = { &cb };
+    /* A write runs on the pool, on the library's duplicate of the file, which it cannot
+     * make. (A read of cached pages is done by the caller on its own descriptor.) */
+    struct iocp_aiocb cb, write_cb;
+    struct iocp_aiocb *list[1] = { &cb }, *write_list[1] = { &write_cb };
     aiocb_for(&cb, file, IOCP_LIO_READ, 0, buf, 8, port);
+    char ff[8];
+    memset(ff, 'f', sizeof ff);
+    aiocb_for(&write_cb, file, IOCP_LIO_WRITE, 0, ff, 8, port);
     rule = arm("Fcntl", EMFILE, file, 1);
-    FAILS_WITH(iocp_lio_listio(IOCP_LIO_NOWAIT, list, 1, NULL) == -1, EIO);
-    CHECK(iocp_aio_error(&cb) == EMFILE && iocp_aio_return(&cb) == -1);
+    FAILS_WITH(iocp_lio_listio(IOCP_LIO_NOWAIT, write_list, 1, NULL) == -1, EIO);
+    CHECK(iocp_aio_error(&write_cb) == EMFILE && iocp_aio_return(&write_cb) == -1);
     disarm(rule, 1);
     CHECK(open_fds() == before);
     expect_no_record(port);
