@@ -31,7 +31,8 @@ use std::sync::Arc;
 /// (`EBADF`), or no port at all in [`LioMode::NoWaitGmcs`] (`EINVAL`) — does not
 /// disturb the others: its aiocb gets the error (in `NoWaitGmcs`, a record with the
 /// error goes to its port when it has one) and the call returns `EIO` after queuing the
-/// rest. `EAGAIN` once the pool is stopping.
+/// rest. In [`LioMode::Wait`] it also returns `EIO` when a request failed as it ran (its
+/// aiocb holds the error), as POSIX has it. `EAGAIN` once the pool is stopping.
 ///
 /// # Safety
 ///
@@ -136,6 +137,14 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
         // Even a refused list waits for what it queued: its aiocbs are in use until then.
         wait.done();
         wait.wait();
+        // POSIX's `LIO_WAIT` fails with `EIO` when any request failed, also one that failed
+        // as it ran (its aiocb holds its error), not only one that could not be queued.
+        failed |= list.iter().any(|&entry| {
+            // SAFETY: non-NULL entries point to live aiocbs (the caller's contract), whose
+            // requests are all done now.
+            unsafe { entry.as_ref() }
+                .is_some_and(|aiocb| aiocb.opcode().ok() != Some(Opcode::Nop) && aiocb.error() != 0)
+        });
     }
     if refused {
         return Err(io::Error::from_raw_os_error(libc::EAGAIN));

@@ -361,6 +361,35 @@ fn lio_wait_fails_bad_entries_alone_with_their_errno_and_returns_eio() {
     lio_refuses_bad_entries_alone(LioMode::Wait);
 }
 
+/// POSIX: `LIO_WAIT` returns `EIO` when any request failed, also one that was queued and
+/// failed as it ran (here a read of a file opened for writing only: `EBADF` from `pread`),
+/// while the others complete.
+#[test]
+fn lio_wait_returns_eio_when_a_request_fails_as_it_runs() {
+    let pool = pool(1);
+    let scratch = TempDir::new("file-lio-wait-run-error");
+    let data = pattern(66, 8 * KIB);
+    let readable = scratch.file("data", &data);
+    let write_only = std::fs::OpenOptions::new()
+        .write(true)
+        .open(scratch.path("data"))
+        .unwrap();
+    let lio = Lio::new(vec![
+        Entry::read(readable.as_raw_fd(), 0, 512, None),
+        Entry::read(write_only.as_raw_fd(), 512, 512, None),
+    ]);
+    // SAFETY: `lio` outlives both requests, which are done when the call returns.
+    let returned = unsafe { pool.lio_listio(LioMode::Wait, &lio.list()) };
+    assert_eq!(errno(returned), libc::EIO);
+    assert_eq!(aio_state(lio.cb(0)), (0, 512));
+    assert!(lio.buf(0) == &data[..512]);
+    assert_eq!(aio_state(lio.cb(1)), (libc::EBADF, -1));
+    // Every request done and fine: 0.
+    let good = Lio::new(vec![Entry::read(readable.as_raw_fd(), 0, 512, None)]);
+    // SAFETY: as above.
+    unsafe { pool.lio_listio(LioMode::Wait, &good.list()) }.unwrap();
+}
+
 #[test]
 fn lio_nowait_fails_bad_entries_alone_with_their_errno_and_returns_eio() {
     lio_refuses_bad_entries_alone(LioMode::NoWait);

@@ -268,13 +268,14 @@ static void file_requests_fail(void)
     CHECK(iocp_aio_error(&cb_b) == ENOMEM && iocp_aio_return(&cb_b) == -1);
     disarm(rule, 1);
 
-    /* IOCP_LIO_WAIT: the call returns when both are done (0: each entry was queued); the
-     * failed entry's aiocb says why, its file is unchanged, and no record is queued. */
+    /* IOCP_LIO_WAIT: the call returns when both are done, with EIO since one failed (as
+     * POSIX has it); the failed entry's aiocb says why, its file is unchanged, and no
+     * record is queued. */
     char big_a[] = "AAAAAAAA", big_b[] = "BBBBBBBB";
     aiocb_for(&cb_a, a, IOCP_LIO_WRITE, 0, big_a, 8, port);
     aiocb_for(&cb_b, b, IOCP_LIO_WRITE, 0, big_b, 8, port);
     rule = arm("Pwrite", ENOSPC, a, 1);
-    CHECK(iocp_lio_listio(IOCP_LIO_WAIT, list, 2, NULL) == 0);
+    FAILS_WITH(iocp_lio_listio(IOCP_LIO_WAIT, list, 2, NULL) == -1, EIO);
     CHECK(iocp_aio_error(&cb_a) == ENOSPC && iocp_aio_return(&cb_a) == -1);
     CHECK(iocp_aio_error(&cb_b) == 0 && iocp_aio_return(&cb_b) == 8);
     char check[8];
