@@ -78,10 +78,10 @@ pub enum Call {
     Alloc,
 }
 
-#[cfg(any(test, feature = "fault-injection"))]
-pub use imp::fail;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) use imp::armed;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use imp::fail;
 pub(crate) use imp::take;
 
 /// The seam's allocation point: `ENOMEM` (or the errno a rule names) where a rule says this
