@@ -17,8 +17,9 @@
 //! * `echo`: TCP echo on loopback, 64-byte messages, 1 to 256 connections, closed and open
 //!   loop, iocp's two drives against the same server on mio, tokio and io_uring
 //!   ([`scenario::echo`], driven by [`loadgen`]).
-//! * `file`: 4 KiB random reads of a page-cached file, iocp's `lio_listio` at queue depths
-//!   16 and 64 against a `pread` loop and fio ([`scenario::file`]).
+//! * `file`: 4 KiB random reads, iocp's `lio_listio` on its thread and io_uring drivers
+//!   against a `pread` loop and fio: of a page-cached file at queue depths 16 and 64, and
+//!   with `O_DIRECT` from the local disk at queue depths 1 and 32 ([`scenario::file`]).
 //! * `resp`: `redis-benchmark` SET and GET, 50 clients, pipelines of 1 and 16, against
 //!   iocp's `resp_server` example and against `redis-server` ([`scenario::resp`]).
 //!
@@ -88,7 +89,7 @@ enum Command {
     Wake,
     /// TCP echo, 64 B, 1/64/256 connections, closed and open loop, against mio, tokio, io_uring.
     Echo,
-    /// 4 KiB random reads of a cached file, lio_listio at QD 16/64, against pread and fio.
+    /// 4 KiB random reads, cached (QD 16/64) and O_DIRECT (QD 1/32): lio_listio on both drivers, pread, fio.
     File,
     /// redis-benchmark SET/GET, 50 clients, pipeline 1/16: resp_server against redis-server.
     Resp,
@@ -162,9 +163,9 @@ impl Settings {
     fn new(cli: &Cli) -> Settings {
         // Full run: drain is 53 measurements x 5 rounds x 0.3 s = 80 s (89 with --pin on 2
         // cores: 133 s), wake 6 x 12 x 0.3 s = 23 s (46 s pinned too), echo about 65 s (of
-        // which its 10,000-connection row 10 s) and file about 15 s (their modules derive
+        // which its 10,000-connection row 10 s) and file about 45 s (their modules derive
         // their lengths from this duration), resp about 30 s (a fixed number of requests):
-        // about three and a half minutes on 2 cores, four and a half with --pin.
+        // about four minutes on 2 cores, five with --pin.
         let (duration, drain_rounds, wake_rounds, idle_wait) = if cli.quick {
             (Duration::from_millis(20), 3, 2, Duration::from_millis(250))
         } else {

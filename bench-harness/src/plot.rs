@@ -10,7 +10,9 @@
 //!   grouped bars, the scale row's (many connections, few active) last;
 //! * `echo-latency.svg`: open-loop latency (from the intended send time) against
 //!   percentile, a panel per connection count, a curve per server;
-//! * `file-iops.svg`: reads/s per queue depth and implementation, as grouped bars;
+//! * `file-iops.svg`: reads/s per queue depth and implementation, as grouped bars with a
+//!   whisker from the lowest round to the highest, a panel per part (page-cached file,
+//!   `O_DIRECT` reads from the disk);
 //! * `resp.svg`: requests/s, p50 and p99 per test and pipeline depth, a panel each, a bar
 //!   per server (the median over the rounds) with a whisker from the lowest to the highest.
 
@@ -106,10 +108,11 @@ fn resp_color(server: resp::Server) -> RGBColor {
     }
 }
 
-/// iocp in blue, the peers in their own colors.
+/// iocp's drivers in the blues of the other plots, the peers in their own colors.
 fn file_color(subject: file::Subject) -> RGBColor {
     match subject {
-        file::Subject::Iocp => TAB_BLUE,
+        file::Subject::IocpThreads => TAB_BLUE,
+        file::Subject::IocpUring => TAB_CYAN,
         file::Subject::Pread => TAB_ORANGE,
         file::Subject::FioPsync => TAB_GREEN,
         file::Subject::FioIoUring => TAB_RED,
@@ -179,41 +182,66 @@ fn echo_throughput(dir: &Path, report: &echo::Report) -> io::Result<Option<Strin
     )
 }
 
-/// `file-iops.svg`, unless nothing was measured.
+/// `file-iops.svg`, unless nothing was measured: a panel per part that ran.
 fn file_iops(dir: &Path, report: &file::Report) -> io::Result<Option<String>> {
-    let Some(first) = report.groups.first() else {
-        return Ok(None);
-    };
-    let series: Vec<Series> = first
-        .rows
-        .iter()
-        .map(|row| Series {
-            name: row.name,
-            color: file_color(row.subject),
-            values: report
-                .groups
+    let parts: Vec<&file::Part> = [&report.cached, &report.direct]
+        .into_iter()
+        .filter(|part| {
+            part.groups
                 .iter()
-                .map(|group| {
-                    let row = group.rows.iter().find(|r| r.subject == row.subject)?;
-                    row.outcome.iops()
-                })
-                .collect(),
-            ranges: Vec::new(),
+                .flat_map(|group| &group.rows)
+                .any(|row| row.outcome.iops().is_some())
         })
         .collect();
-    let labels: Vec<String> = report
-        .groups
-        .iter()
-        .map(|group| format!("queue depth {}", group.queue_depth))
-        .collect();
-    grouped_bars(
-        dir,
-        "file-iops.svg",
-        "file: 4 KiB random reads of a page-cached file (median reads/s)",
-        "reads/s",
-        &labels,
-        &series,
-    )
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let name = "file-iops.svg";
+    let path = dir.join(name);
+    let root = SVGBackend::new(&path, (WIDTH, HEIGHT * parts.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root
+        .titled(
+            "file: 4 KiB random reads (median reads/s, lowest to highest round)",
+            ("sans-serif", 22),
+        )
+        .map_err(plot_error)?;
+    for (area, part) in root.split_evenly((parts.len(), 1)).iter().zip(parts) {
+        let series: Vec<Series> = file::SUBJECTS
+            .iter()
+            .map(|&subject| {
+                let rows: Vec<Option<&file::Row>> = part
+                    .groups
+                    .iter()
+                    .map(|group| group.rows.iter().find(|row| row.subject == subject))
+                    .collect();
+                Series {
+                    name: subject.name(),
+                    color: file_color(subject),
+                    values: rows.iter().map(|&row| row?.outcome.iops()).collect(),
+                    ranges: rows.iter().map(|&row| row?.outcome.range()).collect(),
+                }
+            })
+            .collect();
+        let labels: Vec<String> = part
+            .groups
+            .iter()
+            .map(|group| format!("queue depth {}", group.queue_depth))
+            .collect();
+        let place = part
+            .filesystem
+            .as_ref()
+            .map_or_else(String::new, |filesystem| format!(" in {filesystem}"));
+        let title = match part.kind {
+            file::Kind::Cached => format!("page-cached {} MiB file", part.file_bytes >> 20),
+            file::Kind::Direct => {
+                format!("O_DIRECT, {} MiB file{place}", part.file_bytes >> 20)
+            }
+        };
+        bar_panel(area, (&title, 16), "reads/s", &labels, &series)?;
+    }
+    root.present().map_err(plot_error)?;
+    Ok(Some(name.to_owned()))
 }
 
 /// Grouped bars on a linear axis from zero: a group per label, a bar per series. `None`

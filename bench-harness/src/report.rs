@@ -437,65 +437,14 @@ fn echo_scale_table(out: &mut String, scale: &echo::scale::Scale) {
     }
 }
 
-/// The `file` section: a block per queue depth, then the ratios and fio's status.
+/// The `file` section: each part (cached, `O_DIRECT`) with a block per queue depth and its
+/// target, then the io_uring driver's and fio's status.
 fn file_table(out: &mut String, report: &file::Report) {
-    let _ = writeln!(
-        out,
-        "\nfile: {} KiB random reads of a page-cached {} MiB file, IOPS (median of {} runs of {:.2} s); iocp file pool: {} threads",
-        report.block_bytes / 1024,
-        report.file_bytes >> 20,
-        report.rounds,
-        report.duration_s,
-        report.pool_threads
-    );
-    let _ = writeln!(
-        out,
-        "{:<4} {:<26} {:>4} {:>10} {:>12}",
-        "QD", "implementation", "QD", "IOPS", "iocp / this"
-    );
-    for group in &report.groups {
-        let iocp = group
-            .rows
-            .iter()
-            .find(|row| row.subject == file::Subject::Iocp)
-            .and_then(|row| row.outcome.iops());
-        let mut label = group.queue_depth.to_string();
-        for row in &group.rows {
-            match &row.outcome {
-                file::Outcome::Measured { iops, .. } => {
-                    let versus = match (row.subject, iocp) {
-                        (file::Subject::Iocp, _) | (_, None) => "-".to_owned(),
-                        (_, Some(iocp)) => format!("{:.2}x", iocp / iops),
-                    };
-                    let _ = writeln!(
-                        out,
-                        "{label:<4} {:<26} {:>4} {:>10} {versus:>12}",
-                        row.name,
-                        row.queue_depth,
-                        si(*iops)
-                    );
-                }
-                file::Outcome::Skipped { reason } => {
-                    let _ = writeln!(
-                        out,
-                        "{label:<4} {:<26} {:>4} skipped: {reason}",
-                        row.name, row.queue_depth
-                    );
-                }
-            }
-            label.clear();
-        }
-        if let Some(r) = group.iocp_to_pread {
-            let _ = writeln!(
-                out,
-                "{:<4} iocp / pread loop = {r:.2}x (target >= {:.0}x: {}); iocp / fio psync = {}; iocp / fio io_uring = {}",
-                "",
-                report.target_ratio,
-                verdict(r >= report.target_ratio),
-                ratio(group.iocp_to_fio_psync),
-                ratio(group.iocp_to_fio_io_uring)
-            );
-        }
+    for part in [&report.cached, &report.direct] {
+        file_part_table(out, report, part);
+    }
+    if let Some(reason) = &report.io_uring_refused {
+        let _ = writeln!(out, "iocp io_uring driver: skipped: {reason}");
     }
     match &report.fio {
         file::Fio::Found { version } => {
@@ -504,6 +453,77 @@ fn file_table(out: &mut String, report: &file::Report) {
         file::Fio::Missing { reason, install } => {
             let _ = writeln!(out, "fio: skipped: {reason}; to install it, {install}");
         }
+    }
+}
+
+/// One part of the `file` section: a row per implementation and queue depth, with each
+/// iocp driver's IOPS over the row's.
+fn file_part_table(out: &mut String, report: &file::Report, part: &file::Part) {
+    let place = part
+        .filesystem
+        .as_ref()
+        .map_or_else(String::new, |filesystem| format!(" in {filesystem}"));
+    let what = match part.kind {
+        file::Kind::Cached => format!("a page-cached {} MiB file{place}", part.file_bytes >> 20),
+        file::Kind::Direct => format!(
+            "a {} MiB file{place}, opened with O_DIRECT",
+            part.file_bytes >> 20
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "\nfile, {}: {} KiB random reads of {what}, IOPS (median of {} runs of {:.2} s); thread driver: {} threads",
+        match part.kind {
+            file::Kind::Cached => "cached",
+            file::Kind::Direct => "O_DIRECT",
+        },
+        report.block_bytes / 1024,
+        report.rounds,
+        report.duration_s,
+        report.pool_threads
+    );
+    if let Some(reason) = &part.skipped {
+        let _ = writeln!(out, "skipped: {reason}");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<4} {:<36} {:>4} {:>10} {:>16} {:>16}",
+        "QD", "implementation", "QD", "IOPS", "threads / this", "io_uring / this"
+    );
+    for group in &part.groups {
+        let mut label = group.queue_depth.to_string();
+        for row in &group.rows {
+            match &row.outcome {
+                file::Outcome::Measured { iops, .. } => {
+                    let [threads, uring] = file::IOCP.map(|iocp| {
+                        ratio(
+                            group
+                                .ratios
+                                .iter()
+                                .find(|r| r.iocp == iocp && r.over == row.subject)
+                                .and_then(|r| r.ratio),
+                        )
+                    });
+                    let _ = writeln!(
+                        out,
+                        "{label:<4} {:<36} {:>4} {:>10} {threads:>16} {uring:>16}",
+                        row.name,
+                        row.queue_depth,
+                        si(*iops)
+                    );
+                }
+                file::Outcome::Skipped { reason } => {
+                    let _ = writeln!(
+                        out,
+                        "{label:<4} {:<36} {:>4} skipped: {reason}",
+                        row.name, row.queue_depth
+                    );
+                }
+            }
+            label.clear();
+        }
+        targets(out, 5, &group.targets);
     }
 }
 

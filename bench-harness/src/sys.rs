@@ -1,12 +1,15 @@
 //! The few system calls the harness makes itself: the raw futex of the `wake` peer, the
 //! thread CPU clock of the idle-waiter measurement, `uname` for the machine record,
-//! `dlopen` for the C library the C ABI rows load, and the descriptor limit, resident
-//! memory and heap trim of the echo scale row.
+//! `dlopen` for the C library the C ABI rows load, the descriptor limit, resident memory
+//! and heap trim of the echo scale row, and the filesystem checks, `O_DIRECT` and page-cache
+//! advice of the `file` scenario.
 
 use std::ffi::{c_void, CStr, CString};
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
@@ -186,6 +189,65 @@ fn dl_error() -> String {
         .into_owned()
 }
 
+/// statfs's `f_type` of tmpfs (`TMPFS_MAGIC` in `<linux/magic.h>`).
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+/// statfs's `f_type` of ramfs (`RAMFS_MAGIC`).
+pub const RAMFS_MAGIC: u64 = 0x8584_58f6;
+
+/// The `f_type` statfs reports for the filesystem holding `path` (its magic number).
+pub fn filesystem_magic(path: &Path) -> io::Result<u64> {
+    let name = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `statfs` is plain old data; all-zero bytes are a valid value.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated and `stats` a valid, writable statfs.
+    if unsafe { libc::statfs(name.as_ptr(), &mut stats) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // `f_type` is signed on some targets; the magic numbers are 32-bit patterns.
+    Ok(stats.f_type as u64 & 0xffff_ffff)
+}
+
+/// The type and the source of the filesystem mounted where `path` lives (`("ext4",
+/// "/dev/vda")`): the `/proc/self/mountinfo` line of `path`'s device.
+pub fn mount_of(path: &Path) -> Option<(String, String)> {
+    let dev = fs::metadata(path).ok()?.dev();
+    let device = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").ok()?, &device)
+}
+
+/// The type and source of the first mount of `device` (`major:minor`) in a mountinfo text.
+fn parse_mountinfo(info: &str, device: &str) -> Option<(String, String)> {
+    info.lines().find_map(|line| {
+        // `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`: the device is
+        // the third field; the type and source follow the ` - ` separator.
+        if line.split(' ').nth(2)? != device {
+            return None;
+        }
+        let mut after = line.split_once(" - ")?.1.split(' ');
+        Some((after.next()?.to_owned(), after.next()?.to_owned()))
+    })
+}
+
+/// Opens `path` for reading with `O_DIRECT`: reads go to the device, not the page cache, and
+/// need buffers, offsets and lengths aligned to the device's logical block.
+pub fn open_direct(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
+/// Asks the kernel to drop `file`'s clean pages from the page cache
+/// (`POSIX_FADV_DONTNEED` over the whole file).
+pub fn drop_cached_pages(file: &File) -> io::Result<()> {
+    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open for the call.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    match rc {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
 /// Restricts the calling thread (and the threads and processes it starts later) to `cores`,
 /// if given.
 pub fn pin_set(cores: Option<&[core_affinity::CoreId]>) {
@@ -216,5 +278,22 @@ mod tests {
         assert_eq!(parse_rss(smaps), Some(4228 * 1024));
         assert_eq!(parse_rss("Pss: 12 kB\n"), None);
         assert!(resident_bytes().unwrap() > 0);
+    }
+
+    #[test]
+    fn mountinfo_names_the_device_s_filesystem() {
+        let info = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                    1 0 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                    30 1 0:26 / /tmp rw shared:5 - tmpfs tmpfs rw,size=1024k\n";
+        assert_eq!(
+            parse_mountinfo(info, "254:0"),
+            Some(("ext4".into(), "/dev/vda".into()))
+        );
+        assert_eq!(
+            parse_mountinfo(info, "0:26"),
+            Some(("tmpfs".into(), "tmpfs".into()))
+        );
+        assert_eq!(parse_mountinfo(info, "8:1"), None);
+        assert_ne!(filesystem_magic(Path::new("/")).unwrap(), 0);
     }
 }
