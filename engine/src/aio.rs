@@ -46,6 +46,8 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
     // A list nearly always reads one file: one duplicate of it per call.
     let mut last_dup: Option<(RawFd, Arc<OwnedFd>, bool)> = None;
     let mut posts = Posts::new();
+    // Whether the last descriptor looked at was opened with `O_DIRECT`: one look per file.
+    let mut last_direct: Option<(RawFd, bool)> = None;
     for &entry in list {
         // SAFETY: the caller guarantees non-NULL entries point to live aiocbs.
         let Some(aiocb) = (unsafe { entry.as_ref() }) else {
@@ -79,7 +81,7 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
             }
         };
         let cached = if pool.caller_reads {
-            read_cached(aiocb)
+            read_cached(aiocb, &mut last_direct)
         } else {
             None
         };
@@ -197,10 +199,12 @@ pub const CALLER_READ_MAX: usize = 64 * 1024;
 /// Reads `aiocb`'s bytes on the calling thread if they are all in the page cache
 /// ([`sysfile::pread_cached`]), straight from the caller's descriptor (it is open for the
 /// length of the call: no duplicate is needed): the byte count, or `None` when the request
-/// must go to the pool (not a read, not cached, not valid: the pool reports its error).
+/// must go to the pool (not a read, not cached, not valid: the pool reports its error; or
+/// a descriptor opened with `O_DIRECT`, whose reads reach the device whatever the flag —
+/// `last_direct` keeps the answer for the list's next entry on the same descriptor).
 /// What makes a list of cached reads cost about what a `pread` loop does, with no hand-off
 /// to a pool thread and back.
-fn read_cached(aiocb: &Aiocb) -> Option<usize> {
+fn read_cached(aiocb: &Aiocb, last_direct: &mut Option<(RawFd, bool)>) -> Option<usize> {
     if aiocb.opcode().ok() != Some(Opcode::Read)
         || aiocb.aio_fildes < 0
         || aiocb.aio_buf.is_null()
@@ -209,6 +213,18 @@ fn read_cached(aiocb: &Aiocb) -> Option<usize> {
         return None;
     }
     let offset = u64::try_from(aiocb.aio_offset).ok()?;
+    let fd = aiocb.aio_fildes;
+    let direct = match *last_direct {
+        Some((known, direct)) if known == fd => direct,
+        _ => {
+            let direct = sysfile::is_direct(fd);
+            *last_direct = Some((fd, direct));
+            direct
+        }
+    };
+    if direct {
+        return None;
+    }
     // SAFETY: the lio caller keeps `aio_buf` writable for `aio_nbytes` bytes until the
     // request is done, which this read is before the call returns.
     unsafe { sysfile::pread_cached(aiocb.aio_fildes, aiocb.aio_buf, aiocb.aio_nbytes, offset) }

@@ -33,6 +33,7 @@ pub(crate) unsafe fn pread(
 /// system or kernel does not take the flag, the file is shorter (a short count could be
 /// either), or any other error, which the pool's `pread` meets and reports itself. Never
 /// tried while a test has armed a `pread` fault, so that the fault is met where it would be.
+/// Not for an `O_DIRECT` descriptor ([`is_direct`]): there the read goes to the device.
 ///
 /// # Safety
 ///
@@ -61,6 +62,23 @@ pub(crate) unsafe fn pread_cached(
     {
         let _ = (fd, buf, len, offset);
         None
+    }
+}
+
+/// Whether `fd` was opened with `O_DIRECT`, whose reads reach the device even under
+/// `RWF_NOWAIT` (which then only avoids waiting for locks): [`pread_cached`] must not be
+/// tried on it. `false` where the system has no `O_DIRECT`, or the flags cannot be read.
+pub(crate) fn is_direct(fd: RawFd) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: F_GETFL reads the file status flags; no memory is passed.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        flags != -1 && flags & libc::O_DIRECT != 0
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = fd;
+        false
     }
 }
 

@@ -532,3 +532,63 @@ fn writes_large_reads_and_reads_of_streams_go_to_the_pool() {
     assert_eq!(aio_state(lio.cb(2)), (0, 4));
     assert_quiet(&port);
 }
+
+/// Regression: `preadv2(RWF_NOWAIT)` on an `O_DIRECT` descriptor does not refuse device
+/// I/O (on ext4 it reads the device and waits), so the caller read every such list entry
+/// itself, one after the other: a queue depth of 32 behaved like 1. An `O_DIRECT` read now
+/// goes to the pool, and here waits behind its only, busy thread.
+#[test]
+fn regression_an_o_direct_read_was_done_by_the_caller() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (pool, busy) = busy_caller_reads_pool();
+    let scratch = TempDir::new("file-lio-direct");
+    let data = pattern(73, 64 * KIB);
+    // Written back and out of the page cache, as a database's file is: a dirty cached page
+    // would make the direct read wait for writeback, which `RWF_NOWAIT` does refuse.
+    let written = scratch.file("data", &data);
+    written.sync_all().unwrap();
+    // SAFETY: posix_fadvise takes the descriptor and plain numbers; no memory.
+    unsafe { libc::posix_fadvise(written.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    drop(written);
+    let direct = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(scratch.path("data"))
+    {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("skipped: the test directory takes no O_DIRECT ({err})");
+            return;
+        }
+    };
+    let layout = std::alloc::Layout::from_size_align(4 * KIB, 4 * KIB).unwrap();
+    // SAFETY: the layout has a non-zero size.
+    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!buf.is_null());
+    let mut aiocb = Aiocb::new(direct.as_raw_fd(), iocp::Opcode::Read, 0, buf, 4 * KIB);
+    let cb: *mut Aiocb = &mut aiocb;
+    // SAFETY: `aiocb` and `buf` outlive the request: it is waited for below.
+    unsafe { pool.lio_listio(LioMode::NoWait, &[cb]) }.unwrap();
+    // SAFETY: `cb` points at `aiocb`, which only the pool writes meanwhile (atomically).
+    let state = unsafe { &*cb }.error();
+    let still_busy = busy.running();
+    busy.finish();
+    if still_busy {
+        assert_eq!(state, libc::EINPROGRESS, "done by the caller");
+    }
+    let deadline = Instant::now() + BULK_PATIENCE;
+    // SAFETY: as above.
+    while unsafe { &*cb }.error() == libc::EINPROGRESS {
+        assert!(
+            Instant::now() < deadline,
+            "the O_DIRECT read never completed"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: as above; the request is done.
+    assert_eq!(aio_state(unsafe { &*cb }), (0, 4 * KIB as isize));
+    // SAFETY: the read is done; `buf` holds 4 KiB written by it.
+    assert!(unsafe { std::slice::from_raw_parts(buf, 4 * KIB) } == &data[..4 * KIB]);
+    // SAFETY: allocated above with `layout`; nothing uses it any more.
+    unsafe { std::alloc::dealloc(buf, layout) };
+}
