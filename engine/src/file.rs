@@ -47,8 +47,9 @@ impl Default for FilePoolBuilder {
 }
 
 impl FilePoolBuilder {
-    /// How requests run: [`FileDriver::Auto`] (the default) is threads, unless the
-    /// environment variable `IOCP_FILE_DRIVER=uring` asks for io_uring.
+    /// How requests run: [`FileDriver::Auto`] (the default) is io_uring where the kernel
+    /// allows it, unless the environment variable `IOCP_FILE_DRIVER=threads` asks for
+    /// threads.
     pub fn driver(mut self, driver: FileDriver) -> FilePoolBuilder {
         self.driver = driver;
         self

@@ -192,8 +192,8 @@ impl Drop for TestPool {
     }
 }
 
-/// A pool on the default driver (threads, unless `IOCP_FILE_DRIVER=uring`), with
-/// `threads` threads if that is the thread driver.
+/// A pool on the default driver (io_uring, unless `IOCP_FILE_DRIVER=threads` or the
+/// kernel refuses it), with `threads` threads if that is the thread driver.
 fn pool(threads: usize) -> TestPool {
     pool_from(FilePool::builder().threads(threads))
 }
