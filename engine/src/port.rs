@@ -18,6 +18,8 @@ use crate::drive::Driven;
 use crate::error;
 use crate::parker::{Parker, Spin, WaitStack};
 use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, OnceLock, Ordering};
+#[cfg(not(loom))]
+use crate::ring::Place;
 use crate::ring::{Consumer, Ring, DEFAULT_CAPACITY, MAX_CAPACITY};
 use crate::sys::{Deadline, WaitStatus};
 use crate::Completion;
@@ -242,7 +244,16 @@ static PORTS: crate::handle::Registry<Port> = crate::handle::Registry::new();
 /// first (see [`Port::with_handle`]).
 #[cfg(not(loom))]
 struct Recent {
-    ports: [Option<(crate::RawHandle, Port)>; RECENT_PORTS],
+    ports: [Option<Kept>; RECENT_PORTS],
+}
+
+/// A port in a thread's [`Recent`].
+#[cfg(not(loom))]
+struct Kept {
+    handle: crate::RawHandle,
+    port: Port,
+    /// Where the thread's posts to the port go (see [`Port::post_to_handle`]).
+    place: Place,
 }
 
 /// How many ports a thread keeps in [`Recent`]: a closed port stays allocated until the
@@ -252,13 +263,40 @@ const RECENT_PORTS: usize = 4;
 
 #[cfg(not(loom))]
 impl Recent {
+    /// The open port its handle `handle` keeps alive, moved or added to the front: from the
+    /// cache, or else from the handle table with a reference kept for next time (one
+    /// reference-count increment). `None` if there is none.
+    #[inline]
+    fn find(&mut self, handle: crate::RawHandle) -> Option<&mut Kept> {
+        // Relaxed: as in `bring_to_front`.
+        let at_front = self.ports[0].as_ref().is_some_and(|kept| {
+            kept.handle == handle && !kept.port.shared.closed.load(Ordering::Relaxed)
+        });
+        if !at_front {
+            self.find_further(handle)?;
+        }
+        self.ports[0].as_mut()
+    }
+
+    /// [`find`](Self::find) when the port is not the front one, or is closed there.
+    #[cold]
+    fn find_further(&mut self, handle: crate::RawHandle) -> Option<()> {
+        if !self.bring_to_front(handle) {
+            // Only a port its handle keeps alive (the C ABI's): a reference kept to a port
+            // that Rust code owns would outlive the owner's last clone.
+            let port = PORTS.get_kept(handle)?;
+            self.keep(handle, port);
+        }
+        Some(())
+    }
+
     /// Whether an open port is kept under `handle`, moving it to the front. A closed one
     /// is let go.
     fn bring_to_front(&mut self, handle: crate::RawHandle) -> bool {
         let Some(i) = self
             .ports
             .iter()
-            .position(|entry| matches!(entry, Some((kept, _)) if *kept == handle))
+            .position(|entry| entry.as_ref().is_some_and(|kept| kept.handle == handle))
         else {
             return false;
         };
@@ -267,7 +305,7 @@ impl Recent {
         // `post` and the waits then settle as they do for any caller.
         let open = self.ports[0]
             .as_ref()
-            .is_some_and(|(_, port)| !port.shared.closed.load(Ordering::Relaxed));
+            .is_some_and(|kept| !kept.port.shared.closed.load(Ordering::Relaxed));
         if !open {
             self.ports[0] = None;
         }
@@ -277,7 +315,11 @@ impl Recent {
     /// Keeps `port` under `handle` at the front, letting the least recent one go.
     fn keep(&mut self, handle: crate::RawHandle, port: Port) {
         self.ports.rotate_right(1);
-        self.ports[0] = Some((handle, port));
+        self.ports[0] = Some(Kept {
+            handle,
+            port,
+            place: Place::default(),
+        });
     }
 }
 
@@ -585,15 +627,9 @@ impl Port {
         let cached = RECENT.try_with(|recent| {
             // Busy only when a signal handler calls in during a call of this thread's.
             let mut recent = recent.try_borrow_mut().ok()?;
-            if !recent.bring_to_front(handle) {
-                // Only a port its handle keeps alive (the C ABI's): a reference kept to a
-                // port that Rust code owns would outlive the owner's last clone.
-                let port = PORTS.get_kept(handle)?;
-                recent.keep(handle, port);
-            }
-            let (_, port) = recent.ports[0].as_ref()?;
-            // The cache stays borrowed while `f` runs (it may block), which keeps `port`.
-            f.take().map(|f| f(port))
+            let kept = recent.find(handle)?;
+            // The cache stays borrowed while `f` runs (it may block), which keeps the port.
+            f.take().map(|f| f(&kept.port))
         });
         match (cached, f) {
             (Ok(Some(result)), _) => Some(result),
@@ -602,6 +638,54 @@ impl Port {
             (_, Some(f)) => PORTS.get(handle).map(|port| f(&port)),
             (_, None) => None,
         }
+    }
+
+    /// Queues `record` on the open port named `handle` (`PostQueuedCompletionStatus`), as
+    /// [`with_handle`](Self::with_handle) running [`post`](Self::post) does; `None` if
+    /// there is no such port.
+    ///
+    /// The thread's port cache keeps, beside each port, the lane the thread's posts to it
+    /// go to, found by its first post through here: later posts go straight to that lane,
+    /// with one thread-local look-up (the cache's) where `with_handle` and `post` make two.
+    #[cfg(not(loom))]
+    #[inline]
+    pub fn post_to_handle(handle: crate::RawHandle, record: Completion) -> Option<io::Result<()>> {
+        let cached = RECENT.try_with(move |recent| {
+            // Busy only when a signal handler calls in during a call of this thread's.
+            let mut recent = recent.try_borrow_mut().ok()?;
+            let kept = recent.find(handle)?;
+            // `find` saw the port open, which is all `post` checks: a post that races
+            // `close` is discarded with the port.
+            let shared = &*kept.port.shared;
+            shared.ring.push_at(&mut kept.place, record);
+            shared.notify();
+            Some(())
+        });
+        match cached {
+            Ok(Some(())) => Some(Ok(())),
+            // As in `with_handle`. The record goes by its fields (see `Lane::spill_one`).
+            _ => Self::post_uncached(
+                handle,
+                record.key(),
+                record.bytes(),
+                record.overlapped(),
+                record.error(),
+            ),
+        }
+    }
+
+    /// [`post_to_handle`](Self::post_to_handle) without the thread's port cache.
+    #[cfg(not(loom))]
+    #[cold]
+    fn post_uncached(
+        handle: crate::RawHandle,
+        key: u64,
+        bytes: u32,
+        overlapped: usize,
+        error: u32,
+    ) -> Option<io::Result<()>> {
+        let record = Completion::new(key, bytes, overlapped).with_error(error);
+        PORTS.get(handle).map(|port| port.post(record))
     }
 
     /// Hands the port to its handle, which keeps it alive until it is closed
@@ -1580,6 +1664,32 @@ mod tests {
         let found = Port::with_handle(new_handle, |port| port.queued()).unwrap();
         assert_eq!(found, 0);
         Port::from_handle(new_handle).unwrap().close().unwrap();
+    }
+
+    #[test]
+    fn posts_through_the_handle_and_through_the_port_keep_the_threads_order() {
+        // A small ring: most records take the overflow, in order with the ring's.
+        let handle = Port::builder().capacity(4).build().unwrap().into_handle();
+        let port = Port::from_handle(handle).unwrap();
+        let record = |i: u32| Completion::new(1, i, i as usize);
+        for i in 0..40 {
+            match i % 3 {
+                0 => port.post(record(i)).unwrap(),
+                _ => Port::post_to_handle(handle, record(i)).unwrap().unwrap(),
+            }
+        }
+        let mut out = [Completion::default(); 64];
+        let drained = port
+            .get_many(&mut out, 40, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(drained.count, 40);
+        assert_eq!(out[..40], (0..40).map(record).collect::<Vec<_>>());
+        port.close().unwrap();
+        // A port that Rust code owns is found by its handle too, without the thread cache.
+        let owned = Port::new().unwrap();
+        let posted = Port::post_to_handle(owned.handle(), record(7));
+        assert!(posted.unwrap().is_ok());
+        assert_eq!(owned.get(Some(Duration::ZERO)).unwrap(), record(7));
     }
 
     #[test]

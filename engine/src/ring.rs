@@ -70,6 +70,8 @@ use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
+#[cfg(not(loom))]
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
@@ -162,6 +164,20 @@ unsafe impl Send for Ring {}
 /// The stamp position `pos` publishes in its slot.
 fn stamp(pos: usize) -> usize {
     pos.wrapping_add(1)
+}
+
+/// Where the calling thread posts on one ring, kept by a cache of the thread's own beside
+/// the ring's port (the port cache behind `Port::with_handle`), so that a post through
+/// that cache makes no second thread-local look-up: the thread's private lane on the ring,
+/// once a post through it ([`Ring::push_at`]) has found one.
+#[cfg(not(loom))]
+#[derive(Default)]
+pub(crate) struct Place {
+    /// The lane and the token of the thread that owns it; `None` until found, and while
+    /// the thread posts on the shared lane.
+    private: Option<(Arc<Lane>, usize)>,
+    /// Neither `Send` nor `Sync`: the lane is the finding thread's own.
+    _thread: PhantomData<*const ()>,
 }
 
 /// A thread's lanes: for each port it posted to, the lane it was given (`None`: the
@@ -286,39 +302,69 @@ impl Ring {
         self.shared.capacity()
     }
 
-    /// Queues `record`, as [`push_many`](Self::push_many) does.
+    /// Queues `record`, as [`push_many`](Self::push_many) does. The record goes from the
+    /// caller's registers straight into its slot.
     pub(crate) fn push(&self, record: Completion) {
-        self.push_many(std::slice::from_ref(&record));
+        self.push_through_cache(move |lane| lane.push(record), |_, _| ());
     }
 
     /// Queues `records` in order on the calling thread's lane: as many as fit into slots
     /// claimed together, the rest into the lane's overflow. Never fails, never drops.
     pub(crate) fn push_many(&self, records: &[Completion]) {
+        self.push_through_cache(|lane| lane.push_many(records), |_, _| ());
+    }
+
+    /// Queues `record` as [`push`](Self::push) does, through `place`: once a post through
+    /// it has found the thread's private lane, the next ones go straight to that lane
+    /// without a look in the thread's lane cache (a thread-local: in a shared library, a
+    /// call to `__tls_get_addr`).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn push_at(&self, place: &mut Place, record: Completion) {
+        if let Some((lane, token)) = &place.private {
+            // Relaxed: only this thread stores its own token in `owner` (its claim in
+            // `acquire_lane`), and only its `Held::drop` clears it. A thread reads its own
+            // latest store of `owner` or a later one, and tokens are never reused, so the
+            // token seen here means the thread still owns the lane; after letting the lane
+            // go (its lane cache torn down at thread exit) it never sees the token again.
+            if lane.producers.owner.load(Ordering::Relaxed) == *token {
+                lane.push(record);
+                // The poster's side of the sleeper Dekker pair (see the module docs).
+                barrier::light();
+                return;
+            }
+            place.private = None;
+        }
+        self.push_through_cache(
+            move |lane| lane.push(record),
+            |lane, token| place.private = Some((Arc::clone(lane), token)),
+        );
+    }
+
+    /// Runs `push` on the lane the thread's lane cache gives (the shared lane when there is
+    /// none, or on a `fifo` ring); `found` learns a private lane with the thread's token.
+    #[inline]
+    fn push_through_cache(&self, push: impl Fn(&Lane), found: impl FnOnce(&Arc<Lane>, usize)) {
         if self.fifo {
-            return self.shared.push_many(records);
+            return push(&self.shared);
         }
         let pushed = HELD.try_with(|held| {
             let mut lanes = held.try_borrow_mut().ok()?;
             let lanes = &mut *lanes;
-            let lane = self.lane_of_this_thread(lanes)?;
-            lane.push_many(records);
+            if !matches!(lanes.held.first(), Some(first) if first.ring == self.id) {
+                self.find_or_acquire(lanes);
+            }
+            // The thread's lane on this ring, taken on its first post; `None`: the shared one.
+            let lane = lanes.held[0].lane.as_ref()?;
+            push(lane);
             // The poster's side of the sleeper Dekker pair (see the module docs).
             barrier::light();
+            found(lane, lanes.token);
             Some(())
         });
         if pushed.ok().flatten().is_none() {
-            self.shared.push_many(records);
+            push(&self.shared);
         }
-    }
-
-    /// The calling thread's private lane on this ring, taking one on the first post;
-    /// `None` for the shared lane.
-    #[inline]
-    fn lane_of_this_thread<'h>(&self, lanes: &'h mut Lanes) -> Option<&'h Lane> {
-        if !matches!(lanes.held.first(), Some(first) if first.ring == self.id) {
-            self.find_or_acquire(lanes);
-        }
-        lanes.held[0].lane.as_deref()
     }
 
     /// Moves this ring's entry to the front of the thread's cache, making one if needed.
@@ -574,6 +620,37 @@ impl Lane {
         self.mask + 1
     }
 
+    /// Queues `record` (see [`Ring::push`]); in a private lane, only its owner calls this.
+    #[inline]
+    fn push(&self, record: Completion) {
+        // Acquire: as in `push_many`.
+        if self.overflow_len.load(Ordering::Acquire) == 0 {
+            let claimed = match self.private {
+                true => self.claim_private(1),
+                false => self.claim_shared(1),
+            };
+            if let Some((pos, _)) = claimed {
+                return self.write_and_publish(pos, record);
+            }
+        }
+        self.spill_one(
+            record.key(),
+            record.bytes(),
+            record.overlapped(),
+            record.error(),
+        );
+    }
+
+    /// [`spill`](Self::spill) of one record, which it takes by its fields: a record passed
+    /// by reference (as `spill` takes it, or by value, which passes the caller's copy)
+    /// would be built in memory by every post, from its 4-byte fields, and the slot write
+    /// that copies it from there right away would stall its 8-byte loads on those stores.
+    #[cold]
+    fn spill_one(&self, key: u64, bytes: u32, overlapped: usize, error: u32) {
+        let record = Completion::new(key, bytes, overlapped).with_error(error);
+        self.spill(std::slice::from_ref(&record));
+    }
+
     /// Queues `records` in order (see [`Ring::push_many`]); in a private lane, only its
     /// owner calls this.
     fn push_many(&self, records: &[Completion]) {
@@ -592,15 +669,21 @@ impl Lane {
                 rest = &rest[claimed..];
             }
         }
-        if rest.is_empty() {
-            return;
+        if !rest.is_empty() {
+            self.spill(rest);
         }
+    }
+
+    /// Queues `records`, for which the ring has no room or behind records already there,
+    /// in the overflow, in order.
+    #[cold]
+    fn spill(&self, records: &[Completion]) {
         // SeqCst: like the shared claim's, this increment is the poster's half of the
         // sleeper Dekker pair (see the module docs and `has_claimed`); release, it also
         // makes the ring claims before it visible to a consumer that sees the count.
-        self.overflow_len.fetch_add(rest.len(), Ordering::SeqCst);
+        self.overflow_len.fetch_add(records.len(), Ordering::SeqCst);
         crate::primitive::loom_seqcst_fence();
-        for record in rest {
+        for record in records {
             self.overflow.push(*record);
         }
     }
@@ -679,6 +762,9 @@ impl Lane {
         }
     }
 
+    // Always inlined: a call would take the record by reference, so every post would build
+    // it in memory (see `spill_one`).
+    #[inline(always)]
     fn write_and_publish(&self, pos: usize, record: Completion) {
         let slot = &self.slots[pos & self.mask];
         slot.record.with_mut(|cell| {
@@ -1184,6 +1270,45 @@ mod tests {
         let mut got: Vec<u64> = drain_all(&ring).iter().map(Completion::key).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3, 9]);
+    }
+
+    /// A post through a [`Place`] made after the thread's lane cache is gone (a thread-local
+    /// torn down after it) finds the lane let go, and posts on the shared lane rather than
+    /// on a lane another thread may own by then.
+    #[test]
+    fn a_place_whose_lane_was_let_go_posts_on_the_shared_lane() {
+        struct PostsAtExit(Arc<Ring>, Place);
+        impl Drop for PostsAtExit {
+            fn drop(&mut self) {
+                self.0.push_at(&mut self.1, rec(2));
+            }
+        }
+        std::thread_local! {
+            static AT_EXIT: RefCell<Option<PostsAtExit>> = const { RefCell::new(None) };
+        }
+        let ring = Arc::new(Ring::new(8, false).unwrap());
+        let r = Arc::clone(&ring);
+        std::thread::spawn(move || {
+            // Set before the thread's first post makes its lane cache, so torn down after it.
+            AT_EXIT.with(|at_exit| *at_exit.borrow_mut() = Some(PostsAtExit(r, Place::default())));
+            AT_EXIT.with(|at_exit| {
+                let mut at_exit = at_exit.borrow_mut();
+                let PostsAtExit(ring, place) = at_exit.as_mut().unwrap();
+                ring.push_at(place, rec(0));
+                assert!(place.private.is_some(), "the first post found the lane");
+                ring.push_at(place, rec(1));
+            });
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            ring.shared.len(),
+            1,
+            "the post at exit went to the shared lane"
+        );
+        let mut got: Vec<usize> = drain_all(&ring).iter().map(|r| r.overlapped()).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2]);
     }
 
     /// A thread posting to many rings in turn keeps one lane on each (found again through
