@@ -1096,7 +1096,7 @@ impl Shared {
             // A batched dequeue may hold the claim for as long as its `Batch` lives.
             // Acquire: pairs with the release in `Exclusive::drop`.
             if self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
-                self.withdraw();
+                self.give_up(counted);
                 return Err(error::busy());
             }
             // Another `get` holds the claim for one copy. With more threads than cores it
@@ -1114,19 +1114,21 @@ impl Shared {
         // Acquire: pairs with the release in `Exclusive::drop`.
         if ready > 0 && self.dequeuers.load(Ordering::Acquire) & EXCLUSIVE != 0 {
             drop(consumer);
-            self.withdraw();
+            self.give_up(counted);
             return Err(error::busy());
         }
         if ready == 0 {
             drop(consumer);
-            self.withdraw();
+            self.give_up(counted);
             return Ok(None);
         }
         consumer.take(ready, |i, record| sink(i, record));
         #[cfg(not(loom))]
         let look = self.due_for_a_look(ready);
         drop(consumer);
-        self.mark_released();
+        if !counted {
+            self.mark_released();
+        }
         #[cfg(not(loom))]
         if look {
             self.poll_reactor();
@@ -1329,17 +1331,34 @@ impl Shared {
             let Some(released) = slot.as_mut() else {
                 return false;
             };
-            if !std::mem::take(&mut released.counted) {
+            if !released.counted {
                 return false;
             }
             if released.is(self) {
+                // Still counted until the attempt settles it (see `try_take`): a thread
+                // that takes something then needs no second look at its mark.
                 return true;
             }
+            released.counted = false;
             if let Some(port) = released.port.upgrade() {
                 port.withdraw();
             }
             false
         })
+    }
+
+    /// Counts this thread out after an attempt that took nothing; `counted`: the attempt
+    /// was made on the thread's place from its last release (see `come_back`), which goes
+    /// with it.
+    fn give_up(&self, counted: bool) {
+        if counted {
+            RELEASED.with(|slot| {
+                if let Some(released) = slot.borrow_mut().as_mut() {
+                    released.counted = false;
+                }
+            });
+        }
+        self.withdraw();
     }
 }
 
