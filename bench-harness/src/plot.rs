@@ -8,8 +8,9 @@
 //!   worker pool), pinned variants marked `*`;
 //! * `echo-throughput.svg`: closed-loop messages/s per connection count and server, as
 //!   grouped bars, the scale row's (many connections, few active) last;
-//! * `echo-latency.svg`: open-loop latency (from the intended send time) against
-//!   percentile, a panel per connection count, a curve per server;
+//! * `echo-latency.svg`: open-loop p99 and p99.9 (from the intended send time) per
+//!   connection count and server, a bar at the median round with a whisker from the lowest
+//!   round to the highest;
 //! * `file-iops.svg`: reads/s per queue depth and implementation, as grouped bars with a
 //!   whisker from the lowest round to the highest, a panel per part (page-cached file,
 //!   `O_DIRECT` reads from the disk);
@@ -411,50 +412,59 @@ fn resp_plot(dir: &Path, report: &resp::Report) -> io::Result<Option<String>> {
     Ok(Some(name.to_owned()))
 }
 
-/// `echo-latency.svg`: a panel per connection count, unless no open loop was measured.
+/// `echo-latency.svg`, unless no open loop was measured: a panel per connection count,
+/// the open loop's p99 and p99.9 per server, a bar at the median round with a whisker from
+/// the lowest round to the highest.
 fn echo_latency(dir: &Path, report: &echo::Report) -> io::Result<Option<String>> {
-    let panels: Vec<(String, Vec<Curve>)> = report
+    let groups: Vec<&echo::Group> = report
         .groups
         .iter()
-        .map(|group| {
-            let curves = group
-                .rows
-                .iter()
-                .filter_map(|row| {
-                    let open = row.open.measured()?;
-                    Some(Curve {
-                        name: row.name,
-                        color: echo_color(row.server),
-                        points: curve_points(&open.curve),
-                    })
-                })
-                .collect();
-            let title = format!(
-                "{} connection{}, {} msg/s",
-                group.connections,
-                plural(group.connections),
-                group.open_rate.map_or("-".into(), si_rounded)
-            );
-            (title, curves)
-        })
-        .filter(|(_, curves): &(String, Vec<Curve>)| !curves.is_empty())
+        .filter(|group| group.rows.iter().any(|row| row.open.measured().is_some()))
         .collect();
-    if panels.is_empty() {
+    if groups.is_empty() {
         return Ok(None);
     }
     let name = "echo-latency.svg";
     let path = dir.join(name);
-    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+    let root = SVGBackend::new(&path, (WIDTH * 3 / 2, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let root = root
         .titled(
-            "echo: open-loop latency from the intended send time (coordinated-omission corrected)",
+            &format!(
+                "echo: open-loop latency from the intended send time (median of {} rounds, lowest to highest)",
+                report.open_rounds
+            ),
             ("sans-serif", 20),
         )
         .map_err(plot_error)?;
-    let areas = root.split_evenly((1, panels.len()));
-    for (area, (title, curves)) in areas.iter().zip(panels) {
-        percentile_panel(area, &title, curves)?;
+    let labels = ["p99".to_owned(), "p99.9".to_owned()];
+    for (area, group) in root.split_evenly((1, groups.len())).iter().zip(groups) {
+        let series: Vec<Series> = group
+            .rows
+            .iter()
+            .map(|row| {
+                let spreads = match row.open.measured() {
+                    Some(open) => [Some(open.p99_ns), Some(open.p99_9_ns)],
+                    None => [None, None],
+                };
+                Series {
+                    name: row.name,
+                    color: echo_color(row.server),
+                    values: spreads.iter().map(|s| s.map(|s| s.median / 1e3)).collect(),
+                    ranges: spreads
+                        .iter()
+                        .map(|s| s.map(|s| (s.min / 1e3, s.max / 1e3)))
+                        .collect(),
+                }
+            })
+            .collect();
+        let title = format!(
+            "{} connection{}, {} msg/s",
+            group.connections,
+            plural(group.connections),
+            group.open_rate.map_or("-".into(), si_rounded)
+        );
+        bar_panel(area, (&title, 16), "latency (µs)", &labels, &series)?;
     }
     root.present().map_err(plot_error)?;
     Ok(Some(name.to_owned()))

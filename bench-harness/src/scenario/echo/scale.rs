@@ -29,7 +29,7 @@
 //! past the hard limit; it is put back afterwards) and is skipped, with the reason, where
 //! the hard limit is too low.
 
-use super::{Context, Merged, Outcome, Server, SERVERS};
+use super::{Context, Merged, Outcome, Server, Spread, SERVERS};
 use crate::latency::Percentiles;
 use crate::loadgen::{self, Mode};
 use crate::process::Process;
@@ -143,7 +143,7 @@ pub(super) fn run(
     let soft = match raise_descriptor_limit(connections) {
         Ok(soft) => soft,
         Err(reason) => {
-            bar.inc((SERVERS.len() * context.timing.rounds) as u64);
+            bar.inc((SERVERS.len() * context.timing.closed_rounds) as u64);
             scale.skipped = Some(reason);
             return scale;
         }
@@ -152,7 +152,7 @@ pub(super) fn run(
         .iter()
         .map(|&server| available(server).map(|()| (Merged::new(), Vec::new())))
         .collect();
-    let rounds = context.timing.rounds;
+    let rounds = context.timing.closed_rounds;
     for round in 1..=rounds {
         for (slot, &server) in merged.iter_mut().zip(&SERVERS) {
             bar.set_message(format!(
@@ -200,9 +200,9 @@ fn summarize(scale: &mut Scale, merged: Vec<Result<(Merged, Vec<f64>), String>>)
         .map(|slot| match slot {
             Ok((merged, memory)) if merged.messages > 0 => Outcome::Measured(Loaded {
                 messages_per_sec: merged.per_sec(),
-                runs: merged.runs,
+                runs: merged.runs(),
                 latency_ns: Percentiles::of(&merged.histogram),
-                idle_bytes_per_connection: median(&memory),
+                idle_bytes_per_connection: Spread::of(&memory).map_or(0.0, |s| s.median),
                 idle_bytes_runs: memory,
             }),
             Ok(_) => Outcome::Skipped {
@@ -231,17 +231,6 @@ fn summarize(scale: &mut Scale, merged: Vec<Result<(Merged, Vec<f64>), String>>)
             outcome,
         })
         .collect();
-}
-
-/// The median of `values` (of an even count, the mean of the middle two); 0 when empty.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
 }
 
 /// Raises the soft descriptor limit to what `connections` need; returns the soft limit to
@@ -360,13 +349,6 @@ fn connect_idle(addr: SocketAddr, count: usize, until: Instant) -> Result<Vec<Tc
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[]), 0.0);
-        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
-        assert_eq!(median(&[4.0, 1.0]), 2.5);
-    }
 
     #[test]
     fn the_descriptor_limit_is_raised_or_the_row_refused() {
