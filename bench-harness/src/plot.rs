@@ -383,7 +383,7 @@ fn resp_plot(dir: &Path, report: &resp::Report) -> io::Result<Option<String>> {
         let series: Vec<Series> = resp::SERVERS
             .iter()
             .map(|&server| {
-                let spreads: Vec<Option<&resp::Spread>> = report
+                let spreads: Vec<Option<&resp::Rounds>> = report
                     .groups
                     .iter()
                     .map(|group| {

@@ -3,7 +3,7 @@
 
 use crate::plot;
 use crate::results::{utc, Results};
-use crate::scenario::echo::spread::{Spread, Standing};
+use crate::scenario::spread::{Spread, Standing};
 use crate::scenario::{drain, echo, file, resp, wake, Target};
 use std::fmt::Write as _;
 use std::fs;
@@ -628,7 +628,7 @@ fn us_short(ns: f64) -> String {
 }
 
 /// Milliseconds over the rounds: `0.207 [0.199 - 0.215]`.
-fn ms(spread: &resp::Spread) -> String {
+fn ms(spread: &resp::Rounds) -> String {
     format!(
         "{:.3} [{:.3} - {:.3}]",
         spread.median, spread.min, spread.max

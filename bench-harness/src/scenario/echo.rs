@@ -43,10 +43,10 @@
 mod iocp_server;
 mod mio_server;
 pub mod scale;
-pub mod spread;
 mod tokio_server;
 mod uring_server;
 
+use super::spread::{standing, Spread, Standing};
 use crate::latency::{self, CurvePoint, Percentiles};
 use crate::loadgen::{self, Mode, Plan, MESSAGE};
 use crate::sys::pin_set;
@@ -56,7 +56,6 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use iocp::Drive;
 use serde::Serialize;
-use spread::{standing, Spread, Standing};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};

@@ -16,6 +16,7 @@ pub mod drain;
 pub mod echo;
 pub mod file;
 pub mod resp;
+pub mod spread;
 pub mod wake;
 
 use core_affinity::CoreId;

@@ -29,6 +29,7 @@
 //! Without `redis-server` or `redis-benchmark` on the `PATH`, or where the example does
 //! not build or a server does not start, the scenario is skipped with the reason.
 
+use super::spread::Spread;
 use super::{Bound, Target};
 use crate::process::{self, Process};
 use crate::{cargo, Settings};
@@ -168,11 +169,11 @@ pub enum Outcome {
     /// Measured in every round.
     Measured {
         /// Requests per second.
-        rps: Spread,
+        rps: Rounds,
         /// Median latency, ms.
-        p50_ms: Spread,
+        p50_ms: Rounds,
         /// 99th percentile latency, ms.
-        p99_ms: Spread,
+        p99_ms: Rounds,
     },
     /// It failed.
     Skipped {
@@ -191,36 +192,32 @@ impl Outcome {
     }
 }
 
-/// One figure over the rounds.
+/// A figure over the rounds (its median and range, which it derefs to), with every
+/// round's value.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Spread {
-    /// The median (of an even count, the mean of the middle two).
-    pub median: f64,
-    /// The lowest.
-    pub min: f64,
-    /// The highest.
-    pub max: f64,
+pub struct Rounds {
+    /// The median, the lowest and the highest.
+    #[serde(flatten)]
+    pub spread: Spread,
     /// Every round's, in order.
     pub runs: Vec<f64>,
 }
 
-impl Spread {
-    /// The spread of `runs`; `None` when there are none.
-    fn of(runs: Vec<f64>) -> Option<Spread> {
-        let mut sorted = runs.clone();
-        sorted.sort_by(f64::total_cmp);
-        let (&min, &max) = (sorted.first()?, sorted.last()?);
-        let mid = sorted.len() / 2;
-        let median = match sorted.len() % 2 {
-            1 => sorted[mid],
-            _ => (sorted[mid - 1] + sorted[mid]) / 2.0,
-        };
-        Some(Spread {
-            median,
-            min,
-            max,
+impl Rounds {
+    /// The figure over `runs`; `None` when there are none.
+    fn of(runs: Vec<f64>) -> Option<Rounds> {
+        Some(Rounds {
+            spread: Spread::of(&runs)?,
             runs,
         })
+    }
+}
+
+impl std::ops::Deref for Rounds {
+    type Target = Spread;
+
+    fn deref(&self) -> &Spread {
+        &self.spread
     }
 }
 
@@ -454,7 +451,7 @@ fn outcome(runs: &Runs, t: usize) -> Outcome {
             }
         }
     };
-    let spread = |pick: fn(&Sample) -> f64| Spread::of(samples.iter().map(pick).collect());
+    let spread = |pick: fn(&Sample) -> f64| Rounds::of(samples.iter().map(pick).collect());
     match (
         spread(|s| s.rps),
         spread(|s| s.p50_ms),
@@ -723,11 +720,11 @@ mod tests {
 
     #[test]
     fn spreads_take_the_median_and_the_extremes() {
-        let odd = Spread::of(vec![3.0, 1.0, 2.0]).unwrap();
+        let odd = Rounds::of(vec![3.0, 1.0, 2.0]).unwrap();
         assert_eq!((odd.median, odd.min, odd.max), (2.0, 1.0, 3.0));
         assert_eq!(odd.runs, [3.0, 1.0, 2.0]);
-        assert_eq!(Spread::of(vec![4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
-        assert!(Spread::of(Vec::new()).is_none());
+        assert_eq!(Rounds::of(vec![4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+        assert!(Rounds::of(Vec::new()).is_none());
     }
 
     #[test]
