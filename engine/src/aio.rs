@@ -192,8 +192,9 @@ pub fn aio_cancel(pool: &Pool, fd: RawFd, aiocb: Option<*const Aiocb>) -> io::Re
     })
 }
 
-/// The largest read [`read_cached`] does on the calling thread: a copy of a few
-/// microseconds at most, so that a list of large reads does not hold its caller up.
+/// The largest `lio_listio` read done on the calling thread when its pages are cached
+/// (see [`FilePoolBuilder::cached_reads_on_caller`](crate::FilePoolBuilder)): a copy of a
+/// few microseconds at most, so that a list of large reads does not hold its caller up.
 pub const CALLER_READ_MAX: usize = 64 * 1024;
 
 /// Reads `aiocb`'s bytes on the calling thread if they are all in the page cache

@@ -67,7 +67,7 @@ impl FilePoolBuilder {
         self
     }
 
-    /// Whether a `lio_listio` read of at most [`CALLER_READ_MAX`] bytes whose pages are all
+    /// Whether a `lio_listio` read of at most [`CALLER_READ_MAX`](crate::CALLER_READ_MAX) bytes whose pages are all
     /// in the page cache is done on the calling thread, before the call returns (`true`, the
     /// default: it then costs what a `pread` does, with no hand-off to the pool and back),
     /// or goes to the pool like every other request (`false`: the caller never spends time

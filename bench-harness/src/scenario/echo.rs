@@ -26,7 +26,7 @@
 //! histogram; then every server **open loop** at [`OPEN_RATE_FRACTION`] of the weakest
 //! server's closed-loop rate, with latency counted from each message's intended send time
 //! (coordinated-omission correction, as wrk2 does), [`OPEN_ROUNDS`] longer rounds each kept
-//! apart: a tail is the median round's figure with the lowest and highest ([`spread`]).
+//! apart: a tail is the median round's figure with the lowest and highest ([`spread`](super::spread)).
 //! Rounds are interleaved across the servers (round `r` of every server before round
 //! `r + 1` of any), so that a burst of background load hits every server alike.
 //!
