@@ -45,7 +45,11 @@
 //! the rest there, in order. The consumer takes overflow records only once the lane's ring
 //! part is empty (`head == tail`: nothing claimed is left unread), and lowers the count
 //! after each; a producer goes back to the ring only when it sees the count at zero. So a
-//! producer's records come out in its order: ring, then overflow, then ring again. A record
+//! producer's records come out in its order: ring, then overflow, then ring again. On the
+//! shared lane a producer may have read the count at zero just before another overflowed,
+//! claim the ring during the overflow's turn, then overflow its next record: so the
+//! consumer looks at `tail` again after taking each record from the queue, and a record
+//! taken after such a claim waits in the stash until the ring's are read. A record
 //! taken from the overflow for a zero-copy [`Batch`](crate::Batch) and not yielded waits in
 //! a one-record stash at the overflow's front, still counted.
 //!
@@ -835,22 +839,45 @@ impl Lane {
             && self.producers.tail.load(Ordering::Acquire) == head
     }
 
-    /// The overflow's front record, moved into the stash; `None` when a record counted is
-    /// not pushed yet. Under the consumer claim, on the overflow's turn.
-    fn overflow_front(&self) -> Option<Completion> {
+    /// The overflow's front record, moved into the stash, if it may go now; `None` when a
+    /// record counted is not pushed yet, or a ring claim came meanwhile (see
+    /// [`claimed_since`](Self::claimed_since)). Under the consumer claim, on the overflow's
+    /// turn, with the ring empty at `head`.
+    fn overflow_front(&self, head: usize) -> Option<Completion> {
         self.stash.with_mut(|stash| {
             // SAFETY: the stash is only accessed by the consumer-claim holder, which we are.
             let stash = unsafe { &mut *stash };
             if stash.is_none() {
                 *stash = self.overflow.pop();
             }
-            *stash
+            stash.filter(|_| !self.claimed_since(head))
         })
     }
 
+    /// The record [`overflow_front`](Self::overflow_front) stashed. Under the consumer claim.
+    fn stashed(&self) -> Option<Completion> {
+        self.stash.with(|stash| {
+            // SAFETY: the stash is only accessed by the consumer-claim holder, which we are.
+            unsafe { *stash }
+        })
+    }
+
+    /// Whether a producer has claimed ring positions from `head` on since the overflow's
+    /// turn began, with the ring empty at `head`: then the overflow record just taken (into
+    /// the stash) must wait for the ring. On a shared lane a producer that read the count
+    /// at zero before the turn began may claim the ring during it, then overflow its next
+    /// record: taken from the queue, that record comes after its push, which comes after
+    /// the claim, so this load (acquire, after the queue's own acquire) sees the claim.
+    fn claimed_since(&self, head: usize) -> bool {
+        // Acquire: orders this load after the queue's pop that precedes it (see above).
+        self.producers.tail.load(Ordering::Acquire) != head
+    }
+
     /// Hands up to `max` overflow records to `f`, the stashed one first, and takes them
-    /// with one decrement of the count. Under the consumer claim, on the overflow's turn.
-    fn drain_overflow(&self, max: usize, f: &mut impl FnMut(&Completion)) -> usize {
+    /// with one decrement of the count; stops at a record that must wait for a ring claim
+    /// ([`claimed_since`](Self::claimed_since)), which stays in the stash. Under the
+    /// consumer claim, on the overflow's turn, with the ring empty at `head`.
+    fn drain_overflow(&self, head: usize, max: usize, f: &mut impl FnMut(&Completion)) -> usize {
         let mut taken = 0;
         self.stash.with_mut(|stash| {
             // SAFETY: the stash is only touched by the consumer-claim holder, which the
@@ -860,6 +887,10 @@ impl Lane {
                 let Some(record) = stash.take().or_else(|| self.overflow.pop()) else {
                     break;
                 };
+                if self.claimed_since(head) {
+                    *stash = Some(record);
+                    break;
+                }
                 f(&record);
                 taken += 1;
             }
@@ -933,7 +964,7 @@ impl<'a> Consumer<'a> {
                 self.set_next_lane(i + 1);
                 return n;
             }
-            if lane.overflow_turn(head) && lane.overflow_front().is_some() {
+            if lane.overflow_turn(head) && lane.overflow_front(head).is_some() {
                 self.run = Some(Run {
                     lane,
                     head,
@@ -951,7 +982,7 @@ impl<'a> Consumer<'a> {
         let run = self.run.expect("a run was found");
         if run.overflow {
             run.lane
-                .overflow_front()
+                .stashed()
                 .expect("the stash holds the front record")
         } else {
             run.lane.record(run.head.wrapping_add(i))
@@ -1031,7 +1062,7 @@ impl<'a> Consumer<'a> {
             }
             // The overflow's turn lasts until it is empty: producers keep adding to it, not
             // to the ring, until the count taken below reaches zero.
-            let taken = lane.drain_overflow(max - total, &mut *f);
+            let taken = lane.drain_overflow(head, max - total, &mut *f);
             if taken == 0 {
                 break;
             }
@@ -1392,6 +1423,35 @@ mod tests {
         }
         ring.push(rec(2));
         assert_eq!(ring.shared.len(), 2, "the thread left the shared lane");
+    }
+
+    /// Regression (found by Miri, in the racing test below): on the shared lane, a producer
+    /// that read the overflow count at zero just before another producer overflowed may
+    /// claim the ring during the overflow's turn, then overflow its next record. The
+    /// consumer, already draining the overflow, took that record before the ring's: the
+    /// producer's two records came out in the wrong order. Here the producer's claim and
+    /// overflow happen while the consumer hands on the first overflow record.
+    #[test]
+    fn regression_a_ring_claim_during_the_overflows_turn_kept_its_records_order() {
+        let ring = Ring::new(2, true).unwrap();
+        let (other, first, second) = (rec(7), rec(1), rec(2));
+        // Another producer's record waits in the overflow; the ring part is empty.
+        ring.shared.spill(&[other]);
+        let mut seen = Vec::new();
+        let mut consumer = ring.try_consume().unwrap();
+        consumer.take_ready(usize::MAX, |record| {
+            seen.push(record.overlapped());
+            if record.overlapped() == other.overlapped() {
+                // The producer read the count at zero earlier: it claims the ring now…
+                let (pos, _) = ring.shared.claim_shared(1).unwrap();
+                ring.shared.write_and_publish(pos, first);
+                // …and finds the count raised for its next record, which overflows.
+                ring.shared.push(second);
+            }
+        });
+        drop(consumer);
+        seen.extend(drain_all(&ring).iter().map(Completion::overlapped));
+        assert_eq!(seen, [7, 1, 2], "the producer's records out of order");
     }
 
     /// Producers race one consumer, through lanes small enough that most records take the
