@@ -51,6 +51,18 @@ impl TempDir {
             .unwrap()
     }
 
+    /// Opens the existing `name` for reading with `O_DIRECT`; `None`, with a note on
+    /// stderr, where the file system takes no direct I/O (a test then skips).
+    pub fn open_direct(&self, name: &str) -> Option<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(self.path(name))
+            .map_err(|err| eprintln!("skipped: the test directory takes no O_DIRECT ({err})"))
+            .ok()
+    }
+
     /// Creates `name` holding `contents`, open for reading only.
     pub fn read_only(&self, name: &str, contents: &[u8]) -> File {
         std::fs::write(self.path(name), contents).unwrap();

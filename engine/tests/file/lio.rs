@@ -539,7 +539,6 @@ fn writes_large_reads_and_reads_of_streams_go_to_the_pool() {
 /// goes to the pool, and here waits behind its only, busy thread.
 #[test]
 fn regression_an_o_direct_read_was_done_by_the_caller() {
-    use std::os::unix::fs::OpenOptionsExt;
     let (pool, busy) = busy_caller_reads_pool();
     let scratch = TempDir::new("file-lio-direct");
     let data = pattern(73, 64 * KIB);
@@ -550,16 +549,8 @@ fn regression_an_o_direct_read_was_done_by_the_caller() {
     // SAFETY: posix_fadvise takes the descriptor and plain numbers; no memory.
     unsafe { libc::posix_fadvise(written.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     drop(written);
-    let direct = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(scratch.path("data"))
-    {
-        Ok(file) => file,
-        Err(err) => {
-            eprintln!("skipped: the test directory takes no O_DIRECT ({err})");
-            return;
-        }
+    let Some(direct) = scratch.open_direct("data") else {
+        return;
     };
     let layout = std::alloc::Layout::from_size_align(4 * KIB, 4 * KIB).unwrap();
     // SAFETY: the layout has a non-zero size.

@@ -113,7 +113,6 @@ fn regression_refused_lio_wait_list_returned_before_its_good_entries_were_done()
 /// ring now. Needs a file system that takes `O_DIRECT` (not tmpfs); skipped elsewhere.
 #[test]
 fn regression_an_io_uring_request_interrupted_its_submitters_port_wait() {
-    use std::os::unix::fs::OpenOptionsExt;
     const BLOCKS: usize = 64;
     let pool = pool_from(FilePool::builder().driver(FileDriver::Uring));
     if pool.driver() != FileDriver::Uring {
@@ -123,16 +122,8 @@ fn regression_an_io_uring_request_interrupted_its_submitters_port_wait() {
     let scratch = TempDir::new("file-uring-eintr");
     let data = pattern(29, BLOCKS * 4 * KIB);
     std::fs::write(scratch.path("direct"), &data).unwrap();
-    let direct = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(scratch.path("direct"))
-    {
-        Ok(file) => file,
-        Err(err) => {
-            eprintln!("skipped: no O_DIRECT here ({err})");
-            return;
-        }
+    let Some(direct) = scratch.open_direct("direct") else {
+        return;
     };
     let port = Port::new().unwrap();
     // A socket with a receive pending, so that a wait on the port leads `epoll_wait`.
