@@ -7,13 +7,10 @@ use crate::common::rng::{pattern, Rng};
 use crate::common::timing::BULK_PATIENCE;
 use crate::common::{block_of, errno};
 use crate::{
-    aio_state, assert_quiet, collect, finish_one, pool, pool_from, threads_pool, Busy, Entry, File,
-    Lent, Lio, BUSY, KIB, MIB,
+    aio_state, assert_quiet, collect, finish_one, pool, threads_pool, uring_pool, Busy, Entry,
+    File, Lent, Lio, BUSY, KIB, MIB,
 };
-use iocp::{
-    AioCancel, Aiocb, Completion, DrainStatus, FileDriver, FilePool, LioMode, Opcode, Overlapped,
-    Port, Ticket,
-};
+use iocp::{AioCancel, Aiocb, Completion, DrainStatus, LioMode, Opcode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,11 +53,9 @@ fn cancel_with_nothing_queued_fails_with_enoent_and_aio_cancel_reports_all_done(
 /// with its result.
 #[test]
 fn on_io_uring_a_submitted_request_runs_and_completes_once_with_its_result() {
-    let pool = pool_from(FilePool::builder().driver(FileDriver::Uring));
-    if pool.driver() != FileDriver::Uring {
-        eprintln!("skipped: the kernel refuses io_uring here");
+    let Some(pool) = uring_pool() else {
         return;
-    }
+    };
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-cancel-uring");
     let data = pattern(5, 64 * KIB);

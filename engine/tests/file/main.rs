@@ -220,6 +220,17 @@ fn queued_pool(threads: usize) -> TestPool {
     )
 }
 
+/// A pool on the io_uring driver; `None`, with a note on stderr, where the kernel refuses
+/// io_uring (a test then skips).
+fn uring_pool() -> Option<TestPool> {
+    let pool = pool_from(FilePool::builder().driver(FileDriver::Uring));
+    if pool.driver() != FileDriver::Uring {
+        eprintln!("skipped: the kernel refuses io_uring here");
+        return None;
+    }
+    Some(pool)
+}
+
 fn pool_from(builder: FilePoolBuilder) -> TestPool {
     let shared = POOLS.read().unwrap_or_else(PoisonError::into_inner);
     TestPool {

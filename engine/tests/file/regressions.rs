@@ -6,10 +6,10 @@ use crate::common::pending;
 use crate::common::rng::pattern;
 use crate::common::timing::BULK_PATIENCE;
 use crate::{
-    aio_state, assert_quiet, finish_one, pool, pool_from, Busy, Entry, File, Lio, Watchdog, BUSY,
+    aio_state, assert_quiet, finish_one, pool, uring_pool, Busy, Entry, File, Lio, Watchdog, BUSY,
     KIB,
 };
-use iocp::{Aiocb, FileDriver, FilePool, LioMode, Opcode, Port, Submitted, Ticket};
+use iocp::{Aiocb, LioMode, Opcode, Port, Submitted, Ticket};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 
@@ -114,11 +114,9 @@ fn regression_refused_lio_wait_list_returned_before_its_good_entries_were_done()
 #[test]
 fn regression_an_io_uring_request_interrupted_its_submitters_port_wait() {
     const BLOCKS: usize = 64;
-    let pool = pool_from(FilePool::builder().driver(FileDriver::Uring));
-    if pool.driver() != FileDriver::Uring {
-        eprintln!("skipped: the kernel refuses io_uring here");
+    let Some(pool) = uring_pool() else {
         return;
-    }
+    };
     let scratch = TempDir::new("file-uring-eintr");
     let data = pattern(29, BLOCKS * 4 * KIB);
     std::fs::write(scratch.path("direct"), &data).unwrap();
@@ -186,11 +184,9 @@ fn regression_an_io_uring_request_interrupted_its_submitters_port_wait() {
 /// arming its wake-up again, so the next request waited for ever.
 #[test]
 fn regression_an_empty_wake_left_the_io_uring_ring_thread_deaf() {
-    let pool = pool_from(FilePool::builder().driver(FileDriver::Uring));
-    if pool.driver() != FileDriver::Uring {
-        eprintln!("skipped: the kernel refuses io_uring here");
+    let Some(pool) = uring_pool() else {
         return;
-    }
+    };
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-uring-empty-wake");
     let file = File::associated(scratch.file("data", b"0123456789"), &pool, &port, 3).unwrap();
