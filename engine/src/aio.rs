@@ -7,7 +7,7 @@ use crate::aiocb::{AioCancel, Aiocb, LioMode, Opcode, AIO_EXTENDED};
 use crate::buffer::{Buf, MAX_TRANSFER};
 use crate::completion::Delivery;
 use crate::error::{self, to_record};
-use crate::job::{Job, ListWait, Op, Reply};
+use crate::job::{aiocb_done, Job, ListWait, Op, Reply};
 use crate::pool::Pool;
 use crate::port::Posts;
 use crate::primitive::Mutex;
@@ -86,17 +86,13 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
             None
         };
         if let Some(bytes) = cached {
-            let result = Ok(bytes);
-            if mode != LioMode::NoWaitGmcs {
-                aiocb.report(&result);
-            }
-            // `LIO_WAIT` posts no record: its caller learns of completion by returning.
-            if let Some((port, key)) = port.as_ref().filter(|_| mode != LioMode::Wait) {
-                let (bytes, errno) = to_record(&result);
-                posts.push(
-                    port,
-                    Completion::new(*key, bytes, entry as usize).with_error(errno),
-                );
+            // Reported as the pool reports a job (see `lio_job`): `LIO_WAIT` posts no record.
+            let port = port.filter(|_| mode != LioMode::Wait);
+            let key = port.as_ref().map(|(_, key)| *key);
+            let update = mode != LioMode::NoWaitGmcs;
+            if let Some(record) = aiocb_done(aiocb, update, key, &Ok(bytes)) {
+                let (port, _) = port.as_ref().expect("a key comes with its port");
+                posts.push(port, record);
             }
             continue;
         }

@@ -118,6 +118,22 @@ impl ListWait {
     }
 }
 
+/// An aiocb's request is done with `result`: its status words are filled in when `update`
+/// (every mode but `LIO_NOWAIT_GMCS`); returns the record for its port when it reports to
+/// one under `key` (never in `LIO_WAIT`), carrying the aiocb's address.
+pub(crate) fn aiocb_done(
+    aiocb: &Aiocb,
+    update: bool,
+    key: Option<u64>,
+    result: &io::Result<usize>,
+) -> Option<Completion> {
+    if update {
+        aiocb.report(result);
+    }
+    let (bytes, errno) = crate::error::to_record(result);
+    key.map(|key| Completion::new(key, bytes, aiocb as *const Aiocb as usize).with_error(errno))
+}
+
 impl Job {
     /// Fills in the job's aiocb, overlapped or kept result; returns the record still to
     /// post to its port (an overlapped block posts its own, as it completes).
@@ -130,12 +146,8 @@ impl Job {
                 notify.deliver(result, outcome, key, &mut lock(finished))
             }
             Reply::Aiocb { aiocb, update } => {
-                if *update {
-                    // SAFETY: the lio caller guaranteed the aiocb lives until completion.
-                    unsafe { &**aiocb }.report(&result);
-                }
-                let (bytes, errno) = crate::error::to_record(&result);
-                key.map(|key| Completion::new(key, bytes, *aiocb as usize).with_error(errno))
+                // SAFETY: the lio caller guaranteed the aiocb lives until completion.
+                aiocb_done(unsafe { &**aiocb }, *update, key, &result)
             }
         }
     }
