@@ -101,6 +101,7 @@ mod request;
 mod ring;
 #[cfg(loom)]
 mod scripted;
+mod share;
 mod sys;
 #[cfg(all(not(loom), target_os = "linux"))]
 mod uring;
@@ -144,6 +145,11 @@ pub use ring::{DEFAULT_CAPACITY, MAX_CAPACITY};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use scripted::Scripted;
+/// The slot through which the file pool shares runs of tasks, exported for the loom models
+/// only.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use share::Offers;
 
 /// A handle: the number of a file descriptor the library owns (`HANDLE` in C).
 pub type RawHandle = i32;

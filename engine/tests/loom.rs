@@ -37,6 +37,9 @@
 //!   time; when the leader leaves with work, or by timing out, a follower takes the lead
 //!   and collects the readiness that comes next; a waiter asleep before the port had a
 //!   reactor is woken to lead.
+//! * **Shared cached reads**: a run of tasks a `lio_listio` caller offers to an idle pool
+//!   thread ([`Offers`]) has every task run exactly once, by one or the other, and the
+//!   caller sees what the helper's tasks wrote (the pages it read) when it returns.
 //!
 //! Each model prints how many executions it explored and how long it took. The preemption
 //! bound is set per model (2 or 3); `LOOM_MAX_PREEMPTIONS` overrides it.
@@ -94,7 +97,7 @@
 
 #![cfg(loom)]
 
-use iocp::{Cancel, Completion, Delivery, DrainStatus, Port, Scripted};
+use iocp::{Cancel, Completion, Delivery, DrainStatus, Offers, Port, Scripted};
 use loom::thread;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -996,6 +999,48 @@ fn a_waiter_asleep_before_the_reactor_exists_comes_to_lead() {
             sockets.become_ready(&port, record(0, 0));
             assert_eq!(waiter.join().unwrap(), record(0, 0));
             assert_empty(&port);
+        },
+    );
+}
+
+/// Cells the tasks of a shared run write, one per task, as a helper's `pread` writes the
+/// caller's buffer: loom reports a write not ordered before the caller's reads.
+struct Buffers([loom::cell::UnsafeCell<u32>; 3]);
+
+// SAFETY: each cell is written by the one thread that runs its task, and read by the
+// caller only after `Offers::run` returned, which orders every task before.
+unsafe impl Sync for Buffers {}
+
+/// A caller shares a run of three tasks through the pool's slot while a helper looks at the
+/// slot twice: each task runs exactly once, on either thread, and what the helper's tasks
+/// wrote is visible to the caller when `run` returns; the slot is empty afterwards.
+#[test]
+fn a_shared_run_has_each_task_run_once_and_seen_by_the_caller() {
+    model(
+        "a_shared_run_has_each_task_run_once_and_seen_by_the_caller",
+        3,
+        || {
+            let offers = Arc::new(Offers::new());
+            let helper = {
+                let offers = Arc::clone(&offers);
+                thread::spawn(move || {
+                    let first = offers.help();
+                    first | offers.help()
+                })
+            };
+            let buffers = Buffers(std::array::from_fn(|_| loom::cell::UnsafeCell::new(0)));
+            let cells = &buffers;
+            let task = move |i: usize| {
+                // SAFETY: `run` hands index `i` to one thread only (the `Buffers` contract).
+                cells.0[i].with_mut(|cell| unsafe { *cell += 1 });
+            };
+            offers.run(3, &task, || {});
+            for (i, cell) in buffers.0.iter().enumerate() {
+                // SAFETY: `run` returned: no task writes any more.
+                assert_eq!(cell.with(|cell| unsafe { *cell }), 1, "task {i}");
+            }
+            assert!(!offers.pending(), "the run is out of the slot");
+            helper.join().unwrap();
         },
     );
 }
