@@ -16,12 +16,14 @@ use crate::sys::{self, file as sysfile};
 use crate::{Completion, Port};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// AIX `lio_listio`: submits every request of `list` in one call.
 ///
 /// A read whose pages are all in the page cache is done on the calling thread before the
-/// call returns ([`read_cached`]): its aiocb is filled in (except in `LIO_NOWAIT_GMCS`) and
+/// call returns ([`ReadAt::read`]), on the calling thread and, for a longer list, on an
+/// idle pool thread too ([`Pool::share`]): its aiocb is filled in (except in `LIO_NOWAIT_GMCS`) and
 /// its record posted with the others the call completes, in one batched post. Every other
 /// request goes to the pool. Either way it completes once, as it would have on the pool.
 ///
@@ -40,117 +42,221 @@ use std::sync::Arc;
 /// stays valid and untouched until its request is done (its record is dequeued, or its
 /// `aio_error` is no longer `EINPROGRESS`; in `Wait` mode, until this returns).
 pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io::Result<()> {
-    let wait = (mode == LioMode::Wait).then(|| Arc::new(ListWait::new()));
-    let (mut failed, mut refused) = (false, false);
-    let mut last_port: Option<(i32, i32, Association)> = None;
-    // A list nearly always reads one file: one duplicate of it per call.
-    let mut last_dup: Option<(RawFd, Arc<OwnedFd>, bool)> = None;
-    let mut posts = Posts::new();
+    let mut call = ListCall {
+        pool,
+        mode,
+        wait: (mode == LioMode::Wait).then(|| Arc::new(ListWait::new())),
+        failed: false,
+        refused: false,
+        last_dup: None,
+        posts: Posts::new(),
+    };
+    // The port of the last entry looked up, by what names it (`aio_flag`'s extended bit
+    // and `aio_iocpfd`).
+    let mut last_port: Option<((i32, i32), Association)> = None;
     // Whether the last descriptor looked at was opened with `O_DIRECT`: one look per file.
     let mut last_direct: Option<(RawFd, bool)> = None;
-    for &entry in list {
-        // SAFETY: the caller guarantees non-NULL entries point to live aiocbs.
-        let Some(aiocb) = (unsafe { entry.as_ref() }) else {
-            continue;
-        };
-        if aiocb.opcode().ok() == Some(Opcode::Nop) {
-            continue;
-        }
-        // A list nearly always names one port: look each handle up once per call.
-        let looked_up = match &last_port {
-            Some((flag, handle, port))
-                if *flag == aiocb.aio_flag & AIO_EXTENDED && *handle == aiocb.aio_iocpfd =>
-            {
-                Ok(port.clone())
-            }
-            _ => lio_port(aiocb, mode),
-        };
-        if let Ok(port) = &looked_up {
-            last_port = Some((
-                aiocb.aio_flag & AIO_EXTENDED,
-                aiocb.aio_iocpfd,
-                port.clone(),
-            ));
-        }
-        let port = match looked_up {
-            Ok(port) => port,
-            Err(err) => {
-                failed = true;
-                aiocb.report(&Err(err));
+    for chunk in list.chunks(GATHER) {
+        // The chunk's reads the caller may do itself, done together below.
+        let mut reads = [ReadAt::NONE; GATHER];
+        let mut gathered: [Gathered<'_>; GATHER] = std::array::from_fn(|_| None);
+        let mut n = 0;
+        // What names the port of the chunk's last gathered read.
+        let mut last_gathered = None;
+        for &entry in chunk {
+            // SAFETY: the caller guarantees non-NULL entries point to live aiocbs.
+            let Some(aiocb) = (unsafe { entry.as_ref() }) else {
+                continue;
+            };
+            if aiocb.opcode().ok() == Some(Opcode::Nop) {
                 continue;
             }
-        };
-        let cached = if pool.caller_reads {
-            read_cached(aiocb, &mut last_direct)
-        } else {
-            None
-        };
-        if let Some(bytes) = cached {
-            // Reported as the pool reports a job (see `lio_job`): `LIO_WAIT` posts no record.
-            let port = port.filter(|_| mode != LioMode::Wait);
-            let key = port.as_ref().map(|(_, key)| *key);
-            let update = mode != LioMode::NoWaitGmcs;
-            if let Some(record) = aiocb_done(aiocb, update, key, &Ok(bytes)) {
-                let (port, _) = port.as_ref().expect("a key comes with its port");
-                posts.push(port, record);
+            // A list nearly always names one port: look each handle up once per call.
+            let named = (aiocb.aio_flag & AIO_EXTENDED, aiocb.aio_iocpfd);
+            if !matches!(&last_port, Some((known, _)) if *known == named) {
+                match lio_port(aiocb, mode) {
+                    Ok(port) => last_port = Some((named, port)),
+                    Err(err) => {
+                        call.failed = true;
+                        aiocb.report(&Err(err));
+                        continue;
+                    }
+                }
             }
-            continue;
+            let (_, port) = last_port.as_ref().expect("looked up above");
+            if pool.caller_reads {
+                if let Some(read) = cached_candidate(aiocb, &mut last_direct) {
+                    // The port goes with the first of a run of reads that name it.
+                    let new = last_gathered != Some(named);
+                    last_gathered = Some(named);
+                    reads[n] = read;
+                    gathered[n] = Some((aiocb, new.then(|| port.clone())));
+                    n += 1;
+                    continue;
+                }
+            }
+            if !call.queue(aiocb, port.clone()) {
+                break;
+            }
         }
-        let job = match lio_job(aiocb, mode, port.clone(), wait.clone(), &mut last_dup) {
+        let done = call.read_on_caller(&reads[..n]);
+        let mut port: Association = None;
+        for (read, gathered) in done.iter().zip(&mut gathered[..n]) {
+            let (aiocb, named) = gathered.take().expect("gathered with its read");
+            if let Some(named) = named {
+                port = named;
+            }
+            match read.load(Ordering::Relaxed) {
+                NOT_CACHED => {
+                    if !call.refused {
+                        call.queue(aiocb, port.clone());
+                    }
+                }
+                bytes => call.report_cached(aiocb, &port, bytes),
+            }
+        }
+        if call.refused {
+            break;
+        }
+    }
+    call.finish(list)
+}
+
+/// Entries of a list looked at together: their cached reads are done in one go, shared
+/// with an idle pool thread when there are [`SHARE_MIN`] or more.
+const GATHER: usize = 32;
+/// Fewest cached reads of a chunk offered to an idle pool thread: fewer take about as long
+/// as a thread takes to come.
+const SHARE_MIN: usize = 4;
+/// A read's result in [`ListCall::read_on_caller`]'s answer when it must go to the pool.
+const NOT_CACHED: usize = usize::MAX;
+
+/// An entry whose read the caller may do itself, with the port it reports to when that
+/// differs from the chunk's previous such entry's (one reference per run, not per read).
+type Gathered<'a> = Option<(&'a Aiocb, Option<Association>)>;
+
+/// The state of one `lio_listio` call.
+struct ListCall<'p> {
+    pool: &'p Pool,
+    mode: LioMode,
+    /// `LIO_WAIT`'s count of the requests queued to the pool.
+    wait: Option<Arc<ListWait>>,
+    /// An entry could not be queued (the call fails with `EIO`).
+    failed: bool,
+    /// The pool refused a request: it is stopping (the call fails with `EAGAIN`).
+    refused: bool,
+    /// A list nearly always reads one file: one duplicate of it per call.
+    last_dup: Option<(RawFd, Arc<OwnedFd>, bool)>,
+    /// Records of the reads done by the caller, posted together.
+    posts: Posts,
+}
+
+impl ListCall<'_> {
+    /// Hands `aiocb`'s request to the pool, or reports why it could not be queued. Returns
+    /// `false` once the pool refuses requests.
+    fn queue(&mut self, aiocb: &Aiocb, port: Association) -> bool {
+        let mode = self.mode;
+        let job = match lio_job(
+            aiocb,
+            mode,
+            port.clone(),
+            self.wait.clone(),
+            &mut self.last_dup,
+        ) {
             Ok(job) => job,
             Err(err) => {
-                failed = true;
+                self.failed = true;
                 match (&port, mode) {
                     (Some((port, _)), LioMode::NoWaitGmcs) => {
                         let (bytes, errno) = to_record(&Err(err));
-                        let record = Completion::new(0, bytes, entry as usize).with_error(errno);
+                        let entry = aiocb as *const Aiocb as usize;
+                        let record = Completion::new(0, bytes, entry).with_error(errno);
                         // A closed port discards the record, as it would any other.
                         let _ = port.post(record);
                     }
                     _ => aiocb.report(&Err(err)),
                 }
-                continue;
+                return true;
             }
         };
         if mode != LioMode::NoWaitGmcs {
             aiocb.set_in_progress();
         }
-        if let Some(wait) = &wait {
+        if let Some(wait) = &self.wait {
             wait.add();
         }
-        if let Err(err) = pool.submit_listed(job) {
-            if let Some(wait) = &wait {
+        if let Err(err) = self.pool.submit_listed(job) {
+            if let Some(wait) = &self.wait {
                 wait.take_back();
             }
             aiocb.report(&Err(err));
-            refused = true;
-            break;
+            self.refused = true;
+            return false;
+        }
+        true
+    }
+
+    /// Does `reads` on this thread, and on an idle pool thread when there are enough of
+    /// them: each one's byte count, or [`NOT_CACHED`] when it must go to the pool.
+    fn read_on_caller(&self, reads: &[ReadAt]) -> [AtomicUsize; GATHER] {
+        let done: [AtomicUsize; GATHER] = std::array::from_fn(|_| AtomicUsize::new(NOT_CACHED));
+        let read = |i: usize| {
+            // SAFETY: each read is of a caller's buffer that stays writable until its
+            // request is done, which it is before `lio_listio` returns; `share` runs each
+            // index once, so no two threads write one buffer.
+            let bytes = unsafe { reads[i].read() };
+            // Relaxed: `share` returns only once every read ran, with its effects visible.
+            done[i].store(bytes.unwrap_or(NOT_CACHED), Ordering::Relaxed);
+        };
+        if reads.len() >= SHARE_MIN {
+            self.pool.share(reads.len(), &read);
+        } else {
+            (0..reads.len()).for_each(read);
+        }
+        done
+    }
+
+    /// Reports a read the caller did, as the pool reports a job (see `lio_job`): the aiocb
+    /// is filled in unless in `LIO_NOWAIT_GMCS`, and `LIO_WAIT` posts no record.
+    fn report_cached(&mut self, aiocb: &Aiocb, port: &Association, bytes: usize) {
+        let port = port.as_ref().filter(|_| self.mode != LioMode::Wait);
+        let key = port.map(|(_, key)| *key);
+        let update = self.mode != LioMode::NoWaitGmcs;
+        if let Some(record) = aiocb_done(aiocb, update, key, &Ok(bytes)) {
+            let (port, _) = port.expect("a key comes with its port");
+            self.posts.push(port, record);
         }
     }
-    // The list is one submission (io_uring); what this thread read is one post per port.
-    pool.flush();
-    posts.flush();
-    if let Some(wait) = wait {
-        // The initial count of one kept the waiter from finishing before the loop did.
-        // Even a refused list waits for what it queued: its aiocbs are in use until then.
-        wait.done();
-        wait.wait();
-        // POSIX's `LIO_WAIT` fails with `EIO` when any request failed, also one that failed
-        // as it ran (its aiocb holds its error), not only one that could not be queued.
-        failed |= list.iter().any(|&entry| {
-            // SAFETY: non-NULL entries point to live aiocbs (the caller's contract), whose
-            // requests are all done now.
-            unsafe { entry.as_ref() }
-                .is_some_and(|aiocb| aiocb.opcode().ok() != Some(Opcode::Nop) && aiocb.error() != 0)
-        });
-    }
-    if refused {
-        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
-    }
-    if failed {
-        Err(io::Error::from_raw_os_error(libc::EIO))
-    } else {
-        Ok(())
+
+    /// Ends the call: the list is one submission (io_uring), the caller's reads one post
+    /// per port; `LIO_WAIT` waits for every request it queued. The call's result.
+    fn finish(mut self, list: &[*mut Aiocb]) -> io::Result<()> {
+        self.pool.flush();
+        self.posts.flush();
+        if let Some(wait) = self.wait {
+            // The initial count of one kept the waiter from finishing before the loop did.
+            // Even a refused list waits for what it queued: its aiocbs are in use until then.
+            wait.done();
+            wait.wait();
+            // POSIX's `LIO_WAIT` fails with `EIO` when any request failed, also one that
+            // failed as it ran (its aiocb holds its error), not only one that could not be
+            // queued.
+            self.failed |= list.iter().any(|&entry| {
+                // SAFETY: non-NULL entries point to live aiocbs (the caller's contract),
+                // whose requests are all done now.
+                unsafe { entry.as_ref() }.is_some_and(|aiocb| {
+                    aiocb.opcode().ok() != Some(Opcode::Nop) && aiocb.error() != 0
+                })
+            });
+        }
+        if self.refused {
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        if self.failed {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -193,15 +299,49 @@ pub fn aio_cancel(pool: &Pool, fd: RawFd, aiocb: Option<*const Aiocb>) -> io::Re
 /// few microseconds at most, so that a list of large reads does not hold its caller up.
 pub const CALLER_READ_MAX: usize = 64 * 1024;
 
-/// Reads `aiocb`'s bytes on the calling thread if they are all in the page cache
-/// ([`sysfile::pread_cached`]), straight from the caller's descriptor (it is open for the
-/// length of the call: no duplicate is needed): the byte count, or `None` when the request
-/// must go to the pool (not a read, not cached, not valid: the pool reports its error; or
-/// a descriptor opened with `O_DIRECT`, whose reads reach the device whatever the flag —
-/// `last_direct` keeps the answer for the list's next entry on the same descriptor).
-/// What makes a list of cached reads cost about what a `pread` loop does, with no hand-off
-/// to a pool thread and back.
-fn read_cached(aiocb: &Aiocb, last_direct: &mut Option<(RawFd, bool)>) -> Option<usize> {
+/// A read the caller may try to do itself: `aio_nbytes` bytes at `offset` of `fd` into `buf`.
+#[derive(Clone, Copy)]
+struct ReadAt {
+    fd: RawFd,
+    buf: *mut u8,
+    len: usize,
+    offset: u64,
+}
+
+// SAFETY: a `ReadAt` names a caller's buffer, which `ListCall::read_on_caller` has exactly
+// one thread write (the one that claims its index), before `lio_listio` returns.
+unsafe impl Sync for ReadAt {}
+
+impl ReadAt {
+    /// A placeholder for the unused part of an array.
+    const NONE: ReadAt = ReadAt {
+        fd: -1,
+        buf: std::ptr::null_mut(),
+        len: 0,
+        offset: 0,
+    };
+
+    /// Reads the bytes if they are all in the page cache ([`sysfile::pread_cached`]),
+    /// straight from the caller's descriptor (it is open for the length of the call: no
+    /// duplicate is needed): the byte count, or `None` when the request must go to the pool
+    /// (not cached, or an error, which the pool meets and reports itself).
+    ///
+    /// # Safety
+    ///
+    /// `buf` must be writable for `len` bytes for the duration of the call, by this thread
+    /// alone.
+    unsafe fn read(&self) -> Option<usize> {
+        // SAFETY: the caller's guarantee.
+        unsafe { sysfile::pread_cached(self.fd, self.buf, self.len, self.offset) }
+    }
+}
+
+/// `aiocb`'s read if the caller may try it itself ([`ReadAt::read`]): a read of at most
+/// [`CALLER_READ_MAX`] bytes into a buffer, at a valid offset of a descriptor not opened
+/// with `O_DIRECT` (whose reads reach the device whatever the flag; `last_direct` keeps the
+/// answer for the list's next entry on the same descriptor). What makes a list of cached
+/// reads cost about what a `pread` loop does, with no hand-off to a pool thread and back.
+fn cached_candidate(aiocb: &Aiocb, last_direct: &mut Option<(RawFd, bool)>) -> Option<ReadAt> {
     if aiocb.opcode().ok() != Some(Opcode::Read)
         || aiocb.aio_fildes < 0
         || aiocb.aio_buf.is_null()
@@ -219,12 +359,12 @@ fn read_cached(aiocb: &Aiocb, last_direct: &mut Option<(RawFd, bool)>) -> Option
             direct
         }
     };
-    if direct {
-        return None;
-    }
-    // SAFETY: the lio caller keeps `aio_buf` writable for `aio_nbytes` bytes until the
-    // request is done, which this read is before the call returns.
-    unsafe { sysfile::pread_cached(aiocb.aio_fildes, aiocb.aio_buf, aiocb.aio_nbytes, offset) }
+    (!direct).then_some(ReadAt {
+        fd,
+        buf: aiocb.aio_buf,
+        len: aiocb.aio_nbytes,
+        offset,
+    })
 }
 
 /// The port an aiocb reports to, checked against the mode.

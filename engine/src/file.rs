@@ -68,10 +68,12 @@ impl FilePoolBuilder {
     }
 
     /// Whether a `lio_listio` read of at most [`CALLER_READ_MAX`](crate::CALLER_READ_MAX) bytes whose pages are all
-    /// in the page cache is done on the calling thread, before the call returns (`true`, the
-    /// default: it then costs what a `pread` does, with no hand-off to the pool and back),
-    /// or goes to the pool like every other request (`false`: the caller never spends time
-    /// copying, and every request can be cancelled while it waits in the queue).
+    /// in the page cache is done before the call returns (`true`, the default), or goes to
+    /// the pool like every other request (`false`: the caller never spends time copying, and
+    /// every request can be cancelled while it waits in the queue). When on, the calling
+    /// thread does such reads itself, with no hand-off to the pool and back, and a list of
+    /// four or more is offered meanwhile to an idle pool thread (woken if it sleeps), which
+    /// takes some of them: the copies run on two cores.
     pub fn cached_reads_on_caller(mut self, on_caller: bool) -> FilePoolBuilder {
         self.caller_reads = on_caller;
         self

@@ -1,13 +1,19 @@
 //! The file pool: where positioned reads, writes and syncs run, and how their records are
 //! posted. Two drivers ([`FileDriver`]):
 //!
-//! * **io_uring** (`uring`), on request where the kernel allows it: the submitting thread
+//! * **io_uring** (`uring`), the default where the kernel allows it: the submitting thread
 //!   pushes each request into the kernel's submission queue, and one ring thread submits
 //!   them (a list at once), reaps their completions and posts the records;
-//! * **threads**, the default: each request becomes a [`Job`] on a lock-free submission queue (a
-//!   crossbeam `SegQueue`) that a fixed set of threads runs with `pread`, `pwrite` and
-//!   `fsync`; idle threads sleep on the same LIFO futex stack ports use, and a submission
-//!   wakes one only when one sleeps.
+//! * **threads**, where the kernel refuses io_uring or when asked for
+//!   (`IOCP_FILE_DRIVER=threads`, [`FileDriver::Threads`]): each request becomes a [`Job`]
+//!   on a lock-free submission queue (a crossbeam `SegQueue`) that a fixed set of threads
+//!   runs with `pread`, `pwrite` and `fsync`; idle threads sleep on the same LIFO futex
+//!   stack ports use, and a submission wakes one only when one sleeps.
+//!
+//! Either driver's idle threads also help `lio_listio` callers with their cached reads
+//! ([`Pool::share`]): a caller with a list of reads whose pages are in the page cache does
+//! them itself, and offers them meanwhile to an idle thread, which takes some; no request is
+//! handed over, and the call returns when all are done (see `share`).
 //!
 //! Short reads at end of file complete with the bytes read; errors complete with their
 //! `errno`. Every job completes exactly once: by its driver, or with `ECANCELED` by whoever
@@ -22,6 +28,7 @@ use crate::error::canceled;
 use crate::job::{Job, Op};
 use crate::parker::{Parker, Spin, WaitStack};
 use crate::primitive::{lock, Mutex};
+use crate::share::Offers;
 use crate::sys::{self, file as sysfile};
 #[cfg(target_os = "linux")]
 use crate::uring::Ring;
@@ -70,6 +77,8 @@ pub(crate) struct Pool {
     /// Whether `lio_listio` does cached reads on the calling thread
     /// ([`FilePoolBuilder::cached_reads_on_caller`](crate::FilePoolBuilder::cached_reads_on_caller)).
     pub(crate) caller_reads: bool,
+    /// Runs of cached reads a `lio_listio` caller offers to share with an idle thread.
+    offers: Offers,
     stopping: AtomicBool,
     /// Submissions between their check of `stopping` and their push.
     submitting: AtomicUsize,
@@ -129,6 +138,7 @@ impl Pool {
         let pool = Arc::new(Pool {
             runner,
             caller_reads,
+            offers: Offers::new(),
             stopping: AtomicBool::new(false),
             submitting: AtomicUsize::new(0),
             inflight: Mutex::new(HashMap::new()),
@@ -157,6 +167,7 @@ impl Pool {
                     Runner::Uring(ring) => ring.run(
                         |job, result| worker_pool.complete(job, result),
                         || worker_pool.is_stopping(),
+                        &worker_pool.offers,
                     ),
                 }
             });
@@ -227,6 +238,23 @@ impl Pool {
         Ok(())
     }
 
+    /// Runs `task(i)` for every `i` in `0..len`, on this thread and on one of the pool's
+    /// idle threads if one comes meanwhile (a sleeping one is woken); returns when all have
+    /// run (see [`Offers::run`]). For short calls on the caller's behalf, such as a list's
+    /// cached reads: no request is handed over, and the caller never waits for a thread
+    /// that does not come.
+    pub(crate) fn share(&self, len: usize, task: &(dyn Fn(usize) + Sync)) {
+        self.offers.run(len, task, || match &self.runner {
+            Runner::Threads(queue) => {
+                if queue.idle.has_sleepers() {
+                    queue.idle.wake_one();
+                }
+            }
+            #[cfg(target_os = "linux")]
+            Runner::Uring(ring) => ring.kick(),
+        });
+    }
+
     /// Whether the pool is stopping (no submission is taken any more).
     #[cfg(target_os = "linux")]
     pub(crate) fn is_stopping(&self) -> bool {
@@ -243,6 +271,9 @@ impl Pool {
                 self.run(&job);
                 continue;
             }
+            if self.offers.help() {
+                continue;
+            }
             // SeqCst: pairs with the store in `stop`, after which nothing more is pushed.
             if self.stopping.load(Ordering::SeqCst) {
                 return;
@@ -251,7 +282,9 @@ impl Pool {
             // and a context switch per request, which is what a `pread` loop never pays.
             // Relaxed: a hint; the decision to sleep is made with SeqCst below.
             let (work, start) = queue.spin.spin(None, || {
-                queue.queued.load(Ordering::Relaxed) > 0 || self.stopping.load(Ordering::Relaxed)
+                queue.queued.load(Ordering::Relaxed) > 0
+                    || self.offers.pending()
+                    || self.stopping.load(Ordering::Relaxed)
             });
             if work {
                 continue;

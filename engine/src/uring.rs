@@ -8,7 +8,8 @@
 //! submission. Between batches it spins for a while, learnt as a port's waiters learn it, so
 //! that a submitter that keeps the pool busy makes no system call at all; then it sleeps in
 //! `io_uring_enter` until a completion arrives or the eventfd, whose poll it keeps in the
-//! ring, is signalled.
+//! ring, is signalled. Between rounds it also takes part in the cached reads a `lio_listio`
+//! caller offers (see `share`): a signal of the eventfd brings it to them when it sleeps.
 //!
 //! Only the ring thread enters the ring, and so only it runs the ring's task work: the
 //! kernel finishing a request for the program's own threads (as it does when the submitter
@@ -26,6 +27,7 @@
 use crate::job::{Job, Op};
 use crate::parker::Spin;
 use crate::primitive::{lock, Mutex};
+use crate::share::Offers;
 use crate::sys::{
     self, eventfd,
     fault::{self, Call},
@@ -135,11 +137,13 @@ impl Ring {
     }
 
     /// The ring thread: submits, reaps and hands each job to `complete`, until `stopping`
-    /// holds and the kernel has nothing more of the pool.
+    /// holds and the kernel has nothing more of the pool. Between rounds it helps with the
+    /// runs put on `offers`.
     pub(crate) fn run(
         &self,
         complete: impl Fn(&Arc<Job>, io::Result<usize>),
         stopping: impl Fn() -> bool,
+        offers: &Offers,
     ) {
         // Job entries submitted and not yet reaped (it may dip below zero for a moment: an
         // entry can be submitted and reaped before its push is counted).
@@ -170,9 +174,10 @@ impl Ring {
                 eventfd::drain(&self.waker);
                 armed = false;
             }
+            let helped = offers.help();
             // A wake goes round again too: the eventfd's poll is armed at the top, and must
             // be before the ring thread sleeps.
-            if pushed > 0 || reaped > 0 || woken {
+            if pushed > 0 || reaped > 0 || woken || helped {
                 continue;
             }
             if stopping() && in_kernel <= 0 && self.pushed.load(Ordering::SeqCst) == 0 {
@@ -180,7 +185,9 @@ impl Ring {
             }
             // Relaxed: a hint; whether to sleep is decided with SeqCst below.
             let (work, start) = self.spin.spin(None, || {
-                self.pushed.load(Ordering::Relaxed) > 0 || self.has_completions()
+                self.pushed.load(Ordering::Relaxed) > 0
+                    || self.has_completions()
+                    || offers.pending()
             });
             if work {
                 continue;

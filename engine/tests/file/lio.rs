@@ -7,8 +7,8 @@ use crate::common::ports::close_keeping_number;
 use crate::common::rng::pattern;
 use crate::common::timing::BULK_PATIENCE;
 use crate::{
-    aio_state, assert_quiet, collect, pool, pool_from, queued_pool, Busy, Entry, Lio, TestPool,
-    Watchdog, BUSY, KIB,
+    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, pool_threads_reads,
+    queued_pool, Busy, Entry, Lio, TestPool, Watchdog, BUSY, KIB, POOLS,
 };
 use iocp::{
     AioCancel, Aiocb, Completion, Event, FileDriver, FilePool, LioMode, Port, AIO_EXTENDED,
@@ -17,6 +17,7 @@ use iocp::{
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::PoisonError;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -432,6 +433,74 @@ fn lio_naming_a_closed_port_fails_that_entry_with_ebadf() {
         );
         assert_eq!(errno(returned), libc::EIO, "{mode:?}");
     }
+}
+
+/// A list's cached reads are shared with an idle pool thread (the thread driver's, or
+/// io_uring's ring thread): the kernel's count of the bytes each thread reads shows it did
+/// some of them, every buffer holds its own bytes, and every record is in the port when
+/// `lio_listio` returns. Repeats lists until the thread has taken a read (it may come late
+/// to the first ones), within a bound.
+#[test]
+fn an_idle_pool_thread_does_part_of_a_lists_cached_reads() {
+    const READS: usize = 32;
+    const LEN: usize = 16 * KIB;
+    // Alone, so that every pool thread in the process is this test's.
+    let _exclusive = POOLS.write().unwrap_or_else(PoisonError::into_inner);
+    assert!(
+        pool_threads_become(0),
+        "threads of earlier pools are still alive"
+    );
+    let pool = FilePool::builder().threads(1).build().unwrap();
+    let Some(start) = pool_threads_reads() else {
+        eprintln!("skipped: the kernel keeps no per-thread read counts here");
+        return;
+    };
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-lio-shared-reads");
+    let data = pattern(73, READS * LEN);
+    let file = scratch.file("data", &data);
+    let fd = file.as_raw_fd();
+    let deadline = Instant::now() + BULK_PATIENCE;
+    for lists in 1.. {
+        let lio = Lio::new(
+            (0..READS)
+                .map(|i| Entry::read(fd, i * LEN, LEN, Some(&port)))
+                .collect(),
+        );
+        // SAFETY: `lio` outlives its requests: all are done when the call returns (checked
+        // below: every record is in the port).
+        unsafe { pool.lio_listio(LioMode::NoWaitGmcs, &lio.list()) }.unwrap();
+        let mut out = [Completion::default(); READS];
+        let at_once = port.get_many(&mut out, 0, None).unwrap().count;
+        assert_eq!(at_once, READS, "list {lists}: a read was left to the pool");
+        let mut seen = HashSet::new();
+        for record in &out {
+            let i = lio.index_of(record);
+            assert!(seen.insert(i), "two records for entry {i}");
+            assert_eq!((record.error(), record.bytes()), (0, LEN as u32));
+            assert!(lio.buf(i) == &data[i * LEN..(i + 1) * LEN], "entry {i}");
+        }
+        // Reads of `LEN` bytes, told apart from the ring thread's 8-byte reads of its
+        // eventfd: bytes = LEN * shared + 8 * other, calls = shared + other.
+        let (bytes, calls) = pool_threads_reads().expect("counted at the start");
+        let (bytes, calls) = (bytes - start.0, calls - start.1);
+        let shared = bytes.saturating_sub(8 * calls) / (LEN as u64 - 8);
+        if shared > 0 {
+            assert_eq!(
+                shared * LEN as u64 + (calls - shared) * 8,
+                bytes,
+                "the pool thread read something else"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool thread took none of {lists} lists' reads"
+        );
+    }
+    assert_quiet(&port);
+    let _watchdog = Watchdog::new("dropping a file pool");
+    drop(pool);
 }
 
 /// A pool whose only thread is on a long read, where cached reads are done by the caller

@@ -239,18 +239,42 @@ fn pool_from(builder: FilePoolBuilder) -> TestPool {
     }
 }
 
-/// Threads of file pools alive in this process (`iocp-file-<i>`).
-fn pool_threads() -> usize {
+/// The `/proc` directories of the threads of file pools alive in this process
+/// (`iocp-file-<i>`, `iocp-file-ring`).
+fn pool_thread_dirs() -> Vec<std::path::PathBuf> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+        return Vec::new();
     };
     tasks
         .filter_map(Result::ok)
+        .map(|task| task.path())
         .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
+            std::fs::read_to_string(task.join("comm"))
                 .is_ok_and(|comm| comm.starts_with("iocp-file-"))
         })
-        .count()
+        .collect()
+}
+
+/// Threads of file pools alive in this process.
+fn pool_threads() -> usize {
+    pool_thread_dirs().len()
+}
+
+/// What the kernel counts of the read calls of the pool threads alive now, summed: bytes
+/// read and calls made (`rchar`, `syscr` of `/proc/self/task/<tid>/io`). `None` where the
+/// kernel keeps no such count.
+fn pool_threads_reads() -> Option<(u64, u64)> {
+    let mut sums = (0, 0);
+    for task in pool_thread_dirs() {
+        let io = std::fs::read_to_string(task.join("io")).ok()?;
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        sums.0 += field("rchar:")?;
+        sums.1 += field("syscr:")?;
+    }
+    Some(sums)
 }
 
 /// Waits (bounded) until `pool_threads()` is `n`; threads leave `/proc` a moment after
