@@ -4,9 +4,10 @@
 //!
 //! The calling thread puts its run on offer in the pool's one slot ([`Offers`]) and starts on
 //! the tasks itself; an idle pool thread that looks at the slot takes the run out of it and
-//! works on it too. The caller claims tasks one at a time from the front, the helper half of
-//! what is left at a time from the back, so the two split the run as their speeds allow
-//! without writing one cache line for every task, and the caller alone does everything when
+//! works on it too. The caller claims tasks one at a time from the front, the helper a
+//! quarter of what is left at a time from the back, so the two split the run as their
+//! speeds allow without writing one cache line for every task (a smaller share per claim
+//! leaves the caller less to wait for at the end), and the caller alone does everything when
 //! no thread comes. The
 //! caller returns only when every task has run: it takes its run back out of the slot, or,
 //! if a helper took it first, waits until that helper has finished its last task. So the
@@ -23,7 +24,7 @@ use std::ptr;
 struct Split<'a> {
     task: &'a (dyn Fn(usize) + Sync),
     /// The unclaimed tasks `front..back`, as `back << 32 | front`: the caller claims one at
-    /// a time from the front, a helper half of what is left at a time from the back, so
+    /// a time from the front, a helper a quarter of what is left at a time from the back, so
     /// that the two rarely write this line in turn.
     unclaimed: AtomicU64,
     /// Set by a helper that took the run out of the slot, after its last task.
@@ -45,7 +46,7 @@ impl Split<'_> {
         }
     }
 
-    /// A helper's part: claims half of what is left from the back (at least one task) and
+    /// A helper's part: claims a quarter of what is left from the back (at least one task) and
     /// runs it, until nothing is left.
     fn work_back(&self) {
         // Relaxed (all three): as in `work_front`.
