@@ -128,6 +128,10 @@ const GATHER: usize = 32;
 /// Fewest cached reads of a chunk offered to an idle pool thread: fewer take about as long
 /// as a thread takes to come.
 const SHARE_MIN: usize = 4;
+/// Fewest bytes of cached reads in a chunk for which a sleeping pool thread is woken to help
+/// (a futex wake, paid by the caller up front): 64 KiB take a core some ten microseconds to
+/// copy, several times the wake. A shorter run goes only to a thread already awake.
+const WAKE_FOR: usize = 64 * 1024;
 /// A read's result in [`ListCall::read_on_caller`]'s answer when it must go to the pool.
 const NOT_CACHED: usize = usize::MAX;
 
@@ -209,7 +213,8 @@ impl ListCall<'_> {
             done[i].store(bytes.unwrap_or(NOT_CACHED), Ordering::Relaxed);
         };
         if reads.len() >= SHARE_MIN {
-            self.pool.share(reads.len(), &read);
+            let bytes: usize = reads.iter().map(|read| read.len).sum();
+            self.pool.share(reads.len(), &read, bytes >= WAKE_FOR);
         } else {
             (0..reads.len()).for_each(read);
         }

@@ -239,19 +239,24 @@ impl Pool {
     }
 
     /// Runs `task(i)` for every `i` in `0..len`, on this thread and on one of the pool's
-    /// idle threads if one comes meanwhile (a sleeping one is woken); returns when all have
-    /// run (see [`Offers::run`]). For short calls on the caller's behalf, such as a list's
-    /// cached reads: no request is handed over, and the caller never waits for a thread
-    /// that does not come.
-    pub(crate) fn share(&self, len: usize, task: &(dyn Fn(usize) + Sync)) {
+    /// idle threads if one comes meanwhile (with `wake`, a sleeping one is woken: a system
+    /// call, worth it only for a long run); returns when all have run (see
+    /// [`Offers::run`]). For short calls on the caller's behalf, such as a list's cached
+    /// reads: no request is handed over, and the caller never waits for a thread that does
+    /// not come.
+    pub(crate) fn share(&self, len: usize, task: &(dyn Fn(usize) + Sync), wake: bool) {
         self.offers.run(len, task, || match &self.runner {
             Runner::Threads(queue) => {
-                if queue.idle.has_sleepers() {
+                if wake && queue.idle.has_sleepers() {
                     queue.idle.wake_one();
                 }
             }
             #[cfg(target_os = "linux")]
-            Runner::Uring(ring) => ring.kick(),
+            Runner::Uring(ring) => {
+                if wake {
+                    ring.kick();
+                }
+            }
         });
     }
 

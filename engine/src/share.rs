@@ -5,7 +5,7 @@
 //! The calling thread puts its run on offer in the pool's one slot ([`Offers`]) and starts on
 //! the tasks itself; an idle pool thread that looks at the slot takes the run out of it and
 //! works on it too. The caller claims tasks one at a time from the front, the helper a
-//! quarter of what is left at a time from the back, so the two split the run as their
+//! quarter of what is left (at most four) at a time from the back, so the two split the run as their
 //! speeds allow without writing one cache line for every task (a smaller share per claim
 //! leaves the caller less to wait for at the end), and the caller alone does everything when
 //! no thread comes. The
@@ -46,7 +46,8 @@ impl Split<'_> {
         }
     }
 
-    /// A helper's part: claims a quarter of what is left from the back (at least one task) and
+    /// A helper's part: claims a quarter of what is left from the back (at least one task, at
+    /// most [`MAX_CLAIM`]) and
     /// runs it, until nothing is left.
     fn work_back(&self) {
         // Relaxed (all three): as in `work_front`.
@@ -56,7 +57,7 @@ impl Split<'_> {
             if front >= back {
                 return;
             }
-            let from = back - (back - front).div_ceil(4);
+            let from = back - (back - front).div_ceil(4).min(MAX_CLAIM);
             match self.unclaimed.compare_exchange_weak(
                 seen,
                 pack(front, from),
@@ -72,6 +73,10 @@ impl Split<'_> {
         }
     }
 }
+
+/// Most tasks a helper claims at once: a pool thread helping is not doing its own work (io_uring's
+/// ring thread reaps and submits between claims).
+const MAX_CLAIM: u32 = 4;
 
 /// `front..back` as [`Split::unclaimed`] holds it.
 fn pack(front: u32, back: u32) -> u64 {
