@@ -24,8 +24,9 @@
 //!   takes completions with batched `get_many` and resubmits every finished aiocb, with its
 //!   next random offset, in one `lio_listio` per batch: `QD` reads stay in flight. Both
 //!   pools keep the default `cached_reads_on_caller(true)`: `lio_listio` reads cached pages
-//!   on the calling thread itself, under either driver; an `O_DIRECT` read never completes
-//!   that way and always goes to the driver;
+//!   before it returns, under either driver, on the calling thread and an idle pool thread
+//!   together (the thread driver's, or io_uring's ring thread); an `O_DIRECT` read never
+//!   completes that way and always goes to the driver;
 //! * `pread loop`: one thread calling `pread` (queue depth 1), on the same sequence of
 //!   random offsets (the same generator with the same seed);
 //! * `fio psync` and `fio io_uring`: fio 3 on the same file, `--rw=randread --bs=4k
