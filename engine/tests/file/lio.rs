@@ -503,6 +503,65 @@ fn an_idle_pool_thread_does_part_of_a_lists_cached_reads() {
     drop(pool);
 }
 
+/// A list longer than the chunks `lio_listio` gathers cached reads in (32 entries), whose
+/// entries name two ports in runs of five (so the port changes within a chunk and across
+/// chunks) and mix cached reads, done before the call returns and shared with the pool's
+/// idle thread, with reads too large for that, which go to the pool: every record reaches
+/// the port its entry names, once, with its byte count, and every buffer holds its bytes.
+#[test]
+fn a_long_list_naming_two_ports_in_runs_reports_each_read_to_its_own() {
+    const ENTRIES: usize = 70;
+    let pool = pool(1);
+    let ports = [Port::new().unwrap(), Port::new().unwrap()];
+    let scratch = TempDir::new("file-lio-two-ports");
+    let data = pattern(79, 512 * KIB);
+    let file = scratch.file("data", &data);
+    let fd = file.as_raw_fd();
+    let port_of = |i: usize| (i / 5) % 2;
+    let large = CALLER_READ_MAX + 4 * KIB;
+    let span = |i: usize| match i % 7 {
+        3 => (0, large),
+        _ => (i * 4 * KIB, 4 * KIB),
+    };
+    for mode in [LioMode::NoWaitGmcs, LioMode::NoWait] {
+        let lio = Lio::new(
+            (0..ENTRIES)
+                .map(|i| {
+                    let (at, len) = span(i);
+                    Entry::read(fd, at, len, Some(&ports[port_of(i)]))
+                })
+                .collect(),
+        );
+        // SAFETY: `lio` outlives its requests: every record is dequeued below.
+        unsafe { pool.lio_listio(mode, &lio.list()) }.unwrap();
+        let mut seen = HashSet::new();
+        for (p, port) in ports.iter().enumerate() {
+            let named = (0..ENTRIES).filter(|&i| port_of(i) == p).count();
+            for record in collect(port, named) {
+                let i = lio.index_of(&record);
+                assert!(seen.insert(i), "{mode:?}: two records for entry {i}");
+                assert_eq!(
+                    port_of(i),
+                    p,
+                    "{mode:?}: entry {i}'s record went to port {p}"
+                );
+                let (at, len) = span(i);
+                assert_eq!(
+                    (record.error(), record.bytes()),
+                    (0, len as u32),
+                    "entry {i}"
+                );
+                assert!(lio.buf(i) == &data[at..at + len], "{mode:?}: entry {i}");
+                if mode == LioMode::NoWait {
+                    assert_eq!(aio_state(lio.cb(i)), (0, len as isize), "entry {i}");
+                }
+            }
+        }
+        assert_eq!(seen.len(), ENTRIES);
+        ports.iter().for_each(assert_quiet);
+    }
+}
+
 /// A pool whose only thread is on a long read, where cached reads are done by the caller
 /// (the default).
 fn busy_caller_reads_pool() -> (TestPool, Busy) {
