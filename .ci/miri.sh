@@ -2,7 +2,9 @@
 # Miri over the engine's unit tests that it can run: the ring (engine/src/ring.rs: its
 # scalar tag search, the overflow queue, and producers racing a consumer under Miri's
 # data-race detector and weak-memory emulation), the OVERLAPPED status block
-# (engine/src/overlapped.rs, with its futex wait), and the socket address conversions
+# (engine/src/overlapped.rs, with its futex wait), the runs of tasks shared with a pool
+# thread (engine/src/share.rs: a helper must be done with a run, which lives on its
+# caller's stack, before the caller returns), and the socket address conversions
 # (engine/src/sys/socket.rs).
 #
 # Not the others: anything with a port, an event, a socket or a file opens a handle, an
@@ -35,11 +37,12 @@ run() {
         --target-dir target/miri -- "${@:2}"
 }
 # Every test once, then the ones with threads under more interleavings.
-run "" ring:: overlapped:: sys::socket::
+run "" ring:: overlapped:: share:: sys::socket::
 seeds=${IOCP_MIRI_SEEDS:-8}
 if [ "$seeds" -gt 1 ]; then
     run "-Zmiri-many-seeds=1..$seeds" \
         ring::tests::producers_racing_a_consumer_deliver_each_record_once_in_order \
         overlapped::tests::a_waiter_in_get_result_wakes_with_the_result_another_thread_publishes \
-        overlapped::tests::a_thread_that_sees_the_request_complete_sees_its_byte_count
+        overlapped::tests::a_thread_that_sees_the_request_complete_sees_its_byte_count \
+        share::tests::a_helper_takes_tasks_and_the_caller_waits_for_it
 fi

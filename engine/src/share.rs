@@ -200,7 +200,7 @@ impl Offers {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicBool, AtomicU32};
     use std::sync::Arc;
     use std::thread;
 
@@ -227,33 +227,39 @@ mod tests {
         let offers = Arc::new(Offers::new());
         let runs: Vec<AtomicU32> = (0..64).map(|_| AtomicU32::new(0)).collect();
         let by_helper = AtomicU32::new(0);
+        let caller_done = Arc::new(AtomicBool::new(false));
         let helper = {
-            let offers = Arc::clone(&offers);
+            let (offers, caller_done) = (Arc::clone(&offers), Arc::clone(&caller_done));
             thread::spawn(move || {
-                // Bounded: the caller below offers within the first million looks.
-                for _ in 0..10_000_000 {
+                // Bounded by the caller: it sets the flag once its run returned.
+                while !caller_done.load(Ordering::Relaxed) {
                     if offers.help() {
                         return true;
                     }
-                    std::hint::spin_loop();
+                    thread::yield_now();
                 }
                 false
             })
         };
         let helper_id = helper.thread().id();
+        let patience = std::time::Instant::now() + std::time::Duration::from_secs(10);
         offers.run(
             runs.len(),
             &|i| {
                 if thread::current().id() == helper_id {
                     by_helper.fetch_add(1, Ordering::Relaxed);
                 } else if i == 0 {
-                    // Gives the helper time to come while the caller holds task 0.
-                    thread::sleep(std::time::Duration::from_millis(50));
+                    // Holds task 0 until the helper has taken the run out of the slot (it
+                    // then claims tasks from the back), or for at most ten seconds.
+                    while offers.pending() && std::time::Instant::now() < patience {
+                        thread::yield_now();
+                    }
                 }
                 runs[i].fetch_add(1, Ordering::Relaxed);
             },
             || {},
         );
+        caller_done.store(true, Ordering::Relaxed);
         // Every task ran once, the helper's too, by the time `run` returned.
         assert!(runs.iter().all(|n| n.load(Ordering::Relaxed) == 1));
         assert!(helper.join().unwrap(), "the helper found the run on offer");
