@@ -48,6 +48,7 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
         wait: (mode == LioMode::Wait).then(|| Arc::new(ListWait::new())),
         failed: false,
         refused: false,
+        queued: false,
         last_dup: None,
         posts: Posts::new(),
     };
@@ -149,6 +150,8 @@ struct ListCall<'p> {
     failed: bool,
     /// The pool refused a request: it is stopping (the call fails with `EAGAIN`).
     refused: bool,
+    /// A request went to the pool (io_uring's ring thread is to be told, once).
+    queued: bool,
     /// A list nearly always reads one file: one duplicate of it per call.
     last_dup: Option<(RawFd, Arc<OwnedFd>, bool)>,
     /// Records of the reads done by the caller, posted together.
@@ -197,6 +200,7 @@ impl ListCall<'_> {
             self.refused = true;
             return false;
         }
+        self.queued = true;
         true
     }
 
@@ -233,10 +237,13 @@ impl ListCall<'_> {
         }
     }
 
-    /// Ends the call: the list is one submission (io_uring), the caller's reads one post
-    /// per port; `LIO_WAIT` waits for every request it queued. The call's result.
+    /// Ends the call: the list is one submission (io_uring; a list done entirely by reads of
+    /// cached pages leaves the ring thread alone), the caller's reads one post per port;
+    /// `LIO_WAIT` waits for every request it queued. The call's result.
     fn finish(mut self, list: &[*mut Aiocb]) -> io::Result<()> {
-        self.pool.flush();
+        if self.queued {
+            self.pool.flush();
+        }
         self.posts.flush();
         if let Some(wait) = self.wait {
             // The initial count of one kept the waiter from finishing before the loop did.

@@ -7,8 +7,9 @@ use crate::common::ports::close_keeping_number;
 use crate::common::rng::pattern;
 use crate::common::timing::BULK_PATIENCE;
 use crate::{
-    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, pool_threads_reads,
-    queued_pool, Busy, Entry, Lio, TestPool, Watchdog, BUSY, KIB, POOLS,
+    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_asleep, pool_threads_become,
+    pool_threads_reads, pool_threads_sleeps, queued_pool, Busy, Entry, Lio, TestPool, Watchdog,
+    BUSY, KIB, POOLS,
 };
 use iocp::{
     AioCancel, Aiocb, Completion, Event, FileDriver, FilePool, LioMode, Port, AIO_EXTENDED,
@@ -497,6 +498,70 @@ fn an_idle_pool_thread_does_part_of_a_lists_cached_reads() {
             Instant::now() < deadline,
             "the pool thread took none of {lists} lists' reads"
         );
+    }
+    assert_quiet(&port);
+    let _watchdog = Watchdog::new("dropping a file pool");
+    drop(pool);
+}
+
+/// A pool thread asleep is left asleep by lists of cached reads too short to be worth a
+/// wake (under 64 KiB: the caller does them alone, with no system call for the pool), and
+/// woken by a long one, which it then helps with.
+#[test]
+fn a_sleeping_pool_thread_is_woken_for_a_long_list_of_cached_reads_only() {
+    let _exclusive = POOLS.write().unwrap_or_else(PoisonError::into_inner);
+    assert!(
+        pool_threads_become(0),
+        "threads of earlier pools are still alive"
+    );
+    let pool = FilePool::builder().threads(1).build().unwrap();
+    let port = Port::new().unwrap();
+    let scratch = TempDir::new("file-lio-wake-for-long");
+    let data = pattern(83, 512 * KIB);
+    let file = scratch.file("data", &data);
+    let fd = file.as_raw_fd();
+    let run = |reads: usize, len: usize| {
+        let lio = Lio::new(
+            (0..reads)
+                .map(|i| Entry::read(fd, i * len, len, Some(&port)))
+                .collect(),
+        );
+        // SAFETY: `lio` outlives its requests: all are done when the call returns (every
+        // record is in the port, checked below).
+        unsafe { pool.lio_listio(LioMode::NoWaitGmcs, &lio.list()) }.unwrap();
+        let mut out = vec![Completion::default(); reads];
+        let at_once = port.get_many(&mut out, 0, None).unwrap().count;
+        assert_eq!(at_once, reads, "a read was left to the pool");
+        for record in &out {
+            let i = lio.index_of(record);
+            assert!(lio.buf(i) == &data[i * len..(i + 1) * len], "entry {i}");
+        }
+    };
+    // The thread spins for at most 100 µs after its start, then sleeps.
+    let deadline = Instant::now() + BULK_PATIENCE;
+    while !pool_threads_asleep() {
+        assert!(
+            Instant::now() < deadline,
+            "the pool thread never went to sleep"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let sleeps = pool_threads_sleeps();
+    for _ in 0..50 {
+        run(4, 4 * KIB);
+    }
+    assert_eq!(
+        pool_threads_sleeps(),
+        sleeps,
+        "short lists woke the sleeping pool thread"
+    );
+    run(16, 16 * KIB);
+    while pool_threads_sleeps() == sleeps {
+        assert!(
+            Instant::now() < deadline,
+            "a long list did not wake the sleeping pool thread"
+        );
+        thread::sleep(Duration::from_millis(1));
     }
     assert_quiet(&port);
     let _watchdog = Watchdog::new("dropping a file pool");

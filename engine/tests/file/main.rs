@@ -260,6 +260,35 @@ fn pool_threads() -> usize {
     pool_thread_dirs().len()
 }
 
+/// Whether every pool thread alive now is asleep (state `S` in `/proc/self/task/<tid>/stat`).
+fn pool_threads_asleep() -> bool {
+    pool_thread_dirs().iter().all(|task| {
+        std::fs::read_to_string(task.join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+        })
+    })
+}
+
+/// How many times the pool threads alive now went to sleep, summed
+/// (`voluntary_ctxt_switches` of `/proc/self/task/<tid>/status`): a thread asleep that is
+/// not woken adds nothing.
+fn pool_threads_sleeps() -> u64 {
+    pool_thread_dirs()
+        .iter()
+        .filter_map(|task| std::fs::read_to_string(task.join("status")).ok())
+        .filter_map(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("voluntary_ctxt_switches:")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .sum()
+}
+
 /// What the kernel counts of the read calls of the pool threads alive now, summed: bytes
 /// read and calls made (`rchar`, `syscr` of `/proc/self/task/<tid>/io`). `None` where the
 /// kernel keeps no such count.
