@@ -5,8 +5,9 @@
 //! if the ring thread sleeps, signals its eventfd; it never enters the kernel for the ring.
 //! The ring thread submits what was pushed (a `lio_listio` list at once), reaps the
 //! completions and posts their records; reads of cached pages complete during its
-//! submission. Between batches it spins for a while, learnt as a port's waiters learn it, so
-//! that a submitter that keeps the pool busy makes no system call at all; then it sleeps in
+//! submission. Between batches, when the kernel holds none of its requests, it spins for a
+//! while, learnt as a port's waiters learn it, so that a submitter that keeps the pool busy
+//! makes no system call at all; then (at once, when requests are in the kernel) it sleeps in
 //! `io_uring_enter` until a completion arrives or the eventfd, whose poll it keeps in the
 //! ring, is signalled. Between rounds it also takes part in the cached reads a `lio_listio`
 //! caller offers (see `share`): a signal of the eventfd brings it to them when it sleeps.
@@ -183,13 +184,20 @@ impl Ring {
             if stopping() && in_kernel <= 0 && self.pushed.load(Ordering::SeqCst) == 0 {
                 return;
             }
-            // Relaxed: a hint; whether to sleep is decided with SeqCst below.
-            let (work, start) = self.spin.spin(None, || {
-                self.pushed.load(Ordering::Relaxed) > 0
-                    || self.has_completions()
-                    || offers.pending()
+            // With requests in the kernel their completions end the sleep below (the kernel
+            // runs the ring's task work in this thread's `io_uring_enter`): spinning for them
+            // would only take a core from the device's interrupts and the task work, so the
+            // thread sleeps at once. (O_DIRECT reads at queue depth 32: 0.80x / 0.84x /
+            // 0.77x fio io_uring against 0.78x / 0.79x / 0.75x with the spin, run in turn.)
+            let spun = (in_kernel <= 0).then(|| {
+                // Relaxed: a hint; whether to sleep is decided with SeqCst below.
+                self.spin.spin(None, || {
+                    self.pushed.load(Ordering::Relaxed) > 0
+                        || self.has_completions()
+                        || offers.pending()
+                })
             });
-            if work {
+            if let Some((true, _)) = spun {
                 continue;
             }
             // SeqCst: the ring thread half of the Dekker pair with `submit`: either a
@@ -203,7 +211,9 @@ impl Ring {
             }
             // Relaxed: pushers that still see it asleep only signal the eventfd once more.
             self.asleep.store(false, Ordering::Relaxed);
-            self.spin.learn(start, true);
+            if let Some((_, start)) = spun {
+                self.spin.learn(start, true);
+            }
         }
     }
 
