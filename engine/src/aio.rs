@@ -21,10 +21,11 @@ use std::sync::Arc;
 
 /// AIX `lio_listio`: submits every request of `list` in one call.
 ///
-/// A read whose pages are all in the page cache is done on the calling thread before the
-/// call returns ([`ReadAt::read`]), on the calling thread and, for a longer list, on an
-/// idle pool thread too ([`Pool::share`]): its aiocb is filled in (except in `LIO_NOWAIT_GMCS`) and
-/// its record posted with the others the call completes, in one batched post. Every other
+/// A read whose pages are all in the page cache is done before the call returns
+/// ([`ReadAt::read`]), on the calling thread and, in a list of four or more such reads, on
+/// an idle pool thread too ([`Pool::share`]): its aiocb is filled in (except in
+/// `LIO_NOWAIT_GMCS`) and its record posted with the others the call completes, in one
+/// batched post. Every other
 /// request goes to the pool. Either way it completes once, as it would have on the pool.
 ///
 /// NULL entries and [`LIO_NOP`] entries are skipped. An entry that cannot be queued — a
@@ -100,7 +101,7 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
                 break;
             }
         }
-        let done = call.read_on_caller(&reads[..n]);
+        let done = call.read_cached(&reads[..n]);
         let mut port: Association = None;
         for (read, gathered) in done.iter().zip(&mut gathered[..n]) {
             let (aiocb, named) = gathered.take().expect("gathered with its read");
@@ -108,10 +109,10 @@ pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io:
                 port = named;
             }
             match read.load(Ordering::Relaxed) {
+                // Also once the pool refused a later entry: this one came first, and gets
+                // its answer (`EAGAIN` then) as it would have in list order.
                 NOT_CACHED => {
-                    if !call.refused {
-                        call.queue(aiocb, port.clone());
-                    }
+                    call.queue(aiocb, port.clone());
                 }
                 bytes => call.report_cached(aiocb, &port, bytes),
             }
@@ -133,7 +134,7 @@ const SHARE_MIN: usize = 4;
 /// (a futex wake, paid by the caller up front): 64 KiB take a core some ten microseconds to
 /// copy, several times the wake. A shorter run goes only to a thread already awake.
 const WAKE_FOR: usize = 64 * 1024;
-/// A read's result in [`ListCall::read_on_caller`]'s answer when it must go to the pool.
+/// A read's result in [`ListCall::read_cached`]'s answer when it must go to the pool.
 const NOT_CACHED: usize = usize::MAX;
 
 /// An entry whose read the caller may do itself, with the port it reports to when that
@@ -206,7 +207,7 @@ impl ListCall<'_> {
 
     /// Does `reads` on this thread, and on an idle pool thread when there are enough of
     /// them: each one's byte count, or [`NOT_CACHED`] when it must go to the pool.
-    fn read_on_caller(&self, reads: &[ReadAt]) -> [AtomicUsize; GATHER] {
+    fn read_cached(&self, reads: &[ReadAt]) -> [AtomicUsize; GATHER] {
         let done: [AtomicUsize; GATHER] = std::array::from_fn(|_| AtomicUsize::new(NOT_CACHED));
         let read = |i: usize| {
             // SAFETY: each read is of a caller's buffer that stays writable until its
@@ -320,7 +321,7 @@ struct ReadAt {
     offset: u64,
 }
 
-// SAFETY: a `ReadAt` names a caller's buffer, which `ListCall::read_on_caller` has exactly
+// SAFETY: a `ReadAt` names a caller's buffer, which `ListCall::read_cached` has exactly
 // one thread write (the one that claims its index), before `lio_listio` returns.
 unsafe impl Sync for ReadAt {}
 
