@@ -5,14 +5,13 @@
 //! The calling thread puts its run on offer in the pool's one slot ([`Offers`]) and starts on
 //! the tasks itself; an idle pool thread that looks at the slot takes the run out of it and
 //! works on it too. The caller claims tasks one at a time from the front, the helper a
-//! quarter of what is left (at most four) at a time from the back, so the two split the run as their
-//! speeds allow without writing one cache line for every task (a smaller share per claim
-//! leaves the caller less to wait for at the end), and the caller alone does everything when
-//! no thread comes. The
-//! caller returns only when every task has run: it takes its run back out of the slot, or,
-//! if a helper took it first, waits until that helper has finished its last task. So the
-//! tasks may borrow the caller's stack, and the caller sees every task's effects when
-//! [`Offers::run`] returns.
+//! quarter of what is left (at most [`MAX_CLAIM`]) at a time from the back, so the two split
+//! the run as their speeds allow without writing one cache line for every task (a small
+//! share per claim leaves the caller little to wait for at the end), and the caller alone
+//! does everything when no thread comes. The caller returns only when every task has run: it
+//! takes its run back out of the slot, or, if a helper took it first, waits until that
+//! helper has finished its last task. So the tasks may borrow the caller's stack, and the
+//! caller sees every task's effects when [`Offers::run`] returns.
 //!
 //! The slot holds one run at a time: a second caller finding it taken runs alone.
 
@@ -47,8 +46,7 @@ impl Split<'_> {
     }
 
     /// A helper's part: claims a quarter of what is left from the back (at least one task, at
-    /// most [`MAX_CLAIM`]) and
-    /// runs it, until nothing is left.
+    /// most [`MAX_CLAIM`]) and runs it, until nothing is left.
     fn work_back(&self) {
         // Relaxed (all three): as in `work_front`.
         let mut seen = self.unclaimed.load(Ordering::Relaxed);
@@ -74,8 +72,8 @@ impl Split<'_> {
     }
 }
 
-/// Most tasks a helper claims at once: a pool thread helping is not doing its own work (io_uring's
-/// ring thread reaps and submits between claims).
+/// Most tasks a helper claims at once: a pool thread helping is not doing its own work
+/// (io_uring's ring thread reaps and submits between claims).
 const MAX_CLAIM: u32 = 4;
 
 /// `front..back` as [`Split::unclaimed`] holds it.
@@ -162,7 +160,7 @@ impl Offers {
             return;
         }
         // A helper took the run: `split` must live until it is done with it. It holds at most
-        // one task, a short one, so this wait is short, unless the helper was preempted.
+        // `MAX_CLAIM` short tasks, so this wait is short, unless the helper was preempted.
         let mut spins = 0u32;
         // Acquire: pairs with the helper's release store, after its last task.
         while !split.helped.load(Ordering::Acquire) {
