@@ -10,7 +10,8 @@
 //! makes no system call at all; then (at once, when requests are in the kernel) it sleeps in
 //! `io_uring_enter` until a completion arrives or the eventfd, whose poll it keeps in the
 //! ring, is signalled. Between rounds it also takes part in the cached reads a `lio_listio`
-//! caller offers (see `share`): a signal of the eventfd brings it to them when it sleeps.
+//! caller offers (see `share`): when it sleeps, a signal of the eventfd brings it to a run of
+//! 64 KiB or more.
 //!
 //! Only the ring thread enters the ring, and so only it runs the ring's task work: the
 //! kernel finishing a request for the program's own threads (as it does when the submitter
