@@ -42,6 +42,7 @@
 //! and 64; direct, iocp on io_uring ≥ [`DIRECT_TARGET_RATIO`] x fio io_uring at queue depth
 //! [`DIRECT_TARGET_DEPTH`].
 
+use super::spread::median;
 use super::{Bound, Target};
 use crate::{process, sys, Settings};
 use indicatif::ProgressBar;
@@ -641,18 +642,6 @@ fn group(kind: Kind, depth: usize, rows: Vec<Row>) -> Group {
     group.ratios = ratios;
     group.targets = targets;
     group
-}
-
-/// The median of `values`; `None` when empty.
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(sorted[mid]),
-        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
-    }
 }
 
 /// One measurement: reads per second, or why it failed.

@@ -38,6 +38,11 @@ impl Spread {
     }
 }
 
+/// The median of `values` (of an even count, the mean of the middle two); `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    Spread::of(values).map(|spread| spread.median)
+}
+
 /// Where one figure's rounds stand against another's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

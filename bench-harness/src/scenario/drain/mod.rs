@@ -65,6 +65,7 @@ mod pool;
 mod producers;
 mod same_thread;
 
+use super::spread::median;
 use super::{Bound, Target};
 use crate::libiocp;
 use crate::Settings;
@@ -557,18 +558,6 @@ fn targets(
         }
     }
     targets
-}
-
-/// The median of `values`; `None` when empty.
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(sorted[mid]),
-        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
-    }
 }
 
 /// One measurement of `subject` in `variant`: records per second, or why it failed.
