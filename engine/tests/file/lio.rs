@@ -7,9 +7,8 @@ use crate::common::ports::close_keeping_number;
 use crate::common::rng::pattern;
 use crate::common::timing::BULK_PATIENCE;
 use crate::{
-    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_asleep, pool_threads_become,
-    pool_threads_reads, pool_threads_sleeps, queued_pool, Busy, Entry, Lio, TestPool, Watchdog,
-    BUSY, KIB, POOLS,
+    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_asleep, pool_threads_reads,
+    pool_threads_sleeps, pools_alone, queued_pool, Busy, Entry, Lio, TestPool, Watchdog, BUSY, KIB,
 };
 use iocp::{
     AioCancel, Aiocb, Completion, Event, FileDriver, FilePool, LioMode, Port, AIO_EXTENDED,
@@ -18,7 +17,6 @@ use iocp::{
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::PoisonError;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -446,11 +444,7 @@ fn an_idle_pool_thread_does_part_of_a_lists_cached_reads() {
     const READS: usize = 32;
     const LEN: usize = 16 * KIB;
     // Alone, so that every pool thread in the process is this test's.
-    let _exclusive = POOLS.write().unwrap_or_else(PoisonError::into_inner);
-    assert!(
-        pool_threads_become(0),
-        "threads of earlier pools are still alive"
-    );
+    let _exclusive = pools_alone();
     let pool = FilePool::builder().threads(1).build().unwrap();
     let Some(start) = pool_threads_reads() else {
         eprintln!("skipped: the kernel keeps no per-thread read counts here");
@@ -509,11 +503,7 @@ fn an_idle_pool_thread_does_part_of_a_lists_cached_reads() {
 /// woken by a long one, which it then helps with.
 #[test]
 fn a_sleeping_pool_thread_is_woken_for_a_long_list_of_cached_reads_only() {
-    let _exclusive = POOLS.write().unwrap_or_else(PoisonError::into_inner);
-    assert!(
-        pool_threads_become(0),
-        "threads of earlier pools are still alive"
-    );
+    let _exclusive = pools_alone();
     let pool = FilePool::builder().threads(1).build().unwrap();
     let port = Port::new().unwrap();
     let scratch = TempDir::new("file-lio-wake-for-long");

@@ -39,7 +39,7 @@ use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicU32;
-use std::sync::{mpsc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{mpsc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -170,6 +170,17 @@ impl Drop for Watchdog {
 /// Pools hold this shared while they live; the test that counts pool threads holds it
 /// exclusively, so that it sees its own pool's threads only.
 static POOLS: RwLock<()> = RwLock::new(());
+
+/// Holds off every other test's pools and waits (bounded) until the threads of earlier ones
+/// are gone: while the guard lives, every pool thread in the process is the caller's.
+fn pools_alone() -> RwLockWriteGuard<'static, ()> {
+    let exclusive = POOLS.write().unwrap_or_else(PoisonError::into_inner);
+    assert!(
+        pool_threads_become(0),
+        "threads of earlier pools are still alive"
+    );
+    exclusive
+}
 
 /// A pool whose drop (which joins its threads) runs under a watchdog.
 struct TestPool {

@@ -7,12 +7,11 @@ use crate::common::pending;
 use crate::common::rng::pattern;
 use crate::common::{block_of, errno};
 use crate::{
-    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, Busy, Entry, File,
-    Lent, Lio, Watchdog, BUSY, POOLS,
+    aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, pools_alone, Busy,
+    Entry, File, Lent, Lio, Watchdog, BUSY,
 };
 use iocp::{Event, FileDriver, FilePool, LioMode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
-use std::sync::PoisonError;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,11 +21,7 @@ fn dropping_the_pool_completes_every_queued_request_and_joins_its_threads() {
     const BLOCKED: usize = 300;
     const LISTED: usize = 300;
     const BLOCK: usize = 256;
-    let _exclusive = POOLS.write().unwrap_or_else(PoisonError::into_inner);
-    assert!(
-        pool_threads_become(0),
-        "threads of earlier pools are still alive"
-    );
+    let _exclusive = pools_alone();
     let pool = FilePool::builder()
         .driver(FileDriver::Threads)
         .threads(2)
