@@ -323,11 +323,52 @@ impl Recent {
     }
 }
 
+/// What a thread keeps for the ports it uses: the ports it looked up by handle, and the
+/// port that last released it.
+#[cfg(not(loom))]
+struct Locals {
+    recent: RefCell<Recent>,
+    released: RefCell<Option<Released>>,
+}
+
 #[cfg(not(loom))]
 std::thread_local! {
-    static RECENT: std::cell::RefCell<Recent> = const {
-        std::cell::RefCell::new(Recent { ports: [const { None }; RECENT_PORTS] })
+    static LOCALS: Locals = const {
+        Locals {
+            recent: RefCell::new(Recent { ports: [const { None }; RECENT_PORTS] }),
+            released: RefCell::new(None),
+        }
     };
+}
+
+/// Runs `f` on the thread's [`Locals`], reached through the thread's fast slot (see
+/// [`crate::sys::fast_tls`]): the slot holds the address of `LOCALS` from the thread's
+/// first call until `LOCALS` is dropped at thread exit. `None` once it is gone.
+#[cfg(not(loom))]
+#[inline]
+fn with_locals<R>(f: impl FnOnce(&Locals) -> R) -> Option<R> {
+    let locals = crate::sys::fast_tls::get().cast::<Locals>();
+    if !locals.is_null() {
+        // SAFETY: only the code below stores a non-null pointer in the slot: the address of
+        // this thread's `LOCALS`, which stays valid until the thread exits; `Locals::drop`
+        // clears the slot before the fields are dropped, and a thread's slot is its own.
+        return Some(f(unsafe { &*locals }));
+    }
+    LOCALS
+        .try_with(|locals| {
+            crate::sys::fast_tls::set(std::ptr::from_ref(locals).cast());
+            f(locals)
+        })
+        .ok()
+}
+
+#[cfg(not(loom))]
+impl Drop for Locals {
+    fn drop(&mut self) {
+        // `LOCALS` is being destroyed: calls on this thread from other thread-locals'
+        // destructors find it gone, as `try_with` then says.
+        crate::sys::fast_tls::set(std::ptr::null());
+    }
 }
 
 // SAFETY: `from_arc` and `arc` only wrap and unwrap `shared`, a `Port`'s only field.
@@ -624,15 +665,15 @@ impl Port {
     #[cfg(not(loom))]
     pub fn with_handle<R>(handle: crate::RawHandle, f: impl FnOnce(&Port) -> R) -> Option<R> {
         let mut f = Some(f);
-        let cached = RECENT.try_with(|recent| {
+        let cached = with_locals(|locals| {
             // Busy only when a signal handler calls in during a call of this thread's.
-            let mut recent = recent.try_borrow_mut().ok()?;
+            let mut recent = locals.recent.try_borrow_mut().ok()?;
             let kept = recent.find(handle)?;
             // The cache stays borrowed while `f` runs (it may block), which keeps the port.
             f.take().map(|f| f(&kept.port))
         });
         match (cached, f) {
-            (Ok(Some(result)), _) => Some(result),
+            (Some(Some(result)), _) => Some(result),
             // No port by that number, or the cache is busy or gone (thread exit): a
             // reference of its own, which `f` may block on too.
             (_, Some(f)) => PORTS.get(handle).map(|port| f(&port)),
@@ -650,9 +691,9 @@ impl Port {
     #[cfg(not(loom))]
     #[inline]
     pub fn post_to_handle(handle: crate::RawHandle, record: Completion) -> Option<io::Result<()>> {
-        let cached = RECENT.try_with(move |recent| {
+        let cached = with_locals(move |locals| {
             // Busy only when a signal handler calls in during a call of this thread's.
-            let mut recent = recent.try_borrow_mut().ok()?;
+            let mut recent = locals.recent.try_borrow_mut().ok()?;
             let kept = recent.find(handle)?;
             // `find` saw the port open, which is all `post` checks: a post that races
             // `close` is discarded with the port.
@@ -662,7 +703,7 @@ impl Port {
             Some(())
         });
         match cached {
-            Ok(Some(())) => Some(Ok(())),
+            Some(Some(())) => Some(Ok(())),
             // As in `with_handle`. The record goes by its fields (see `Lane::spill_one`).
             _ => Self::post_uncached(
                 handle,
@@ -1300,7 +1341,7 @@ impl Shared {
         if !self.limited() {
             return;
         }
-        RELEASED.with(|slot| {
+        let remembered = with_released(|slot| {
             let mut slot = slot.borrow_mut();
             match &mut *slot {
                 Some(released) if released.is(self) => released.counted = true,
@@ -1313,6 +1354,11 @@ impl Shared {
                 }
             }
         });
+        if remembered.is_none() {
+            // A call from a thread-local's destructor after the thread's locals are gone:
+            // nothing would count the thread out later, so it is counted out now.
+            self.withdraw();
+        }
     }
 
     /// A thread calling `get` is back from whatever it was released to do: it no longer
@@ -1326,7 +1372,7 @@ impl Shared {
     /// lets a thread that takes a packet at once go on running). A worker looping on one
     /// port thus pays no accounting while it finds work.
     fn come_back(&self) -> bool {
-        RELEASED.with(|slot| {
+        with_released(|slot| {
             let mut slot = slot.borrow_mut();
             let Some(released) = slot.as_mut() else {
                 return false;
@@ -1345,6 +1391,7 @@ impl Shared {
             }
             false
         })
+        .unwrap_or(false)
     }
 
     /// Counts this thread out after an attempt that took nothing; `counted`: the attempt
@@ -1352,7 +1399,7 @@ impl Shared {
     /// with it.
     fn give_up(&self, counted: bool) {
         if counted {
-            RELEASED.with(|slot| {
+            with_released(|slot| {
                 if let Some(released) = slot.borrow_mut().as_mut() {
                     released.counted = false;
                 }
@@ -1467,15 +1514,23 @@ impl Drop for Released {
     }
 }
 
+/// Runs `f` on the thread's [`Released`] slot; `None` once the thread's locals are gone.
 #[cfg(not(loom))]
-std::thread_local! {
-    static RELEASED: RefCell<Option<Released>> = const { RefCell::new(None) };
+#[inline]
+fn with_released<R>(f: impl FnOnce(&RefCell<Option<Released>>) -> R) -> Option<R> {
+    with_locals(|locals| f(&locals.released))
 }
 
 // Loom's `thread_local!` has no `const` initializer form.
 #[cfg(loom)]
 loom::thread_local! {
     static RELEASED: RefCell<Option<Released>> = RefCell::new(None);
+}
+
+/// Runs `f` on the thread's [`Released`] slot.
+#[cfg(loom)]
+fn with_released<R>(f: impl FnOnce(&RefCell<Option<Released>>) -> R) -> Option<R> {
+    Some(RELEASED.with(f))
 }
 
 /// Holds the port's exclusive dequeue; released on drop.
@@ -1683,6 +1738,62 @@ mod tests {
         let found = Port::with_handle(new_handle, |port| port.queued()).unwrap();
         assert_eq!(found, 0);
         Port::from_handle(new_handle).unwrap().close().unwrap();
+    }
+
+    #[test]
+    fn a_thread_exiting_still_posts_and_takes_by_handle_after_its_port_cache_is_gone() {
+        /// Posts to and takes from the port by its handle when dropped: registered before
+        /// the thread's first look-up, it is destroyed after the thread's `LOCALS`.
+        struct Late(Option<crate::RawHandle>);
+        impl Drop for Late {
+            fn drop(&mut self) {
+                let Some(handle) = self.0 else { return };
+                assert!(
+                    crate::sys::fast_tls::get().is_null(),
+                    "the slot outlived LOCALS"
+                );
+                assert!(LOCALS.try_with(|_| ()).is_err());
+                Port::post_to_handle(handle, Completion::new(5, 0, 0))
+                    .unwrap()
+                    .unwrap();
+                let got = Port::with_handle(handle, |port| port.get(Some(Duration::ZERO)));
+                assert_eq!(got.unwrap().unwrap().key(), 5);
+                LATE_RAN.store(true, Ordering::Relaxed);
+            }
+        }
+        static LATE_RAN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        std::thread_local! {
+            static LATE: RefCell<Late> = const { RefCell::new(Late(None)) };
+        }
+        // One running thread at most: a thread counted in and never counted out would
+        // hold every other `get` back.
+        let handle = Port::builder()
+            .concurrency(1)
+            .build()
+            .unwrap()
+            .into_handle();
+        std::thread::spawn(move || {
+            LATE.with(|late| late.borrow_mut().0 = Some(handle));
+            // The thread's first look-up, through `LOCALS` and then the fast slot.
+            for key in [1, 2] {
+                Port::post_to_handle(handle, Completion::new(key, 0, 0))
+                    .unwrap()
+                    .unwrap();
+            }
+            assert!(!crate::sys::fast_tls::get().is_null());
+            let got = Port::with_handle(handle, |port| port.get(Some(Duration::ZERO)));
+            assert_eq!(got.unwrap().unwrap().key(), 1);
+        })
+        .join()
+        .unwrap();
+        // Relaxed: the join orders the exited thread's store before this load.
+        assert!(LATE_RAN.load(Ordering::Relaxed));
+        let port = Port::from_handle(handle).unwrap();
+        // The exited thread's late `get` counted it in with nowhere to remember it, so it
+        // counted itself out at once: this thread is not held back.
+        assert_eq!(port.get(Some(Duration::from_secs(5))).unwrap().key(), 2);
+        assert!(port.get(Some(Duration::ZERO)).is_err());
+        port.close().unwrap();
     }
 
     #[test]

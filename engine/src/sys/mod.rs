@@ -29,6 +29,8 @@ pub(crate) use clock::Deadline;
 pub(crate) mod dup;
 #[cfg(all(not(loom), target_os = "linux"))]
 pub(crate) mod eventfd;
+#[cfg(not(loom))]
+pub(crate) mod fast_tls;
 #[cfg_attr(loom, allow(dead_code, unused_imports))] // loom builds make no system calls
 pub(crate) mod fault;
 #[cfg(not(loom))]
