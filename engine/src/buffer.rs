@@ -18,10 +18,21 @@ pub const MAX_TRANSFER: usize = i32::MAX as usize;
 impl Buf {
     /// The memory to transfer, at most [`MAX_TRANSFER`] bytes.
     pub(crate) fn raw(&mut self) -> (*mut u8, usize) {
+        let len = self.transfer_len();
+        let ptr = match self {
+            Buf::None => std::ptr::null_mut(),
+            Buf::Owned(vec) => vec.as_mut_ptr(),
+            Buf::Raw { ptr, .. } => *ptr,
+        };
+        (ptr, len)
+    }
+
+    /// How many bytes a transfer through the buffer may move, at most [`MAX_TRANSFER`].
+    pub(crate) fn transfer_len(&self) -> usize {
         match self {
-            Buf::None => (std::ptr::null_mut(), 0),
-            Buf::Owned(vec) => (vec.as_mut_ptr(), vec.len().min(MAX_TRANSFER)),
-            Buf::Raw { ptr, len } => (*ptr, (*len).min(MAX_TRANSFER)),
+            Buf::None => 0,
+            Buf::Owned(vec) => vec.len().min(MAX_TRANSFER),
+            Buf::Raw { len, .. } => (*len).min(MAX_TRANSFER),
         }
     }
 

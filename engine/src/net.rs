@@ -8,6 +8,16 @@
 //! accept; writes: send, sendto, connect) and completes later, in order, as one record on
 //! the port when the reactor sees the socket ready.
 //!
+//! One exception, the readiness cache (as tokio's reads have it): after a `recv` on a
+//! stream socket comes back short, the receive queue was empty, so the socket's next
+//! `recv` joins the queue without a try, which would only have found `EAGAIN`, until the
+//! reactor reports the socket readable again. Bytes that arrive after the short read raise
+//! that event (the reactor is edge-triggered), so such a `recv` completes through the port
+//! even when the bytes were there before the call. The end of the stream, a failure and
+//! urgent data turn the cache off for the socket: each is reported once, and a read stops
+//! short at an urgent mark with data behind it. Datagram reads never start it (Linux and
+//! Android only, where the reactor hears of urgent data).
+//!
 //! Two kinds of request share the queues (the request model of `request`). Owned-buffer
 //! requests ([`Socket::recv`] and the like) hand their buffer to the engine; a later
 //! completion's record carries a [`Ticket`], and [`Socket::finish`] turns the record back
@@ -26,7 +36,7 @@ use crate::error::{self, canceled};
 use crate::overlapped::Overlapped;
 use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
-use crate::reactor::{self, Source};
+use crate::reactor::{self, Ready, Source};
 use crate::request::{self, Finished, Notify, OpResult, Submitted, Ticket, Which};
 use crate::sys::socket as sys;
 use crate::{Completion, Port};
@@ -67,6 +77,19 @@ struct State {
     writes: VecDeque<Request>,
     /// Results of owned-buffer requests that completed through the port.
     finished: Finished,
+    /// The readiness cache: a stream read came back short (fewer bytes than asked), so the
+    /// receive queue was empty then, and no readable event has come since. A `recv` then
+    /// waits for readiness without a try that would only find `EAGAIN`, as tokio's reads
+    /// do. The socket is edge-triggered in the reactor, so bytes that arrive after that
+    /// read raise an event, which clears this (and registration reports what is there).
+    drained: bool,
+    /// The readiness cache is off for good: the reactor reported the read side closed (the
+    /// peer's end of the stream, or a failure: reported once, and final), or urgent data
+    /// (a read stops short at its mark with data behind it).
+    cache_off: bool,
+    /// Whether the socket is a stream, once a short `recv` asked (a short datagram says
+    /// nothing about the queue behind it).
+    stream: Option<bool>,
 }
 
 struct Request {
@@ -151,6 +174,9 @@ impl Socket {
                     reads: VecDeque::new(),
                     writes: VecDeque::new(),
                     finished: Finished::default(),
+                    drained: false,
+                    cache_off: false,
+                    stream: None,
                 }),
             }),
             fd,
@@ -410,8 +436,9 @@ impl fmt::Debug for Socket {
 type Attempted = (Request, io::Result<usize>, Extra);
 
 impl SocketInner {
-    /// Tries `request` at once unless its direction has requests queued; queues it if it
-    /// would block. `Ready` hands the request back with its result.
+    /// Tries `request` at once unless its direction has requests queued, or it is a
+    /// `recv` the readiness cache knows would block (see `State::drained`); queues it if
+    /// it would block. `Ready` hands the request back with its result.
     fn submit(
         self: &Arc<Self>,
         state: &mut State,
@@ -424,8 +451,12 @@ impl SocketInner {
             state.writes.is_empty()
         };
         // A read during a connect would take the connect's error (`SO_ERROR`) for itself.
-        if queue_empty && !(request.kind.is_read() && state.connecting()) {
+        let try_now = queue_empty
+            && !(request.kind.is_read() && state.connecting())
+            && !(request.kind == Kind::Recv && state.waits_for_readiness());
+        if try_now {
             if let Poll::Ready((result, extra)) = request.attempt(fd) {
+                state.note_read(fd, &request, &result);
                 return Ok(Poll::Ready((request, result, extra)));
             }
         }
@@ -474,17 +505,19 @@ impl SocketInner {
 
 impl Source for SocketInner {
     /// Runs the queued requests that can now complete, writes first.
-    fn on_ready(&self, readable: bool, writable: bool, posts: &mut Posts) {
+    fn on_ready(&self, ready: Ready, posts: &mut Posts) {
         let mut state = lock(&self.state);
         let Ok(fd) = state.fd() else {
             // Closed after the event was collected.
             return;
         };
         // Writes first: a connect they finish lets the reads go.
-        if writable {
+        if ready.writable {
             state.run(fd, false, posts);
         }
-        if readable {
+        if ready.readable {
+            state.drained = false;
+            state.cache_off |= ready.read_closed || ready.urgent;
             state.run(fd, true, posts);
         }
     }
@@ -537,7 +570,39 @@ impl State {
                 return;
             };
             let request = queue.pop_front().expect("front exists");
+            self.note_read(fd, &request, &result);
             self.deliver(request, result, extra, posts);
+            if reads && self.waits_for_readiness() {
+                // The next read would find the queue empty: it waits for the next event.
+                return;
+            }
+        }
+    }
+
+    /// Whether the readiness cache has the next `recv` wait for a readable event.
+    fn waits_for_readiness(&self) -> bool {
+        self.drained && !self.cache_off
+    }
+
+    /// Updates the readiness cache after `request` completed with `result`: a `recv` on a
+    /// stream that got fewer bytes than it asked for (and more than none: 0 is the end of
+    /// the stream, which every later read finds at once too) drained the receive queue.
+    fn note_read(&mut self, fd: RawFd, request: &Request, result: &io::Result<usize>) {
+        // Only where the reactor hears of urgent data (see `Ready::urgent`).
+        if !cfg!(any(target_os = "linux", target_os = "android")) {
+            return;
+        }
+        let Ok(n) = *result else { return };
+        if request.kind != Kind::Recv || n == 0 || n >= request.buf.transfer_len() {
+            return;
+        }
+        // Asked once per socket, at its first short read; a socket whose type cannot be
+        // read keeps trying every read.
+        let stream = *self
+            .stream
+            .get_or_insert_with(|| sys::is_stream(fd).unwrap_or(false));
+        if stream {
+            self.drained = true;
         }
     }
 

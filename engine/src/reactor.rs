@@ -48,7 +48,22 @@ const FAILED_POLL_PAUSE: Duration = Duration::from_millis(1);
 pub(crate) trait Source: Send + Sync + 'static {
     /// Readiness arrived: runs the requests it lets go; their records join `posts`, which
     /// the reactor posts together once its poll's events are handled.
-    fn on_ready(&self, readable: bool, writable: bool, posts: &mut Posts);
+    fn on_ready(&self, ready: Ready, posts: &mut Posts);
+}
+
+/// What one readiness event says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ready {
+    /// A read may go on: data, the end of the stream, or an error to report.
+    pub(crate) readable: bool,
+    /// Reads will never wait again: the peer closed its end, or the socket failed. The
+    /// kernel reports this edge once, so a source that caches readiness keeps it.
+    pub(crate) read_closed: bool,
+    /// Urgent (out-of-band) data came: a read stops short at its mark with data behind
+    /// it, so a short read no longer means an empty queue.
+    pub(crate) urgent: bool,
+    /// A write may go on (or fail).
+    pub(crate) writable: bool,
 }
 
 /// Readiness of sources of type `S`, collected by one thread at a time.
@@ -84,13 +99,17 @@ impl<S: Source> Reactor<S> {
         })
     }
 
-    /// Registers `socket` (edge-triggered, both directions) under its address.
+    /// Registers `socket` (edge-triggered, both directions, and urgent data where the poll
+    /// reports it) under its address.
     pub(crate) fn register(&self, fd: RawFd, socket: &Arc<S>) -> io::Result<()> {
         if let Some(errno) = fault::take(Call::ReactorRegister, fd) {
             return Err(io::Error::from_raw_os_error(errno));
         }
         let token = Token(Arc::into_raw(Arc::clone(socket)) as usize);
         let interest = Interest::READABLE | Interest::WRITABLE;
+        // Urgent data, which a readiness cache must hear of (see `Ready::urgent`).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let interest = interest | Interest::PRIORITY;
         // The socket reaches the polling thread through the kernel: registered here, its
         // address comes back from `epoll_wait` in `turn`. ThreadSanitizer cannot tie the two
         // (the registry is mio's duplicate of the epoll descriptor), so name the edge.
@@ -162,11 +181,15 @@ impl<S: Source> Reactor<S> {
             // that count is released only through the graveyard, after this loop.
             let socket = unsafe { &*(event.token().0 as *const S) };
             let failed = event.is_error();
-            socket.on_ready(
-                event.is_readable() || event.is_read_closed() || failed,
-                event.is_writable() || event.is_write_closed() || failed,
-                &mut posts,
-            );
+            let read_closed = event.is_read_closed() || failed;
+            let urgent = event.is_priority();
+            let ready = Ready {
+                readable: event.is_readable() || read_closed || urgent,
+                read_closed,
+                urgent,
+                writable: event.is_writable() || event.is_write_closed() || failed,
+            };
+            socket.on_ready(ready, &mut posts);
         }
         posts.flush();
         let buried = std::mem::take(&mut *lock(&self.graveyard));

@@ -17,7 +17,10 @@ use std::os::raw::c_void;
 /// With `ovl`, a socket is tried at once: TRUE with `*done` (if `done` is not NULL) when
 /// the read completes now — the block is filled in and no record is queued. Otherwise
 /// FALSE with `errno` = `EINPROGRESS`: the request completes later, as a record on `fd`'s
-/// port carrying `ovl`, or by setting `ovl->hEvent` when `fd` has no port. A regular file
+/// port carrying `ovl`, or by setting `ovl->hEvent` when `fd` has no port. After a read of
+/// a stream socket came back short (fewer bytes than asked), its next read is not tried: it
+/// is `EINPROGRESS` until the socket's next readable event, even with bytes already there
+/// (the readiness cache; see `ffi/README.md`). A regular file
 /// (a Windows extension) reads at the block's `Offset`/`OffsetHigh` and always completes
 /// later, on the library's file threads.
 ///

@@ -227,6 +227,23 @@ pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     Ok((errno != 0).then(|| io::Error::from_raw_os_error(errno)))
 }
 
+/// Whether `fd` is a stream socket (`SO_TYPE` is `SOCK_STREAM`: TCP, a Unix stream).
+pub(crate) fn is_stream(fd: RawFd) -> io::Result<bool> {
+    let mut kind: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are writable and sized for SO_TYPE's int.
+    cvt(Call::GetSockOpt, fd, || unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        ) as isize
+    })?;
+    Ok(kind == libc::SOCK_STREAM)
+}
+
 /// Shuts the connection down both ways (`shutdown(SHUT_RDWR)`): the peer reads its end,
 /// a listener stops listening. `ENOTCONN` for a socket with no connection.
 pub(crate) fn shutdown(fd: RawFd) -> io::Result<()> {

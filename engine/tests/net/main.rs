@@ -9,7 +9,7 @@
 //!
 //! The tests live by concern in the modules below ([`association`], [`completion`],
 //! [`echo`], [`transfers`], [`connect`], [`peers`], [`cancel`], [`close`], [`udp`],
-//! [`overlapped`], [`defects`], [`regressions`]); this file holds what they share.
+//! [`overlapped`], [`readiness`], [`defects`], [`regressions`]); this file holds what they share.
 #![cfg(not(loom))]
 
 mod association;
@@ -24,6 +24,7 @@ mod echo;
 mod fairness;
 mod overlapped;
 mod peers;
+mod readiness;
 mod regressions;
 mod transfers;
 mod udp;

@@ -6,7 +6,7 @@ use crate::common::rng::pattern;
 use crate::common::sockets::unix_pair;
 use crate::common::timing::PATIENCE;
 use crate::common::{address, errno};
-use crate::{fill_until_pending, read_to_eof, shrink_buffers, tcp_pair, QUIET};
+use crate::{fill_until_pending, read_to_eof, shrink_buffers, tcp_pair, wait_readable, QUIET};
 use iocp::{Event, Overlapped, Socket, Ticket};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -40,14 +40,29 @@ fn read_overlapped_on_an_associated_socket_posts_the_block_address() {
             "not an owned-buffer record"
         );
 
-        // Data already there: done at once, the block filled in, no record.
+        // That read came back short (10 of 32 bytes): the readiness cache has the socket
+        // drained, so the next read waits for its readable event, data there or not, and
+        // completes through the port.
         b.write_all(b"again").unwrap();
+        wait_readable(socket.raw_fd());
         // SAFETY: `buf` and `overlapped` outlive `socket` (declared first), whose close
         // ends the request; the first read is done, so the block is free again.
+        let waits = unsafe { socket.read_overlapped(buf.as_mut_ptr(), 5, &overlapped) };
+        assert_eq!(waits.unwrap(), None);
+        let record = next(&port);
+        assert_eq!(record.overlapped(), address(&overlapped));
+        assert_eq!(record.result().unwrap(), 5);
+        assert_eq!(&buf[..5], b"again");
+
+        // That read filled its buffer, which says nothing drained: with data already there
+        // the next one is done at once, the block filled in, no record.
+        b.write_all(b"third").unwrap();
+        wait_readable(socket.raw_fd());
+        // SAFETY: as above; the second read is done, so the block is free again.
         let at_once = unsafe { socket.read_overlapped(buf.as_mut_ptr(), buf.len(), &overlapped) };
         assert_eq!(at_once.unwrap(), Some(5));
         assert_eq!(overlapped.get_result(false).unwrap(), 5);
-        assert_eq!(&buf[..5], b"again");
+        assert_eq!(&buf[..5], b"third");
         assert_no_record(&port, QUIET);
     });
 }
