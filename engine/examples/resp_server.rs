@@ -35,7 +35,7 @@ use clap::{Parser, ValueEnum};
 use iocp::{Completion, Drive, OpResult, Port, Socket, Submitted};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -365,7 +365,8 @@ impl Conn {
 }
 
 /// Parses and runs every whole command at the front of `input`, appending their replies to
-/// `replies`, and removes them from `input`. On a protocol error the error reply follows
+/// `replies`, and removes them from `input`. They run as one [`Batch`]: under one lock of
+/// the store, with one reading of the clock at most. On a protocol error the error reply follows
 /// the replies to the commands before it. A command still arriving is parsed again from its
 /// start on the next read; bulk bodies are skipped by their length, so that costs a scan of
 /// its header lines only.
@@ -374,13 +375,15 @@ fn run_commands(
     store: &Store,
     replies: &mut Vec<u8>,
 ) -> Result<(), ProtocolError> {
+    let mut batch = Batch::new(store);
+    let mut args = Vec::new();
     let mut used = 0;
     let result = loop {
-        match parse(&input[used..]) {
-            Ok(Some((args, len))) => {
+        match parse(&input[used..], &mut args) {
+            Ok(Some(len)) => {
                 used += len;
                 if !args.is_empty() {
-                    execute(&args, store, replies);
+                    execute(&args, &mut batch, replies);
                 }
             }
             Ok(None) if input.len() - used > MAX_REQUEST => {
@@ -390,6 +393,8 @@ fn run_commands(
             Err(err) => break Err(err),
         }
     };
+    // Unlocks the store.
+    drop(batch);
     if let Err(err) = &result {
         error(replies, &format!("Protocol error: {}", err.0));
     }
@@ -412,31 +417,32 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ProtocolError(pub &'static str);
 
-/// One command's arguments, borrowed from the input, and how many bytes it took.
-/// An empty command (`*0`, a blank inline line) has no arguments and is skipped.
-type Parsed<'a> = (Vec<&'a [u8]>, usize);
-
-/// Parses the command at the front of `buf`: `Ok(None)` until it has all arrived.
-pub fn parse(buf: &[u8]) -> Result<Option<Parsed<'_>>, ProtocolError> {
+/// Parses the command at the front of `buf` into `args` (its arguments, borrowed from
+/// `buf`; cleared first, so that one vector serves a whole batch) and returns how many
+/// bytes it took; `Ok(None)` until it has all arrived. An empty command (`*0`, a blank
+/// inline line) has no arguments and is skipped.
+pub fn parse<'a>(buf: &'a [u8], args: &mut Vec<&'a [u8]>) -> Result<Option<usize>, ProtocolError> {
+    args.clear();
     match buf.first() {
         None => Ok(None),
-        Some(b'*') => parse_array(buf),
-        Some(_) => parse_inline(buf),
+        Some(b'*') => parse_array(buf, args),
+        Some(_) => parse_inline(buf, args),
     }
 }
 
 /// `*<count>\r\n` then `count` bulk strings `$<len>\r\n<bytes>\r\n`.
-fn parse_array(buf: &[u8]) -> Result<Option<Parsed<'_>>, ProtocolError> {
+fn parse_array<'a>(
+    buf: &'a [u8],
+    args: &mut Vec<&'a [u8]>,
+) -> Result<Option<usize>, ProtocolError> {
     let Some((header, mut at)) = header_line(buf, 0, "too big mbulk count string")? else {
         return Ok(None);
     };
     let count = match parse_i64(&header[1..]) {
-        Some(n) if n <= 0 => return Ok(Some((Vec::new(), at))),
+        Some(n) if n <= 0 => return Ok(Some(at)),
         Some(n) if n as u64 <= MAX_ARGS as u64 => n as usize,
         _ => return Err(ProtocolError("invalid multibulk length")),
     };
-    // Capacity from what has arrived, never from the declared count alone.
-    let mut args = Vec::with_capacity(count.min(buf.len() / 4));
     for _ in 0..count {
         let Some((header, body)) = header_line(buf, at, "too big bulk count string")? else {
             return Ok(None);
@@ -457,7 +463,7 @@ fn parse_array(buf: &[u8]) -> Result<Option<Parsed<'_>>, ProtocolError> {
         args.push(&arg_and_crlf[..len]);
         at = body + len + 2;
     }
-    Ok(Some((args, at)))
+    Ok(Some(at))
 }
 
 /// The `\r\n`-terminated line at `buf[at..]` (without its terminator) and where the next
@@ -489,7 +495,10 @@ fn expected_dollar(got: u8) -> &'static str {
 }
 
 /// A line of words separated by spaces, ended by `\n` or `\r\n`.
-fn parse_inline(buf: &[u8]) -> Result<Option<Parsed<'_>>, ProtocolError> {
+fn parse_inline<'a>(
+    buf: &'a [u8],
+    args: &mut Vec<&'a [u8]>,
+) -> Result<Option<usize>, ProtocolError> {
     let window = &buf[..buf.len().min(MAX_INLINE)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
         return match buf.len() >= MAX_INLINE {
@@ -498,11 +507,11 @@ fn parse_inline(buf: &[u8]) -> Result<Option<Parsed<'_>>, ProtocolError> {
         };
     };
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
-    let args = line
-        .split(|&b| b == b' ' || b == b'\t')
-        .filter(|word| !word.is_empty())
-        .collect();
-    Ok(Some((args, nl + 1)))
+    args.extend(
+        line.split(|&b| b == b' ' || b == b'\t')
+            .filter(|word| !word.is_empty()),
+    );
+    Ok(Some(nl + 1))
 }
 
 /// A decimal integer as Redis reads one: optional `-`, digits, no leading zeros, no `+`.
@@ -534,7 +543,7 @@ pub fn parse_i64(text: &[u8]) -> Option<i64> {
 struct Command {
     name: &'static str,
     arity: i32,
-    run: fn(&[&[u8]], &Store, &mut Vec<u8>),
+    run: fn(&[&[u8]], &mut Batch<'_>, &mut Vec<u8>),
 }
 
 const COMMANDS: &[Command] = &[
@@ -588,7 +597,7 @@ const COMMANDS: &[Command] = &[
 const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
 
 /// Runs one command (`args[0]` is its name) and appends its reply.
-fn execute(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+fn execute(args: &[&[u8]], batch: &mut Batch<'_>, replies: &mut Vec<u8>) {
     let name = args[0];
     let Some(command) = COMMANDS
         .iter()
@@ -603,7 +612,7 @@ fn execute(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
     if !arity_ok {
         return wrong_arity(command.name, replies);
     }
-    (command.run)(&args[1..], store, replies)
+    (command.run)(&args[1..], batch, replies)
 }
 
 fn unknown_command(args: &[&[u8]], replies: &mut Vec<u8>) {
@@ -634,7 +643,7 @@ fn wrong_arity(name: &str, replies: &mut Vec<u8>) {
     );
 }
 
-fn ping(args: &[&[u8]], _: &Store, replies: &mut Vec<u8>) {
+fn ping(args: &[&[u8]], _: &mut Batch<'_>, replies: &mut Vec<u8>) {
     match args {
         [] => simple(replies, "PONG"),
         [message] => bulk(replies, Some(message)),
@@ -642,17 +651,18 @@ fn ping(args: &[&[u8]], _: &Store, replies: &mut Vec<u8>) {
     }
 }
 
-fn echo(args: &[&[u8]], _: &Store, replies: &mut Vec<u8>) {
+fn echo(args: &[&[u8]], _: &mut Batch<'_>, replies: &mut Vec<u8>) {
     bulk(replies, Some(args[0]));
 }
 
-fn get(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
-    bulk(replies, store.lock().get(args[0], Instant::now()));
+fn get(args: &[&[u8]], batch: &mut Batch<'_>, replies: &mut Vec<u8>) {
+    let (keyspace, now) = batch.keyspace();
+    bulk(replies, keyspace.get(args[0], now));
 }
 
 /// `CONFIG GET pattern...` finds no parameter (there are none to set), which is enough for
 /// `redis-benchmark`'s look at `save` and `appendonly`.
-fn config(args: &[&[u8]], _: &Store, replies: &mut Vec<u8>) {
+fn config(args: &[&[u8]], _: &mut Batch<'_>, replies: &mut Vec<u8>) {
     match args {
         [sub, _, ..] if sub.eq_ignore_ascii_case(b"GET") => array(replies, 0),
         [sub, ..] if sub.eq_ignore_ascii_case(b"GET") => wrong_arity("config|get", replies),
@@ -660,9 +670,8 @@ fn config(args: &[&[u8]], _: &Store, replies: &mut Vec<u8>) {
     }
 }
 
-fn mget(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
-    let mut keyspace = store.lock();
-    let now = Instant::now();
+fn mget(args: &[&[u8]], batch: &mut Batch<'_>, replies: &mut Vec<u8>) {
+    let (keyspace, now) = batch.keyspace();
     array(replies, args.len());
     for key in args {
         bulk(replies, keyspace.get(key, now));
@@ -670,19 +679,20 @@ fn mget(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
 }
 
 /// `SET key value [NX|XX] [EX seconds|PX milliseconds]`.
-fn set(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
+fn set(args: &[&[u8]], batch: &mut Batch<'_>, replies: &mut Vec<u8>) {
     let options = match SetOptions::parse(&args[2..]) {
         Ok(options) => options,
         Err(message) => return error(replies, message),
     };
     let value = args[1].to_vec();
-    let now = Instant::now();
-    let mut keyspace = store.lock();
-    let exists = keyspace.get(args[0], now).is_some();
-    if (options.nx && exists) || (options.xx && !exists) {
-        return bulk(replies, None);
+    let (keyspace, now) = batch.keyspace();
+    if options.nx || options.xx {
+        let exists = keyspace.get(args[0], now).is_some();
+        if options.nx == exists {
+            return bulk(replies, None);
+        }
     }
-    let expires = options.ttl.map(|ttl| now + ttl);
+    let expires = options.ttl.map(|ttl| now.get() + ttl);
     keyspace.set(args[0], value, expires);
     simple(replies, "OK");
 }
@@ -730,16 +740,14 @@ impl SetOptions {
     }
 }
 
-fn del(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
-    let mut keyspace = store.lock();
-    let now = Instant::now();
+fn del(args: &[&[u8]], batch: &mut Batch<'_>, replies: &mut Vec<u8>) {
+    let (keyspace, now) = batch.keyspace();
     let removed = args.iter().filter(|key| keyspace.remove(key, now)).count();
     integer(replies, removed as i64);
 }
 
-fn exists(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
-    let mut keyspace = store.lock();
-    let now = Instant::now();
+fn exists(args: &[&[u8]], batch: &mut Batch<'_>, replies: &mut Vec<u8>) {
+    let (keyspace, now) = batch.keyspace();
     let found = args
         .iter()
         .filter(|key| keyspace.get(key, now).is_some())
@@ -747,9 +755,8 @@ fn exists(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
     integer(replies, found as i64);
 }
 
-fn incr(args: &[&[u8]], store: &Store, replies: &mut Vec<u8>) {
-    let now = Instant::now();
-    let mut keyspace = store.lock();
+fn incr(args: &[&[u8]], batch: &mut Batch<'_>, replies: &mut Vec<u8>) {
+    let (keyspace, now) = batch.keyspace();
     let Some(entry) = keyspace.entry(args[0], now) else {
         keyspace.set(args[0], b"1".to_vec(), None);
         return integer(replies, 1);
@@ -782,12 +789,33 @@ fn error(replies: &mut Vec<u8>, message: &str) {
 }
 
 fn integer(replies: &mut Vec<u8>, n: i64) {
-    // Writing to a vector cannot fail.
-    let _ = write!(replies, ":{n}\r\n");
+    replies.push(b':');
+    if n < 0 {
+        replies.push(b'-');
+    }
+    decimal(replies, n.unsigned_abs());
+    replies.extend_from_slice(b"\r\n");
 }
 
 fn array(replies: &mut Vec<u8>, len: usize) {
-    let _ = write!(replies, "*{len}\r\n");
+    replies.push(b'*');
+    decimal(replies, len as u64);
+    replies.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal digits (a reply's lengths and integers, without `fmt`'s machinery).
+fn decimal(replies: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    replies.extend_from_slice(&digits[at..]);
 }
 
 /// A bulk string, or the null bulk string for `None`.
@@ -795,7 +823,9 @@ fn bulk(replies: &mut Vec<u8>, value: Option<&[u8]>) {
     let Some(value) = value else {
         return replies.extend_from_slice(b"$-1\r\n");
     };
-    let _ = write!(replies, "${}\r\n", value.len());
+    replies.push(b'$');
+    decimal(replies, value.len() as u64);
+    replies.extend_from_slice(b"\r\n");
     replies.extend_from_slice(value);
     replies.extend_from_slice(b"\r\n");
 }
@@ -816,6 +846,42 @@ impl Store {
     }
 }
 
+/// What the commands of one read run against: the store, locked once for them all when
+/// the first of them needs it, and the clock, read once for them all when the first needs
+/// the time (a key with a time to live, or one given one).
+struct Batch<'a> {
+    store: &'a Store,
+    keyspace: Option<MutexGuard<'a, Keyspace>>,
+    now: Now,
+}
+
+impl<'a> Batch<'a> {
+    fn new(store: &'a Store) -> Batch<'a> {
+        Batch {
+            store,
+            keyspace: None,
+            now: Now::default(),
+        }
+    }
+
+    /// The keyspace, locked for the rest of the batch, and the batch's clock.
+    fn keyspace(&mut self) -> (&mut Keyspace, &mut Now) {
+        let store = self.store;
+        let keyspace = self.keyspace.get_or_insert_with(|| store.lock());
+        (keyspace, &mut self.now)
+    }
+}
+
+/// The time, read when first asked for.
+#[derive(Default)]
+struct Now(Option<Instant>);
+
+impl Now {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
 #[derive(Default)]
 struct Keyspace {
     entries: HashMap<Vec<u8>, Entry>,
@@ -830,10 +896,17 @@ struct Entry {
     expires: Option<Instant>,
 }
 
+impl Entry {
+    /// Whether its time has passed (the clock is read only for a key that has one).
+    fn expired(&self, now: &mut Now) -> bool {
+        self.expires.is_some_and(|at| at <= now.get())
+    }
+}
+
 impl Keyspace {
     /// The live entry under `key`, removing it first if its time has passed.
-    fn entry(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
-        let expired = self.entries.get(key)?.expires.is_some_and(|at| at <= now);
+    fn entry(&mut self, key: &[u8], now: &mut Now) -> Option<&mut Entry> {
+        let expired = self.entries.get(key)?.expired(now);
         if expired {
             self.entries.remove(key);
             return None;
@@ -841,8 +914,11 @@ impl Keyspace {
         self.entries.get_mut(key)
     }
 
-    fn get(&mut self, key: &[u8], now: Instant) -> Option<&[u8]> {
-        self.entry(key, now).map(|entry| entry.value.as_slice())
+    /// The value of the live key `key`, in one look-up: an expired one is left for the
+    /// sweep, or for the next command that changes it.
+    fn get(&self, key: &[u8], now: &mut Now) -> Option<&[u8]> {
+        let entry = self.entries.get(key)?;
+        (!entry.expired(now)).then_some(entry.value.as_slice())
     }
 
     fn set(&mut self, key: &[u8], value: Vec<u8>, expires: Option<Instant>) {
@@ -860,7 +936,7 @@ impl Keyspace {
     }
 
     /// Removes a live key; false if there was none.
-    fn remove(&mut self, key: &[u8], now: Instant) -> bool {
+    fn remove(&mut self, key: &[u8], now: &mut Now) -> bool {
         self.entry(key, now).is_some() && self.entries.remove(key).is_some()
     }
 
@@ -889,7 +965,16 @@ mod tests {
     use super::*;
 
     fn parsed(buf: &[u8]) -> (Vec<&[u8]>, usize) {
-        parse(buf).expect("valid").expect("complete")
+        let mut args = Vec::new();
+        let len = super::parse(buf, &mut args)
+            .expect("valid")
+            .expect("complete");
+        (args, len)
+    }
+
+    /// How many bytes the command at the front of `buf` takes, as `super::parse` says.
+    fn parse(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        super::parse(buf, &mut Vec::new())
     }
 
     #[test]
@@ -984,11 +1069,17 @@ mod tests {
         let store = Store::default();
         let run = |args: &[&[u8]]| {
             let mut replies = Vec::new();
-            execute(args, &store, &mut replies);
+            execute(args, &mut Batch::new(&store), &mut replies);
             String::from_utf8(replies).unwrap()
         };
         assert_eq!(run(&[b"SET", b"n", b"9"]), "+OK\r\n");
         assert_eq!(run(&[b"incr", b"n"]), ":10\r\n");
+        assert_eq!(run(&[b"SET", b"neg", b"-10"]), "+OK\r\n");
+        assert_eq!(run(&[b"incr", b"neg"]), ":-9\r\n");
+        assert_eq!(run(&[b"SET", b"max", b"9223372036854775806"]), "+OK\r\n");
+        assert_eq!(run(&[b"incr", b"max"]), ":9223372036854775807\r\n");
+        assert_eq!(run(&[b"GET", b"max"]), "$19\r\n9223372036854775807\r\n");
+        assert_eq!(run(&[b"ECHO", b""]), "$0\r\n\r\n");
         assert_eq!(run(&[b"MGET", b"n", b"none"]), "*2\r\n$2\r\n10\r\n$-1\r\n");
         assert_eq!(run(&[b"SET", b"n", b"1", b"NX"]), "$-1\r\n");
         assert_eq!(run(&[b"SET", b"m", b"1", b"XX"]), "$-1\r\n");
