@@ -212,36 +212,30 @@ pub(crate) fn connect(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
 
 /// The socket's pending error (`SO_ERROR`), clearing it.
 pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
-    let mut errno: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `errno` and `len` are writable and sized for SO_ERROR's int.
-    cvt(Call::GetSockOpt, fd, || unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut errno as *mut libc::c_int).cast(),
-            &mut len,
-        ) as isize
-    })?;
+    let errno = int_option(fd, libc::SO_ERROR)?;
     Ok((errno != 0).then(|| io::Error::from_raw_os_error(errno)))
 }
 
 /// Whether `fd` is a stream socket (`SO_TYPE` is `SOCK_STREAM`: TCP, a Unix stream).
 pub(crate) fn is_stream(fd: RawFd) -> io::Result<bool> {
-    let mut kind: libc::c_int = 0;
+    Ok(int_option(fd, libc::SO_TYPE)? == libc::SOCK_STREAM)
+}
+
+/// The `SOL_SOCKET` option `name`, one whose value is an `int`.
+fn int_option(fd: RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `kind` and `len` are writable and sized for SO_TYPE's int.
+    // SAFETY: `value` and `len` are writable and sized for the option's int.
     cvt(Call::GetSockOpt, fd, || unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut kind as *mut libc::c_int).cast(),
+            name,
+            (&mut value as *mut libc::c_int).cast(),
             &mut len,
         ) as isize
     })?;
-    Ok(kind == libc::SOCK_STREAM)
+    Ok(value)
 }
 
 /// Shuts the connection down both ways (`shutdown(SHUT_RDWR)`): the peer reads its end,
