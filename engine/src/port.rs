@@ -215,7 +215,7 @@ impl PortBuilder {
             handle,
             ring,
             waiters: CachePadded::new(WaitStack::new()),
-            spin: CachePadded::new(Spin::new()),
+            spin: CachePadded::new(Spin::stoppable()),
             closed: AtomicBool::new(false),
             dequeuers: CachePadded::new(AtomicU32::new(0)),
             wanted: CachePadded::new(AtomicUsize::new(0)),
