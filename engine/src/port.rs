@@ -513,11 +513,8 @@ impl Port {
         min: usize,
         timeout: Option<Duration>,
     ) -> io::Result<Drained> {
-        let mut index = 0;
-        self.shared.dequeue_many(out.len(), min, timeout, |record| {
-            out[index] = *record;
-            index += 1;
-        })
+        self.shared
+            .dequeue_many(out.len(), min, timeout, |i, record| out[i] = *record)
     }
 
     /// [`get_many`](Self::get_many) into uninitialized memory, converting each record with
@@ -530,11 +527,10 @@ impl Port {
         timeout: Option<Duration>,
         mut map: impl FnMut(&Completion) -> T,
     ) -> io::Result<Drained> {
-        let mut index = 0;
-        self.shared.dequeue_many(out.len(), min, timeout, |record| {
-            out[index].write(map(record));
-            index += 1;
-        })
+        self.shared
+            .dequeue_many(out.len(), min, timeout, |i, record| {
+                out[i].write(map(record));
+            })
     }
 
     /// Waits up to `timeout` for a record and returns a borrowed view of the run ready now,
@@ -839,13 +835,22 @@ impl Shared {
     }
 
     /// After a record is queued: wakes the most recent sleeper, if there is one it helps.
+    #[inline]
     fn notify(&self) {
         // (Under loom the claim's fence, in `Ring::claim` and `Ring::push`, stands for the
         // SeqCst order this check relies on.)
         if !self.waiters.has_sleepers() {
-            self.wake_blocked_leader();
+            if self.reactor.get().is_some() {
+                self.wake_blocked_leader();
+            }
             return;
         }
+        self.notify_sleeper();
+    }
+
+    /// [`notify`](Self::notify) when a waiter sleeps.
+    #[cold]
+    fn notify_sleeper(&self) {
         // SeqCst: read after `has_sleepers` saw the exclusive waiter, which stored it first.
         let wanted = self.wanted.load(Ordering::SeqCst);
         let helps = if wanted > 0 {
@@ -1218,14 +1223,15 @@ impl Shared {
         due
     }
 
-    /// `GetMultipleCompletionStatus`: hands runs of records to `sink`, at most `max` in
-    /// all, until at least `min` have gone or the deadline passes.
+    /// `GetMultipleCompletionStatus`: hands runs of records to `sink` with their index
+    /// (0, 1, ...), at most `max` in all, until at least `min` have gone or the deadline
+    /// passes.
     fn dequeue_many(
         &self,
         max: usize,
         min: usize,
         timeout: Option<Duration>,
-        mut sink: impl FnMut(&Completion),
+        mut sink: impl FnMut(usize, &Completion),
     ) -> io::Result<Drained> {
         if max == 0 || max > GMCS_NMAX || min > max {
             return Err(error::invalid());
@@ -1233,9 +1239,9 @@ impl Shared {
         self.check_open()?;
         self.enter_exclusive()?;
         let _exclusive = Exclusive(self);
-        let mut count = self.take_many(max, &mut sink);
+        let mut count = self.take_many(max, 0, &mut sink);
         if count == 0 && min == 0 && self.poll_reactor() {
-            count = self.take_many(max, &mut sink);
+            count = self.take_many(max, 0, &mut sink);
         }
         if count >= min {
             return Ok(Drained {
@@ -1253,7 +1259,7 @@ impl Shared {
             || self.ring.has_ready(),
             || self.ring.has_claimed(),
             || {
-                let took = self.take_many(max - count, &mut sink);
+                let took = self.take_many(max - count, count, &mut sink);
                 if took > 0 {
                     count += took;
                     if count >= min {
@@ -1276,20 +1282,27 @@ impl Shared {
         Ok(Drained { count, status })
     }
 
-    /// Copies out the runs ready now, at most `max` records.
-    fn take_many(&self, max: usize, sink: &mut impl FnMut(&Completion)) -> usize {
+    /// Copies out the runs ready now, at most `max` records, numbered from `first`.
+    fn take_many(
+        &self,
+        max: usize,
+        first: usize,
+        sink: &mut impl FnMut(usize, &Completion),
+    ) -> usize {
         // Under the exclusive dequeue the claim is free but for a `get` that slipped in
         // before it; that one is quick.
         let mut consumer = self.ring.consume();
         let total = if self.scalar_drain {
             // The scalar drain frees one record per pass.
             let mut total = 0;
-            while total < max && consumer.take_ready(1, &mut *sink) == 1 {
+            while total < max
+                && consumer.take_ready(1, |_, record| sink(first + total, record)) == 1
+            {
                 total += 1;
             }
             total
         } else {
-            consumer.take_ready(max, sink)
+            consumer.take_ready(max, |i, record| sink(first + i, record))
         };
         #[cfg(not(loom))]
         if self.due_for_a_look(total) {

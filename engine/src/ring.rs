@@ -624,6 +624,15 @@ impl Lane {
         self.mask + 1
     }
 
+    /// The slot of position `pos`.
+    #[inline(always)]
+    fn slot(&self, pos: usize) -> &Slot {
+        // SAFETY: `slots` has `mask + 1` entries (see `new`), so `pos & mask` is in bounds;
+        // the check the index operator would make is one compare and branch per record on
+        // the drain's and the post's paths.
+        unsafe { self.slots.get_unchecked(pos & self.mask) }
+    }
+
     /// Queues `record` (see [`Ring::push`]); in a private lane, only its owner calls this.
     #[inline]
     fn push(&self, record: Completion) {
@@ -770,7 +779,7 @@ impl Lane {
     // it in memory (see `spill_one`).
     #[inline(always)]
     fn write_and_publish(&self, pos: usize, record: Completion) {
-        let slot = &self.slots[pos & self.mask];
+        let slot = self.slot(pos);
         slot.record.with_mut(|cell| {
             // SAFETY: this thread claimed `pos`; the slot's previous record was freed
             // (the claim saw `head` past it), and the consumer reads it only after the stamp.
@@ -784,7 +793,7 @@ impl Lane {
         // Acquire: pairs with `Consumer::release`, so the stamp read below is for this lap.
         let head = self.head.load(Ordering::Acquire);
         // Relaxed: a hint; whoever acts on it reads the stamp again under the claim.
-        self.slots[head & self.mask].stamp.load(Ordering::Relaxed) == stamp(head)
+        self.slot(head).stamp.load(Ordering::Relaxed) == stamp(head)
             || self.overflow_len.load(Ordering::Relaxed) > 0
     }
 
@@ -818,12 +827,12 @@ impl Lane {
     /// ([`record`](Self::record)).
     fn is_published(&self, pos: usize) -> bool {
         // Acquire: pairs with the release store of the stamp in `write_and_publish`.
-        self.slots[pos & self.mask].stamp.load(Ordering::Acquire) == stamp(pos)
+        self.slot(pos).stamp.load(Ordering::Acquire) == stamp(pos)
     }
 
     /// The record at position `pos`, found published (acquire) under the consumer claim.
     fn record(&self, pos: usize) -> Completion {
-        self.slots[pos & self.mask].record.with(|cell| {
+        self.slot(pos).record.with(|cell| {
             // SAFETY: the caller found position `pos` published (acquire), so the record is
             // initialized, and no producer writes it before the consumer frees it.
             unsafe { (*cell).assume_init() }
@@ -873,11 +882,17 @@ impl Lane {
         self.producers.tail.load(Ordering::Acquire) != head
     }
 
-    /// Hands up to `max` overflow records to `f`, the stashed one first, and takes them
-    /// with one decrement of the count; stops at a record that must wait for a ring claim
-    /// ([`claimed_since`](Self::claimed_since)), which stays in the stash. Under the
-    /// consumer claim, on the overflow's turn, with the ring empty at `head`.
-    fn drain_overflow(&self, head: usize, max: usize, f: &mut impl FnMut(&Completion)) -> usize {
+    /// Hands up to `max` overflow records to `f`, the stashed one first, numbered from
+    /// `first`, and takes them with one decrement of the count; stops at a record that must
+    /// wait for a ring claim ([`claimed_since`](Self::claimed_since)), which stays in the
+    /// stash. Under the consumer claim, on the overflow's turn, with the ring empty at `head`.
+    fn drain_overflow(
+        &self,
+        head: usize,
+        max: usize,
+        first: usize,
+        f: &mut impl FnMut(usize, &Completion),
+    ) -> usize {
         let mut taken = 0;
         self.stash.with_mut(|stash| {
             // SAFETY: the stash is only touched by the consumer-claim holder, which the
@@ -891,7 +906,7 @@ impl Lane {
                     *stash = Some(record);
                     break;
                 }
-                f(&record);
+                f(first + taken, &record);
                 taken += 1;
             }
         });
@@ -1017,13 +1032,20 @@ impl<'a> Consumer<'a> {
         }
     }
 
-    /// Hands on up to `max` ready records from every lane in turn, each as soon as its
-    /// stamp is checked (one pass over the slots: the check and the copy read the same
-    /// line), freeing each lane's run with one store. Returns how many.
-    pub(crate) fn take_ready(&mut self, max: usize, mut f: impl FnMut(&Completion)) -> usize {
+    /// Hands on up to `max` ready records from every lane in turn, each with its index
+    /// (0, 1, ...) as soon as its stamp is checked (one pass over the slots: the check and
+    /// the copy read the same line), freeing each lane's run with one store. Returns how
+    /// many. (The index spares a sink that fills an array a count of its own: kept in
+    /// memory behind the closure, its increment made a store-to-load chain through every
+    /// record of a drain.)
+    pub(crate) fn take_ready(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(usize, &Completion),
+    ) -> usize {
         let mut total = 0;
         for (i, lane) in self.ring.lanes_from(self.next_lane()) {
-            total += Self::take_lane(lane, max - total, &mut f);
+            total += Self::take_lane(lane, max - total, total, &mut f);
             if total == max {
                 // The next drain starts after the lane that filled this one.
                 self.set_next_lane(i + 1);
@@ -1034,8 +1056,13 @@ impl<'a> Consumer<'a> {
     }
 
     /// [`take_ready`](Self::take_ready) on one lane: its ring run, then, on the overflow's
-    /// turn, overflow records, then the ring again, while they come.
-    fn take_lane(lane: &Lane, max: usize, f: &mut impl FnMut(&Completion)) -> usize {
+    /// turn, overflow records, then the ring again, while they come; numbered from `first`.
+    fn take_lane(
+        lane: &Lane,
+        max: usize,
+        first: usize,
+        f: &mut impl FnMut(usize, &Completion),
+    ) -> usize {
         let mut total = 0;
         // Relaxed: only the consumer-claim holder writes `head`.
         let mut head = lane.head.load(Ordering::Relaxed);
@@ -1047,7 +1074,7 @@ impl<'a> Consumer<'a> {
                 if !lane.is_published(pos) {
                     break;
                 }
-                f(&lane.record(pos));
+                f(first + total + n, &lane.record(pos));
                 n += 1;
             }
             if n > 0 {
@@ -1062,7 +1089,7 @@ impl<'a> Consumer<'a> {
             }
             // The overflow's turn lasts until it is empty: producers keep adding to it, not
             // to the ring, until the count taken below reaches zero.
-            let taken = lane.drain_overflow(head, max - total, &mut *f);
+            let taken = lane.drain_overflow(head, max - total, first + total, &mut *f);
             if taken == 0 {
                 break;
             }
@@ -1094,7 +1121,16 @@ mod tests {
     fn drain_all(ring: &Ring) -> Vec<Completion> {
         let mut out = Vec::new();
         let mut c = ring.try_consume().unwrap();
-        while c.take_ready(usize::MAX, |record| out.push(*record)) > 0 {}
+        loop {
+            let start = out.len();
+            let taken = c.take_ready(usize::MAX, |i, record| {
+                assert_eq!(i, out.len() - start, "a drain numbers its records 0, 1, ...");
+                out.push(*record);
+            });
+            if taken == 0 {
+                break;
+            }
+        }
         out
     }
 
@@ -1191,7 +1227,7 @@ mod tests {
                 assert_eq!(c.ready(usize::MAX), hole);
                 assert_eq!(c.ready(hole.saturating_sub(1)), hole.saturating_sub(1));
                 // Claimed but unpublished: no overflow turn, and a copying drain stops too.
-                assert_eq!(c.take_ready(usize::MAX, |_| ()), hole);
+                assert_eq!(c.take_ready(usize::MAX, |_, _| ()), hole);
                 drop(c);
                 lane.write_and_publish(positions[hole], rec(positions[hole]));
                 let got = drain_by_runs(&ring);
@@ -1439,7 +1475,7 @@ mod tests {
         ring.shared.spill(&[other]);
         let mut seen = Vec::new();
         let mut consumer = ring.try_consume().unwrap();
-        consumer.take_ready(usize::MAX, |record| {
+        consumer.take_ready(usize::MAX, |_, record| {
             seen.push(record.overlapped());
             if record.overlapped() == other.overlapped() {
                 // The producer read the count at zero earlier: it claims the ring now…
@@ -1510,7 +1546,7 @@ mod tests {
             while seen < producers * per_producer {
                 let mut consumer = ring.consume();
                 let n = if round % 2 == 0 {
-                    consumer.take_ready(usize::MAX, &mut check)
+                    consumer.take_ready(usize::MAX, |_, record| check(record))
                 } else {
                     let n = consumer.ready(usize::MAX);
                     consumer.take(n, |_, record| check(record));
