@@ -1124,7 +1124,11 @@ mod tests {
         loop {
             let start = out.len();
             let taken = c.take_ready(usize::MAX, |i, record| {
-                assert_eq!(i, out.len() - start, "a drain numbers its records 0, 1, ...");
+                assert_eq!(
+                    i,
+                    out.len() - start,
+                    "a drain numbers its records 0, 1, ..."
+                );
                 out.push(*record);
             });
             if taken == 0 {
