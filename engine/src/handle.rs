@@ -476,13 +476,23 @@ mod tests {
     use super::Handled;
     use crate::{Completion, Event, Port, ProviderSocket};
     use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Weak};
     use std::time::Duration;
+
+    /// Whether what a lookup found (`found`, the object's address) is the object `gone`
+    /// points to. Once a handle is closed its number is free, and the tests run in
+    /// parallel: another test's next object may already have it, so a closed handle's
+    /// lookup is checked for not finding *this* object, not for finding nothing. (`gone`,
+    /// a weak reference, keeps the address from being reused meanwhile.)
+    fn is<T>(found: Option<*const T>, gone: &Weak<T>) -> bool {
+        found == Some(gone.as_ptr())
+    }
 
     #[test]
     fn a_port_kept_by_its_handle_lives_until_closed_and_is_lent_without_a_new_reference() {
         let port = Port::new().unwrap();
         let handle = port.clone().into_handle();
+        let gone = Arc::downgrade(port.arc());
         let count = Arc::strong_count(port.arc());
         // The thread's first lookup keeps one reference for the next ones (see
         // `Port::with_handle`); those take none.
@@ -513,19 +523,30 @@ mod tests {
 
         let closed = Port::with_handle(handle, Port::close);
         assert!(matches!(closed, Some(Ok(()))));
-        assert!(Port::with_handle(handle, |_| ()).is_none());
-        assert!(Port::from_handle(handle).is_none());
+        assert!(!is(
+            Port::with_handle(handle, |p| Arc::as_ptr(p.arc())),
+            &gone
+        ));
+        assert!(!is(
+            Port::from_handle(handle).map(|p| Arc::as_ptr(p.arc())),
+            &gone
+        ));
     }
 
     #[test]
     fn events_and_provider_sockets_kept_by_their_handles_live_until_closed() {
         let event = Event::new(true, false).unwrap().into_handle();
+        let gone = Event::with_handle(event, |e| Arc::downgrade(e.arc())).unwrap();
         assert_eq!(Event::with_handle(event, Event::set), Some(()));
         assert_eq!(Event::with_handle(event, Event::is_set), Some(true));
         assert!(Event::with_handle(event, Event::close).unwrap().is_ok());
-        assert!(Event::from_handle(event).is_none());
+        assert!(!is(
+            Event::from_handle(event).map(|e| Arc::as_ptr(e.arc())),
+            &gone
+        ));
 
         let socket = ProviderSocket::new(3, 4).unwrap().into_handle();
+        let gone = ProviderSocket::with_handle(socket, |s| Arc::downgrade(s.arc())).unwrap();
         assert_eq!(
             ProviderSocket::with_handle(socket, |s| s.context()),
             Some(4)
@@ -533,7 +554,8 @@ mod tests {
         assert!(ProviderSocket::with_handle(socket, ProviderSocket::close)
             .unwrap()
             .is_ok());
-        assert!(ProviderSocket::with_handle(socket, |_| ()).is_none());
+        let found = ProviderSocket::with_handle(socket, |s| Arc::as_ptr(s.arc()));
+        assert!(!is(found, &gone));
     }
 
     #[test]
