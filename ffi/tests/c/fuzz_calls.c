@@ -160,6 +160,34 @@ static HANDLE handle_for(enum kind k)
     return junk();
 }
 
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
+/* Junk for a descriptor argument. A number the program does not own (a closed handle's,
+ * a random one) may be one the library opened for itself, such as the duplicate it keeps
+ * of a caller's socket, and a call on it races with the library closing it (ThreadSanitizer
+ * reported a blocking WriteFile's send on such a duplicate against the descriptor
+ * watcher's close). That is the program's use of a number it does not own, so under
+ * ThreadSanitizer the junk is only numbers that are never open. */
+static int junk_fd(void)
+{
+#ifdef UNDER_TSAN
+    switch (below(4)) {
+    case 0: return INVALID_HANDLE_VALUE;
+    case 1: return -(HANDLE)below(1000) - 2;
+    case 2: return 1 << 30;
+    default: return own_fd();
+    }
+#else
+    return junk();
+#endif
+}
+
 /* A descriptor for a call that wants one of the program's: usually right, often not. */
 static int fd_for_io(void)
 {
@@ -170,7 +198,7 @@ static int fd_for_io(void)
     if (r < 8) {
         return any_live();
     }
-    return junk();
+    return junk_fd();
 }
 
 /* ---- request memory: static, reused only once its request is complete ---- */
