@@ -345,7 +345,10 @@ fn aio_cancel_reports_canceled_for_queued_not_canceled_for_running_all_done_for_
         unsafe { pool.lio_listio(LioMode::NoWait, &lio.list()) }.unwrap();
         // Once the marker's record is in, the only thread moves on to the long read.
         assert_eq!(lio.index_of(&collect(&port, 1)[0]), 0);
-        thread::sleep(Duration::from_millis(2));
+        // Long enough for the thread to begin the read, short enough to find it running.
+        // How long the read takes depends on the machine (on a 2-core AMD EPYC VM it was
+        // done within 2 ms in every attempt), so the pause varies from 100 µs to 1.6 ms.
+        thread::sleep(Duration::from_micros(100 << (attempt % 5)));
         let long = pool.aio_cancel(zfd, Some(lio.ptr(1))).unwrap();
         // The two queued reads on the data file: one by one, then the rest of the fd.
         let first = pool.aio_cancel(fd, Some(lio.ptr(2))).unwrap();
