@@ -840,9 +840,7 @@ impl Shared {
         // (Under loom the claim's fence, in `Ring::claim` and `Ring::push`, stands for the
         // SeqCst order this check relies on.)
         if !self.waiters.has_sleepers() {
-            if self.reactor.get().is_some() {
-                self.wake_blocked_leader();
-            }
+            self.wake_blocked_leader();
             return;
         }
         self.notify_sleeper();
@@ -874,6 +872,7 @@ impl Shared {
     }
 
     /// Interrupts a leader blocked in `epoll_wait`, if one is.
+    #[inline]
     fn wake_blocked_leader(&self) {
         if let Some(reactor) = self.reactor.get() {
             reactor.wake_if_blocked();
