@@ -22,6 +22,12 @@
 //! a request a pool thread has begun, its one completion is its result. Each entry's user
 //! data is a strong count of its job, taken back exactly once when its completion is reaped.
 //!
+//! For the same reason the ring is set up on a thread of its own that ends at once: the
+//! kernel records the thread that sets a ring up as one of its users, and when the ring is
+//! closed it sends that thread task work to forget it, which ends an `epoll_wait` in
+//! progress there with `EINTR`. A thread that builds a pool and drops it would see its next
+//! port wait fail; a thread that has ended is forgotten at its exit instead.
+//!
 //! The fault seam covers this driver too: a fault armed for `pread`, `pwrite`, `fsync` or
 //! `fdatasync` on a request's descriptor fails the request as that call would (`EINTR` is
 //! retried).
@@ -68,6 +74,17 @@ impl Ring {
     /// disabled, `ENOMEM` without locked memory for it, `EMFILE`).
     pub(crate) fn new() -> io::Result<Ring> {
         sys::fault::allocation()?;
+        // On a thread that ends at once (see the module's documentation), so that closing
+        // the ring interrupts none of the program's own threads.
+        thread::Builder::new()
+            .name("iocp-file-setup".to_string())
+            .spawn(Ring::set_up)?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// The ring itself, on the calling thread.
+    fn set_up() -> io::Result<Ring> {
         Ok(Ring {
             ring: IoUring::new(ENTRIES)?,
             pushing: Mutex::new(()),

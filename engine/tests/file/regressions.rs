@@ -202,3 +202,29 @@ fn regression_an_empty_wake_left_the_io_uring_ring_thread_deaf() {
     }
     assert_quiet(&port);
 }
+
+/// Regression (seen once in CI by `associating_a_callers_descriptor_meets_emfile`, where a
+/// ring set up with one descriptor free was closed again when its eventfd found none): the
+/// thread that set up an io_uring pool's ring got, when the ring was closed, the kernel's
+/// task work to forget the ring, and its next port wait, leading the inline drive in
+/// `epoll_wait`, failed with `EINTR` some milliseconds later. Rings are set up on a thread
+/// that ends at once now.
+#[test]
+fn regression_dropping_an_io_uring_pool_interrupted_its_builders_port_wait() {
+    let Some(pool) = uring_pool() else {
+        return;
+    };
+    drop(pool);
+    let port = Port::new().unwrap();
+    // A socket with a receive pending, so that a wait on the port leads `epoll_wait`.
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let socket = iocp::Socket::associated(ours, &port, 1).unwrap();
+    let Submitted::Pending(_ticket) = socket.recv(vec![0; 8]).unwrap() else {
+        panic!("nothing was sent yet");
+    };
+    // The task work came within 20 ms of the drop here: a wait of 300 ms ended early.
+    assert_eq!(
+        errno(port.get(Some(std::time::Duration::from_millis(300)))),
+        libc::ETIMEDOUT
+    );
+}
