@@ -368,9 +368,12 @@ fn echo_table(out: &mut String, report: &echo::Report) {
         }
         for row in group.rows.iter().filter(|row| row.server.is_iocp()) {
             let mut parts = Vec::new();
-            if let (Some(t), Some(met)) = (row.throughput_ratio, row.throughput_met) {
+            let target = row.server.throughput_target();
+            if let (Some(t), Some(target), Some(met)) =
+                (row.throughput_ratio, target, row.throughput_met)
+            {
                 parts.push(format!(
-                    "msg/s {t:.2}x the best peer's (target >= 1x: {})",
+                    "msg/s {t:.2}x the best peer's (target >= {target}x: {})",
                     verdict(met)
                 ));
             }
