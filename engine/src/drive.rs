@@ -23,6 +23,8 @@
 //! and only a leader's turn and a wake go through the trait object.
 
 use crate::primitive::{AtomicBool, Mutex, Ordering};
+#[cfg(not(loom))]
+use crate::{parker::Spin, sys::Deadline};
 use std::io;
 use std::time::Duration;
 #[cfg(not(loom))]
@@ -80,16 +82,10 @@ impl<R: Readiness> Driven for R {
         let turns = self.turns();
         let mut poller = turns.try_hold()?;
         let flags = &turns.flags;
-        // SeqCst: announced before the last look for work (Dekker with posters, through
-        // `wake_if_blocked`, and with followers, through `is_led`).
+        // SeqCst: announced before the last look for work (Dekker with followers, through
+        // `is_led`).
         flags.leading.store(true, Ordering::SeqCst);
-        flags.blocked.store(true, Ordering::SeqCst);
-        crate::primitive::loom_seqcst_fence();
-        let result = if ready() {
-            Ok(())
-        } else {
-            self.turn(&mut poller, timeout)
-        };
+        let result = self.spin_and_wait(&mut poller, timeout, ready);
         // Relaxed: a late wake only costs the next poll a spurious return.
         flags.blocked.store(false, Ordering::Relaxed);
         // SeqCst: the leader half of the hand-over Dekker pair (see `port`).
@@ -124,6 +120,94 @@ impl<R: Readiness> Driven for R {
     }
 }
 
+/// How a leader's spin ended.
+#[cfg(not(loom))]
+enum Spun {
+    /// Work came: no wait.
+    Ready,
+    /// A look failed with `EINTR` (only the fault seam makes one): the lead's result, as a
+    /// wait's would be.
+    Interrupted(io::Error),
+    /// Nothing came: wait for up to the time left (`None`: no limit); the spin began at the
+    /// instant given, for [`Spin::learn`].
+    Waiting(Option<Duration>, Deadline),
+}
+
+/// The leader's spin, before it blocks in the kernel: a sleep there and the wake that ends
+/// it cost tens of microseconds on a virtual machine (a halted virtual CPU is woken by
+/// the hypervisor), about a loopback round trip. So the leader first looks for readiness
+/// without blocking, turn after turn, for a budget learnt as a port's waiters learn theirs
+/// (see [`Spin`]): a server whose next request comes within it never sleeps, and an idle
+/// one stops spinning after a few long waits (and then makes no look of its own before it
+/// blocks, as before it had a budget). Its posts need no wake meanwhile (`blocked` is
+/// clear): each look also looks at the port's records. A poll (a zero timeout) does not
+/// spin.
+trait Leading: Readiness {
+    /// The leader's turn once it has announced itself: the spin, then (unless work came)
+    /// `blocked` raised, the last look, and the wait.
+    fn spin_and_wait(
+        &self,
+        poller: &mut Self::Poller,
+        timeout: Option<Duration>,
+        ready: &dyn Fn() -> bool,
+    ) -> io::Result<()> {
+        #[cfg(not(loom))]
+        let (timeout, spun) = match self.spin(poller, timeout, ready) {
+            Spun::Ready => return Ok(()),
+            Spun::Interrupted(err) => return Err(err),
+            Spun::Waiting(left, start) => (left, start),
+        };
+        let flags = &self.turns().flags;
+        // SeqCst: announced before the last look for work (Dekker with posters, through
+        // `wake_if_blocked`).
+        flags.blocked.store(true, Ordering::SeqCst);
+        crate::primitive::loom_seqcst_fence();
+        if ready() {
+            return Ok(());
+        }
+        let result = self.turn(poller, timeout);
+        #[cfg(not(loom))]
+        self.turns().spin.learn(spun, ready());
+        result
+    }
+
+    #[cfg(not(loom))]
+    fn spin(
+        &self,
+        poller: &mut Self::Poller,
+        timeout: Option<Duration>,
+        ready: &dyn Fn() -> bool,
+    ) -> Spun {
+        if timeout == Some(Duration::ZERO) || self.turns().spin.is_off() {
+            return Spun::Waiting(timeout, Deadline::now());
+        }
+        let deadline = timeout.and_then(Deadline::after);
+        let mut failed = None;
+        let (found, start) = self.turns().spin.spin(deadline, || {
+            if ready() {
+                return true;
+            }
+            match self.turn(poller, Some(Duration::ZERO)) {
+                Ok(()) => ready(),
+                Err(err) => {
+                    failed = Some(err);
+                    true
+                }
+            }
+        });
+        let left = || Spun::Waiting(deadline.map(Deadline::remaining), start);
+        match (found, failed) {
+            (true, None) => Spun::Ready,
+            (_, Some(err)) if err.kind() == io::ErrorKind::Interrupted => Spun::Interrupted(err),
+            // Another failure (`ENOMEM`) ends the spin: the wait retries the poll, and
+            // pauses if it fails again.
+            _ => left(),
+        }
+    }
+}
+
+impl<R: Readiness> Leading for R {}
+
 impl dyn Driven + '_ {
     /// Whether a thread leads.
     pub(crate) fn is_led(&self) -> bool {
@@ -151,6 +235,9 @@ impl dyn Driven + '_ {
 /// read of it.
 pub(crate) struct Turns<P> {
     poller: Mutex<P>,
+    /// How long a leader looks for readiness before it blocks (see `Leading`).
+    #[cfg(not(loom))]
+    spin: Spin,
     /// Under loom, set while a thread holds the poller (see [`Turns::try_hold`]).
     #[cfg(loom)]
     claimed: AtomicBool,
@@ -171,6 +258,8 @@ impl<P> Turns<P> {
     pub(crate) fn new(poller: P) -> Turns<P> {
         Turns {
             poller: Mutex::new(poller),
+            #[cfg(not(loom))]
+            spin: Spin::stoppable(),
             #[cfg(loom)]
             claimed: AtomicBool::new(false),
             flags: Flags {
@@ -247,5 +336,139 @@ impl<P> Drop for Held<'_, P> {
         // which loom can order inside a racing swap (tokio-rs/loom#254). The mutex is
         // unlocked next (field drop), before anyone can want it but the next winner.
         self.claimed.swap(false, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Readiness that records its turns: looks (zero timeouts) and blocking waits, which
+    /// last `wait` and find work (`work`) when `busy`.
+    struct Recorder {
+        turns: Turns<()>,
+        looks: AtomicUsize,
+        waits: Mutex<Vec<Option<Duration>>>,
+        wait: Duration,
+        busy: AtomicBool,
+        work: AtomicBool,
+    }
+
+    impl Recorder {
+        fn new(wait: Duration) -> Recorder {
+            Recorder {
+                turns: Turns::new(()),
+                looks: AtomicUsize::new(0),
+                waits: Mutex::new(Vec::new()),
+                wait,
+                busy: AtomicBool::new(false),
+                work: AtomicBool::new(false),
+            }
+        }
+
+        fn looks(&self) -> usize {
+            self.looks.load(Ordering::Relaxed)
+        }
+
+        fn waits(&self) -> Vec<Option<Duration>> {
+            crate::primitive::lock(&self.waits).clone()
+        }
+
+        /// One lead that wants work (`work` set by a turn), with `timeout`.
+        fn lead_once(&self, timeout: Option<Duration>) {
+            self.work.store(false, Ordering::Relaxed);
+            let ready = || self.work.load(Ordering::Relaxed);
+            assert!(Driven::lead(self, timeout, &ready).unwrap().is_ok());
+        }
+    }
+
+    impl Readiness for Recorder {
+        type Poller = ();
+
+        fn turns(&self) -> &Turns<()> {
+            &self.turns
+        }
+
+        fn turn(&self, _: &mut (), timeout: Option<Duration>) -> io::Result<()> {
+            if timeout == Some(Duration::ZERO) {
+                self.looks.fetch_add(1, Ordering::Relaxed);
+            } else {
+                crate::primitive::lock(&self.waits).push(timeout);
+                std::thread::sleep(self.wait);
+                if self.busy.load(Ordering::Relaxed) {
+                    self.work.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        }
+
+        fn wake(&self) {}
+    }
+
+    #[test]
+    fn a_leader_looks_without_blocking_and_takes_work_that_comes_meanwhile() {
+        let readiness = Recorder::new(Duration::ZERO);
+        // The third look finds work.
+        let ready = || readiness.looks() >= 3;
+        assert!(
+            Driven::lead(&readiness, Some(Duration::from_secs(5)), &ready)
+                .unwrap()
+                .is_ok()
+        );
+        assert_eq!(readiness.looks(), 3);
+        assert_eq!(readiness.waits(), [], "it blocked with work on its way");
+    }
+
+    #[test]
+    fn a_leader_that_finds_nothing_blocks_for_the_time_left_and_a_poll_never_spins() {
+        let readiness = Recorder::new(Duration::ZERO);
+        readiness.lead_once(Some(Duration::from_millis(50)));
+        assert!(readiness.looks() > 0, "no look before blocking");
+        let waits = readiness.waits();
+        assert_eq!(waits.len(), 1);
+        let left = waits[0].unwrap();
+        assert!(
+            left > Duration::ZERO && left < Duration::from_millis(50),
+            "{left:?}"
+        );
+
+        let looks = readiness.looks();
+        readiness.lead_once(Some(Duration::ZERO));
+        assert_eq!(readiness.looks(), looks + 1, "a poll is one look");
+        assert_eq!(readiness.waits().len(), 1);
+    }
+
+    #[test]
+    fn long_waits_stop_the_spin_and_a_quick_wake_brings_it_back() {
+        // Waits of 2 ms, longer than any spin: each halves the budget, down to none.
+        let mut readiness = Recorder::new(Duration::from_millis(2));
+        let mut spinning = 0;
+        loop {
+            let looks = readiness.looks();
+            readiness.lead_once(None);
+            if readiness.looks() == looks {
+                break;
+            }
+            spinning += 1;
+            assert!(spinning < 32, "the spin never stopped");
+        }
+        // 20 µs to start with: 10, 5, 2.5, 1.25, then none (see `Spin`).
+        assert_eq!(spinning, 5);
+        let looks = readiness.looks();
+        readiness.lead_once(None);
+        assert_eq!(readiness.looks(), looks, "a look without a budget");
+
+        // A wait that ends at once with work: the next lead spins again.
+        readiness.wait = Duration::ZERO;
+        readiness.busy.store(true, Ordering::Relaxed);
+        let looks = readiness.looks();
+        readiness.lead_once(None);
+        assert_eq!(readiness.looks(), looks, "no budget yet");
+        readiness.lead_once(None);
+        assert!(
+            readiness.looks() > looks,
+            "a quick wake did not restore the spin"
+        );
     }
 }

@@ -286,6 +286,13 @@ impl Spin {
         }
     }
 
+    /// Whether the budget is zero: [`spin`](Self::spin) would only look once.
+    #[cfg(not(loom))]
+    pub(crate) fn is_off(&self) -> bool {
+        // Relaxed: see `spin`.
+        self.budget_ns.load(Ordering::Relaxed) == 0
+    }
+
     /// Adapts the budget after a parked wait that began spinning at `start`; `woken` tells
     /// whether it ended with work rather than a timeout.
     pub(crate) fn learn(&self, start: Deadline, woken: bool) {
