@@ -192,7 +192,9 @@ impl Worker {
             socket,
             read_ticket: None,
             read_buf: Some(vec![0; READ_SIZE]),
-            write_buf: Some(Vec::with_capacity(READ_SIZE)),
+            // Grown by the first echo to the size of what comes back, and reused from
+            // then on: a connection that never sends costs no write buffer.
+            write_buf: Some(Vec::new()),
         };
         if key == self.conns.len() {
             self.conns.push(Some(conn));
