@@ -58,7 +58,16 @@ pub(crate) trait Driven: Send + Sync {
 
     /// Becomes the leader if nobody is: waits for readiness (unless `ready()` already
     /// holds) until `timeout`, and runs what became ready. `None` if another thread leads.
-    fn lead(&self, timeout: Option<Duration>, ready: &dyn Fn() -> bool) -> Option<io::Result<()>>;
+    ///
+    /// `ready` looks for work without a barrier, as often as the leader's spin likes;
+    /// `sync` is the barrier that makes the last look, just before the wait, see every post
+    /// (the port's side of the sleeper Dekker pair, see `ring`).
+    fn lead(
+        &self,
+        timeout: Option<Duration>,
+        ready: &dyn Fn() -> bool,
+        sync: &dyn Fn(),
+    ) -> Option<io::Result<()>>;
 
     /// Ends a turn's wait, or the next one's if none waits.
     fn wake(&self);
@@ -78,14 +87,19 @@ impl<R: Readiness> Driven for R {
         &self.turns().flags
     }
 
-    fn lead(&self, timeout: Option<Duration>, ready: &dyn Fn() -> bool) -> Option<io::Result<()>> {
+    fn lead(
+        &self,
+        timeout: Option<Duration>,
+        ready: &dyn Fn() -> bool,
+        sync: &dyn Fn(),
+    ) -> Option<io::Result<()>> {
         let turns = self.turns();
         let mut poller = turns.try_hold()?;
         let flags = &turns.flags;
         // SeqCst: announced before the last look for work (Dekker with followers, through
         // `is_led`).
         flags.leading.store(true, Ordering::SeqCst);
-        let result = self.spin_and_wait(&mut poller, timeout, ready);
+        let result = self.spin_and_wait(&mut poller, timeout, ready, sync);
         // Relaxed: a late wake only costs the next poll a spurious return.
         flags.blocked.store(false, Ordering::Relaxed);
         // SeqCst: the leader half of the hand-over Dekker pair (see `port`).
@@ -140,16 +154,18 @@ enum Spun {
 /// (see [`Spin`]): a server whose next request comes within it never sleeps, and an idle
 /// one stops spinning after a few long waits (and then makes no look of its own before it
 /// blocks, as before it had a budget). Its posts need no wake meanwhile (`blocked` is
-/// clear): each look also looks at the port's records. A poll (a zero timeout) does not
-/// spin.
+/// clear): each look also looks at the port's records, without the barrier of the last
+/// look (a system call when other threads post on lanes of their own), which only the
+/// decision to block needs. A poll (a zero timeout) does not spin.
 trait Leading: Readiness {
     /// The leader's turn once it has announced itself: the spin, then (unless work came)
-    /// `blocked` raised, the last look, and the wait.
+    /// `blocked` raised, the last look (after `sync`), and the wait.
     fn spin_and_wait(
         &self,
         poller: &mut Self::Poller,
         timeout: Option<Duration>,
         ready: &dyn Fn() -> bool,
+        sync: &dyn Fn(),
     ) -> io::Result<()> {
         #[cfg(not(loom))]
         let (timeout, spun) = match self.spin(poller, timeout, ready) {
@@ -162,6 +178,7 @@ trait Leading: Readiness {
         // `wake_if_blocked`).
         flags.blocked.store(true, Ordering::SeqCst);
         crate::primitive::loom_seqcst_fence();
+        sync();
         if ready() {
             return Ok(());
         }
@@ -379,7 +396,7 @@ mod tests {
         fn lead_once(&self, timeout: Option<Duration>) {
             self.work.store(false, Ordering::Relaxed);
             let ready = || self.work.load(Ordering::Relaxed);
-            assert!(Driven::lead(self, timeout, &ready).unwrap().is_ok());
+            assert!(Driven::lead(self, timeout, &ready, &|| ()).unwrap().is_ok());
         }
     }
 
@@ -412,12 +429,38 @@ mod tests {
         // The third look finds work.
         let ready = || readiness.looks() >= 3;
         assert!(
-            Driven::lead(&readiness, Some(Duration::from_secs(5)), &ready)
+            Driven::lead(&readiness, Some(Duration::from_secs(5)), &ready, &|| ())
                 .unwrap()
                 .is_ok()
         );
         assert_eq!(readiness.looks(), 3);
         assert_eq!(readiness.waits(), [], "it blocked with work on its way");
+    }
+
+    #[test]
+    fn only_the_last_look_before_a_wait_pays_for_the_barrier() {
+        let readiness = Recorder::new(Duration::ZERO);
+        let syncs = AtomicUsize::new(0);
+        let sync = || {
+            syncs.fetch_add(1, Ordering::Relaxed);
+        };
+        // Work found by the third look: no wait, no barrier.
+        let ready = || readiness.looks() >= 3;
+        let lead = Driven::lead(&readiness, Some(Duration::from_secs(5)), &ready, &sync);
+        assert!(lead.unwrap().is_ok());
+        assert_eq!(syncs.load(Ordering::Relaxed), 0);
+        // Nothing found: one barrier, before the one wait.
+        let looks = readiness.looks();
+        let lead = Driven::lead(
+            &readiness,
+            Some(Duration::from_millis(50)),
+            &|| false,
+            &sync,
+        );
+        assert!(lead.unwrap().is_ok());
+        assert!(readiness.looks() > looks + 1, "the spin looked once");
+        assert_eq!(syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(readiness.waits().len(), 1);
     }
 
     #[test]

@@ -882,8 +882,11 @@ impl Shared {
     /// One non-blocking look at socket readiness, if waiters drive the reactor and none
     /// is polling; whether it looked.
     fn poll_reactor(&self) -> bool {
-        self.inline_reactor()
-            .is_some_and(|reactor| reactor.lead(Some(Duration::ZERO), &|| false).is_some())
+        self.inline_reactor().is_some_and(|reactor| {
+            reactor
+                .lead(Some(Duration::ZERO), &|| false, &|| ())
+                .is_some()
+        })
     }
 
     /// The reactor when waiters drive it themselves.
@@ -937,13 +940,11 @@ impl Shared {
             }
             if let Some(reactor) = self.inline_reactor() {
                 let timeout = deadline.map(Deadline::remaining);
+                let look = || ready() || self.is_closed_relaxed();
                 // The leader's last look before `epoll_wait` pairs with posters as a
                 // sleeper's does (see `ring`).
-                let last_look = || {
-                    self.ring.sync_with_posters();
-                    ready() || self.is_closed_relaxed()
-                };
-                if let Some(polled) = reactor.lead(timeout, &last_look) {
+                let sync = || self.ring.sync_with_posters();
+                if let Some(polled) = reactor.lead(timeout, &look, &sync) {
                     *led = true;
                     match polled {
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => {
