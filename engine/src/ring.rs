@@ -590,6 +590,59 @@ fn after_taking_a_lane() {
     crate::primitive::fence(Ordering::SeqCst);
 }
 
+/// A lane's slot array and mask, read once before a loop over records. Read through the
+/// lane at every record, they were loaded again after each stamp's acquire load or release
+/// store, which the compiler may not move them across.
+#[derive(Clone, Copy)]
+struct Slots<'a> {
+    slots: &'a [Slot],
+    mask: usize,
+}
+
+impl<'a> Slots<'a> {
+    /// The slot of position `pos`.
+    #[inline(always)]
+    fn slot(self, pos: usize) -> &'a Slot {
+        // SAFETY: `slots` has `mask + 1` entries (see `Lane::new`), so `pos & mask` is in
+        // bounds; the check the index operator would make is one compare and branch per
+        // record on the drain's and the post's paths.
+        unsafe { self.slots.get_unchecked(pos & self.mask) }
+    }
+
+    /// Whether position `pos` is published: after `true`, its record may be read
+    /// ([`record`](Self::record)).
+    #[inline(always)]
+    fn is_published(self, pos: usize) -> bool {
+        // Acquire: pairs with the release store of the stamp in `write_and_publish`.
+        self.slot(pos).stamp.load(Ordering::Acquire) == stamp(pos)
+    }
+
+    /// The record at position `pos`, found published (acquire) under the consumer claim.
+    #[inline(always)]
+    fn record(self, pos: usize) -> Completion {
+        self.slot(pos).record.with(|cell| {
+            // SAFETY: the caller found position `pos` published (acquire), so the record is
+            // initialized, and no producer writes it before the consumer frees it.
+            unsafe { (*cell).assume_init() }
+        })
+    }
+
+    /// Writes `record` into the slot of `pos`, claimed by this thread, and publishes it.
+    /// Always inlined: a call would take the record by reference, so every post would
+    /// build it in memory (see `Lane::spill_one`).
+    #[inline(always)]
+    fn write_and_publish(self, pos: usize, record: Completion) {
+        let slot = self.slot(pos);
+        slot.record.with_mut(|cell| {
+            // SAFETY: this thread claimed `pos`; the slot's previous record was freed
+            // (the claim saw `head` past it), and the consumer reads it only after the stamp.
+            unsafe { (*cell).write(record) };
+        });
+        // Release: pairs with the consumer's acquire load in `is_published`.
+        slot.stamp.store(stamp(pos), Ordering::Release);
+    }
+}
+
 impl Lane {
     /// A lane of `capacity` slots: private to the thread with `owner`'s token, or shared.
     /// `ENOMEM` when its slots cannot be allocated (the fault seam's `Alloc` too).
@@ -624,13 +677,19 @@ impl Lane {
         self.mask + 1
     }
 
+    /// The slot array and its mask, to read once before a loop over records.
+    #[inline(always)]
+    fn slots(&self) -> Slots<'_> {
+        Slots {
+            slots: &self.slots,
+            mask: self.mask,
+        }
+    }
+
     /// The slot of position `pos`.
     #[inline(always)]
     fn slot(&self, pos: usize) -> &Slot {
-        // SAFETY: `slots` has `mask + 1` entries (see `new`), so `pos & mask` is in bounds;
-        // the check the index operator would make is one compare and branch per record on
-        // the drain's and the post's paths.
-        unsafe { self.slots.get_unchecked(pos & self.mask) }
+        self.slots().slot(pos)
     }
 
     /// Queues `record` (see [`Ring::push`]); in a private lane, only its owner calls this.
@@ -676,8 +735,9 @@ impl Lane {
                 false => self.claim_shared(rest.len()),
             };
             if let Some((pos, claimed)) = claimed {
+                let slots = self.slots();
                 for (i, record) in rest[..claimed].iter().enumerate() {
-                    self.write_and_publish(pos.wrapping_add(i), *record);
+                    slots.write_and_publish(pos.wrapping_add(i), *record);
                 }
                 rest = &rest[claimed..];
             }
@@ -775,18 +835,10 @@ impl Lane {
         }
     }
 
-    // Always inlined: a call would take the record by reference, so every post would build
-    // it in memory (see `spill_one`).
+    // Always inlined: see `Slots::write_and_publish`.
     #[inline(always)]
     fn write_and_publish(&self, pos: usize, record: Completion) {
-        let slot = self.slot(pos);
-        slot.record.with_mut(|cell| {
-            // SAFETY: this thread claimed `pos`; the slot's previous record was freed
-            // (the claim saw `head` past it), and the consumer reads it only after the stamp.
-            unsafe { (*cell).write(record) };
-        });
-        // Release: pairs with the consumer's acquire load in `Lane::is_published`.
-        slot.stamp.store(stamp(pos), Ordering::Release);
+        self.slots().write_and_publish(pos, record);
     }
 
     fn has_ready(&self) -> bool {
@@ -816,27 +868,17 @@ impl Lane {
     /// read under the consumer claim), at most `max`.
     fn ready(&self, head: usize, max: usize) -> usize {
         let max = max.min(self.capacity());
+        let slots = self.slots();
         let mut n = 0;
-        while n < max && self.is_published(head.wrapping_add(n)) {
+        while n < max && slots.is_published(head.wrapping_add(n)) {
             n += 1;
         }
         n
     }
 
-    /// Whether position `pos` is published: after `true`, its record may be read
-    /// ([`record`](Self::record)).
-    fn is_published(&self, pos: usize) -> bool {
-        // Acquire: pairs with the release store of the stamp in `write_and_publish`.
-        self.slot(pos).stamp.load(Ordering::Acquire) == stamp(pos)
-    }
-
     /// The record at position `pos`, found published (acquire) under the consumer claim.
     fn record(&self, pos: usize) -> Completion {
-        self.slot(pos).record.with(|cell| {
-            // SAFETY: the caller found position `pos` published (acquire), so the record is
-            // initialized, and no producer writes it before the consumer frees it.
-            unsafe { (*cell).assume_init() }
-        })
+        self.slots().record(pos)
     }
 
     /// Whether the overflow's turn has come: it holds records and nothing claimed in the
@@ -1007,8 +1049,18 @@ impl<'a> Consumer<'a> {
     /// Hands the first `n` records of the run found to `f` with their index, then frees
     /// them with one store.
     pub(crate) fn take(&mut self, n: usize, mut f: impl FnMut(usize, &Completion)) {
-        for i in 0..n {
-            f(i, &self.get(i));
+        match self.run {
+            Some(run) if !run.overflow => {
+                let slots = run.lane.slots();
+                for i in 0..n {
+                    f(i, &slots.record(run.head.wrapping_add(i)));
+                }
+            }
+            _ => {
+                for i in 0..n {
+                    f(i, &self.get(i));
+                }
+            }
         }
         self.release(n);
     }
@@ -1068,13 +1120,14 @@ impl<'a> Consumer<'a> {
         let mut head = lane.head.load(Ordering::Relaxed);
         while total < max {
             let limit = (max - total).min(lane.capacity());
+            let slots = lane.slots();
             let mut n = 0;
             while n < limit {
                 let pos = head.wrapping_add(n);
-                if !lane.is_published(pos) {
+                if !slots.is_published(pos) {
                     break;
                 }
-                f(first + total + n, &lane.record(pos));
+                f(first + total + n, &slots.record(pos));
                 n += 1;
             }
             if n > 0 {
