@@ -247,9 +247,14 @@ mod tests {
                 if thread::current().id() == helper_id {
                     by_helper.fetch_add(1, Ordering::Relaxed);
                 } else if i == 0 {
-                    // Holds task 0 until the helper has taken the run out of the slot (it
-                    // then claims tasks from the back), or for at most ten seconds.
-                    while offers.pending() && std::time::Instant::now() < patience {
+                    // Holds task 0 until the helper has taken the run out of the slot and
+                    // run a task of it (it claims tasks from the back), or for at most ten
+                    // seconds. Waiting only for the slot to empty let a helper preempted
+                    // right after taking the run find every task claimed by the caller
+                    // meanwhile (seen once in CI, on two busy cores).
+                    while (offers.pending() || by_helper.load(Ordering::Relaxed) == 0)
+                        && std::time::Instant::now() < patience
+                    {
                         thread::yield_now();
                     }
                 }
