@@ -212,13 +212,12 @@ trait Leading: Readiness {
                 }
             }
         });
-        let left = || Spun::Waiting(deadline.map(Deadline::remaining), start);
         match (found, failed) {
             (true, None) => Spun::Ready,
             (_, Some(err)) if err.kind() == io::ErrorKind::Interrupted => Spun::Interrupted(err),
             // Another failure (`ENOMEM`) ends the spin: the wait retries the poll, and
             // pauses if it fails again.
-            _ => left(),
+            _ => Spun::Waiting(deadline.map(Deadline::remaining), start),
         }
     }
 }

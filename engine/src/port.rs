@@ -930,6 +930,8 @@ impl Shared {
         led: &mut bool,
         slept: &mut bool,
     ) -> Result<R, Ended> {
+        // A look for work that takes no barrier: the leader's spin and the waiter's.
+        let look = || ready() || self.is_closed_relaxed();
         loop {
             if let Some(found) = attempt() {
                 return Ok(found);
@@ -940,7 +942,6 @@ impl Shared {
             }
             if let Some(reactor) = self.inline_reactor() {
                 let timeout = deadline.map(Deadline::remaining);
-                let look = || ready() || self.is_closed_relaxed();
                 // The leader's last look before `epoll_wait` pairs with posters as a
                 // sleeper's does (see `ring`).
                 let sync = || self.ring.sync_with_posters();
@@ -962,9 +963,7 @@ impl Shared {
                     }
                 }
             }
-            let (spun_ready, start) = self
-                .spin
-                .spin(deadline, || ready() || self.is_closed_relaxed());
+            let (spun_ready, start) = self.spin.spin(deadline, look);
             if spun_ready {
                 continue;
             }
