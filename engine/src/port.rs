@@ -84,7 +84,9 @@ pub enum Drive {
     /// Waiting threads take turns polling (leader/follower).
     #[default]
     Inline,
-    /// A dedicated reactor thread polls.
+    /// A dedicated reactor thread polls. Woken by readiness, it does not preempt a thread
+    /// running on its CPU (Linux `SCHED_BATCH`): it runs at once on an idle CPU, else when
+    /// that thread blocks or its time slice ends.
     Thread,
 }
 

@@ -15,7 +15,10 @@
 //!   only while a leader is blocked. A leader that leaves with a record while followers
 //!   sleep wakes one of them to take over.
 //! * [`Drive::Thread`](crate::Drive::Thread): a reactor thread per port polls forever; waiters only sleep on the
-//!   futex stack. Sockets with no port always use one shared thread of this kind.
+//!   futex stack. Sockets with no port always use one shared thread of this kind. The
+//!   thread is a batch thread (`SCHED_BATCH` on Linux): readiness that wakes it while a
+//!   worker runs on its CPU waits for that worker to block or use up its time slice, so
+//!   that the two take turns per batch rather than per few records.
 //!
 //! The reactor knows its sockets only as [`Source`]s, the trait it owns (as mio's
 //! `Registry` sits below the sources it registers): the socket code above implements it.

@@ -12,6 +12,8 @@
 //! * `handle_fd()`: a descriptor the library owns, whose number names an object.
 //! * `barrier::{light, heavy}`: the two sides of an asymmetric store-load barrier (see
 //!   `barrier`): `membarrier(2)` on Linux, sequentially consistent fences elsewhere.
+//! * `sched::run_as_batch()`: a thread of the library's that should not preempt the
+//!   program's threads when it wakes (`SCHED_BATCH` on Linux, nothing elsewhere).
 //!
 //! Backends:
 //!
@@ -37,6 +39,8 @@ pub(crate) mod fault;
 pub(crate) mod file;
 #[cfg(not(loom))]
 mod handle;
+#[cfg(not(loom))]
+pub(crate) mod sched;
 #[cfg(not(loom))]
 pub(crate) mod socket;
 #[cfg(iocp_tsan)]

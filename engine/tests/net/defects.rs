@@ -281,6 +281,45 @@ fn dropping_a_thread_driven_port_ends_its_reactor_thread() {
     );
 }
 
+/// The scheduling policy of each of this process's threads named `name`.
+fn policies_of(name: &str) -> Vec<libc::c_int> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            let tid: libc::pid_t = task.file_name()?.to_str()?.parse().ok()?;
+            // SAFETY: no pointer is passed; a thread gone meanwhile fails with ESRCH.
+            let policy = unsafe { libc::sched_getscheduler(tid) };
+            (comm.trim_end() == name && policy >= 0).then_some(policy)
+        })
+        .collect()
+}
+
+#[test]
+fn a_reactor_thread_runs_as_a_batch_thread() {
+    let port = port(Drive::Thread);
+    let (a, _b) = unix_pair();
+    let socket = Socket::associated(a, &port, 1).unwrap();
+    pending(socket.recv(vec![0; 8]));
+    // The thread may not have named itself yet, and other tests' reactor threads may be
+    // starting (named, policy not yet set): each one must be a batch thread by the deadline.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut policies = policies_of("iocp-reactor");
+    let settled = |policies: &[libc::c_int]| {
+        !policies.is_empty() && policies.iter().all(|&p| p == libc::SCHED_BATCH)
+    };
+    while !settled(&policies) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+        policies = policies_of("iocp-reactor");
+    }
+    assert!(!policies.is_empty(), "no reactor thread found");
+    assert!(
+        policies.iter().all(|&p| p == libc::SCHED_BATCH),
+        "reactor threads' policies: {policies:?}"
+    );
+}
+
 #[test]
 fn dropping_an_inline_driven_port_and_its_sockets_releases_the_poll_descriptors() {
     const PORTS: usize = 32;
