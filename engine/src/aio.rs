@@ -238,8 +238,9 @@ impl ListCall<'_> {
         }
     }
 
-    /// Ends the call: the list is one submission (io_uring; a list done entirely by reads of
-    /// cached pages leaves the ring thread alone), the caller's reads one post per port;
+    /// Ends the call: the list is handed over as one (io_uring: one wake of the ring thread,
+    /// and none for a list done entirely by reads of cached pages), the caller's reads one
+    /// post per port;
     /// `LIO_WAIT` waits for every request it queued. The call's result.
     fn finish(mut self, list: &[*mut Aiocb]) -> io::Result<()> {
         if self.queued {

@@ -3,7 +3,8 @@
 //!
 //! * **io_uring** (`uring`), the default where the kernel allows it: the submitting thread
 //!   pushes each request into the kernel's submission queue, and one ring thread submits
-//!   them (a list at once), reaps their completions and posts the records;
+//!   them (one `io_uring_enter` each, woken once per list), reaps their completions and
+//!   posts the records;
 //! * **threads**, where the kernel refuses io_uring or when asked for
 //!   (`IOCP_FILE_DRIVER=threads`, [`FileDriver::Threads`]): each request becomes a [`Job`]
 //!   on a lock-free submission queue (a crossbeam `SegQueue`) that a fixed set of threads
