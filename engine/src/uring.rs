@@ -7,13 +7,13 @@
 //! after the last. The ring thread submits what was pushed, one entry per
 //! `io_uring_enter` (see `submit_each`: on a virtual disk a batch in one call is served as
 //! one burst), reaps the completions and posts their records; reads of cached pages
-//! complete during its submission. Between batches, when the kernel holds none of its requests or it has just
-//! posted completions, it spins for a while, learnt as a port's waiters learn it, so that a
-//! submitter that keeps the pool busy makes no system call at all; then it sleeps in
-//! `io_uring_enter` until a completion arrives or the eventfd, whose poll it keeps in the
-//! ring, is signalled. Between rounds it also takes part in the cached reads a `lio_listio`
-//! caller offers (see `share`): when it sleeps, a signal of the eventfd brings it to a run of
-//! 64 KiB or more.
+//! complete during its submission. Between batches, when the kernel holds none of its
+//! requests or it has just posted completions, it spins for a while, learnt as a port's
+//! waiters learn it, so that a submitter that keeps the pool busy makes no system call at
+//! all; then it sleeps in `io_uring_enter` until a completion arrives or the eventfd, whose
+//! poll it keeps in the ring, is signalled. Between rounds it also takes part in the cached
+//! reads a `lio_listio` caller offers (see `share`): when it sleeps, a signal of the eventfd
+//! brings it to a run of 64 KiB or more.
 //!
 //! Only the ring thread enters the ring, and so only it runs the ring's task work: the
 //! kernel finishing a request for the program's own threads (as it does when the submitter
