@@ -240,8 +240,7 @@ impl ListCall<'_> {
 
     /// Ends the call: the list is handed over as one (io_uring: one wake of the ring thread,
     /// and none for a list done entirely by reads of cached pages), the caller's reads one
-    /// post per port;
-    /// `LIO_WAIT` waits for every request it queued. The call's result.
+    /// post per port; `LIO_WAIT` waits for every request it queued. The call's result.
     fn finish(mut self, list: &[*mut Aiocb]) -> io::Result<()> {
         if self.queued {
             self.pool.flush();
