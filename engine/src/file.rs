@@ -67,13 +67,14 @@ impl FilePoolBuilder {
         self
     }
 
-    /// Whether a `lio_listio` read of at most [`CALLER_READ_MAX`](crate::CALLER_READ_MAX) bytes whose pages are all
-    /// in the page cache is done before the call returns (`true`, the default), or goes to
-    /// the pool like every other request (`false`: the caller never spends time copying, and
-    /// every request can be cancelled while it waits in the queue). When on, the calling
-    /// thread does such reads itself, with no hand-off to the pool and back, and a list of
-    /// four or more is offered meanwhile to an idle pool thread (woken if it sleeps and the
-    /// reads come to 64 KiB or more), which takes some of them: the copies run on two cores.
+    /// Whether a `lio_listio` read of at most [`CALLER_READ_MAX`](crate::CALLER_READ_MAX)
+    /// bytes whose pages are all in the page cache is done before the call returns (`true`,
+    /// the default), or goes to the pool like every other request (`false`: the caller
+    /// never spends time copying, and every request can be cancelled while it waits in the
+    /// queue). When on, the calling thread does such reads itself, with no hand-off to the
+    /// pool and back, and a list of four or more is offered meanwhile to an idle pool
+    /// thread (woken if it sleeps and the reads come to 64 KiB or more), which takes some
+    /// of them: the copies run on two cores.
     pub fn cached_reads_on_caller(mut self, on_caller: bool) -> FilePoolBuilder {
         self.caller_reads = on_caller;
         self

@@ -658,11 +658,12 @@ impl Port {
     ///
     /// The calling thread keeps references to the last few ports kept alive by their
     /// handles ([`into_handle`](Self::into_handle), as the C ABI's are) that it looked up,
-    /// so a lookup of one of them takes no lock, makes no fence and writes no shared word: it checks that the number is the same and the port not closed (a port's
-    /// handle names it until it is closed; `CloseHandle` and the retirement of a handle
-    /// closed behind the library's back both close it). Another lookup goes through the
-    /// handle table under an epoch pin and keeps a reference for
-    /// next time: one reference-count increment.
+    /// so a lookup of one of them takes no lock, makes no fence and writes no shared word:
+    /// it checks that the number is the same and the port not closed (a port's handle
+    /// names it until it is closed; `CloseHandle` and the retirement of a handle closed
+    /// behind the library's back both close it). Another lookup goes through the handle
+    /// table under an epoch pin and keeps a reference for next time: one reference-count
+    /// increment.
     #[cfg(not(loom))]
     pub fn with_handle<R>(handle: crate::RawHandle, f: impl FnOnce(&Port) -> R) -> Option<R> {
         let mut f = Some(f);

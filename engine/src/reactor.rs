@@ -6,19 +6,19 @@
 //!
 //! Two ways to drive it:
 //!
-//! * [`Drive::Inline`](crate::Drive::Inline) (the default for ports): the leader/follower scheme of Boost.Asio's
-//!   scheduler. A thread waiting on an empty port that finds nobody polling becomes the
-//!   leader and waits in `epoll_wait` itself, with its own deadline; the others sleep on
-//!   the port's futex stack. Readiness becomes records on the leader's own thread, which
-//!   usually dequeues them at once: no hand-off, no wake-up. A post from another thread
-//!   reaches a leader blocked in `epoll_wait` through mio's `Waker` (an eventfd), written
-//!   only while a leader is blocked. A leader that leaves with a record while followers
-//!   sleep wakes one of them to take over.
-//! * [`Drive::Thread`](crate::Drive::Thread): a reactor thread per port polls forever; waiters only sleep on the
-//!   futex stack. Sockets with no port always use one shared thread of this kind. The
-//!   thread is a batch thread (`SCHED_BATCH` on Linux): readiness that wakes it while a
-//!   worker runs on its CPU waits for that worker to block or use up its time slice, so
-//!   that the two take turns per batch rather than per few records.
+//! * [`Drive::Inline`](crate::Drive::Inline) (the default for ports): the leader/follower
+//!   scheme of Boost.Asio's scheduler. A thread waiting on an empty port that finds nobody
+//!   polling becomes the leader and waits in `epoll_wait` itself, with its own deadline;
+//!   the others sleep on the port's futex stack. Readiness becomes records on the leader's
+//!   own thread, which usually dequeues them at once: no hand-off, no wake-up. A post from
+//!   another thread reaches a leader blocked in `epoll_wait` through mio's `Waker` (an
+//!   eventfd), written only while a leader is blocked. A leader that leaves with a record
+//!   while followers sleep wakes one of them to take over.
+//! * [`Drive::Thread`](crate::Drive::Thread): a reactor thread per port polls forever;
+//!   waiters only sleep on the futex stack. Sockets with no port always use one shared
+//!   thread of this kind. The thread is a batch thread (`SCHED_BATCH` on Linux): readiness
+//!   that wakes it while a worker runs on its CPU waits for that worker to block or use up
+//!   its time slice, so that the two take turns per batch rather than per few records.
 //!
 //! The reactor knows its sockets only as [`Source`]s, the trait it owns (as mio's
 //! `Registry` sits below the sources it registers): the socket code above implements it.

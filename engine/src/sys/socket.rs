@@ -1,7 +1,8 @@
 //! Non-blocking socket system calls on raw descriptors.
 //!
 //! Every call returns `WouldBlock` rather than waiting (owned descriptors are in
-//! non-blocking mode, transfers also pass `MSG_DONTWAIT`); `EINTR` is retried here, since a non-blocking call cannot have waited.
+//! non-blocking mode, transfers also pass `MSG_DONTWAIT`); `EINTR` is retried here, since a
+//! non-blocking call cannot have waited.
 //! Sends never raise `SIGPIPE`: a closed peer is an `EPIPE` record, not a dead process.
 
 use super::cvt;
