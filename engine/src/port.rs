@@ -1405,6 +1405,11 @@ impl Shared {
     /// attempt it is about to make, which counts it out only if it finds nothing (Windows
     /// lets a thread that takes a packet at once go on running). A worker looping on one
     /// port thus pays no accounting while it finds work.
+    ///
+    /// Always inlined, like `Consumer::ready` and for the same reason: in `libiocp.so` it
+    /// was a call before every dequeue (4,000 queued records taken back one
+    /// `GetQueuedCompletionStatus` at a time: 15.7 -> 15.3 ns a record).
+    #[inline(always)]
     fn come_back(&self) -> bool {
         with_released(|slot| {
             let mut slot = slot.borrow_mut();

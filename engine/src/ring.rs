@@ -1013,6 +1013,12 @@ impl<'a> Consumer<'a> {
     /// Finds a run of up to `max` ready records, in the first lane that has one from where
     /// the last drain stopped, for [`get`](Self::get), [`take`](Self::take) and
     /// [`release`](Self::release). Returns its length, 0 if no lane has one.
+    ///
+    /// Always inlined: in `libiocp.so`, whose dequeues instantiate `try_take` several times
+    /// over, the compiler left it a function of its own (`#[inline]` did not change that).
+    /// One thread taking back 4,000 queued records one `GetQueuedCompletionStatus` at a
+    /// time, AMD EPYC: 17.9 -> 15.7 ns a record (Rust's `get`: 10.0-10.5 -> 9.4-10.1 ns).
+    #[inline(always)]
     pub(crate) fn ready(&mut self, max: usize) -> usize {
         let start = self.next_lane();
         for (i, lane) in self.ring.lanes_from(start) {
