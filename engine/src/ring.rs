@@ -8,7 +8,8 @@
 //! reused after their threads exit); a thread that finds none free, or posts while its
 //! thread-locals are being torn down, uses the port's one shared lane (a multi-producer
 //! ring). A thread keeps the lane it was given for as long as it lives, so its records come
-//! out in the order it posted them. This is the structure of Seastar's cross-core queues
+//! out in the order it posted them. It finds its lane through a cache of its own, one entry
+//! per ring, and a post to the ring it posted to last with one thread-local load. This is the structure of Seastar's cross-core queues
 //! (one single-producer ring per sender): a post to a private lane is a few plain stores,
 //! where a shared ring needs an atomic read-modify-write per claim, whose locked instruction
 //! waits for the previous record's store to reach a cache line the consumer keeps reading.
@@ -71,6 +72,8 @@ use crate::sys::barrier;
 use crate::Completion;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
+#[cfg(not(loom))]
+use std::cell::Cell;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
@@ -251,6 +254,18 @@ impl Lanes {
 #[cfg(not(loom))]
 std::thread_local! {
     static HELD: RefCell<Lanes> = const { RefCell::new(Lanes::new()) };
+    /// The ring the thread last posted to through `HELD` and its private lane there (ring
+    /// id 0, which no ring has, when none): a post to that ring again skips the cache's
+    /// lazy set-up check, its borrow flag and its search (see [`Ring::last_lane`]).
+    static LAST_LANE: Cell<(u64, *const Lane)> = const { Cell::new((0, std::ptr::null())) };
+}
+
+#[cfg(not(loom))]
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        // Before the entries (and the counts of lanes they hold) go.
+        LAST_LANE.set((0, std::ptr::null()));
+    }
 }
 
 // Loom's `thread_local!` has no `const` initializer form.
@@ -315,13 +330,38 @@ impl Ring {
     /// Queues `record`, as [`push_many`](Self::push_many) does. The record goes from the
     /// caller's registers straight into its slot.
     pub(crate) fn push(&self, record: Completion) {
+        #[cfg(not(loom))]
+        if let Some(lane) = self.last_lane() {
+            lane.push(record);
+            // The poster's side of the sleeper Dekker pair (see the module docs).
+            return barrier::light();
+        }
         self.push_through_cache(move |lane| lane.push(record), |_, _| ());
     }
 
     /// Queues `records` in order on the calling thread's lane: as many as fit into slots
     /// claimed together, the rest into the lane's overflow. Never fails, never drops.
     pub(crate) fn push_many(&self, records: &[Completion]) {
+        #[cfg(not(loom))]
+        if let Some(lane) = self.last_lane() {
+            lane.push_many(records);
+            // As in `push`.
+            return barrier::light();
+        }
         self.push_through_cache(|lane| lane.push_many(records), |_, _| ());
+    }
+
+    /// The calling thread's private lane on this ring, if this is the ring it last posted
+    /// to through its lane cache and it has one there: found with one thread-local load.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn last_lane(&self) -> Option<&Lane> {
+        let (ring, lane) = LAST_LANE.with(Cell::get);
+        // SAFETY: `LAST_LANE` names a lane that the thread's cache holds a count of, as the
+        // owner, for as long as the entry of ring `ring` stays there; the entry goes only
+        // when that ring is dropped (ring ids are never reused, and `self` is alive, so not
+        // this one) or with the whole cache, whose drop clears `LAST_LANE` first.
+        (ring == self.id).then(|| unsafe { &*lane })
     }
 
     /// Queues `record` as [`push`](Self::push) does, through `place`: once a post through
@@ -366,6 +406,8 @@ impl Ring {
             }
             // The thread's lane on this ring, taken on its first post; `None`: the shared one.
             let lane = lanes.held[0].lane.as_ref()?;
+            #[cfg(not(loom))]
+            LAST_LANE.set((self.id, Arc::as_ptr(lane)));
             push(lane);
             // The poster's side of the sleeper Dekker pair (see the module docs).
             barrier::light();
@@ -642,7 +684,16 @@ impl<'a> Slots<'a> {
         slot.record.with_mut(|cell| {
             // SAFETY: this thread claimed `pos`; the slot's previous record was freed
             // (the claim saw `head` past it), and the consumer reads it only after the stamp.
-            unsafe { (*cell).write(record) };
+            // The words are the record's memory exactly (see `Completion::to_words`).
+            #[cfg(target_pointer_width = "64")]
+            unsafe {
+                cell.cast::<[u64; 3]>().write(record.to_words())
+            };
+            // SAFETY: as above.
+            #[cfg(not(target_pointer_width = "64"))]
+            unsafe {
+                (*cell).write(record)
+            };
         });
         // Release: pairs with the consumer's acquire load in `is_published`.
         slot.stamp.store(stamp(pos), Ordering::Release);
@@ -1482,6 +1533,46 @@ mod tests {
             1,
             "the post at exit went to the shared lane"
         );
+        let mut got: Vec<usize> = drain_all(&ring).iter().map(|r| r.overlapped()).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2]);
+    }
+
+    /// A post that finds its lane through `LAST_LANE` (a repeat post to the same ring) and
+    /// runs after the thread's lane cache is gone (in a thread-local torn down after it)
+    /// posts on the shared lane: the lane was let go with the cache, and is free for the
+    /// next thread.
+    #[test]
+    fn a_repeat_post_after_the_lane_cache_is_gone_posts_on_the_shared_lane() {
+        struct PostsAtExit(Arc<Ring>);
+        impl Drop for PostsAtExit {
+            fn drop(&mut self) {
+                self.0.push(rec(2));
+            }
+        }
+        std::thread_local! {
+            static AT_EXIT: RefCell<Option<PostsAtExit>> = const { RefCell::new(None) };
+        }
+        let ring = Arc::new(Ring::new(8, false).unwrap());
+        let r = Arc::clone(&ring);
+        std::thread::spawn(move || {
+            // Set before the thread's first post makes its lane cache, so torn down after it.
+            AT_EXIT.with(|at_exit| *at_exit.borrow_mut() = Some(PostsAtExit(Arc::clone(&r))));
+            r.push(rec(0));
+            assert!(
+                r.last_lane().is_some(),
+                "the first post remembered its lane"
+            );
+            r.push(rec(1));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            ring.shared.len(),
+            1,
+            "the post at exit went to the shared lane"
+        );
+        assert!(!ring.foreign_owners(), "the exited thread let its lane go");
         let mut got: Vec<usize> = drain_all(&ring).iter().map(|r| r.overlapped()).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2]);
