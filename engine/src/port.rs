@@ -429,6 +429,10 @@ impl Port {
 
     /// Queues `record` (`PostQueuedCompletionStatus`) and wakes one waiter if one sleeps.
     /// Never blocks, allocates nothing while the ring has room. `EBADF` once closed.
+    // Always inlined, with the first post to a ring out of line (`Ring::push_found`): as a
+    // call of its own, a repeat post cost about as much again (the harness's same-thread
+    // row, batches of 16 on an AMD EPYC: 149 M/s as a call, 208 M/s inlined).
+    #[inline(always)]
     pub fn post(&self, record: Completion) -> io::Result<()> {
         let shared = &*self.shared;
         // Relaxed: a post that races `close` is simply discarded with the port.

@@ -329,13 +329,31 @@ impl Ring {
 
     /// Queues `record`, as [`push_many`](Self::push_many) does. The record goes from the
     /// caller's registers straight into its slot.
+    #[inline(always)]
     pub(crate) fn push(&self, record: Completion) {
         #[cfg(not(loom))]
         if let Some(lane) = self.last_lane() {
-            lane.push(record);
+            lane.push_private(record);
             // The poster's side of the sleeper Dekker pair (see the module docs).
             return barrier::light();
         }
+        // The record goes by its fields (see `Lane::spill_one`).
+        self.push_found(
+            record.key(),
+            record.bytes(),
+            record.overlapped(),
+            record.error(),
+        );
+    }
+
+    /// [`push`](Self::push) through the thread's lane cache: when the thread's last post
+    /// went to another ring, or it posts here on the shared lane (no private lane left, a
+    /// `fifo` ring). Kept out of `push`, which its callers inline, so that what they inline
+    /// is the repeat post to a private lane alone.
+    #[cold]
+    #[inline(never)]
+    fn push_found(&self, key: u64, bytes: u32, overlapped: usize, error: u32) {
+        let record = Completion::new(key, bytes, overlapped).with_error(error);
         self.push_through_cache(move |lane| lane.push(record), |_, _| ());
     }
 
@@ -378,7 +396,7 @@ impl Ring {
             // token seen here means the thread still owns the lane; after letting the lane
             // go (its lane cache torn down at thread exit) it never sees the token again.
             if lane.producers.owner.load(Ordering::Relaxed) == *token {
-                lane.push(record);
+                lane.push_private(record);
                 // The poster's side of the sleeper Dekker pair (see the module docs).
                 barrier::light();
                 return;
@@ -770,6 +788,26 @@ impl Lane {
         );
     }
 
+    /// [`push`](Self::push) on a private lane, by its owner: the same steps without the
+    /// look at which kind of lane this is.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn push_private(&self, record: Completion) {
+        debug_assert!(self.private);
+        // Acquire: as in `push_many`.
+        if self.overflow_len.load(Ordering::Acquire) == 0 {
+            if let Some((pos, _)) = self.claim_private(1) {
+                return self.write_and_publish(pos, record);
+            }
+        }
+        self.spill_one(
+            record.key(),
+            record.bytes(),
+            record.overlapped(),
+            record.error(),
+        );
+    }
+
     /// [`spill`](Self::spill) of one record, which it takes by its fields: a record passed
     /// by reference (as `spill` takes it, or by value, which passes the caller's copy)
     /// would be built in memory by every post, from its 4-byte fields, and the slot write
@@ -820,6 +858,7 @@ impl Lane {
 
     /// The owner's claim on a private lane: the next `1..=want` positions, as many as
     /// there is room for; `None` when there is none.
+    #[inline(always)]
     fn claim_private(&self, want: usize) -> Option<(usize, usize)> {
         let producers = &*self.producers;
         // Relaxed (both): only the owner writes them, and a new owner acquired the last
