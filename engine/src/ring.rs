@@ -8,14 +8,15 @@
 //! reused after their threads exit); a thread that finds none free, or posts while its
 //! thread-locals are being torn down, uses the port's one shared lane (a multi-producer
 //! ring). A thread keeps the lane it was given for as long as it lives, so its records come
-//! out in the order it posted them. It finds its lane through a cache of its own, one entry
-//! per ring, and a post to the ring it posted to last with one thread-local load. This is the structure of Seastar's cross-core queues
+//! out in the order it posted them. This is the structure of Seastar's cross-core queues
 //! (one single-producer ring per sender): a post to a private lane is a few plain stores,
 //! where a shared ring needs an atomic read-modify-write per claim, whose locked instruction
 //! waits for the previous record's store to reach a cache line the consumer keeps reading.
 //! On the 2-core Intel Xeon of the README's figures, a bare stamped ring moved 195 M
 //! records/s between two cores with plain stores and 25–43 M/s with one locked claim per
-//! record; that claim was this ring's limit before it had lanes.
+//! record; that claim was this ring's limit before it had lanes. A thread finds its lanes
+//! through a cache of its own, one entry per ring; a post to the ring it posted to last
+//! finds the lane with one thread-local load.
 //!
 //! # One lane
 //!
