@@ -771,22 +771,10 @@ impl Lane {
     /// Queues `record` (see [`Ring::push`]); in a private lane, only its owner calls this.
     #[inline]
     fn push(&self, record: Completion) {
-        // Acquire: as in `push_many`.
-        if self.overflow_len.load(Ordering::Acquire) == 0 {
-            let claimed = match self.private {
-                true => self.claim_private(1),
-                false => self.claim_shared(1),
-            };
-            if let Some((pos, _)) = claimed {
-                return self.write_and_publish(pos, record);
-            }
-        }
-        self.spill_one(
-            record.key(),
-            record.bytes(),
-            record.overlapped(),
-            record.error(),
-        );
+        self.push_claiming(record, |lane| match lane.private {
+            true => lane.claim_private(1),
+            false => lane.claim_shared(1),
+        });
     }
 
     /// [`push`](Self::push) on a private lane, by its owner: the same steps without the
@@ -795,9 +783,20 @@ impl Lane {
     #[inline(always)]
     fn push_private(&self, record: Completion) {
         debug_assert!(self.private);
+        self.push_claiming(record, |lane| lane.claim_private(1));
+    }
+
+    /// Queues `record` in the slot `claim` gets, or in the overflow when the overflow holds
+    /// records already or `claim` finds no room.
+    #[inline(always)]
+    fn push_claiming(
+        &self,
+        record: Completion,
+        claim: impl FnOnce(&Lane) -> Option<(usize, usize)>,
+    ) {
         // Acquire: as in `push_many`.
         if self.overflow_len.load(Ordering::Acquire) == 0 {
-            if let Some((pos, _)) = self.claim_private(1) {
+            if let Some((pos, _)) = claim(self) {
                 return self.write_and_publish(pos, record);
             }
         }
