@@ -1081,7 +1081,18 @@ pub(crate) struct Consumer<'a> {
 struct Run<'a> {
     lane: &'a Lane,
     head: usize,
-    overflow: bool,
+    from: Origin,
+}
+
+/// Where a [`Run`]'s records are. A whole word, not a `bool`: a `bool` leaves niche values
+/// that `Option<Run>`, and the `Result`s a [`Consumer`] travels in, pack their tags into,
+/// and the moves of such a value through the stack became single-byte stores read back by
+/// wider loads, which the store buffer cannot forward (stalls of a dozen cycles each).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+enum Origin {
+    Ring,
+    Overflow,
 }
 
 impl<'a> Consumer<'a> {
@@ -1119,7 +1130,7 @@ impl<'a> Consumer<'a> {
                 self.run = Some(Run {
                     lane,
                     head,
-                    overflow: false,
+                    from: Origin::Ring,
                 });
                 // The next look starts at this lane again unless the run reaches past a
                 // multiple of `STAY` positions. One thread posting 16 records and taking
@@ -1138,7 +1149,7 @@ impl<'a> Consumer<'a> {
                 self.run = Some(Run {
                     lane,
                     head,
-                    overflow: true,
+                    from: Origin::Overflow,
                 });
                 self.set_next_lane(i + 1);
                 return 1;
@@ -1150,7 +1161,7 @@ impl<'a> Consumer<'a> {
     /// Record `i` of the run [`ready`](Self::ready) found (`i` below its length).
     pub(crate) fn get(&self, i: usize) -> Completion {
         let run = self.run.expect("a run was found");
-        if run.overflow {
+        if run.from == Origin::Overflow {
             run.lane
                 .stashed()
                 .expect("the stash holds the front record")
@@ -1163,7 +1174,7 @@ impl<'a> Consumer<'a> {
     /// them with one store.
     pub(crate) fn take(&mut self, n: usize, mut f: impl FnMut(usize, &Completion)) {
         match self.run {
-            Some(run) if !run.overflow => {
+            Some(run) if run.from == Origin::Ring => {
                 let slots = run.lane.slots();
                 for i in 0..n {
                     f(i, &slots.record(run.head.wrapping_add(i)));
@@ -1186,7 +1197,7 @@ impl<'a> Consumer<'a> {
         if n == 0 {
             return;
         }
-        if run.overflow {
+        if run.from == Origin::Overflow {
             run.lane.take_overflow();
         } else {
             // Release: pairs with the acquire loads of `head` in the claims: our reads of
