@@ -12,7 +12,7 @@ use crate::error::{self, to_record};
 use crate::event::Event;
 use crate::overlapped::Overlapped;
 use crate::{Completion, Port, RawHandle};
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -120,7 +120,7 @@ impl Notify {
         match self {
             Notify::Ticket(ticket) => {
                 let key = key.expect("owned-buffer requests need a port");
-                finished.0.insert(ticket, outcome(result));
+                finished.keep(ticket, outcome(result));
                 Some(Completion::new(key, bytes, ticket.0 as usize).with_error(errno))
             }
             Notify::Overlapped(overlapped) => {
@@ -168,16 +168,33 @@ impl Which {
 
 /// The results of a socket's or file's owned-buffer requests that completed through the
 /// port, kept by ticket until the program [`take`](Self::take)s them with the record.
+///
+/// A queue in delivery order, searched from the front: a program finishes records in the
+/// order it dequeues them, which is the order they were delivered in (a record is posted
+/// right after its result is kept), so the search ends at the first entry and the take is
+/// a `pop_front`. No hashing per request, and the queue's storage is reused, where a hash
+/// map hashed every ticket twice. A result finished out of order costs a scan of the
+/// results delivered before it and not finished yet.
 #[derive(Debug, Default)]
-pub(crate) struct Finished(HashMap<Ticket, OpResult>);
+pub(crate) struct Finished(VecDeque<(Ticket, OpResult)>);
 
 impl Finished {
+    /// Keeps the result of the request with `ticket` until it is taken.
+    fn keep(&mut self, ticket: Ticket, result: OpResult) {
+        self.0.push_back((ticket, result));
+    }
+
     /// The result `record` announces. `EINVAL` for a record that is not one of this owner's
     /// (or was finished already).
     pub(crate) fn take(&mut self, record: &Completion) -> io::Result<OpResult> {
-        self.0
-            .remove(&Ticket::of(record))
-            .ok_or_else(error::invalid)
+        let ticket = Ticket::of(record);
+        let at = self
+            .0
+            .iter()
+            .position(|(kept, _)| *kept == ticket)
+            .ok_or_else(error::invalid)?;
+        let (_, result) = self.0.remove(at).expect("found above");
+        Ok(result)
     }
 }
 
@@ -239,3 +256,45 @@ impl Started<'_> {
 
 /// The port a handle is associated with, and the key, if it is.
 pub(crate) type Association = Option<(Port, u64)>;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn record_of(ticket: Ticket) -> Completion {
+        Completion::new(7, 0, ticket.get() as usize)
+    }
+
+    fn kept(finished: &mut Finished, ticket: Ticket, n: usize) {
+        finished.keep(ticket, OpResult::of_buffer(Ok(n), vec![0; n]));
+    }
+
+    #[test]
+    fn results_are_taken_by_ticket_in_any_order_and_only_once() {
+        let mut finished = Finished::default();
+        let tickets: Vec<Ticket> = (0..4).map(|_| Ticket::next()).collect();
+        for (n, &ticket) in tickets.iter().enumerate() {
+            kept(&mut finished, ticket, n);
+        }
+        // In order for the first, then out of order.
+        for &n in &[0, 3, 1, 2] {
+            let result = finished.take(&record_of(tickets[n])).unwrap();
+            assert_eq!(result.result.unwrap(), n);
+            assert_eq!(result.buf.len(), n);
+        }
+        for &ticket in &tickets {
+            let err = finished.take(&record_of(ticket)).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "taken twice");
+        }
+    }
+
+    #[test]
+    fn a_record_of_another_owner_is_refused_and_takes_nothing() {
+        let mut finished = Finished::default();
+        let mine = Ticket::next();
+        kept(&mut finished, mine, 3);
+        let err = finished.take(&record_of(Ticket::next())).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(finished.take(&record_of(mine)).unwrap().result.unwrap(), 3);
+    }
+}
