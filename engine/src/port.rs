@@ -557,7 +557,8 @@ impl Port {
         // Built in place on each path: a `Result` with the run inside, carried from several
         // arms to one exit, was moved through the stack piecewise (the error's one byte
         // overlaid on the run), and the loads of those moves stalled on the stores just
-        // before them: batches of 16 on one thread went from 125 to 160 M/s without it.
+        // before them. Batches of 16 on one thread (AMD EPYC): 125 M/s, 160 M/s with the
+        // run's origin a word (`ring::Origin`), 205 M/s with this too, as `get_many` does.
         let (consumer, len) = match shared.ready_run(max) {
             Some(found) => found,
             None => shared.wait_run(max, timeout)?,
