@@ -6,9 +6,9 @@ Usage: summarize.py STACKS.folded   (or - for standard input:
 
 Input: one "root;...;leaf COUNT" line per distinct stack (inferno-collapse-perf), where
 frames may carry the `_[i]` (inlined) or `_[k]` (kernel) suffix. Prints the inclusive
-share of some iocp frames (samples whose stack contains the frame, as a share of all
-samples and of the frame's parent; frames with no sample are left out), then the leaf
-frames of the samples inside iocp.
+share of some iocp frames (samples whose stack contains the frame, above its parent's
+frame where it has one, as a share of all samples and of the parent's; frames with no
+sample are left out), then the leaf frames of the samples inside iocp.
 Standard library only.
 """
 
@@ -28,9 +28,9 @@ FRAMES = [
     ),
     ("`iocp::port::Shared::notify`", r"iocp::port::Shared::notify", "`iocp::port::Port::post`"),
     ("`iocp::port::Shared::take_many`", r"iocp::port::Shared::take_many", "iocp (any `iocp::` frame)"),
-    ("`iocp::ring::Consumer::ready*`", r"iocp::ring::Consumer::ready.*", "`iocp::port::Shared::take_many`"),
     ("`iocp::ring::Consumer::take_ready`", r"iocp::ring::Consumer::take_ready", "`iocp::port::Shared::take_many`"),
     ("`iocp::port::Port::drain`", r"iocp::port::Port::drain", "iocp (any `iocp::` frame)"),
+    ("`iocp::ring::Consumer::ready*`", r"iocp::ring::Consumer::ready.*", "`iocp::port::Port::drain`"),
     ("`iocp::port::Shared::wait_leading`", r"iocp::port::Shared::wait_leading", "iocp (any `iocp::` frame)"),
     ("`iocp::parker::Spin::spin`", r"iocp::parker::Spin::spin", "iocp (any `iocp::` frame)"),
     ("`iocp::parker::Parker::park`", r"iocp::parker::Parker::park", "iocp (any `iocp::` frame)"),
@@ -55,6 +55,17 @@ def read(path):
             stack, _, count = line.rstrip("\n").rpartition(" ")
             stacks.append(([SUFFIX.sub("", f) for f in stack.split(";")], int(count)))
     return stacks
+
+
+def above(frames, regex, under):
+    """Whether a frame matching `regex` is in `frames`, from the first one matching `under`
+    on if given (the same frame, for a parent whose pattern takes in its children)."""
+    start = 0
+    if under is not None:
+        start = next((i for i, f in enumerate(frames) if under.match(f)), None)
+        if start is None:
+            return False
+    return any(regex.match(f) for f in frames[start:])
 
 
 def percent(part, whole):
@@ -94,11 +105,15 @@ def main():
     print("Samples whose stack contains the frame (inclusive):")
     print()
     counts = {}
+    regexes = {}
     print("| frame | samples | share of all | share of its parent |")
     print("| --- | --- | --- | --- |")
     for label, pattern, parent in FRAMES:
-        regex = re.compile(pattern + "$")
-        count = sum(n for frames, n in inside if any(regex.match(f) for f in frames))
+        regex = regexes[label] = re.compile(pattern + "$")
+        # A frame with a parent counts only above it: a function that other callers reach
+        # too is no share of this parent there.
+        under = regexes[parent] if parent else None
+        count = sum(n for frames, n in inside if above(frames, regex, under))
         counts[label] = count
         if count == 0 and parent:
             continue  # frames this scenario never reached
