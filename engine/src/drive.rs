@@ -8,7 +8,7 @@
 //! follower from being stranded while the leader waits:
 //!
 //! * **Poster and leader.** A poster publishes its record and, finding no sleeper, reads
-//!   `blocked` and interrupts the leader's wait ([`Readiness::wake_if_blocked`]); the leader
+//!   `blocked` and interrupts the leader's wait ([`Driving::wake_if_blocked`]); the leader
 //!   stores `blocked` before its last look. Either the poster sees the leader blocked or
 //!   the leader sees the record.
 //! * **Follower and leaving leader.** A follower registers on the wait stack and, before it
@@ -19,16 +19,18 @@
 //! The wait itself is behind [`Readiness`]: the reactor's mio poll, or under loom a model's
 //! stand-in (`scripted`) whose readiness the model makes, so that the loom models check
 //! this very hand-over. This module sits below the port, which holds its readiness as a
-//! [`Driven`] and so depends on no socket code; a post reads the hand-over flags in place,
-//! and only a leader's turn and a wake go through the trait object.
+//! [`Driven`] object and so depends on no socket code; a post reads the hand-over flags,
+//! which the port keeps beside the object ([`Driving`]), and only a leader's turn and a
+//! wake go through the object.
 
 use crate::primitive::{AtomicBool, Mutex, Ordering};
 #[cfg(not(loom))]
 use crate::{parker::Spin, sys::Deadline};
-use std::io;
-use std::time::Duration;
 #[cfg(not(loom))]
-use std::{any::Any, sync::Arc};
+use std::any::Any;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Readiness that one thread at a time waits for and runs: what a leader polls. A port
 /// holds it as a [`Driven`], which every `Readiness` is.
@@ -49,12 +51,13 @@ pub(crate) trait Readiness: Send + Sync + 'static {
 }
 
 /// A port's readiness as the port sees it, whatever collects it (the socket reactor, or a
-/// loom model's stand-in): the port holds an `Arc<dyn Driven>`, so it names no socket
-/// type, and the code that made the readiness takes its own type back with
-/// [`into_any`](Self::into_any). Posts reach it only through [`Flags`], read in place.
+/// loom model's stand-in): the port holds an `Arc<dyn Driven>` (in a [`Driving`]), so it
+/// names no socket type, and the code that made the readiness takes its own type back with
+/// [`into_any`](Self::into_any). Posts reach it only through its [`Flags`].
 pub(crate) trait Driven: Send + Sync {
-    /// What followers and posters read of the hand-over.
-    fn flags(&self) -> &Flags;
+    /// What followers and posters read of the hand-over (a port keeps a count of it
+    /// beside the object: see [`Driving`]).
+    fn flags(&self) -> &Arc<Flags>;
 
     /// Becomes the leader if nobody is: waits for readiness (unless `ready()` already
     /// holds) until `timeout`, and runs what became ready. `None` if another thread leads.
@@ -83,7 +86,7 @@ pub(crate) trait Driven: Send + Sync {
 }
 
 impl<R: Readiness> Driven for R {
-    fn flags(&self) -> &Flags {
+    fn flags(&self) -> &Arc<Flags> {
         &self.turns().flags
     }
 
@@ -152,8 +155,9 @@ enum Spun {
     /// wait's would be.
     Interrupted(io::Error),
     /// Nothing came: wait for up to the time left (`None`: no limit); the spin began at the
-    /// instant given, for [`Spin::learn`].
-    Waiting(Option<Duration>, Deadline),
+    /// instant given, for [`Spin::learn`], unless this is a poll (a zero timeout), which
+    /// waits for nothing and so teaches the budget nothing (and reads no clock).
+    Waiting(Option<Duration>, Option<Deadline>),
 }
 
 /// The leader's spin, before it blocks in the kernel: a sleep there and the wake that ends
@@ -193,7 +197,9 @@ trait Leading: Readiness {
         }
         let result = self.turn(poller, timeout);
         #[cfg(not(loom))]
-        self.turns().spin.learn(spun, ready());
+        if let Some(start) = spun {
+            self.turns().spin.learn(start, ready());
+        }
         result
     }
 
@@ -204,8 +210,11 @@ trait Leading: Readiness {
         timeout: Option<Duration>,
         ready: &dyn Fn() -> bool,
     ) -> Spun {
-        if timeout == Some(Duration::ZERO) || self.turns().spin.is_off() {
-            return Spun::Waiting(timeout, Deadline::now());
+        if timeout == Some(Duration::ZERO) {
+            return Spun::Waiting(timeout, None);
+        }
+        if self.turns().spin.is_off() {
+            return Spun::Waiting(timeout, Some(Deadline::now()));
         }
         let deadline = timeout.and_then(Deadline::after);
         let mut failed = None;
@@ -226,33 +235,52 @@ trait Leading: Readiness {
             (_, Some(err)) if err.kind() == io::ErrorKind::Interrupted => Spun::Interrupted(err),
             // Another failure (`ENOMEM`) ends the spin: the wait retries the poll, and
             // pauses if it fails again.
-            _ => Spun::Waiting(deadline.map(Deadline::remaining), start),
+            _ => Spun::Waiting(deadline.map(Deadline::remaining), Some(start)),
         }
     }
 }
 
 impl<R: Readiness> Leading for R {}
 
-impl dyn Driven + '_ {
+/// A port's readiness as the port holds it: the [`Driven`] object, and its flags beside it,
+/// so that a post, which reads them ([`wake_if_blocked`](Self::wake_if_blocked)), makes no
+/// call through the object (one every post cost 0.5 ns a record to a thread posting 16
+/// records to a port with a socket and taking them back: 5.75 ns against 5.2, AMD EPYC).
+pub(crate) struct Driving {
+    driven: Arc<dyn Driven>,
+    flags: Arc<Flags>,
+}
+
+impl Driving {
+    pub(crate) fn new(driven: Arc<dyn Driven>) -> Driving {
+        let flags = Arc::clone(driven.flags());
+        Driving { driven, flags }
+    }
+
+    /// The readiness.
+    pub(crate) fn driven(&self) -> &Arc<dyn Driven> {
+        &self.driven
+    }
+
     /// Whether a thread leads.
     pub(crate) fn is_led(&self) -> bool {
         // SeqCst: pairs with the store in `lead` (see `port`'s follower check).
-        self.flags().leading.load(Ordering::SeqCst)
+        self.flags.leading.load(Ordering::SeqCst)
     }
 
     /// After a post: wakes the leader if it is blocked waiting for readiness.
     pub(crate) fn wake_if_blocked(&self) {
         // SeqCst: the poster half of the Dekker pair with `lead`.
-        if self.flags().blocked.load(Ordering::SeqCst) {
-            self.wake();
+        if self.flags.blocked.load(Ordering::SeqCst) {
+            self.driven.wake();
         }
     }
 
     /// Ends the thread [`spawn_thread`](Driven::spawn_thread) started, or a leader's wait.
     pub(crate) fn stop(&self) {
         // Relaxed: the wake below is the synchronization.
-        self.flags().stopped.store(true, Ordering::Relaxed);
-        self.wake();
+        self.flags.stopped.store(true, Ordering::Relaxed);
+        self.driven.wake();
     }
 }
 
@@ -266,7 +294,7 @@ pub(crate) struct Turns<P> {
     /// Under loom, set while a thread holds the poller (see [`Turns::try_hold`]).
     #[cfg(loom)]
     claimed: AtomicBool,
-    flags: Flags,
+    flags: Arc<Flags>,
 }
 
 /// The hand-over state followers and posters read without the poller.
@@ -287,11 +315,11 @@ impl<P> Turns<P> {
             spin: Spin::stoppable(),
             #[cfg(loom)]
             claimed: AtomicBool::new(false),
-            flags: Flags {
+            flags: Arc::new(Flags {
                 leading: AtomicBool::new(false),
                 blocked: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
-            },
+            }),
         }
     }
 
@@ -491,7 +519,7 @@ mod tests {
     }
 
     #[test]
-    fn long_waits_stop_the_spin_and_a_quick_wake_brings_it_back() {
+    fn long_waits_stop_the_spin_a_poll_leaves_it_off_and_a_quick_wake_brings_it_back() {
         // Waits of 2 ms, longer than any spin: each halves the budget, down to none.
         let mut readiness = Recorder::new(Duration::from_millis(2));
         let mut spinning = 0;
@@ -510,9 +538,17 @@ mod tests {
         readiness.lead_once(None);
         assert_eq!(readiness.looks(), looks, "a look without a budget");
 
-        // A wait that ends at once with work: the next lead spins again.
+        // A poll that finds work waited for nothing: it teaches the budget nothing.
         readiness.wait = Duration::ZERO;
         readiness.busy.store(true, Ordering::Relaxed);
+        let looks = readiness.looks();
+        let found_by_the_poll = || readiness.looks() > looks;
+        let lead = Driven::lead(&readiness, Some(Duration::ZERO), &found_by_the_poll, &|| ());
+        assert!(lead.unwrap().is_ok());
+        assert_eq!(readiness.looks(), looks + 1);
+        assert!(readiness.turns.spin.is_off(), "a poll restored the spin");
+
+        // A wait that ends at once with work: the next lead spins again.
         let looks = readiness.looks();
         readiness.lead_once(None);
         assert_eq!(readiness.looks(), looks, "no budget yet");

@@ -45,6 +45,12 @@ impl Deadline {
         self.0.saturating_sub(earlier.0)
     }
 
+    /// Nanoseconds since the clock's start, saturated to `u64`.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn as_nanos(self) -> u64 {
+        u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Whether the deadline has passed.
     pub(crate) fn has_passed(self) -> bool {
         Deadline::now() >= self
