@@ -55,8 +55,8 @@ pub(crate) trait Readiness: Send + Sync + 'static {
 /// names no socket type, and the code that made the readiness takes its own type back with
 /// [`into_any`](Self::into_any). Posts reach it only through its [`Flags`].
 pub(crate) trait Driven: Send + Sync {
-    /// What followers and posters read of the hand-over (a port keeps a count of it
-    /// beside the object: see [`Driving`]).
+    /// What followers and posters read of the hand-over (a port keeps its own reference
+    /// to it beside the object: see [`Driving`]).
     fn flags(&self) -> &Arc<Flags>;
 
     /// Becomes the leader if nobody is: waits for readiness (unless `ready()` already
