@@ -79,6 +79,7 @@ mod error;
 mod event;
 #[cfg(not(loom))]
 mod file;
+mod gate;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
@@ -129,6 +130,10 @@ pub use completion::{Cancel, Delivery};
 pub use event::Event;
 #[cfg(not(loom))]
 pub use file::{File, FilePool, FilePoolBuilder};
+/// A socket's lock-free word, exported for the loom models only.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use gate::{Gate, Queues, Seen};
 #[cfg(not(loom))]
 pub use net::Socket;
 #[cfg(not(loom))]

@@ -27,12 +27,15 @@
 //! set when the socket has no port.
 //!
 //! Every queued request yields exactly one completion: its result, or `ECANCELED` when
-//! cancelled or when the socket is closed first. All of a socket's request state lives
-//! under one mutex, which is what makes "cancelled or completed, never both" hold.
+//! cancelled or when the socket is closed first. A socket's queued requests live under its
+//! mutex, which is what makes "cancelled or completed, never both" hold. A request that
+//! completes at once takes no lock: a word beside the mutex (`gate`) tells a submission
+//! whether it may try at once, and hands a write token to one writer at a time.
 
 use crate::buffer::Buf;
 use crate::drive::Driven;
 use crate::error::{self, canceled};
+use crate::gate::{Gate, Queues, Seen};
 use crate::overlapped::Overlapped;
 use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
@@ -62,6 +65,8 @@ pub struct Socket {
 }
 
 pub(crate) struct SocketInner {
+    /// What a submission reads without the mutex (see `gate`).
+    gate: Gate,
     state: Mutex<State>,
 }
 
@@ -77,25 +82,27 @@ struct State {
     writes: VecDeque<Request>,
     /// Results of owned-buffer requests that completed through the port.
     finished: Finished,
-    /// The readiness cache: a stream read came back short (fewer bytes than asked), so the
-    /// receive queue was empty then, and no readable event has come since. A `recv` then
-    /// waits for readiness without a try that would only find `EAGAIN`, as tokio's reads
-    /// do. The socket is edge-triggered in the reactor, so bytes that arrive after that
-    /// read raise an event, which clears this (and registration reports what is there).
-    drained: bool,
-    /// The readiness cache is off for good: the reactor reported the read side closed (the
-    /// peer's end of the stream, or a failure: reported once, and final), or urgent data
-    /// (a read stops short at its mark with data behind it).
-    cache_off: bool,
-    /// Whether the socket is a stream, once a short `recv` asked (a short datagram says
-    /// nothing about the queue behind it).
-    stream: Option<bool>,
+}
+
+/// What a request does: tried at once, then, if it would block, queued with its
+/// [`Notify`] as a [`Request`].
+struct Op {
+    kind: Kind,
+    buf: Buf,
 }
 
 struct Request {
-    kind: Kind,
-    buf: Buf,
+    op: Op,
     notify: Notify,
+}
+
+/// A request that completed at once.
+struct Done {
+    op: Op,
+    result: io::Result<usize>,
+    extra: Extra,
+    /// The socket had no port when the request was tried.
+    portless: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -167,6 +174,7 @@ impl Socket {
     fn with(fd: OwnedFd) -> Socket {
         Socket {
             inner: Arc::new(SocketInner {
+                gate: Gate::default(),
                 state: Mutex::new(State {
                     fd: Some(fd.as_raw_fd()),
                     port: None,
@@ -174,9 +182,6 @@ impl Socket {
                     reads: VecDeque::new(),
                     writes: VecDeque::new(),
                     finished: Finished::default(),
-                    drained: false,
-                    cache_off: false,
-                    stream: None,
                 }),
             }),
             fd,
@@ -194,7 +199,7 @@ impl Socket {
         if port.is_closed() {
             return Err(error::closed());
         }
-        if !state.reads.is_empty() || !state.writes.is_empty() {
+        if !state.reads.is_empty() || !state.writes.is_empty() || !self.inner.gate.port() {
             return Err(error::busy());
         }
         if let Some(reactor) = state.reactor.take() {
@@ -336,20 +341,17 @@ impl Socket {
     }
 
     fn submit_owned(&self, kind: Kind, buf: Buf) -> io::Result<Submitted> {
-        let mut state = lock(&self.inner.state);
-        state.fd()?;
-        request::need_port(state.port.as_ref())?;
-        let ticket = Ticket::next();
-        let request = Request {
-            kind,
-            buf,
-            notify: Notify::Ticket(ticket),
+        // The ticket is drawn only for a request that waits (it is a process-wide count).
+        let queued = || {
+            let ticket = Ticket::next();
+            (Notify::Ticket(ticket), ticket)
         };
-        match self.inner.submit(&mut state, request)? {
-            Poll::Ready((request, result, extra)) => {
-                Ok(Submitted::Done(request.into_result(result, extra)))
-            }
-            Poll::Pending => Ok(Submitted::Pending(ticket)),
+        let op = Op { kind, buf };
+        match self.inner.submit(self.raw_fd(), op, true, queued)? {
+            Ok(done) => Ok(Submitted::Done(
+                done.op.into_result(done.result, done.extra),
+            )),
+            Err(ticket) => Ok(Submitted::Pending(ticket)),
         }
     }
 
@@ -361,18 +363,11 @@ impl Socket {
     ) -> io::Result<Option<u32>> {
         // SAFETY: the callers' callers guarantee `overlapped` is live until completion.
         let started = unsafe { request::start(overlapped) };
-        let request = Request {
-            kind,
-            buf,
-            notify: Notify::Overlapped(overlapped),
-        };
-        let mut state = lock(&self.inner.state);
-        match self.inner.submit(&mut state, request) {
-            Ok(Poll::Ready((_, result, _))) => {
-                let portless = state.port.is_none();
-                started.done_at_once(result, portless).map(Some)
-            }
-            Ok(Poll::Pending) => Ok(None),
+        let op = Op { kind, buf };
+        let queued = || (Notify::Overlapped(overlapped), ());
+        match self.inner.submit(self.raw_fd(), op, false, queued) {
+            Ok(Ok(done)) => started.done_at_once(done.result, done.portless).map(Some),
+            Ok(Err(())) => Ok(None),
             Err(err) => Err(started.refuse(err)),
         }
     }
@@ -392,6 +387,7 @@ impl Socket {
             }
         }
         let count = cancelled.len();
+        self.inner.gate.mirror(state.queues(), false);
         let mut posts = Posts::new();
         for request in cancelled {
             state.deliver(request, Err(canceled()), Extra::default(), &mut posts);
@@ -433,47 +429,144 @@ impl fmt::Debug for Socket {
     }
 }
 
-type Attempted = (Request, io::Result<usize>, Extra);
-
 impl SocketInner {
-    /// Tries `request` at once unless its direction has requests queued, or it is a
-    /// `recv` the readiness cache knows would block (see `State::drained`); queues it if
-    /// it would block. `Ready` hands the request back with its result.
-    fn submit(
+    /// Tries `op` at once unless its direction has requests queued, or it is a `recv` the
+    /// readiness cache knows would block (see `gate`); queues it, with the [`Notify`] that
+    /// `queued` makes, if it would block. `Ok` with the result if it completed at once;
+    /// `Err` with what `queued` gave besides the notify if it waits. `owned` requests need
+    /// a port (`ENOTCONN`).
+    ///
+    /// Without the lock, a read tries after one load of the socket's word and a write after
+    /// claiming its write token; the mutex is taken only to queue, and to try under it what
+    /// the word could not allow.
+    fn submit<T>(
         self: &Arc<Self>,
-        state: &mut State,
-        mut request: Request,
-    ) -> io::Result<Poll<Attempted>> {
-        let fd = state.fd()?;
-        let queue_empty = if request.kind.is_read() {
+        fd: RawFd,
+        mut op: Op,
+        owned: bool,
+        queued: impl FnOnce() -> (Notify, T),
+    ) -> io::Result<Result<Done, T>> {
+        let seen = self.gate.load();
+        if seen.closed() {
+            return Err(error::closed());
+        }
+        if owned {
+            // A port, once given, stays until the socket is closed.
+            request::need_port(seen.ported().then_some(()))?;
+        }
+        let mut tried = None;
+        if op.kind.is_read() {
+            if seen.may_try_read(op.kind == Kind::Recv) {
+                match op.attempt(fd) {
+                    Poll::Ready((result, extra)) => {
+                        note_read(&self.gate, fd, &op, &result, seen);
+                        let portless = !seen.ported();
+                        return Ok(Ok(Done::new(op, result, extra, portless)));
+                    }
+                    Poll::Pending => tried = Some(seen),
+                }
+            }
+        } else if !matches!(op.kind, Kind::Connect { .. }) {
+            if let Some(claimed) = self.gate.claim_write() {
+                return match op.attempt(fd) {
+                    Poll::Ready((result, extra)) => {
+                        if self.gate.give_back_write() {
+                            self.run_writes(fd);
+                        }
+                        Ok(Ok(Done::new(op, result, extra, !claimed.ported())))
+                    }
+                    Poll::Pending => self.hand_over(fd, op, claimed, queued).map(Err),
+                };
+            }
+        }
+        let mut state = lock(&self.state);
+        state.fd()?;
+        let now = self.gate.load();
+        let read = op.kind.is_read();
+        let queue_empty = if read {
             state.reads.is_empty()
         } else {
             state.writes.is_empty()
         };
-        // A read during a connect would take the connect's error (`SO_ERROR`) for itself.
+        // A read during a connect would take the connect's error (`SO_ERROR`) for itself;
+        // a read that found the socket not ready without the lock tries again only if an
+        // event came since; a write tries only with the write token.
         let try_now = queue_empty
-            && !(request.kind.is_read() && state.connecting())
-            && !(request.kind == Kind::Recv && state.waits_for_readiness());
+            && if read {
+                let waits =
+                    state.connecting() || op.kind == Kind::Recv && now.waits_for_readiness();
+                !waits && tried.map_or(true, |tried| tried.event_since(now))
+            } else {
+                self.gate.claim_write().is_some()
+            };
         if try_now {
-            if let Poll::Ready((result, extra)) = request.attempt(fd) {
-                state.note_read(fd, &request, &result);
-                return Ok(Poll::Ready((request, result, extra)));
+            let attempt = op.attempt(fd);
+            if let Poll::Ready((result, extra)) = attempt {
+                if read {
+                    note_read(&self.gate, fd, &op, &result, now);
+                } else {
+                    // Nobody queues a write without the mutex: no write waits for this.
+                    self.gate.give_back_write();
+                }
+                return Ok(Ok(Done::new(op, result, extra, state.port.is_none())));
             }
         }
-        if state.reactor.is_none() {
-            let reactor = match &state.port {
-                Some((port, _)) => port.readiness(Reactor::new)?,
-                None => Arc::clone(portless()?),
-            };
-            reactor.register(fd, self)?;
-            state.reactor = Some(reactor);
+        let holds_token = try_now && !read;
+        if let Err(err) = state.register(self, fd) {
+            if holds_token {
+                self.gate.give_back_write();
+            }
+            return Err(err);
         }
-        if request.kind.is_read() {
+        let (notify, pending) = queued();
+        let request = Request { op, notify };
+        if read {
             state.reads.push_back(request);
         } else {
             state.writes.push_back(request);
         }
-        Ok(Poll::Pending)
+        // A write that tried under the lock hands its token over with its request queued.
+        let before = self.gate.mirror(state.queues(), holds_token);
+        if !read && queue_empty && !try_now && !before.writing() {
+            // The token was out (a write without the lock) when this one looked, and its
+            // holder gave it back before this write was queued, so did not see it.
+            state.run_now(&self.gate, fd, false);
+        }
+        Ok(Err(pending))
+    }
+
+    /// Queues a write that would block, tried while holding the write token, at the front
+    /// (writes queued meanwhile wait behind it) and gives the token back. An event handled
+    /// since the token was claimed found it out and ran nothing: the write tries again.
+    fn hand_over<T>(
+        self: &Arc<Self>,
+        fd: RawFd,
+        op: Op,
+        claimed: Seen,
+        queued: impl FnOnce() -> (Notify, T),
+    ) -> io::Result<T> {
+        let mut state = lock(&self.state);
+        if let Err(err) = state.fd().and_then(|_| state.register(self, fd)) {
+            // Closed meanwhile, or never registered, so nothing is queued behind it: a
+            // queued request registered its socket first.
+            self.gate.give_back_write();
+            return Err(err);
+        }
+        let (notify, pending) = queued();
+        state.writes.push_front(Request { op, notify });
+        let before = self.gate.mirror(state.queues(), true);
+        if claimed.event_since(before) {
+            state.run_now(&self.gate, fd, false);
+        }
+        Ok(pending)
+    }
+
+    /// Runs the writes queued while a write without the lock held the token.
+    fn run_writes(&self, fd: RawFd) {
+        let mut state = lock(&self.state);
+        if state.fd().is_ok() {
+            state.run_now(&self.gate, fd, false);
+        }
     }
 
     /// Completes the queued requests with `ECANCELED`, leaves the reactor and stops using
@@ -482,11 +575,13 @@ impl SocketInner {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let fd = state.fd()?;
+        self.gate.close();
         let pending: Vec<Request> = state
             .reads
             .drain(..)
             .chain(state.writes.drain(..))
             .collect();
+        self.gate.mirror(state.queues(), false);
         let mut posts = Posts::new();
         for request in pending {
             state.deliver(request, Err(canceled()), Extra::default(), &mut posts);
@@ -502,7 +597,6 @@ impl SocketInner {
         Ok(())
     }
 }
-
 impl Source for SocketInner {
     /// Runs the queued requests that can now complete, writes first.
     fn on_ready(&self, ready: Ready, posts: &mut Posts) {
@@ -511,15 +605,16 @@ impl Source for SocketInner {
             // Closed after the event was collected.
             return;
         };
+        self.gate
+            .event(ready.readable, ready.read_closed || ready.urgent);
         // Writes first: a connect they finish lets the reads go.
         if ready.writable {
-            state.run(fd, false, posts);
+            state.run(&self.gate, fd, false, posts);
         }
         if ready.readable {
-            state.drained = false;
-            state.cache_off |= ready.read_closed || ready.urgent;
-            state.run(fd, true, posts);
+            state.run(&self.gate, fd, true, posts);
         }
+        self.gate.mirror(state.queues(), false);
     }
 }
 
@@ -546,15 +641,54 @@ impl State {
         matches!(
             self.writes.front(),
             Some(Request {
-                kind: Kind::Connect { started: true, .. },
+                op: Op {
+                    kind: Kind::Connect { started: true, .. },
+                    ..
+                },
                 ..
             })
         )
     }
 
-    /// Completes queued requests of one direction, in order, until one would block.
-    fn run(&mut self, fd: RawFd, reads: bool, posts: &mut Posts) {
-        if reads && self.connecting() {
+    /// What the socket's word mirrors of the queues.
+    fn queues(&self) -> Queues {
+        Queues {
+            reads: !self.reads.is_empty(),
+            writes: !self.writes.is_empty(),
+            connecting: self.connecting(),
+        }
+    }
+
+    /// Registers the socket with its port's reactor (or the port-less one), if not yet.
+    fn register(&mut self, socket: &Arc<SocketInner>, fd: RawFd) -> io::Result<()> {
+        if self.reactor.is_none() {
+            let reactor = match &self.port {
+                Some((port, _)) => port.readiness(Reactor::new)?,
+                None => Arc::clone(portless()?),
+            };
+            reactor.register(fd, socket)?;
+            self.reactor = Some(reactor);
+        }
+        Ok(())
+    }
+
+    /// Runs one direction's queued requests (see [`run`](Self::run)), mirrors the queues
+    /// and posts the records.
+    fn run_now(&mut self, gate: &Gate, fd: RawFd, reads: bool) {
+        let mut posts = Posts::new();
+        self.run(gate, fd, reads, &mut posts);
+        gate.mirror(self.queues(), false);
+        posts.flush();
+    }
+
+    /// Completes queued requests of one direction, in order, until one would block. Writes
+    /// wait while a write without the lock holds the token: its holder runs them after.
+    fn run(&mut self, gate: &Gate, fd: RawFd, reads: bool, posts: &mut Posts) {
+        if if reads {
+            self.connecting()
+        } else {
+            gate.load().writing()
+        } {
             return;
         }
         loop {
@@ -566,43 +700,16 @@ impl State {
             let Some(request) = queue.front_mut() else {
                 return;
             };
-            let Poll::Ready((result, extra)) = request.attempt(fd) else {
+            let Poll::Ready((result, extra)) = request.op.attempt(fd) else {
                 return;
             };
             let request = queue.pop_front().expect("front exists");
-            self.note_read(fd, &request, &result);
+            note_read(gate, fd, &request.op, &result, gate.load());
             self.deliver(request, result, extra, posts);
-            if reads && self.waits_for_readiness() {
+            if reads && gate.load().waits_for_readiness() {
                 // The next read would find the queue empty: it waits for the next event.
                 return;
             }
-        }
-    }
-
-    /// Whether the readiness cache has the next `recv` wait for a readable event.
-    fn waits_for_readiness(&self) -> bool {
-        self.drained && !self.cache_off
-    }
-
-    /// Updates the readiness cache after `request` completed with `result`: a `recv` on a
-    /// stream that got fewer bytes than it asked for (and more than none: 0 is the end of
-    /// the stream, which every later read finds at once too) drained the receive queue.
-    fn note_read(&mut self, fd: RawFd, request: &Request, result: &io::Result<usize>) {
-        // Only where the reactor hears of urgent data (see `Ready::urgent`).
-        if !cfg!(any(target_os = "linux", target_os = "android")) {
-            return;
-        }
-        let Ok(n) = *result else { return };
-        if request.kind != Kind::Recv || n == 0 || n >= request.buf.transfer_len() {
-            return;
-        }
-        // Asked once per socket, at its first short read; a socket whose type cannot be
-        // read keeps trying every read.
-        let stream = *self
-            .stream
-            .get_or_insert_with(|| sys::is_stream(fd).unwrap_or(false));
-        if stream {
-            self.drained = true;
         }
     }
 
@@ -616,8 +723,8 @@ impl State {
         posts: &mut Posts,
     ) {
         let key = self.port.as_ref().map(|(_, key)| *key);
-        let notify = request.notify;
-        let outcome = |result| request.into_result(result, extra);
+        let Request { op, notify } = request;
+        let outcome = |result| op.into_result(result, extra);
         if let Some(record) = notify.deliver(result, outcome, key, &mut self.finished) {
             let (port, _) = self.port.as_ref().expect("a key comes with its port");
             posts.push(port, record);
@@ -625,7 +732,43 @@ impl State {
     }
 }
 
-impl Request {
+/// Updates the readiness cache after `op`, tried from the word `seen`, completed with
+/// `result`: a `recv` on a stream that got fewer bytes than it asked for (and more than
+/// none: 0 is the end of the stream, which every later read finds at once too) drained the
+/// receive queue, unless a readable event came since `seen`.
+fn note_read(gate: &Gate, fd: RawFd, op: &Op, result: &io::Result<usize>, seen: Seen) {
+    // Only where the reactor hears of urgent data (see `Ready::urgent`).
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return;
+    }
+    let Ok(n) = *result else { return };
+    if op.kind != Kind::Recv || n == 0 || n >= op.buf.transfer_len() {
+        return;
+    }
+    // Asked once per socket, at its first short read; a socket whose type cannot be read
+    // counts as no stream, and so keeps trying every read.
+    let stream = gate.stream().unwrap_or_else(|| {
+        let stream = sys::is_stream(fd).unwrap_or(false);
+        gate.set_stream(stream);
+        stream
+    });
+    if stream {
+        gate.drained(seen);
+    }
+}
+
+impl Done {
+    fn new(op: Op, result: io::Result<usize>, extra: Extra, portless: bool) -> Done {
+        Done {
+            op,
+            result,
+            extra,
+            portless,
+        }
+    }
+}
+
+impl Op {
     /// One non-blocking try; `Pending` if it would block.
     fn attempt(&mut self, fd: RawFd) -> Poll<(io::Result<usize>, Extra)> {
         let (ptr, len) = self.buf.raw();

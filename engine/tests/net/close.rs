@@ -4,14 +4,20 @@ use crate::common::errno;
 use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::unix_pair;
+use crate::common::timing::PATIENCE;
 use crate::{
-    closed_port, fill_until_pending, finish_next, shrink_buffers, tcp_pair, Socket, QUIET,
+    closed_port, fill_until_pending, finish_next, read_to_eof, shrink_buffers, tcp_pair, Socket,
+    QUIET,
 };
-use iocp::{Overlapped, Port, Ticket};
+use iocp::{Overlapped, Port, Submitted, Ticket};
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
 
 #[test]
 fn close_completes_each_pending_request_once_with_ecanceled_and_the_peer_sees_eof() {
@@ -137,4 +143,65 @@ fn a_closed_socket_keeps_its_descriptor_until_it_is_dropped_and_a_closed_listene
 fn local_port(socket: &Socket) -> u16 {
     let fd = socket.as_fd().try_clone_to_owned().unwrap();
     std::net::TcpListener::from(fd).local_addr().unwrap().port()
+}
+
+/// A close racing sends from other threads (some going out at once without the socket's
+/// lock, some in pieces, some waiting): every send has exactly one outcome, at once or as
+/// one record, and once the close is done sends fail with `EBADF`.
+#[test]
+fn a_close_racing_sends_from_other_threads_leaves_each_send_exactly_one_outcome() {
+    const THREADS: usize = 2;
+    const LEN: usize = 16 * 1024;
+    each_drive(|drive| {
+        let port = port(drive);
+        let (server, client) = tcp_pair();
+        shrink_buffers(server.as_raw_fd());
+        shrink_buffers(client.as_raw_fd());
+        let socket = Arc::new(Socket::associated(server, &port, 8).unwrap());
+        let reader = thread::spawn(move || read_to_eof(client, usize::MAX).len());
+        let made = Arc::new(AtomicUsize::new(0));
+        let senders: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (socket, made) = (Arc::clone(&socket), Arc::clone(&made));
+                thread::spawn(move || {
+                    let mut tickets = HashSet::new();
+                    for _ in 0..100_000 {
+                        match socket.send(vec![b'S'; LEN]) {
+                            Ok(Submitted::Done(_)) => {}
+                            Ok(Submitted::Pending(ticket)) => assert!(tickets.insert(ticket)),
+                            Err(err) => {
+                                assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+                                return tickets;
+                            }
+                        }
+                        made.fetch_add(1, Ordering::Relaxed);
+                    }
+                    panic!("the close never reached this sender");
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + PATIENCE;
+        while made.load(Ordering::Relaxed) < 200 {
+            assert!(Instant::now() < deadline, "the senders made no progress");
+            thread::yield_now();
+        }
+        socket.close().unwrap();
+        let mut tickets = HashSet::new();
+        for sender in senders {
+            tickets.extend(sender.join().unwrap());
+        }
+        let waited = tickets.len();
+        while !tickets.is_empty() {
+            let record = next(&port);
+            assert!(tickets.remove(&Ticket::of(&record)), "{record:?}");
+            let result = socket.finish(&record).unwrap().result;
+            assert!(
+                result.as_ref().is_ok_and(|&n| n == LEN) || errno(result) == libc::ECANCELED,
+                "{record:?}"
+            );
+        }
+        assert_no_record(&port, QUIET);
+        let received = reader.join().unwrap();
+        eprintln!("{drive:?}: {waited} sends waited; the peer got {received} bytes");
+    });
 }
