@@ -500,8 +500,7 @@ impl SocketInner {
                 self.gate.claim_write().is_some()
             };
         if try_now {
-            let attempt = op.attempt(fd);
-            if let Poll::Ready((result, extra)) = attempt {
+            if let Poll::Ready((result, extra)) = op.attempt(fd) {
                 if read {
                     note_read(&self.gate, fd, &op, &result, now);
                 } else {
@@ -597,6 +596,7 @@ impl SocketInner {
         Ok(())
     }
 }
+
 impl Source for SocketInner {
     /// Runs the queued requests that can now complete, writes first.
     fn on_ready(&self, ready: Ready, posts: &mut Posts) {
@@ -835,12 +835,18 @@ impl Op {
 }
 
 /// After a writable event on a connecting socket with no pending error: connected, unless
-/// the event was for something else and the connection is still in progress.
+/// the event was for something else and the connection is still in progress. A connection
+/// that failed while a read made at the same time (on another thread, without the lock)
+/// took its error is `ECONNABORTED`: it never comes.
 fn connected_or_pending(fd: RawFd) -> io::Result<usize> {
     match sys::peer_addr(fd) {
         Ok(_) => Ok(0),
         Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => {
-            Err(io::ErrorKind::WouldBlock.into())
+            if sys::still_connecting(fd) {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::ECONNABORTED))
+            }
         }
         Err(err) => Err(err),
     }

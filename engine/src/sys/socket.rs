@@ -217,6 +217,36 @@ pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     Ok((errno != 0).then(|| io::Error::from_raw_os_error(errno)))
 }
 
+/// Whether a TCP connect is still under way (the socket in `SYN_SENT`), for a socket that
+/// is not connected and has no pending error: `false` when it failed and its error was
+/// taken by a read made meanwhile. Where that cannot be told (no `TCP_INFO`), `true`.
+pub(crate) fn still_connecting(fd: RawFd) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: `info` and `len` are writable and sized for the option's struct.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        // `TCP_SYN_SENT` in the kernel's `enum tcp_state`.
+        const SYN_SENT: u8 = 2;
+        // SAFETY: zero-initialized, then possibly filled by the kernel.
+        rc != 0 || unsafe { info.assume_init_ref() }.tcpi_state == SYN_SENT
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = fd;
+        true
+    }
+}
+
 /// Whether `fd` is a stream socket (`SO_TYPE` is `SOCK_STREAM`: TCP, a Unix stream).
 pub(crate) fn is_stream(fd: RawFd) -> io::Result<bool> {
     Ok(int_option(fd, libc::SO_TYPE)? == libc::SOCK_STREAM)
@@ -328,6 +358,68 @@ fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_connect_whose_error_a_read_took_is_no_longer_connecting() {
+        let socket = || {
+            // SAFETY: socket takes only constants; the result is checked.
+            let fd =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+            assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+            // SAFETY: `fd` is a new descriptor nobody else owns.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        };
+        // Bound and not listening: its address refuses connections, and stays taken.
+        let holder = socket();
+        let (any, len) = to_sockaddr(&"127.0.0.1:0".parse().unwrap());
+        // SAFETY: `any` holds a valid address of `len` bytes.
+        let rc = unsafe {
+            libc::bind(
+                holder.as_raw_fd(),
+                (&any as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        assert_eq!(rc, 0, "bind: {}", io::Error::last_os_error());
+        let mut bound = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut bound_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: `bound` and `bound_len` are writable and sized.
+        let rc = unsafe {
+            libc::getsockname(
+                holder.as_raw_fd(),
+                bound.as_mut_ptr().cast(),
+                &mut bound_len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockname: {}", io::Error::last_os_error());
+        // SAFETY: zero-initialized, then filled by the kernel.
+        let addr = from_sockaddr(unsafe { bound.assume_init_ref() }).unwrap();
+        let connecting = socket();
+        let fd = connecting.as_raw_fd();
+        match connect(fd, &addr) {
+            Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            other => panic!("expected EINPROGRESS, got {other:?}"),
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 5_000) };
+        assert_eq!(ready, 1, "the connect never ended");
+        // The read takes the connect's error.
+        let mut byte = 0u8;
+        // SAFETY: `byte` is writable for one byte.
+        let rc = unsafe { recv(fd, &mut byte, 1) };
+        assert_eq!(rc.unwrap_err().raw_os_error(), Some(libc::ECONNREFUSED));
+        assert!(take_error(fd).unwrap().is_none(), "taken by the read");
+        assert_eq!(
+            peer_addr(fd).unwrap_err().raw_os_error(),
+            Some(libc::ENOTCONN)
+        );
+        assert!(!still_connecting(fd));
+    }
 
     #[test]
     fn socket_addresses_round_trip() {
