@@ -4,8 +4,8 @@
 # data-race detector and weak-memory emulation), the OVERLAPPED status block
 # (engine/src/overlapped.rs, with its futex wait), the runs of tasks shared with a pool
 # thread (engine/src/share.rs: a helper must be done with a run, which lives on its
-# caller's stack, before the caller returns), and the socket address conversions
-# (engine/src/sys/socket.rs).
+# caller's stack, before the caller returns), a socket's word (engine/src/gate.rs), and the
+# socket address conversions (engine/src/sys/socket.rs).
 #
 # Not the others: anything with a port, an event, a socket or a file opens a handle, an
 # AF_UNIX socket or epoll, which Miri does not emulate. buffer.rs and completion.rs have
@@ -37,7 +37,7 @@ run() {
         --target-dir target/miri -- "${@:2}"
 }
 # Every test once, then the ones with threads under more interleavings.
-run "" ring:: overlapped:: share:: sys::socket::
+run "" ring:: overlapped:: share:: gate:: sys::socket::
 seeds=${IOCP_MIRI_SEEDS:-8}
 if [ "$seeds" -gt 1 ]; then
     run "-Zmiri-many-seeds=1..$seeds" \

@@ -11,9 +11,9 @@
 # and the heaviest frames). See perf/README.md.
 #
 # Installs what is missing: perf (Debian's linux-perf), addr2line (binutils) and python3
-# from Debian's packages, inferno from the Rust package registry. The harness is built
-# with frame pointers and fuller debug info into target/perf, so the normal build in
-# target/ is untouched.
+# from Debian's packages, inferno from the Rust package registry. The harness and the
+# libiocp.so it loads are built with frame pointers and fuller debug info into target/perf,
+# so the normal build in target/ is untouched.
 # The run is bounded by the scenario's own bounded measurements, and by FLAMEGRAPH_TIMEOUT
 # seconds (default 1800) as a backstop. Nothing leaves the machine but the package
 # downloads.
@@ -129,10 +129,14 @@ fi
 # Frame pointers make perf's stack walk cheap and complete for our code (the standard
 # library ships with them too); `debug = limited` adds the qualified names of inlined
 # functions that `line-tables-only` leaves out. Both only for this separate target dir.
-say "building iocp-bench with frame pointers into target/perf"
-RUSTFLAGS="${RUSTFLAGS:-} -C force-frame-pointers=yes" \
-    CARGO_PROFILE_RELEASE_DEBUG=limited \
-    cargo build --release --quiet -p iocp-bench --target-dir "$root/target/perf"
+# The harness builds libiocp.so (the C ABI rows) with cargo when it runs: exported, the
+# same settings make that build the one done here, with frame pointers too.
+export RUSTFLAGS="${RUSTFLAGS:-} -C force-frame-pointers=yes"
+export CARGO_PROFILE_RELEASE_DEBUG=limited
+export CARGO_TARGET_DIR=$root/target/perf
+say "building iocp-bench and libiocp.so with frame pointers into target/perf"
+cargo build --release --quiet -p iocp-bench
+cargo build --release --quiet -p iocp-ffi --lib
 
 "$bench" "$scenario" --help >/dev/null 2>&1 ||
     die "iocp-bench has no scenario '$scenario' (see: $bench --help)"

@@ -360,6 +360,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "makes system calls Miri does not run")]
     fn a_failed_connect_whose_error_a_read_took_is_no_longer_connecting() {
         let socket = || {
             // SAFETY: socket takes only constants; the result is checked.
