@@ -1,9 +1,10 @@
 //! The part of a socket's state that a submission reads without the socket's mutex: one
 //! word, so that a request that completes at once (a `send` with room in the buffer, a
 //! `recv` with bytes waiting) takes no lock. A read tries after one load of the word; a
-//! write first claims the word's write token, so that two threads' sends never interleave
-//! their bytes. Everything that queues, runs or cancels requests still holds the mutex, and
-//! mirrors what it leaves queued into the word before it lets go.
+//! write first claims the word's write token (under the mutex too, when it tries there),
+//! so that two threads' sends never interleave their bytes. Everything that queues, runs
+//! or cancels requests still holds the mutex, and mirrors what it leaves queued into the
+//! word before it lets go.
 //!
 //! The word also counts readiness events (its tick). A submission that tried without the
 //! lock and found the socket not ready compares the tick it started from with the tick
