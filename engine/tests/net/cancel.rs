@@ -5,11 +5,10 @@ use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::unix_pair;
 use crate::common::timing::PATIENCE;
-use crate::{fill_until_pending, finish_next, shrink_buffers, tcp_pair, QUIET};
+use crate::{fill_until_pending, finish_next, small_tcp_pair, QUIET};
 use iocp::{Drive, Overlapped, Socket, Ticket};
 use std::collections::HashSet;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
@@ -118,9 +117,7 @@ fn cancel_with_nothing_pending_fails_enoent() {
 fn cancel_all_cancels_every_pending_request_and_counts_them() {
     each_drive(|drive| {
         let port = port(drive);
-        let (server, client) = tcp_pair();
-        shrink_buffers(server.as_raw_fd());
-        shrink_buffers(client.as_raw_fd());
+        let (server, client) = small_tcp_pair();
         let socket = Socket::associated(server, &port, 21).unwrap();
         let mut tickets: HashSet<Ticket> =
             (0..3).map(|_| pending(socket.recv(vec![0; 4]))).collect();

@@ -6,8 +6,8 @@ use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::unix_pair;
 use crate::common::timing::PATIENCE;
 use crate::{
-    closed_port, fill_until_pending, finish_next, read_to_eof, shrink_buffers, tcp_pair, Socket,
-    QUIET,
+    closed_port, fill_until_pending, finish_next, read_to_eof, shrink_buffers, small_tcp_pair,
+    tcp_pair, Socket, QUIET,
 };
 use iocp::{Overlapped, Port, Submitted, Ticket};
 use std::collections::HashSet;
@@ -154,9 +154,7 @@ fn a_close_racing_sends_from_other_threads_leaves_each_send_exactly_one_outcome(
     const LEN: usize = 16 * 1024;
     each_drive(|drive| {
         let port = port(drive);
-        let (server, client) = tcp_pair();
-        shrink_buffers(server.as_raw_fd());
-        shrink_buffers(client.as_raw_fd());
+        let (server, client) = small_tcp_pair();
         let socket = Arc::new(Socket::associated(server, &port, 8).unwrap());
         let reader = thread::spawn(move || read_to_eof(client, usize::MAX).len());
         let made = Arc::new(AtomicUsize::new(0));

@@ -9,7 +9,7 @@ use crate::common::rng::pattern;
 use crate::common::sockets::{tcp_socket, unix_pair};
 use crate::common::timing::{PATIENCE, SETTLE};
 use crate::{
-    fill_until_pending, first_difference, loopback_socket, read_to_eof, shrink_buffers, tcp_pair,
+    fill_until_pending, first_difference, loopback_socket, read_to_eof, small_tcp_pair,
     wait_readable, Socket, QUIET,
 };
 use iocp::{Completion, Drive, Port, Submitted, Ticket};
@@ -344,9 +344,7 @@ fn dropping_an_inline_driven_port_and_its_sockets_releases_the_poll_descriptors(
 fn queued_sends_reach_the_peer_in_submission_order() {
     each_drive(|drive| {
         let port = port(drive);
-        let (server, client) = tcp_pair();
-        shrink_buffers(server.as_raw_fd());
-        shrink_buffers(client.as_raw_fd());
+        let (server, client) = small_tcp_pair();
         let socket = Socket::associated(server, &port, 80).unwrap();
         // What the application means to send, in order: the filler, then A, then B.
         let (filled, filler) = fill_until_pending(&socket, 64 * 1024);

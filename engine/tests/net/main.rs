@@ -103,6 +103,14 @@ fn shrink_buffers(fd: RawFd) {
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 32 * 1024);
 }
 
+/// A loopback TCP pair with small kernel buffers at both ends (see [`shrink_buffers`]).
+fn small_tcp_pair() -> (TcpStream, TcpStream) {
+    let (server, client) = tcp_pair();
+    shrink_buffers(server.as_raw_fd());
+    shrink_buffers(client.as_raw_fd());
+    (server, client)
+}
+
 /// Closes `stream` with a reset (`SO_LINGER` on with a zero timeout).
 fn reset(stream: TcpStream) {
     let linger = libc::linger {

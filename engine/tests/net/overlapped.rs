@@ -6,10 +6,9 @@ use crate::common::rng::pattern;
 use crate::common::sockets::unix_pair;
 use crate::common::timing::PATIENCE;
 use crate::common::{address, errno};
-use crate::{fill_until_pending, read_to_eof, shrink_buffers, tcp_pair, wait_readable, QUIET};
+use crate::{fill_until_pending, read_to_eof, small_tcp_pair, wait_readable, QUIET};
 use iocp::{Event, Overlapped, Socket, Ticket};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::thread;
 
 #[test]
@@ -77,9 +76,7 @@ fn write_overlapped_completes_at_once_or_through_the_port() {
         let port = port(drive);
         let overlapped = Overlapped::new();
         let message = pattern(3, 256 * 1024);
-        let (server, client) = tcp_pair();
-        shrink_buffers(server.as_raw_fd());
-        shrink_buffers(client.as_raw_fd());
+        let (server, client) = small_tcp_pair();
         let socket = Socket::associated(server, &port, 51).unwrap();
         // SAFETY: `message` and `overlapped` outlive `socket` (declared first).
         let small = unsafe { socket.write_overlapped(message.as_ptr(), 100, &overlapped) };

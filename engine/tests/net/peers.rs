@@ -5,12 +5,11 @@ use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, next, port};
 use crate::common::sockets::unix_pair;
 use crate::{
-    done, fill_until_pending, finish_next, outcome, reset, shrink_buffers, tcp_pair, Socket, QUIET,
+    done, fill_until_pending, finish_next, outcome, reset, small_tcp_pair, tcp_pair, Socket, QUIET,
 };
 use iocp::Ticket;
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
 
 /// After an abortive close, Linux fails the next read with `ECONNRESET`; a read that races
 /// the reset's processing may instead see end of stream (0 bytes). Both are accepted.
@@ -53,9 +52,7 @@ fn a_peer_reset_ends_a_pending_recv_with_econnreset() {
 fn a_peer_reset_fails_a_pending_send_without_killing_the_process() {
     each_drive(|drive| {
         let port = port(drive);
-        let (server, client) = tcp_pair();
-        shrink_buffers(server.as_raw_fd());
-        shrink_buffers(client.as_raw_fd());
+        let (server, client) = small_tcp_pair();
         let socket = Socket::associated(server, &port, 12).unwrap();
         let (_, ticket) = fill_until_pending(&socket, 64 * 1024);
         reset(client);

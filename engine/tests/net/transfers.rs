@@ -3,11 +3,10 @@
 use crate::common::ports::{each_drive, next, port};
 use crate::common::rng::pattern;
 use crate::common::timing::PATIENCE;
-use crate::{first_difference, outcome, read_to_eof, shrink_buffers, tcp_pair, Socket};
+use crate::{first_difference, outcome, read_to_eof, small_tcp_pair, Socket};
 use iocp::Submitted;
 use std::io::Write;
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
 use std::sync::{mpsc, Arc};
 use std::thread;
 
@@ -17,9 +16,7 @@ fn a_large_transfer_in_sends_larger_than_the_socket_buffers_arrives_intact() {
     const MAX_SEND: usize = 1 << 20;
     each_drive(|drive| {
         let port = port(drive);
-        let (server, client) = tcp_pair();
-        shrink_buffers(server.as_raw_fd());
-        shrink_buffers(client.as_raw_fd());
+        let (server, client) = small_tcp_pair();
         let socket = Socket::associated(server, &port, 9).unwrap();
         let data = pattern(1, LEN);
         // The reader starts only once a send has had to wait: each send is far larger than
@@ -65,9 +62,7 @@ fn a_large_transfer_arrives_intact_through_recvs() {
     const LEN: usize = 4 << 20;
     each_drive(|drive| {
         let port = port(drive);
-        let (server, client) = tcp_pair();
-        shrink_buffers(server.as_raw_fd());
-        shrink_buffers(client.as_raw_fd());
+        let (server, client) = small_tcp_pair();
         let socket = Socket::associated(server, &port, 5).unwrap();
         let data = pattern(2, LEN);
         let writer = {
@@ -113,9 +108,7 @@ fn sends_from_several_threads_on_one_stream_arrive_whole_and_in_each_threads_ord
     };
     each_drive(|drive| {
         let port = port(drive);
-        let (server, client) = tcp_pair();
-        shrink_buffers(server.as_raw_fd());
-        shrink_buffers(client.as_raw_fd());
+        let (server, client) = small_tcp_pair();
         let socket = Arc::new(Socket::associated(server, &port, 5).unwrap());
         let reader = thread::spawn(move || read_to_eof(client, THREADS * SENDS * LEN));
         let senders: Vec<_> = (0..THREADS)
