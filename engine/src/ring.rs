@@ -1159,6 +1159,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Record `i` of the run [`ready`](Self::ready) found (`i` below its length).
+    #[inline]
     pub(crate) fn get(&self, i: usize) -> Completion {
         let run = self.run.expect("a run was found");
         if run.from == Origin::Overflow {
