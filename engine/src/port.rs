@@ -455,15 +455,32 @@ impl Port {
     /// while the ring has room, and one wake check at the end. Never blocks, never drops.
     /// `EBADF` once closed (then nothing is queued).
     pub fn post_many(&self, records: &[Completion]) -> io::Result<()> {
+        self.post_many_with(records, |record| *record)
+    }
+
+    /// [`post_many`](Self::post_many) of one record per item of `items`, each made by
+    /// `record` as it is written into its ring slot: records kept in another form (the C
+    /// ABI's `struct gmcs`) are queued in one pass, with no slice of [`Completion`]s built
+    /// first. `record` runs once per item, in order.
+    ///
+    /// # Panics
+    ///
+    /// A panic in `record` aborts the process: the ring slots claimed for the batch can be
+    /// neither handed back nor left empty.
+    pub fn post_many_with<T>(
+        &self,
+        items: &[T],
+        record: impl Fn(&T) -> Completion,
+    ) -> io::Result<()> {
         let shared = &*self.shared;
         // Relaxed: as in `post`.
         if shared.closed.load(Ordering::Relaxed) {
             return Err(error::closed());
         }
-        if records.is_empty() {
+        if items.is_empty() {
             return Ok(());
         }
-        shared.ring.push_many(records);
+        shared.ring.push_many_with(items, record);
         shared.notify();
         Ok(())
     }
@@ -1819,6 +1836,60 @@ mod tests {
             port.post_many(&records).unwrap_err().raw_os_error(),
             Some(libc::EBADF)
         );
+    }
+
+    #[test]
+    fn post_many_with_makes_each_record_once_in_order_also_into_the_overflow() {
+        let port = Port::builder().capacity(8).build().unwrap();
+        let made = std::cell::Cell::new(0);
+        let items: Vec<u32> = (0..20).collect();
+        let record = |&i: &u32| {
+            made.set(made.get() + 1);
+            Completion::new(u64::from(i) * 3, i, 7).with_error(i % 2)
+        };
+        port.post_many_with(&items, record).unwrap();
+        assert_eq!(made.get(), 20);
+        let mut out = [Completion::default(); 20];
+        let drained = port.get_many(&mut out, 20, Some(Duration::ZERO)).unwrap();
+        assert_eq!(drained.count, 20);
+        let expected: Vec<Completion> = (0..20)
+            .map(|i| Completion::new(u64::from(i) * 3, i, 7).with_error(i % 2))
+            .collect();
+        assert_eq!(out.to_vec(), expected);
+        port.close().unwrap();
+        let err = port.post_many_with(&items, record).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        assert_eq!(made.get(), 20, "nothing is made for a closed port");
+    }
+
+    /// Set in the environment of the child process that runs the panicking batch.
+    const PANIC_CHILD: &str = "IOCP_POST_MANY_PANIC_CHILD";
+
+    #[test]
+    fn a_panic_while_a_batch_is_made_aborts_rather_than_leave_claimed_slots_empty() {
+        use std::os::unix::process::ExitStatusExt;
+        if std::env::var_os(PANIC_CHILD).is_some() {
+            let port = Port::new().unwrap();
+            let _ = port.post_many_with(&[1, 2, 3], |&i: &u64| {
+                assert!(i < 2, "no record for item {i}");
+                Completion::new(i, 0, 0)
+            });
+            return;
+        }
+        let test = "port::tests::a_panic_while_a_batch_is_made_aborts_rather_than_leave_claimed_slots_empty";
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--test-threads=1", "--nocapture"])
+            .env(PANIC_CHILD, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGABRT),
+            "the child ended with {}:\n{stderr}",
+            output.status
+        );
+        assert!(stderr.contains("no record for item 2"), "{stderr}");
     }
 
     #[test]

@@ -328,7 +328,7 @@ impl Ring {
         self.shared.capacity()
     }
 
-    /// Queues `record`, as [`push_many`](Self::push_many) does. The record goes from the
+    /// Queues `record`, as [`push_many_with`](Self::push_many_with) does. The record goes from the
     /// caller's registers straight into its slot.
     #[inline(always)]
     pub(crate) fn push(&self, record: Completion) {
@@ -358,16 +358,29 @@ impl Ring {
         self.push_through_cache(move |lane| lane.push(record), |_, _| ());
     }
 
-    /// Queues `records` in order on the calling thread's lane: as many as fit into slots
-    /// claimed together, the rest into the lane's overflow. Never fails, never drops.
-    pub(crate) fn push_many(&self, records: &[Completion]) {
+    /// [`push_many_with`](Self::push_many_with) of records as they are.
+    #[cfg(all(test, not(loom)))]
+    fn push_many(&self, records: &[Completion]) {
+        self.push_many_with(records, |record| *record);
+    }
+
+    /// Queues one record per item of `items`, in order, on the calling thread's lane, each
+    /// made by `record` as it is written: as many as fit into slots claimed together, the
+    /// rest into the lane's overflow. Never fails, never drops.
+    ///
+    /// A panic in `record` aborts the process: the slots claimed for the batch can be
+    /// neither handed back nor left empty (the consumer would wait on them for ever).
+    pub(crate) fn push_many_with<T>(&self, items: &[T], record: impl Fn(&T) -> Completion) {
+        let filling = AbortOnUnwind;
         #[cfg(not(loom))]
         if let Some(lane) = self.last_lane() {
-            lane.push_many(records);
+            lane.push_many_with(items, &record);
+            std::mem::forget(filling);
             // As in `push`.
             return barrier::light();
         }
-        self.push_through_cache(|lane| lane.push_many(records), |_, _| ());
+        self.push_through_cache(|lane| lane.push_many_with(items, &record), |_, _| ());
+        std::mem::forget(filling);
     }
 
     /// The calling thread's private lane on this ring, if this is the ring it last posted
@@ -657,6 +670,17 @@ fn after_taking_a_lane() {
     crate::primitive::fence(Ordering::SeqCst);
 }
 
+/// Aborts the process when dropped: alive while a caller's closure makes the records of
+/// slots already claimed, and forgotten once they are all written, so that only an unwind
+/// out of that closure drops it.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        std::process::abort();
+    }
+}
+
 /// A lane's slot array and mask, read once before a loop over records. Read through the
 /// lane at every record, they were loaded again after each stamp's acquire load or release
 /// store, which the compiler may not move them across.
@@ -794,7 +818,7 @@ impl Lane {
         record: Completion,
         claim: impl FnOnce(&Lane) -> Option<(usize, usize)>,
     ) {
-        // Acquire: as in `push_many`.
+        // Acquire: as in `push_many_with`.
         if self.overflow_len.load(Ordering::Acquire) == 0 {
             if let Some((pos, _)) = claim(self) {
                 return self.write_and_publish(pos, record);
@@ -815,13 +839,13 @@ impl Lane {
     #[cold]
     fn spill_one(&self, key: u64, bytes: u32, overlapped: usize, error: u32) {
         let record = Completion::new(key, bytes, overlapped).with_error(error);
-        self.spill(std::slice::from_ref(&record));
+        self.spill(std::slice::from_ref(&record), |record| *record);
     }
 
-    /// Queues `records` in order (see [`Ring::push_many`]); in a private lane, only its
-    /// owner calls this.
-    fn push_many(&self, records: &[Completion]) {
-        let mut rest = records;
+    /// Queues a record made by `record` for each of `items`, in order (see
+    /// [`Ring::push_many_with`]); in a private lane, only its owner calls this.
+    fn push_many_with<T>(&self, items: &[T], record: impl Fn(&T) -> Completion) {
+        let mut rest = items;
         // Acquire: pairs with the release decrement in `Lane::take_overflow` (per-producer
         // order, see the module docs).
         if self.overflow_len.load(Ordering::Acquire) == 0 {
@@ -831,28 +855,28 @@ impl Lane {
             };
             if let Some((pos, claimed)) = claimed {
                 let slots = self.slots();
-                for (i, record) in rest[..claimed].iter().enumerate() {
-                    slots.write_and_publish(pos.wrapping_add(i), *record);
+                for (i, item) in rest[..claimed].iter().enumerate() {
+                    slots.write_and_publish(pos.wrapping_add(i), record(item));
                 }
                 rest = &rest[claimed..];
             }
         }
         if !rest.is_empty() {
-            self.spill(rest);
+            self.spill(rest, record);
         }
     }
 
-    /// Queues `records`, for which the ring has no room or behind records already there,
-    /// in the overflow, in order.
+    /// Queues a record made by `record` for each of `items`, for which the ring has no room
+    /// or behind records already there, in the overflow, in order.
     #[cold]
-    fn spill(&self, records: &[Completion]) {
+    fn spill<T>(&self, items: &[T], record: impl Fn(&T) -> Completion) {
         // SeqCst: like the shared claim's, this increment is the poster's half of the
         // sleeper Dekker pair (see the module docs and `has_claimed`); release, it also
         // makes the ring claims before it visible to a consumer that sees the count.
-        self.overflow_len.fetch_add(records.len(), Ordering::SeqCst);
+        self.overflow_len.fetch_add(items.len(), Ordering::SeqCst);
         crate::primitive::loom_seqcst_fence();
-        for record in records {
-            self.overflow.push(*record);
+        for item in items {
+            self.overflow.push(record(item));
         }
     }
 
@@ -947,7 +971,7 @@ impl Lane {
 
     fn has_claimed(&self) -> bool {
         // SeqCst: the waiter's half of the Dekker pair with the SeqCst claim in
-        // `claim_shared` and increment in `push_many` (for private lanes, after
+        // `claim_shared` and increment in `push_many_with` (for private lanes, after
         // `Ring::sync_with_posters`).
         let tail = self.producers.tail.load(Ordering::SeqCst);
         tail != self.head.load(Ordering::SeqCst) || self.overflow_len.load(Ordering::SeqCst) > 0
@@ -980,7 +1004,7 @@ impl Lane {
     /// Whether the overflow's turn has come: it holds records and nothing claimed in the
     /// ring is left to read (see the module docs). Under the consumer claim.
     fn overflow_turn(&self, head: usize) -> bool {
-        // Acquire (both): pairs with the increment in `push_many`, and through it with the
+        // Acquire (both): pairs with the increment in `push_many_with`, and through it with the
         // claims made before it.
         self.overflow_len.load(Ordering::Acquire) > 0
             && self.producers.tail.load(Ordering::Acquire) == head
@@ -1062,7 +1086,7 @@ impl Lane {
             // holder calls this.
             unsafe { *stash = None };
         });
-        // Release: pairs with the acquire load in `push_many`; a producer that sees the
+        // Release: pairs with the acquire load in `push_many_with`; a producer that sees the
         // count at zero goes back to the ring after every record it overflowed was taken.
         self.overflow_len.fetch_sub(1, Ordering::Release);
     }
@@ -1723,7 +1747,7 @@ mod tests {
         let ring = Ring::new(2, true).unwrap();
         let (other, first, second) = (rec(7), rec(1), rec(2));
         // Another producer's record waits in the overflow; the ring part is empty.
-        ring.shared.spill(&[other]);
+        ring.shared.spill(&[other], |record| *record);
         let mut seen = Vec::new();
         let mut consumer = ring.try_consume().unwrap();
         consumer.take_ready(usize::MAX, |_, record| {
