@@ -662,6 +662,24 @@ int iocp_lio_listio(int mode, struct iocp_aiocb *const *list, int n, void *sig);
  */
 HANDLE iocp_port_create(DWORD threads, DWORD flags);
 
+/*
+ Queues the `n` records of `records` on `port` in order, as `n` calls of
+ `PostQueuedCompletionStatus` would (an extension, `Port::post_many` in Rust), but with
+ their ring slots claimed together, each entry written straight into its slot, and one
+ look for a waiter to wake. Each record is queued as given (nothing is validated or
+ dereferenced), `errorno` included: a record with a nonzero `errorno` dequeues as a
+ failed I/O, as a `GetQueuedCompletionStatus` FALSE with that `errno`.
+
+ TRUE on success, `n == 0` included; FALSE with `errno`: `EBADF` for 0, a number that is
+ not an open descriptor, or a closed port; `EINVAL` for an open descriptor that is not a
+ port, or for NULL or misaligned `records` with `n > 0`. Never blocks.
+
+ # Safety
+
+ `records` must be NULL or valid for reads of `n` entries.
+ */
+BOOL iocp_post_many(HANDLE port, const struct gmcs *records, DWORD n);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -24,7 +24,7 @@ pub use event::{iocp_event_create, iocp_event_reset, iocp_event_set, iocp_event_
 pub use handles::CloseHandle;
 pub use io::{CancelIoEx, GetOverlappedResult, ReadFile, WriteFile};
 pub use port::{
-    iocp_port_create, CreateIoCompletionPort, GetMultipleCompletionStatus,
+    iocp_port_create, iocp_post_many, CreateIoCompletionPort, GetMultipleCompletionStatus,
     GetQueuedCompletionStatus, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus,
 };
 pub use provider::{

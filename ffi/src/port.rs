@@ -1,6 +1,6 @@
 //! Ports: `CreateIoCompletionPort`, `iocp_port_create`, `GetQueuedCompletionStatus`,
 //! `GetQueuedCompletionStatusEx`, `GetMultipleCompletionStatus`,
-//! `PostQueuedCompletionStatus`.
+//! `PostQueuedCompletionStatus`, `iocp_post_many`.
 //!
 //! Posting and the dequeues find their port through the engine's handle table without
 //! taking a reference of their own ([`Port::with_handle`], [`Port::post_to_handle`]): no
@@ -309,6 +309,41 @@ pub extern "C" fn PostQueuedCompletionStatus(
         };
         posted?;
         Ok(TRUE)
+    })
+}
+
+/// Queues the `n` records of `records` on `port` in order, as `n` calls of
+/// `PostQueuedCompletionStatus` would (an extension, `Port::post_many` in Rust), but with
+/// their ring slots claimed together, each entry written straight into its slot, and one
+/// look for a waiter to wake. Each record is queued as given (nothing is validated or
+/// dereferenced), `errorno` included: a record with a nonzero `errorno` dequeues as a
+/// failed I/O, as a `GetQueuedCompletionStatus` FALSE with that `errno`.
+///
+/// TRUE on success, `n == 0` included; FALSE with `errno`: `EBADF` for 0, a number that is
+/// not an open descriptor, or a closed port; `EINVAL` for an open descriptor that is not a
+/// port, or for NULL or misaligned `records` with `n > 0`. Never blocks.
+///
+/// # Safety
+///
+/// `records` must be NULL or valid for reads of `n` entries.
+#[no_mangle]
+pub unsafe extern "C" fn iocp_post_many(port: HANDLE, records: *const gmcs, n: DWORD) -> BOOL {
+    run(FALSE, || {
+        let records: &[gmcs] = match n {
+            0 => &[],
+            _ if records.is_null() || !records.is_aligned() => return Err(Errno::INVAL),
+            // SAFETY: non-NULL and aligned, so valid for reads of `n` entries (the caller's
+            // promise), which nothing writes while the call runs.
+            _ => unsafe { std::slice::from_raw_parts(records, n as usize) },
+        };
+        let posted = Port::with_handle(port, |port| port.post_many_with(records, gmcs::completion));
+        match posted {
+            Some(posted) => posted.map(|()| TRUE).map_err(Errno::from),
+            None => Err(match port != 0 && handles::is_open(port) {
+                true => Errno::INVAL,
+                false => Errno::BADF,
+            }),
+        }
     })
 }
 

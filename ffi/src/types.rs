@@ -56,6 +56,16 @@ impl gmcs {
             overlapped: record.overlapped() as LPOVERLAPPED,
         }
     }
+
+    /// The completion record this entry describes, for `iocp_post_many`.
+    pub(crate) fn completion(&self) -> iocp::Completion {
+        iocp::Completion::new(
+            self.completion_key.into(),
+            self.transfer_count,
+            self.overlapped as usize,
+        )
+        .with_error(self.errorno)
+    }
 }
 
 /// One record of `GetQueuedCompletionStatusEx` (Windows' `OVERLAPPED_ENTRY`).

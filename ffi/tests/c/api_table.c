@@ -1,5 +1,5 @@
 /* Every row of the C API table in DESIGN.md, with its error cases: ports, the two dequeue
- * calls and their waiter rules, posting, the argument checks of the I/O calls, list I/O,
+ * calls and their waiter rules, posting (and the batched post, iocp_post_many), the argument checks of the I/O calls, list I/O,
  * cancellation, results, the provider calls, events and CloseHandle. The happy paths of
  * real I/O are in sockets.c, files.c, provider.c and events.c. */
 #include "check.h"
@@ -343,6 +343,90 @@ static void get_multiple(void)
     FAILS_WITH(GetMultipleCompletionStatus(port, 0, 1, 0, results) == -1, EBADF);
 }
 
+/* iocp_post_many: its errors, records as given (errorno too), order with single posts, a
+ * batch larger than the ring, and the wake of a sleeping waiter. */
+static void post_many(void)
+{
+    HANDLE port = new_port();
+    struct gmcs in[3] = {
+        {512, 77, 0, (LPOVERLAPPED)0x10},
+        {0xFFFFFFFFu, 0xFFFFFFFFu, 0, (LPOVERLAPPED)0x1234},
+        {3, 31, ECONNRESET, (LPOVERLAPPED)0x20},
+    };
+    struct gmcs results[GMCS_NMAX];
+
+    /* Bad arguments: nothing is queued. */
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0);
+    HANDLE event = iocp_event_create(FALSE, FALSE);
+    FAILS_WITH(!iocp_post_many(port, NULL, 1), EINVAL);
+    FAILS_WITH(!iocp_post_many(port, (const struct gmcs *)((char *)in + 4), 1), EINVAL);
+    FAILS_WITH(!iocp_post_many(0, in, 1), EBADF);
+    FAILS_WITH(!iocp_post_many(-1, in, 1), EBADF);
+    FAILS_WITH(!iocp_post_many(1 << 20, in, 1), EBADF);
+    FAILS_WITH(!iocp_post_many(pipefd[0], in, 1), EINVAL);
+    FAILS_WITH(!iocp_post_many(event, in, 1), EINVAL);
+    FAILS_WITH(!iocp_post_many(0, NULL, 0), EBADF);
+    CHECK(iocp_post_many(port, NULL, 0));
+    CHECK(GetMultipleCompletionStatus(port, 0, GMCS_NMAX, 0, results) == 0);
+    CHECK(CloseHandle(event));
+    close(pipefd[0]);
+    close(pipefd[1]);
+
+    /* As given, in order, between single posts. */
+    CHECK(PostQueuedCompletionStatus(port, 1, 1, NULL));
+    CHECK(iocp_post_many(port, in, 3));
+    CHECK(PostQueuedCompletionStatus(port, 2, 2, NULL));
+    CHECK(GetMultipleCompletionStatus(port, 5, 5, 1000, results) == 5);
+    CHECK(results[0].transfer_count == 1 && results[4].transfer_count == 2);
+    CHECK(results[1].transfer_count == 512 && results[1].completion_key == 77);
+    CHECK(results[1].errorno == 0 && results[1].overlapped == (LPOVERLAPPED)0x10);
+    CHECK(results[2].transfer_count == 0x7FFFFFFFu && results[2].completion_key == 0xFFFFFFFFu);
+    CHECK(results[2].overlapped == (LPOVERLAPPED)0x1234);
+    CHECK(results[3].transfer_count == 3 && results[3].completion_key == 31);
+    CHECK(results[3].errorno == ECONNRESET && results[3].overlapped == (LPOVERLAPPED)0x20);
+
+    /* A record with an errorno is a failed I/O to GetQueuedCompletionStatus. */
+    DWORD bytes, key;
+    LPOVERLAPPED ovl;
+    CHECK(iocp_post_many(port, &in[2], 1));
+    FAILS_WITH(!GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 1000), ECONNRESET);
+    CHECK(bytes == 3 && key == 31 && ovl == (LPOVERLAPPED)0x20);
+
+    /* Three rings' worth and more in one call: every record, in order. */
+    enum { MANY = 3 * 4096 + 7 };
+    struct gmcs *many = calloc(MANY, sizeof *many);
+    CHECK(many != NULL);
+    for (DWORD i = 0; i < MANY; i++) {
+        many[i].transfer_count = i;
+        many[i].completion_key = 5;
+    }
+    CHECK(iocp_post_many(port, many, MANY));
+    for (DWORD next = 0; next < MANY;) {
+        int n = GetMultipleCompletionStatus(port, 1, GMCS_NMAX, 1000, results);
+        CHECK(n > 0);
+        for (int i = 0; i < n; i++, next++) {
+            CHECK(results[i].transfer_count == next && results[i].completion_key == 5);
+        }
+    }
+    CHECK(GetMultipleCompletionStatus(port, 0, GMCS_NMAX, 0, results) == 0);
+    free(many);
+
+    /* A waiter asleep in GetQueuedCompletionStatus wakes for a batch. */
+    struct waiter w;
+    waiter_start(&w, port, 0, 5000);
+    CHECK(iocp_post_many(port, in, 2));
+    waiter_join(&w);
+    CHECK(w.ok && w.bytes == 512 && w.key == 77 && w.ovl == (LPOVERLAPPED)0x10);
+    CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 1000));
+    CHECK(bytes == 0xFFFFFFFFu && key == 0xFFFFFFFFu);
+
+    /* Closed port: EBADF, also for an empty batch. */
+    CHECK(CloseHandle(port));
+    FAILS_WITH(!iocp_post_many(port, in, 3), EBADF);
+    FAILS_WITH(!iocp_post_many(port, in, 0), EBADF);
+}
+
 static void waiter_rules(void)
 {
     HANDLE port = new_port();
@@ -587,6 +671,7 @@ int main(void)
     create_with_flags();
     post_and_get();
     get_multiple();
+    post_many();
     waiter_rules();
     signals();
     io_arguments();

@@ -292,7 +292,7 @@ static void one_call(void)
     LPOVERLAPPED ovl = NULL;
     int err = 0;
 
-    switch (below(29)) {
+    switch (below(30)) {
     case 0: {
         DWORD threads = chance(50) ? below(3) : (chance(50) ? INFINITE : rnd());
         HANDLE port;
@@ -532,6 +532,17 @@ static void one_call(void)
             exit(1);
         }
         outcome("GetQueuedCompletionStatusEx", !ok);
+        break;
+    }
+    case 28: {
+        /* A batch of random records (errno values the check allows), NULL or valid. */
+        static struct gmcs batch[80];
+        DWORD n = chance(90) ? below(80) + 1 : 0;
+        for (DWORD i = 0; i < n; i++) {
+            DWORD errorno = chance(90) ? 0 : (chance(50) ? ECONNRESET : EPIPE);
+            batch[i] = (struct gmcs){rnd(), rnd(), errorno, (LPOVERLAPPED)(uintptr_t)rnd()};
+        }
+        CALL(!iocp_post_many(handle_for(PORT), chance(95) ? batch : NULL, n), "iocp_post_many");
         break;
     }
     default:

@@ -1,7 +1,8 @@
 /* The order records come out in.
  *
  * A port from CreateIoCompletionPort, or iocp_port_create without flags, keeps each posting
- * thread's order and no order between threads: several producers and several consumers in
+ * thread's order (a record per PostQueuedCompletionStatus or a batch per iocp_post_many)
+ * and no order between threads: several producers and several consumers in
  * GetQueuedCompletionStatus and GetQueuedCompletionStatusEx take every record exactly once,
  * each producer's in the order it posted them. A port made with IOCP_PORT_FIFO keeps the
  * order the posts happened in, across threads, as Windows and AIX do: the records of
@@ -137,11 +138,25 @@ static atomic_long stops_taken;
 /* Per producer, the highest sequence number a dequeue that has returned took (-1: none). */
 static atomic_long returned_max[PRODUCERS];
 
+/* Even producers post one record per call, odd ones batches of 1 to 64 records with
+ * iocp_post_many. */
 static void *produce(void *arg)
 {
     DWORD id = (DWORD)(uintptr_t)arg;
-    for (DWORD seq = 0; seq < PER_PRODUCER; seq++) {
-        CHECK(PostQueuedCompletionStatus(port, seq, id, NULL));
+    if (id % 2 == 0) {
+        for (DWORD seq = 0; seq < PER_PRODUCER; seq++) {
+            CHECK(PostQueuedCompletionStatus(port, seq, id, NULL));
+        }
+        return NULL;
+    }
+    struct gmcs batch[64];
+    for (DWORD seq = 0, size = 1; seq < PER_PRODUCER; size = size % 64 + 1) {
+        DWORD n = PER_PRODUCER - seq < size ? PER_PRODUCER - seq : size;
+        for (DWORD i = 0; i < n; i++) {
+            batch[i] = (struct gmcs){seq + i, id, 0, NULL};
+        }
+        CHECK(iocp_post_many(port, batch, n));
+        seq += n;
     }
     return NULL;
 }
