@@ -47,6 +47,18 @@ pub struct Gmcs {
     pub overlapped: usize,
 }
 
+impl Gmcs {
+    /// The entry a C program would post for `record` with `iocp_post_many`.
+    pub fn from_record(record: &iocp::Completion) -> Gmcs {
+        Gmcs {
+            transfer_count: record.bytes(),
+            completion_key: record.key() as Dword,
+            errorno: record.error(),
+            overlapped: record.overlapped(),
+        }
+    }
+}
+
 /// Windows' `OVERLAPPED_ENTRY` (`GetQueuedCompletionStatusEx`), as `iocp.h` declares it,
 /// the pointer again held as an address.
 #[repr(C)]
@@ -65,6 +77,7 @@ pub struct OverlappedEntry {
 type CreateIoCompletionPort = unsafe extern "C" fn(Handle, Handle, Dword, Dword) -> Handle;
 type CloseHandle = unsafe extern "C" fn(Handle) -> Bool;
 type PostQueuedCompletionStatus = unsafe extern "C" fn(Handle, Dword, Dword, *mut c_void) -> Bool;
+type PostMany = unsafe extern "C" fn(Handle, *const Gmcs, Dword) -> Bool;
 type GetQueuedCompletionStatus =
     unsafe extern "C" fn(Handle, *mut Dword, *mut Dword, *mut *mut c_void, Dword) -> Bool;
 type GetMultipleCompletionStatus =
@@ -77,6 +90,7 @@ pub struct Library {
     create: CreateIoCompletionPort,
     close: CloseHandle,
     post: PostQueuedCompletionStatus,
+    post_many: PostMany,
     get: GetQueuedCompletionStatus,
     get_multiple: GetMultipleCompletionStatus,
     /// Absent from libraries older than the call.
@@ -112,6 +126,7 @@ fn load() -> Result<Library, String> {
             post: std::mem::transmute::<*mut c_void, PostQueuedCompletionStatus>(required(
                 c"PostQueuedCompletionStatus",
             )?),
+            post_many: std::mem::transmute::<*mut c_void, PostMany>(required(c"iocp_post_many")?),
             get: std::mem::transmute::<*mut c_void, GetQueuedCompletionStatus>(required(
                 c"GetQueuedCompletionStatus",
             )?),
@@ -183,6 +198,16 @@ impl CPort {
     pub fn post(&self, bytes: Dword, key: Dword, overlapped: usize) -> bool {
         // SAFETY: the call dereferences nothing: `overlapped` is queued as a value.
         unsafe { (self.library.post)(self.handle, bytes, key, overlapped as *mut c_void) != 0 }
+    }
+
+    /// `iocp_post_many`: queues `records` in order; `false` when it fails.
+    #[inline]
+    pub fn post_many(&self, records: &[Gmcs]) -> bool {
+        // SAFETY: `records` is valid for reads of `records.len()` entries of `struct gmcs`,
+        // and the call dereferences none of their `overlapped` values.
+        unsafe {
+            (self.library.post_many)(self.handle, records.as_ptr(), records.len() as Dword) != 0
+        }
     }
 
     /// `GetMultipleCompletionStatus(port, nmin, out.len(), timeout_ms, out)`: the number
@@ -280,5 +305,10 @@ mod tests {
             ),
             (5, 4, 6)
         );
+        let batch = [7, 8, 9].map(|i| Gmcs::from_record(&iocp::Completion::new(i, i as Dword, 1)));
+        assert!(port.post_many(&batch));
+        assert_eq!(port.get_multiple(3, &mut out, 100).unwrap(), 3);
+        let keys: Vec<Dword> = out[..3].iter().map(|entry| entry.completion_key).collect();
+        assert_eq!(keys, [7, 8, 9]);
     }
 }

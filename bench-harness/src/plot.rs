@@ -49,7 +49,9 @@ fn drain_color(subject: drain::Subject) -> RGBColor {
         drain::Subject::IocpGetMany | drain::Subject::IocpGet => TAB_BLUE,
         drain::Subject::IocpDrain | drain::Subject::IocpGetUpTo => TAB_CYAN,
         drain::Subject::IocpScalar => TAB_PURPLE,
-        drain::Subject::CGetMultiple | drain::Subject::CGet => TAB_BROWN,
+        drain::Subject::CGetMultiple | drain::Subject::CPostMany | drain::Subject::CGet => {
+            TAB_BROWN
+        }
         drain::Subject::CGetEx => TAB_PINK,
         drain::Subject::ArrayQueue => TAB_ORANGE,
         drain::Subject::Mpsc => TAB_GREEN,

@@ -152,8 +152,7 @@ fn drain_table(out: &mut String, report: &drain::Report) {
     {
         let _ = writeln!(
             out,
-            "(io_uring has one submitter per ring, so the producer rows have no io_uring peer; \
-             the C ABI has no batched post)"
+            "(io_uring has one submitter per ring, so the producer rows have no io_uring peer)"
         );
     }
 }

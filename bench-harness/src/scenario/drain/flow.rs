@@ -3,6 +3,7 @@
 //! in-flight requests, and stop when told.
 
 use super::{MAX_RECORDS, POST_BATCH};
+use crate::libiocp::Gmcs;
 use crate::scenario::{Backoff, Padded};
 use iocp::Completion;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -102,18 +103,45 @@ impl Tally {
     }
 }
 
+/// A record as a producer makes it: in the form its queue takes, so that no row pays for
+/// a conversion its callers would not make.
+pub(super) trait Record: Copy + Default {
+    /// Record number `seq` of producer `producer`: keyed by the producer, with `seq` as its
+    /// byte count and its overlapped value.
+    fn sequenced(producer: usize, seq: u64) -> Self;
+}
+
+impl Record for Completion {
+    #[inline]
+    fn sequenced(producer: usize, seq: u64) -> Completion {
+        Completion::new(producer as u64, seq as u32, seq as usize)
+    }
+}
+
+impl Record for Gmcs {
+    #[inline]
+    fn sequenced(producer: usize, seq: u64) -> Gmcs {
+        Gmcs {
+            transfer_count: seq as u32,
+            completion_key: producer as u32,
+            errorno: 0,
+            overlapped: seq as usize,
+        }
+    }
+}
+
 /// A producer: posts records keyed by its index, `batch` per call of `post`, at most
 /// `flow`'s window ahead of the consumers, until told to stop. `post` returns `false` when
 /// the producer should stop (the queue is gone or the flow says stop).
-pub(super) fn produce(
+pub(super) fn produce<R: Record>(
     p: usize,
     batch: usize,
     flow: &Flow,
-    post: &impl Fn(&[Completion], &Flow) -> bool,
+    post: &impl Fn(&[R], &Flow) -> bool,
 ) {
     assert!((1..=POST_BATCH).contains(&batch));
     let batch_len = batch as u64;
-    let mut records = [Completion::default(); POST_BATCH];
+    let mut records = [R::default(); POST_BATCH];
     let mut sent: u64 = 0;
     // What the consumers had taken when last read: re-read only when the window looks
     // full, so the producer does not pull the consumers' cache lines on every post.
@@ -133,7 +161,7 @@ pub(super) fn produce(
         }
         for (i, record) in records[..batch].iter_mut().enumerate() {
             let seq = sent + i as u64;
-            *record = Completion::new(p as u64, seq as u32, seq as usize);
+            *record = R::sequenced(p, seq);
         }
         if !post(&records[..batch], flow) {
             return;

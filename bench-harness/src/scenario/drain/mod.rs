@@ -36,6 +36,8 @@
 //!   `GetMultipleCompletionStatus`, `GetQueuedCompletionStatus` or
 //!   `GetQueuedCompletionStatusEx`, called in `libiocp.so` as a C program calls them (see
 //!   [`crate::libiocp`]), in the same loops as their Rust counterparts;
+//! * `C post_many+GMCS` (batched post shapes): `iocp_post_many` with
+//!   `GetMultipleCompletionStatus`, the C ABI's counterpart of `iocp get_many` there;
 //! * `crossbeam ArrayQueue`: `push`, and a `pop` loop;
 //! * `std mpsc`: `sync_channel(4096)`, `send`, and a `try_recv` loop;
 //! * `crossbeam-channel`: `bounded(4096)`, `send`, and `recv_timeout` in every worker
@@ -112,6 +114,8 @@ pub enum Subject {
     IocpGetUpTo,
     /// `PostQueuedCompletionStatus` and `GetMultipleCompletionStatus` in `libiocp.so`.
     CGetMultiple,
+    /// `iocp_post_many` and `GetMultipleCompletionStatus` in `libiocp.so`.
+    CPostMany,
     /// `GetQueuedCompletionStatus` in `libiocp.so`, in every worker.
     CGet,
     /// `GetQueuedCompletionStatusEx` in `libiocp.so`, in every worker.
@@ -136,6 +140,7 @@ impl Subject {
             Subject::IocpGet => "iocp get",
             Subject::IocpGetUpTo => "iocp get_up_to",
             Subject::CGetMultiple => "C PQCS+GMCS",
+            Subject::CPostMany => "C post_many+GMCS",
             Subject::CGet => "C GQCS",
             Subject::CGetEx => "C GQCSEx",
             Subject::ArrayQueue => "crossbeam ArrayQueue",
@@ -156,7 +161,7 @@ impl Subject {
     /// For a call through the C ABI, the Rust call it is measured against.
     pub fn rust_counterpart(self) -> Option<Subject> {
         match self {
-            Subject::CGetMultiple => Some(Subject::IocpGetMany),
+            Subject::CGetMultiple | Subject::CPostMany => Some(Subject::IocpGetMany),
             Subject::CGet => Some(Subject::IocpGet),
             Subject::CGetEx => Some(Subject::IocpGetUpTo),
             _ => None,
@@ -245,7 +250,7 @@ impl Shape {
                 IoUring,
             ],
             Shape::SameThreadBatchedPost { .. } => {
-                &[IocpGetMany, IocpDrain, ArrayQueue, Mpsc, IoUring]
+                &[IocpGetMany, IocpDrain, CPostMany, ArrayQueue, Mpsc, IoUring]
             }
             // No io_uring: a submission queue has a single submitter.
             Shape::Producers { .. } => &[
@@ -256,8 +261,7 @@ impl Shape {
                 ArrayQueue,
                 Mpsc,
             ],
-            // The C ABI has no batched post.
-            Shape::BatchedPost { .. } => &[IocpGetMany, IocpDrain, ArrayQueue, Mpsc],
+            Shape::BatchedPost { .. } => &[IocpGetMany, IocpDrain, CPostMany, ArrayQueue, Mpsc],
             Shape::Pool { .. } => &[IocpGet, IocpGetUpTo, CGet, CGetEx, CrossbeamChannel],
         }
     }
@@ -422,7 +426,7 @@ pub fn run(settings: &Settings, bar: &ProgressBar) -> Report {
                     let available = match subject {
                         Subject::IoUring => io_uring.clone(),
                         Subject::CGetEx => get_ex.clone(),
-                        Subject::CGetMultiple | Subject::CGet => c_abi.clone(),
+                        Subject::CGetMultiple | Subject::CPostMany | Subject::CGet => c_abi.clone(),
                         _ => Ok(()),
                     };
                     available.map(|()| Vec::new())

@@ -95,6 +95,7 @@ pub(super) fn measure(
         | Subject::IocpDrain
         | Subject::IocpScalar
         | Subject::CGetMultiple
+        | Subject::CPostMany
         | Subject::ArrayQueue
         | Subject::Mpsc
         | Subject::IoUring => Err(format!(

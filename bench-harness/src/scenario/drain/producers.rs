@@ -1,6 +1,7 @@
 //! The producer shapes: N threads post, one consumer takes records in batches.
 
-use super::flow::{produce, snooze_if_idle, Counting, Flow, StopOnDrop, Tally, MAX_COUNTERS};
+use super::flow::MAX_COUNTERS;
+use super::flow::{produce, snooze_if_idle, Counting, Flow, Record, StopOnDrop, Tally};
 use super::{c_port, io_error, port, Subject, CAPACITY, MAX_RECORDS, WAIT, WAIT_MS};
 use crate::libiocp::Gmcs;
 use crate::scenario::{pin, Backoff};
@@ -15,8 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Records per second `subject`'s consumer takes from `producers` threads, for `duration`.
-/// iocp's producers post `batch` records per `post_many` (1: one `post` each); the peers and
-/// the C ABI post one record at a time whatever `batch` is.
+/// iocp's producers post `batch` records per `post_many` (1: one `post` each), and so does
+/// `C post_many+GMCS` with `iocp_post_many`; the peers and `C PQCS+GMCS` post one record at
+/// a time whatever `batch` is.
 pub(super) fn measure(
     subject: Subject,
     producers: usize,
@@ -66,7 +68,7 @@ pub(super) fn measure(
                 },
             )
         }
-        Subject::CGetMultiple => {
+        Subject::CGetMultiple | Subject::CPostMany => {
             let port = c_port()?;
             let port = &port;
             let mut out = vec![Gmcs::default(); GMCS_NMAX];
@@ -75,10 +77,15 @@ pub(super) fn measure(
                 batch,
                 cores,
                 duration,
-                |records: &[Completion], _: &Flow| {
-                    records.iter().all(|record| {
-                        port.post(record.bytes(), record.key() as u32, record.overlapped())
-                    })
+                |records: &[Gmcs], _: &Flow| match subject {
+                    Subject::CPostMany => port.post_many(records),
+                    _ => records.iter().all(|record| {
+                        port.post(
+                            record.transfer_count,
+                            record.completion_key,
+                            record.overlapped,
+                        )
+                    }),
                 },
                 move |tally: &mut Tally| {
                     let n = port
@@ -175,19 +182,20 @@ fn post_iocp(port: &iocp::Port, records: &[Completion]) -> bool {
     }
 }
 
-/// Runs `producers` threads calling `post` with their records, `batch` at a time, and one
+/// Runs `producers` threads calling `post` with their records (made in the form `post`
+/// takes), `batch` at a time, and one
 /// consumer calling `take` for `duration`. Returns the records per second the consumer
 /// took. Thread `i` is pinned to `cores[i]` when given (the consumer is thread 0).
 ///
 /// `post` returns `false` when the producer should stop (the queue is gone or the flow
 /// says stop); `take` hands each record it takes to the tally and returns how many. The
 /// consumer owns `take` and drops it when done, which disconnects a channel's producers.
-fn run_producers(
+fn run_producers<R: Record>(
     producers: usize,
     batch: usize,
     cores: Option<&[CoreId]>,
     duration: Duration,
-    post: impl Fn(&[Completion], &Flow) -> bool + Sync,
+    post: impl Fn(&[R], &Flow) -> bool + Sync,
     take: impl FnMut(&mut Tally) -> Result<usize, String> + Send,
 ) -> Result<f64, String> {
     assert!((1..=MAX_COUNTERS).contains(&producers));

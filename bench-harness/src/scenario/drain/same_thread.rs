@@ -92,13 +92,20 @@ fn rounds(
                 Ok(())
             })
         }
-        Subject::CGetMultiple => {
+        Subject::CGetMultiple | Subject::CPostMany => {
             let port = c_port()?;
+            let entries: Vec<Gmcs> = records.iter().map(Gmcs::from_record).collect();
             let mut out = vec![Gmcs::default(); batch];
             timed(batch, duration, |sum| {
-                for record in &records {
-                    if !port.post(record.bytes(), record.key() as u32, record.overlapped()) {
-                        return Err(c_error("PostQueuedCompletionStatus"));
+                if subject == Subject::CPostMany {
+                    if !port.post_many(&entries) {
+                        return Err(c_error("iocp_post_many"));
+                    }
+                } else {
+                    for record in &records {
+                        if !port.post(record.bytes(), record.key() as u32, record.overlapped()) {
+                            return Err(c_error("PostQueuedCompletionStatus"));
+                        }
                     }
                 }
                 let mut got = 0;
