@@ -328,8 +328,8 @@ impl Ring {
         self.shared.capacity()
     }
 
-    /// Queues `record`, as [`push_many_with`](Self::push_many_with) does. The record goes from the
-    /// caller's registers straight into its slot.
+    /// Queues `record`, as [`push_many_with`](Self::push_many_with) does. The record goes
+    /// from the caller's registers straight into its slot.
     #[inline(always)]
     pub(crate) fn push(&self, record: Completion) {
         #[cfg(not(loom))]
@@ -1004,8 +1004,8 @@ impl Lane {
     /// Whether the overflow's turn has come: it holds records and nothing claimed in the
     /// ring is left to read (see the module docs). Under the consumer claim.
     fn overflow_turn(&self, head: usize) -> bool {
-        // Acquire (both): pairs with the increment in `push_many_with`, and through it with the
-        // claims made before it.
+        // Acquire (both): pairs with the increment in `push_many_with`, and through it with
+        // the claims made before it.
         self.overflow_len.load(Ordering::Acquire) > 0
             && self.producers.tail.load(Ordering::Acquire) == head
     }
@@ -1086,8 +1086,9 @@ impl Lane {
             // holder calls this.
             unsafe { *stash = None };
         });
-        // Release: pairs with the acquire load in `push_many_with`; a producer that sees the
-        // count at zero goes back to the ring after every record it overflowed was taken.
+        // Release: pairs with the acquire load in `push_many_with`; a producer that sees
+        // the count at zero goes back to the ring after every record it overflowed was
+        // taken.
         self.overflow_len.fetch_sub(1, Ordering::Release);
     }
 }

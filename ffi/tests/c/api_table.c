@@ -1,7 +1,8 @@
 /* Every row of the C API table in DESIGN.md, with its error cases: ports, the two dequeue
- * calls and their waiter rules, posting (and the batched post, iocp_post_many), the argument checks of the I/O calls, list I/O,
- * cancellation, results, the provider calls, events and CloseHandle. The happy paths of
- * real I/O are in sockets.c, files.c, provider.c and events.c. */
+ * calls and their waiter rules, posting (and the batched post, iocp_post_many), the
+ * argument checks of the I/O calls, list I/O, cancellation, results, the provider calls,
+ * events and CloseHandle. The happy paths of real I/O are in sockets.c, files.c, provider.c
+ * and events.c. */
 #include "check.h"
 
 #include <fcntl.h>
