@@ -1,14 +1,15 @@
 //! `libiocp.so` as a C program uses it, for the rows that measure the C ABI.
 //!
-//! The harness builds the C library with cargo from this checkout (`cargo build -p
-//! iocp-ffi --lib`, in the harness's own profile and target directory: a no-op when it is
-//! up to date), loads the `libiocp.so` it produced with `dlopen`, and calls the exported
+//! The harness builds the C library with cargo from this checkout (`cargo build -p iocp-ffi
+//! --lib`, in the harness's own profile and target directory: a no-op when it is up to
+//! date), loads the `libiocp.so` it produced with `dlopen`, and calls the exported
 //! functions through the addresses `dlsym` gives: the same indirect call a C program makes
 //! through its PLT. So a C row pays everything a C caller pays — the handle → port lookup,
 //! the argument checks, the panic boundary, `errno`, and the shared library's own code
-//! (position-independent, its thread-locals reached through `__tls_get_addr`) — while the
-//! loop around the calls is the same Rust code as the Rust row it is compared with. Nothing
-//! of the library is inlined into the harness: it is a separate object, found at run time.
+//! (position-independent; its thread-locals, but for the port cache's initial-exec slot,
+//! reached through `__tls_get_addr`) — while the loop around the calls is the same Rust
+//! code as the Rust row it is compared with. Nothing of the library is inlined into the
+//! harness: it is a separate object, found at run time.
 //!
 //! Building needs cargo ([`crate::cargo`]). Where the build or the load fails, the C rows
 //! are skipped with the reason.
