@@ -301,12 +301,7 @@ pub extern "C" fn PostQueuedCompletionStatus(
 ) -> BOOL {
     run(FALSE, || {
         let record = Completion::new(key.into(), bytes, ovl as usize);
-        let Some(posted) = Port::post_to_handle(port, record) else {
-            return Err(match port != 0 && handles::is_open(port) {
-                true => Errno::INVAL,
-                false => Errno::BADF,
-            });
-        };
+        let posted = Port::post_to_handle(port, record).ok_or_else(|| not_a_port(port))?;
         posted?;
         Ok(TRUE)
     })
@@ -336,15 +331,21 @@ pub unsafe extern "C" fn iocp_post_many(port: HANDLE, records: *const gmcs, n: D
             // promise), which nothing writes while the call runs.
             _ => unsafe { std::slice::from_raw_parts(records, n as usize) },
         };
-        let posted = Port::with_handle(port, |port| port.post_many_with(records, gmcs::completion));
-        match posted {
-            Some(posted) => posted.map(|()| TRUE).map_err(Errno::from),
-            None => Err(match port != 0 && handles::is_open(port) {
-                true => Errno::INVAL,
-                false => Errno::BADF,
-            }),
-        }
+        let posted = Port::with_handle(port, |port| port.post_many_with(records, gmcs::completion))
+            .ok_or_else(|| not_a_port(port))?;
+        posted?;
+        Ok(TRUE)
     })
+}
+
+/// A post's error for a handle that names no open port: `EINVAL` for an open descriptor of
+/// another kind, `EBADF` for 0, a number that is not open, or a closed port.
+#[cold]
+fn not_a_port(port: HANDLE) -> Errno {
+    match port != 0 && handles::is_open(port) {
+        true => Errno::INVAL,
+        false => Errno::BADF,
+    }
 }
 
 /// A C timeout in milliseconds as the engine's.
