@@ -183,9 +183,9 @@ fn post_iocp(port: &iocp::Port, records: &[Completion]) -> bool {
 }
 
 /// Runs `producers` threads calling `post` with their records (made in the form `post`
-/// takes), `batch` at a time, and one
-/// consumer calling `take` for `duration`. Returns the records per second the consumer
-/// took. Thread `i` is pinned to `cores[i]` when given (the consumer is thread 0).
+/// takes), `batch` at a time, and one consumer calling `take` for `duration`. Returns the
+/// records per second the consumer took. Thread `i` is pinned to `cores[i]` when given
+/// (the consumer is thread 0).
 ///
 /// `post` returns `false` when the producer should stop (the queue is gone or the flow
 /// says stop); `take` hands each record it takes to the tally and returns how many. The
