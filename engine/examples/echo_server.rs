@@ -13,7 +13,10 @@
 //!
 //! Each connection has one request in flight: a read of up to 16 KiB, then the write of
 //! what it read (a send completes once every byte is out), then the next read. A request
-//! that completes at once is handled on the spot, with no record.
+//! that completes at once is handled on the spot, with no record. A request owns its buffer
+//! while in flight, so a connection keeps two and lends one at a time: the read buffer
+//! keeps its full length from read to read (shrinking it to what came and growing it back
+//! would zero 16 KiB a message), and what a read brought is copied into the write buffer.
 
 use clap::{Parser, ValueEnum};
 use iocp::{Completion, Drive, OpResult, Port, Socket, Submitted};
@@ -70,10 +73,12 @@ impl Inbox {
     }
 }
 
-/// A connection and what its one request in flight is.
+/// A connection, what its one request in flight is, and the buffer that request does not
+/// hold: the write buffer while a read is in flight, the read buffer while a write is.
 struct Connection {
     socket: Socket,
     reading: bool,
+    idle: Vec<u8>,
 }
 
 /// One worker: its port and the connections associated with it, by key.
@@ -92,8 +97,12 @@ impl Worker {
             self.next_key += 1;
             match Socket::associated(connection, &self.port, key) {
                 Ok(socket) => {
-                    let reading = true;
-                    self.connections.insert(key, Connection { socket, reading });
+                    let connection = Connection {
+                        socket,
+                        reading: true,
+                        idle: Vec::new(),
+                    };
+                    self.connections.insert(key, connection);
                     self.read(key, vec![0; READ_SIZE]);
                 }
                 Err(err) => eprintln!("echo_server: associate: {err}"),
@@ -102,8 +111,7 @@ impl Worker {
     }
 
     /// Requests the next read, handling a completion that happens at once.
-    fn read(&mut self, key: u64, mut buf: Vec<u8>) {
-        buf.resize(READ_SIZE, 0);
+    fn read(&mut self, key: u64, buf: Vec<u8>) {
         let Some(connection) = self.connections.get_mut(&key) else {
             return;
         };
@@ -121,13 +129,14 @@ impl Worker {
         let Ok(n @ 1..) = done.result else {
             return self.close(key);
         };
-        let mut buf = done.buf;
-        buf.truncate(n);
         let Some(connection) = self.connections.get_mut(&key) else {
             return;
         };
+        let mut out = std::mem::replace(&mut connection.idle, done.buf);
+        out.clear();
+        out.extend_from_slice(&connection.idle[..n]);
         connection.reading = false;
-        let submitted = connection.socket.send(buf);
+        let submitted = connection.socket.send(out);
         match submitted {
             Ok(Submitted::Pending(_)) => {}
             Ok(Submitted::Done(done)) => self.on_write(key, done),
@@ -137,8 +146,14 @@ impl Worker {
 
     /// A write is done (all of it): read again.
     fn on_write(&mut self, key: u64, done: OpResult) {
+        let Some(connection) = self.connections.get_mut(&key) else {
+            return;
+        };
         match done.result {
-            Ok(_) => self.read(key, done.buf),
+            Ok(_) => {
+                let buf = std::mem::replace(&mut connection.idle, done.buf);
+                self.read(key, buf);
+            }
             Err(_) => self.close(key),
         }
     }

@@ -6,9 +6,9 @@
 //! A connection's cycle: a `recv` of up to [`READ_SIZE`] bytes; what arrives is copied into
 //! the connection's write buffer and sent back (a send completes only once all of it is
 //! out); then the next `recv`. Requests that complete at once are handled on the spot,
-//! with no record. Unlike the example, the read buffer keeps its length between reads, so
-//! no read re-zeroes 4 KiB, and connections live in a slab instead of a hash map: the
-//! mio, tokio and io_uring servers get the same conveniences.
+//! with no record. As in the example, the read buffer keeps its length between reads, so
+//! no read re-zeroes it; unlike the example, connections live in a slab instead of a hash
+//! map: the mio, tokio and io_uring servers get the same conveniences.
 //!
 //! It stops on a `STOP` record posted to every port, or by itself at the deadline.
 
