@@ -627,6 +627,66 @@ fn a_long_list_naming_two_ports_in_runs_reports_each_read_to_its_own() {
     }
 }
 
+/// One list three times as long as the io_uring driver's submission queue (1,024
+/// entries), every entry going to the pool: the submitter waits for the ring thread to make
+/// room, and neither loses nor refuses an entry. Each read completes once, with its bytes:
+/// with `LIO_NOWAIT_GMCS` through one record each, with `LIO_WAIT` through its aiocb before
+/// the call returns. On both drivers (the thread driver queues the whole list).
+#[test]
+fn a_list_longer_than_the_submission_queue_completes_every_entry_once() {
+    const ENTRIES: usize = 3 * 1024;
+    const LEN: usize = 512;
+    let scratch = TempDir::new("file-lio-past-the-queue");
+    let data = pattern(83, ENTRIES * LEN);
+    let file = scratch.file("data", &data);
+    let fd = file.as_raw_fd();
+    for driver in [FileDriver::Uring, FileDriver::Threads] {
+        let pool = pool_from(
+            FilePool::builder()
+                .driver(driver)
+                .threads(2)
+                .cached_reads_on_caller(false),
+        );
+        let port = Port::new().unwrap();
+        for mode in [LioMode::NoWaitGmcs, LioMode::Wait] {
+            let lio = Lio::new(
+                (0..ENTRIES)
+                    .map(|i| Entry::read(fd, i * LEN, LEN, Some(&port)))
+                    .collect(),
+            );
+            {
+                let _watchdog = Watchdog::new("a list past the submission queue");
+                // SAFETY: `lio` outlives its requests: `Wait` returns once they are done,
+                // and with `NoWaitGmcs` every record is dequeued below.
+                unsafe { pool.lio_listio(mode, &lio.list()) }.unwrap();
+            }
+            let what = format!("{:?}, {mode:?}", pool.driver());
+            if mode == LioMode::NoWaitGmcs {
+                let mut seen = HashSet::new();
+                for record in collect(&port, ENTRIES) {
+                    let i = lio.index_of(&record);
+                    assert!(seen.insert(i), "{what}: two records for entry {i}");
+                    assert_eq!(
+                        (record.error(), record.bytes()),
+                        (0, LEN as u32),
+                        "{what}: entry {i}"
+                    );
+                }
+            }
+            for i in 0..ENTRIES {
+                if mode == LioMode::Wait {
+                    assert_eq!(aio_state(lio.cb(i)), (0, LEN as isize), "{what}: entry {i}");
+                }
+                assert!(
+                    lio.buf(i) == &data[i * LEN..(i + 1) * LEN],
+                    "{what}: entry {i}'s bytes"
+                );
+            }
+            assert_quiet(&port);
+        }
+    }
+}
+
 /// A pool whose only thread is on a long read, where cached reads are done by the caller
 /// (the default).
 fn busy_caller_reads_pool() -> (TestPool, Busy) {
