@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ThreadSanitizer and AddressSanitizer (with LeakSanitizer) over the engine's tests and the
 # C tests, with the standard library rebuilt instrumented (-Zbuild-std) so that its locks,
-# threads and allocations are seen as well.
+# threads and allocations are seen as well; the file tests, engine and C, on both file
+# drivers (io_uring, the default, then the thread driver).
 #
 #   bash .ci/sanitizers.sh              both sanitizers
 #   bash .ci/sanitizers.sh thread       one of them (thread or address)
@@ -50,6 +51,18 @@ engine_tests() {
         -p iocp-engine --features c-abi --target-dir "target/san-$mode" "${args[@]}"
 }
 
+# The file tests again on the thread driver (those above ran on the default, io_uring, but
+# for the tests that name a driver), as CI's plain run does: same build, other driver.
+file_tests_on_threads() {
+    local mode=$1 rustflags=$2
+    IOCP_FILE_DRIVER=threads RUSTFLAGS="-Zsanitizer=$mode $rustflags" cargo +nightly test \
+        -Zbuild-std --target "$host" -p iocp-engine --features c-abi \
+        --target-dir "target/san-$mode" --lib --test file --test closing --test exhaustion
+}
+
+# The C tests that make file requests, for their run on the thread driver.
+C_FILE_TESTS=(aix_example api_table close_in_flight faults files fuzz_calls)
+
 started=$SECONDS
 step() { printf '\n=== sanitizers: %s (at %ss)\n' "$*" "$((SECONDS - started))"; }
 
@@ -61,14 +74,22 @@ for mode in "${modes[@]}"; do
         step "ThreadSanitizer: engine"
         # --cfg iocp_tsan: the annotations of engine/src/sys/tsan.rs.
         engine_tests thread "--cfg iocp_tsan"
+        step "ThreadSanitizer: file tests on the thread driver"
+        file_tests_on_threads thread "--cfg iocp_tsan"
         step "ThreadSanitizer: C tests"
         bash ffi/tests/sanitize.sh thread
+        step "ThreadSanitizer: the C tests of files on the thread driver"
+        IOCP_FILE_DRIVER=threads bash ffi/tests/sanitize.sh thread "${C_FILE_TESTS[@]}"
         ;;
     address)
         step "AddressSanitizer: engine"
         engine_tests address ""
+        step "AddressSanitizer: file tests on the thread driver"
+        file_tests_on_threads address ""
         step "AddressSanitizer: C tests"
         bash ffi/tests/sanitize.sh address
+        step "AddressSanitizer: the C tests of files on the thread driver"
+        IOCP_FILE_DRIVER=threads bash ffi/tests/sanitize.sh address "${C_FILE_TESTS[@]}"
         ;;
     *)
         echo "usage: $0 [thread|address]..." >&2

@@ -7,6 +7,8 @@
 #   bash ffi/tests/sanitize.sh address   the same against a libiocp.a that is itself built
 #                                        with -Zsanitizer=address, standard library included
 #   bash ffi/tests/sanitize.sh thread    C programs and libiocp.a under ThreadSanitizer
+#   bash ffi/tests/sanitize.sh MODE NAME...
+#                                        only the C tests whose names contain a NAME
 #
 # The last two need the nightly toolchain with rust-src (-Zbuild-std) and share their builds
 # with .ci/sanitizers.sh (target/san-address, target/san-thread). CC picks the C compiler
@@ -19,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 mode=${1:-plain}
+filters=("${@:2}")
 cc=${CC:-cc}
 skip() {
     echo "sanitize.sh ($mode): skipped: $*"
@@ -116,4 +119,4 @@ fi
 
 # Cargo builds the suite's harness (and, in plain mode, libiocp.a); the IOCP_C_* variables
 # make it compile every C program with the sanitizer and link the library chosen above.
-IOCP_C_SANITIZE=${mode/plain/address} cargo test -p iocp-ffi --test c_suite
+IOCP_C_SANITIZE=${mode/plain/address} cargo test -p iocp-ffi --test c_suite -- "${filters[@]}"
