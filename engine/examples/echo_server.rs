@@ -100,21 +100,24 @@ impl Worker {
                     let connection = Connection {
                         socket,
                         reading: true,
-                        idle: Vec::new(),
+                        idle: vec![0; READ_SIZE],
                     };
                     self.connections.insert(key, connection);
-                    self.read(key, vec![0; READ_SIZE]);
+                    self.read(key, Vec::new());
                 }
                 Err(err) => eprintln!("echo_server: associate: {err}"),
             }
         }
     }
 
-    /// Requests the next read, handling a completion that happens at once.
-    fn read(&mut self, key: u64, buf: Vec<u8>) {
+    /// Requests the next read into the connection's read buffer, keeping `freed` (the write
+    /// buffer a send gave back; none yet before the first read) in its place, and handles a
+    /// completion that happens at once.
+    fn read(&mut self, key: u64, freed: Vec<u8>) {
         let Some(connection) = self.connections.get_mut(&key) else {
             return;
         };
+        let buf = std::mem::replace(&mut connection.idle, freed);
         connection.reading = true;
         let submitted = connection.socket.recv(buf);
         match submitted {
@@ -146,14 +149,8 @@ impl Worker {
 
     /// A write is done (all of it): read again.
     fn on_write(&mut self, key: u64, done: OpResult) {
-        let Some(connection) = self.connections.get_mut(&key) else {
-            return;
-        };
         match done.result {
-            Ok(_) => {
-                let buf = std::mem::replace(&mut connection.idle, done.buf);
-                self.read(key, buf);
-            }
+            Ok(_) => self.read(key, done.buf),
             Err(_) => self.close(key),
         }
     }
