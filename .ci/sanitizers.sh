@@ -47,17 +47,22 @@ engine_tests() {
         *) args+=(--test "$name") ;;
         esac
     done
+    sanitized_engine "$mode" "$rustflags" "${args[@]}"
+}
+
+# `cargo test` of the engine under `mode`, with the rest of the arguments.
+sanitized_engine() {
+    local mode=$1 rustflags=$2
+    shift 2
     RUSTFLAGS="-Zsanitizer=$mode $rustflags" cargo +nightly test -Zbuild-std --target "$host" \
-        -p iocp-engine --features c-abi --target-dir "target/san-$mode" "${args[@]}"
+        -p iocp-engine --features c-abi --target-dir "target/san-$mode" "$@"
 }
 
 # The file tests again on the thread driver (those above ran on the default, io_uring, but
 # for the tests that name a driver), as CI's plain run does: same build, other driver.
 file_tests_on_threads() {
-    local mode=$1 rustflags=$2
-    IOCP_FILE_DRIVER=threads RUSTFLAGS="-Zsanitizer=$mode $rustflags" cargo +nightly test \
-        -Zbuild-std --target "$host" -p iocp-engine --features c-abi \
-        --target-dir "target/san-$mode" --lib --test file --test closing --test exhaustion
+    IOCP_FILE_DRIVER=threads sanitized_engine "$1" "$2" \
+        --lib --test file --test closing --test exhaustion
 }
 
 # The C tests that make file requests, for their run on the thread driver.
