@@ -58,15 +58,14 @@ sanitized_engine() {
         -p iocp-engine --features c-abi --target-dir "target/san-$mode" "$@"
 }
 
+# ENGINE_FILE_TESTS and C_FILE_TESTS: the tests that make file requests.
+source .ci/file-tests.sh
+
 # The file tests again on the thread driver (those above ran on the default, io_uring, but
 # for the tests that name a driver), as CI's plain run does: same build, other driver.
 file_tests_on_threads() {
-    IOCP_FILE_DRIVER=threads sanitized_engine "$1" "$2" \
-        --lib --test file --test closing --test exhaustion
+    IOCP_FILE_DRIVER=threads sanitized_engine "$1" "$2" "${ENGINE_FILE_TESTS[@]}"
 }
-
-# The C tests that make file requests, for their run on the thread driver.
-C_FILE_TESTS=(aix_example api_table close_in_flight faults files fuzz_calls)
 
 started=$SECONDS
 step() { printf '\n=== sanitizers: %s (at %ss)\n' "$*" "$((SECONDS - started))"; }
