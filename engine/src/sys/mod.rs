@@ -12,6 +12,8 @@
 //! * `handle_fd()`: a descriptor the library owns, whose number names an object.
 //! * `barrier::{light, heavy}`: the two sides of an asymmetric store-load barrier (see
 //!   `barrier`): `membarrier(2)` on Linux, sequentially consistent fences elsewhere.
+//! * `prefetch::{available, for_write}`: whether the processor can be asked for a cache
+//!   line ahead of a write, and the request (`PREFETCHW` on x86-64; nothing elsewhere).
 //! * `sched::run_as_batch()`: a thread of the library's that should not preempt the
 //!   program's threads when it wakes (`SCHED_BATCH` on Linux, nothing elsewhere).
 //!
@@ -39,6 +41,7 @@ pub(crate) mod fault;
 pub(crate) mod file;
 #[cfg(not(loom))]
 mod handle;
+pub(crate) mod prefetch;
 #[cfg(not(loom))]
 pub(crate) mod sched;
 #[cfg(not(loom))]
