@@ -172,13 +172,17 @@ const STAY: usize = 16;
 /// whose `post` is a call (the C ABI's, or a Rust `post` not inlined into a loop) is slow
 /// enough to be caught up with. On a 2-core Intel Xeon VM, one producer calling `post` out
 /// of line and one, two or four threads in `get_up_to` took 27-35 M records/s; the same
-/// program with `post` inlined, whose producer stayed a full ring ahead, 175-195 M/s.
-/// Asking for the line 32 slots (16 lines) ahead took the first to 147-162 M/s. 16 and
-/// 64 slots measured about the same there, 8 a little less; in `iocp-bench drain`'s pool
-/// rows 128 kept only half the gain. The request is made only where the line is free (as
-/// far as the producer's copy of `head` tells): in a full lane it would pull the line a
-/// consumer is about to read.
-const PREFETCH_AHEAD: usize = 32;
+/// program with `post` inlined, whose producer stayed a full ring ahead, 175-195 M/s; with
+/// this request 96 slots ahead, 136-155 M/s.
+///
+/// The distance is a compromise measured in `iocp-bench drain`'s pool rows (two runs of
+/// each, M records/s, `get_up_to` / `GetQueuedCompletionStatus` with two workers; before:
+/// 28 / 44-45): 32 slots 149-154 / 32-37, 64 134-151 / 36-39, 80 136-148 / 38-41, 96
+/// 126-141 / 43-45, 112 119-124 / 44-45, 128 (4 KiB) 69-83 / 44. Nearer, the request
+/// takes lines from single-record takers just behind the producer; farther, the gain goes.
+/// It is made only where the line is free (as far as the producer's copy of `head` tells):
+/// in a full lane it would pull the line a consumer is about to read.
+const PREFETCH_AHEAD: usize = 96;
 
 // SAFETY: a slot's record is written only by the producer that claimed its position and
 // read only by the consumer-claim holder after the slot's stamp (release/acquire) says it
@@ -1525,21 +1529,19 @@ mod tests {
 
     #[test]
     fn a_private_lane_asks_ahead_only_where_it_has_room_and_keeps_every_record() {
-        let lane = Lane::new(64, Some(1)).unwrap();
+        let cap = (PREFETCH_AHEAD * 2).next_power_of_two();
+        let lane = Lane::new(cap, Some(1)).unwrap();
         let below = match sys::prefetch::available() {
-            true => 64 - PREFETCH_AHEAD,
+            true => cap - PREFETCH_AHEAD,
             false => 0,
         };
         assert_eq!(lane.prefetch_below, below);
-        let small = Lane::new(PREFETCH_AHEAD, Some(1)).unwrap();
-        assert_eq!(
-            small.prefetch_below, 0,
-            "a lane no longer than the distance"
-        );
+        let small = Lane::new(PREFETCH_AHEAD.next_power_of_two() / 2, Some(1)).unwrap();
+        assert_eq!(small.prefetch_below, 0, "a lane shorter than the distance");
         // Single posts and batches over many laps, taken in runs of other lengths, so
         // that claims are made with the lane near empty and near full.
         let (mut posted, mut taken, mut head) = (0, 0, 0);
-        for round in 0..400 {
+        for round in 0..2000 {
             if let Some((pos, n)) = lane.claim_private(round % 7 + 1) {
                 for i in 0..n {
                     lane.write_and_publish(pos + i, rec(posted));
@@ -1560,7 +1562,7 @@ mod tests {
             taken += 1;
         }
         assert_eq!(taken, posted);
-        assert!(posted > 64 * 10, "{posted} records: fewer laps than meant");
+        assert!(posted > cap * 10, "{posted} records: fewer laps than meant");
     }
 
     #[test]
