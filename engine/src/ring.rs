@@ -175,11 +175,11 @@ const STAY: usize = 16;
 /// program with `post` inlined, whose producer stayed a full ring ahead, 175-195 M/s; with
 /// this request 96 slots ahead, 136-155 M/s.
 ///
-/// The distance is a compromise measured in `iocp-bench drain`'s pool rows (two runs of
-/// each, M records/s, `get_up_to` / `GetQueuedCompletionStatus` with two workers; before:
-/// 28 / 44-45): 32 slots 149-154 / 32-37, 64 134-151 / 36-39, 80 136-148 / 38-41, 96
-/// 126-141 / 43-45, 112 119-124 / 44-45, 128 (4 KiB) 69-83 / 44. Nearer, the request
-/// takes lines from single-record takers just behind the producer; farther, the gain goes.
+/// The distance is a compromise measured in `iocp-bench drain`'s pool rows (two or three
+/// runs of each, M records/s, `get_up_to` / `GetQueuedCompletionStatus` with two workers;
+/// before: 29-31 / 44-45): 32 slots 150-154 / 30-34, 64 151 / 39, 80 137-148 / 40-41, 96
+/// 136-138 / 43-44, 112 124 / 44, 128 (4 KiB) 69-77 / 44. Nearer, the request takes lines
+/// from single-record takers just behind the producer; farther, the gain goes.
 /// It is made only where the line is free (as far as the producer's copy of `head` tells):
 /// in a full lane it would pull the line a consumer is about to read.
 const PREFETCH_AHEAD: usize = 96;
