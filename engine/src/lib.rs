@@ -145,6 +145,10 @@ pub use port::{Batch, DrainStatus, Drained, Drive, Port, PortBuilder, GMCS_NMAX}
 pub use provider::{ProviderSocket, ProviderStatus};
 #[cfg(not(loom))]
 pub use request::{OpResult, Submitted, Ticket};
+/// Marks a thread as one that fences its posts, exported for the loom models only.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use ring::fence_own_posts;
 pub use ring::{DEFAULT_CAPACITY, MAX_CAPACITY};
 /// The readiness a loom model makes for a port's inline drive, exported for the models only.
 #[cfg(loom)]

@@ -67,6 +67,17 @@
 //! never pays it. A waiter's last look is [`Ring::has_claimed`] (is any `tail` past its
 //! `head`?) rather than the stamps: a record claimed but not yet published is nanoseconds
 //! away.
+//!
+//! `membarrier` interrupts every CPU running a thread of the program, and under a hypervisor
+//! each interrupt is an exit to it: on the 2-core Intel Xeon VM of the README's figures one
+//! call took 13 µs while another thread ran. The engine's own posting threads (the reactor
+//! of the thread drive, the file pool's workers, the io_uring thread) post in batches and
+//! feed waiters that sleep between them, so they take the other side of the trade:
+//! [`fence_own_posts`] marks the thread's token with [`FENCED`], each of its private-lane
+//! posts ends with a sequentially consistent fence, and a waiter whose only other owners
+//! are such threads skips `barrier::heavy`. The fence on the poster's side and the
+//! waiter's sequentially consistent registration and last look make the classic Dekker
+//! pair.
 
 use crate::primitive::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
 use crate::sys::{self, barrier};
@@ -87,6 +98,11 @@ use std::sync::Arc;
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// Largest lane capacity accepted (128 MiB of slots).
 pub const MAX_CAPACITY: usize = 1 << 22;
+
+/// The bit of a thread's lane token that says its private-lane posts each end with a full
+/// fence (see [`fence_own_posts`]). Tokens count in steps of two, so the bit names no other
+/// thread.
+const FENCED: usize = 1;
 
 /// Most private lanes a port gives out; later threads share the shared lane. (Under loom,
 /// two: enough for every model, and fewer states to explore.)
@@ -244,7 +260,9 @@ impl Drop for Held {
 /// A thread's lane cache and the token that names the thread as a lane's owner.
 struct Lanes {
     /// Unique among all threads ever (a count, not an address: a stale owner value read
-    /// by a waiter must never name another thread), 0 until first needed.
+    /// by a waiter must never name another thread), with [`FENCED`] set for a thread that
+    /// fences its posts. Until first needed, 0, or [`FENCED`] alone after
+    /// [`fence_own_posts`].
     token: usize,
     /// The entries of the rings posted to last, most recent first: a post to the same ring
     /// as the last one finds its lane at the front, others after a short search.
@@ -268,10 +286,11 @@ impl Lanes {
     }
 
     fn token(&mut self) -> usize {
-        if self.token == 0 {
-            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        if self.token & !FENCED == 0 {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
             // Relaxed: tokens only need to be distinct.
-            self.token = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let count = NEXT.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+            self.token |= count;
         }
         self.token
     }
@@ -360,7 +379,8 @@ impl Ring {
         #[cfg(not(loom))]
         if let Some(lane) = self.last_lane() {
             lane.push_private(record);
-            // The poster's side of the sleeper Dekker pair (see the module docs).
+            // The poster's side of the sleeper Dekker pair (see the module docs); `LAST_LANE`
+            // never names the lane of a thread that fences its posts.
             return barrier::light();
         }
         // The record goes by its fields (see `Lane::spill_one`).
@@ -436,7 +456,8 @@ impl Ring {
             // go (its lane cache torn down at thread exit) it never sees the token again.
             if lane.producers.owner.load(Ordering::Relaxed) == *token {
                 lane.push_private(record);
-                // The poster's side of the sleeper Dekker pair (see the module docs).
+                // The poster's side of the sleeper Dekker pair (see the module docs); a place
+                // never keeps the lane of a thread that fences its posts.
                 barrier::light();
                 return;
             }
@@ -463,12 +484,16 @@ impl Ring {
             }
             // The thread's lane on this ring, taken on its first post; `None`: the shared one.
             let lane = lanes.held[0].lane.as_ref()?;
-            #[cfg(not(loom))]
-            LAST_LANE.set((self.id, Arc::as_ptr(lane)));
             push(lane);
             // The poster's side of the sleeper Dekker pair (see the module docs).
-            barrier::light();
-            found(lane, lanes.token);
+            after_private_post(lanes.token);
+            // The shortcuts to the lane (`LAST_LANE`, a caller's `Place`) end their posts
+            // with `barrier::light` alone: a thread that fences its posts comes this way.
+            if lanes.token & FENCED == 0 {
+                #[cfg(not(loom))]
+                LAST_LANE.set((self.id, Arc::as_ptr(lane)));
+                found(lane, lanes.token);
+            }
             Some(())
         });
         if pushed.ok().flatten().is_none() {
@@ -613,7 +638,8 @@ impl Ring {
         }
     }
 
-    /// Whether a thread other than the caller owns a private lane of this ring.
+    /// Whether a thread other than the caller, and one that does not fence its posts, owns
+    /// a private lane of this ring.
     fn foreign_owners(&self) -> bool {
         // A thread whose cache is gone (exiting) owns nothing any more: 0 names no thread.
         let mine = HELD
@@ -622,7 +648,8 @@ impl Ring {
         (1..self.lanes()).filter_map(|i| self.lane(i)).any(|lane| {
             // SeqCst: pairs with the owner's claim in `acquire_lane` (see there).
             let owner = lane.producers.owner.load(Ordering::SeqCst);
-            owner != 0 && owner != mine
+            // A thread that fences its posts has made its side of the pair itself.
+            owner != 0 && owner != mine && owner & FENCED == 0
         })
     }
 
@@ -690,6 +717,37 @@ impl Drop for Ring {
 /// saw no other owner (and so made no heavy barrier) read the owners before this claim in
 /// the single order of sequentially consistent operations, so after this fence the thread's
 /// look for sleepers sees that waiter's registration.
+/// Makes the calling thread fence each of its posts to a private lane (see the module docs),
+/// so that a waiter need not make every CPU of the program execute a barrier for it. For
+/// threads that post in batches to waiters that sleep between them: the engine's reactor,
+/// file-pool and io_uring threads call it first thing. It takes effect only on a thread
+/// that has not posted yet (one whose lanes are held under its token already keeps it);
+/// either way every post is ordered with every waiter.
+pub fn fence_own_posts() {
+    // A thread being torn down posts on the shared lane, whose claim is a fence already.
+    let _ = HELD.try_with(|held| {
+        if let Ok(mut lanes) = held.try_borrow_mut() {
+            if lanes.token == 0 {
+                lanes.token = FENCED;
+            }
+        }
+    });
+}
+
+/// The poster's side of the sleeper Dekker pair after a post to a private lane whose owner
+/// token is `owner` (see the module docs): a full fence for a thread that fences its posts,
+/// else [`barrier::light`].
+#[inline(always)]
+fn after_private_post(owner: usize) {
+    if owner & FENCED != 0 {
+        // SeqCst: the poster's half of the symmetric pair with the waiter's SeqCst
+        // registration and last look; it stands in for the waiter's `barrier::heavy`.
+        crate::primitive::fence(Ordering::SeqCst);
+    } else {
+        barrier::light();
+    }
+}
+
 fn after_taking_a_lane() {
     // SeqCst: see above; pairs with the waiter's SeqCst registration and owner loads.
     crate::primitive::fence(Ordering::SeqCst);
@@ -1617,6 +1675,43 @@ mod tests {
         let mut got: Vec<u64> = drain_all(&ring).iter().map(Completion::key).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3, 9]);
+    }
+
+    /// A live thread that fences its posts, marked before its first post, owns a lane a
+    /// waiter need not make a barrier for; one marked only after posting keeps its token,
+    /// and with it the waiter's barrier. Either way every record arrives, in order.
+    #[test]
+    fn a_thread_that_fences_its_posts_is_no_foreign_owner() {
+        let ring = Arc::new(Ring::new(8, false).unwrap());
+        // Posts `keys` from a thread that calls `fence_own_posts` before or after its
+        // first post, and reports `foreign_owners` while that thread still lives.
+        let owner_is_foreign = |fence_first: bool, keys: [usize; 3]| {
+            let (posted, posted_rx) = std::sync::mpsc::channel::<()>();
+            let (done, done_rx) = std::sync::mpsc::channel::<()>();
+            let r = Arc::clone(&ring);
+            let poster = std::thread::spawn(move || {
+                if fence_first {
+                    fence_own_posts();
+                }
+                r.push(rec(keys[0]));
+                fence_own_posts();
+                r.push_many(&[rec(keys[1]), rec(keys[2])]);
+                // The shortcut ends a post with `barrier::light` alone: never to a lane
+                // whose owner fences its posts.
+                assert_eq!(r.last_lane().is_some(), !fence_first);
+                posted.send(()).unwrap();
+                done_rx.recv().unwrap();
+            });
+            posted_rx.recv().unwrap();
+            let foreign = ring.foreign_owners();
+            done.send(()).unwrap();
+            poster.join().unwrap();
+            assert_eq!(drain_all(&ring), keys.map(rec), "fence_first {fence_first}");
+            foreign
+        };
+        assert!(!owner_is_foreign(true, [1, 2, 3]));
+        assert!(owner_is_foreign(false, [4, 5, 6]));
+        assert!(!ring.foreign_owners(), "both threads let their lanes go");
     }
 
     /// One record at a time (a worker pool's `get`), the consumer stays on a lane for up to

@@ -333,6 +333,28 @@ fn blocking_get_receives_post() {
     });
 }
 
+/// As above, from a producer that fences its own posts (the engine's reactor and file-pool
+/// threads): the waiter then skips its barrier for that producer's lane, and the
+/// producer's fence with the waiter's sequentially consistent registration and last look
+/// must still hand the record over.
+#[test]
+fn blocking_get_receives_fenced_post() {
+    model("blocking_get_receives_fenced_post", 3, || {
+        let port = port(2);
+        let poster = port.clone();
+        let producer = thread::spawn(move || {
+            iocp::fence_own_posts();
+            poster.post(record(0, 0)).unwrap();
+        });
+        let got = port.get(None).unwrap();
+        let mut tally = Tally::new(1);
+        tally.see(&got);
+        producer.join().unwrap();
+        tally.assert_all(&[1]);
+        assert_empty(&port);
+    });
+}
+
 /// Two blocking consumers, two producers (one of them the main thread), posting as the
 /// consumers go to sleep: each consumer receives one record. The port keeps one order
 /// (`fifo`), so both posts claim slots of the one shared lane and a published record can
