@@ -713,10 +713,6 @@ impl Drop for Ring {
     }
 }
 
-/// After a thread takes a lane, before its first post there: a full fence. A waiter that
-/// saw no other owner (and so made no heavy barrier) read the owners before this claim in
-/// the single order of sequentially consistent operations, so after this fence the thread's
-/// look for sleepers sees that waiter's registration.
 /// Makes the calling thread fence each of its posts to a private lane (see the module docs),
 /// so that a waiter need not make every CPU of the program execute a barrier for it. For
 /// threads that post in batches to waiters that sleep between them: the engine's reactor,
@@ -748,6 +744,10 @@ fn after_private_post(owner: usize) {
     }
 }
 
+/// After a thread takes a lane, before its first post there: a full fence. A waiter that
+/// saw no other owner (and so made no heavy barrier) read the owners before this claim in
+/// the single order of sequentially consistent operations, so after this fence the thread's
+/// look for sleepers sees that waiter's registration.
 fn after_taking_a_lane() {
     // SeqCst: see above; pairs with the waiter's SeqCst registration and owner loads.
     crate::primitive::fence(Ordering::SeqCst);

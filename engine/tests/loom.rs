@@ -324,13 +324,18 @@ fn blocking_get_receives_post() {
     model("blocking_get_receives_post", 3, || {
         let port = port(2);
         let producer = spawn_producer(&port, 0, 1);
-        let got = port.get(None).unwrap();
-        let mut tally = Tally::new(1);
-        tally.see(&got);
-        producer.join().unwrap();
-        tally.assert_all(&[1]);
-        assert_empty(&port);
+        get_the_one_record(&port, producer);
     });
+}
+
+/// A blocking `get` on `port` receives the one record `producer` posts (as producer 0).
+fn get_the_one_record(port: &Port, producer: thread::JoinHandle<()>) {
+    let got = port.get(None).unwrap();
+    let mut tally = Tally::new(1);
+    tally.see(&got);
+    producer.join().unwrap();
+    tally.assert_all(&[1]);
+    assert_empty(port);
 }
 
 /// As above, from a producer that fences its own posts (the engine's reactor and file-pool
@@ -346,12 +351,7 @@ fn blocking_get_receives_fenced_post() {
             iocp::fence_own_posts();
             poster.post(record(0, 0)).unwrap();
         });
-        let got = port.get(None).unwrap();
-        let mut tally = Tally::new(1);
-        tally.see(&got);
-        producer.join().unwrap();
-        tally.assert_all(&[1]);
-        assert_empty(&port);
+        get_the_one_record(&port, producer);
     });
 }
 
