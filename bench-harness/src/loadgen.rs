@@ -29,8 +29,14 @@
 //! open loop the messages intended inside the window are recorded; after the window the
 //! generator stops sending and waits a bounded time for the ones still out, charging any
 //! that never come back the time waited. Every loop is bounded in time and in count.
+//!
+//! Each generator thread also reads the CPU clocks, its own and the process's, as its loop
+//! passes the window's start and end ([`CpuUse`]). The servers of `echo` run in this
+//! process while the harness's other threads wait, so the process's time less the
+//! generators' is the server's: how much of a core it took, and per message at a set rate.
 
 use crate::latency;
+use crate::sys;
 use core_affinity::CoreId;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -106,6 +112,86 @@ pub struct Measured {
     /// Open loop: messages of the window not back within [`DRAIN_LIMIT`] after it
     /// (recorded with the time waited, a lower bound).
     pub late: u64,
+    /// CPU time over the window; `None` when a generator thread's loop did not see both of
+    /// its ends.
+    pub cpu: Option<CpuUse>,
+}
+
+/// CPU time used over a measurement's window, read by the generator threads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuUse {
+    /// Wall time between the readings.
+    pub wall: Duration,
+    /// CPU time of every thread of the process.
+    pub process: Duration,
+    /// CPU time of the generator threads.
+    pub generator: Duration,
+}
+
+impl CpuUse {
+    /// The CPU time of the rest of the process: the server under test, in `echo`.
+    pub fn server(&self) -> Duration {
+        self.process.saturating_sub(self.generator)
+    }
+
+    /// `time` in cores: its share of the wall time (1.0: one core all the time).
+    pub fn cores(&self, time: Duration) -> f64 {
+        time.as_secs_f64() / self.wall.as_secs_f64()
+    }
+
+    /// Both measurements' time together (rounds of one loop, one after the other).
+    pub fn plus(self, other: CpuUse) -> CpuUse {
+        CpuUse {
+            wall: self.wall + other.wall,
+            process: self.process + other.process,
+            generator: self.generator + other.generator,
+        }
+    }
+
+    /// Two generator threads' readings of one window: their own times add up, and the
+    /// process's time (which holds both) and the wall time are the longer reading's.
+    fn alongside(self, other: CpuUse) -> CpuUse {
+        CpuUse {
+            wall: self.wall.max(other.wall),
+            process: self.process.max(other.process),
+            generator: self.generator + other.generator,
+        }
+    }
+}
+
+/// A generator thread's readings of the CPU clocks as its loop passes the window's start
+/// and end.
+#[derive(Default)]
+struct CpuReadings {
+    /// At the start: when, the process's time, the thread's.
+    start: Option<(Instant, Duration, Duration)>,
+    used: Option<CpuUse>,
+}
+
+impl CpuReadings {
+    /// Reads the clocks if the loop, now at `now`, has just passed an end of `window`.
+    fn pass(&mut self, now: Instant, window: &Window) {
+        match self.start {
+            None if now >= window.start && now < window.end => {
+                self.start = Some((now, sys::process_cpu_time(), sys::thread_cpu_time()));
+            }
+            Some(_) if now >= window.end => self.finish(now),
+            _ => {}
+        }
+    }
+
+    /// Reads the clocks at the end, once, if they were read at the start: also when the
+    /// loop ends before the window does (an open loop with nothing left to send or wait
+    /// for), whose CPU time is then over the shorter span.
+    fn finish(&mut self, now: Instant) {
+        if let (Some((at, process, thread)), None) = (self.start, self.used) {
+            self.used = Some(CpuUse {
+                wall: now - at,
+                process: sys::process_cpu_time().saturating_sub(process),
+                generator: sys::thread_cpu_time().saturating_sub(thread),
+            });
+        }
+    }
 }
 
 impl Measured {
@@ -115,12 +201,15 @@ impl Measured {
             window,
             histogram: latency::histogram(),
             late: 0,
+            cpu: None,
         }
     }
 
+    /// Adds another generator thread's figures for the same window.
     fn add(&mut self, other: &Measured) {
         self.messages += other.messages;
         self.late += other.late;
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a.alongside(b));
         self.histogram
             .add(&other.histogram)
             .expect("histograms with the same bounds add");
@@ -175,7 +264,7 @@ pub fn run(plan: &Plan) -> Result<Measured, String> {
                     })
             })
             .collect();
-        let mut total = Measured::empty(plan.duration);
+        let mut total: Option<Measured> = None;
         let mut failure = None;
         for handle in handles {
             let handle = match handle {
@@ -186,14 +275,18 @@ pub fn run(plan: &Plan) -> Result<Measured, String> {
                 }
             };
             match handle.join() {
-                Ok(Ok(measured)) => total.add(&measured),
+                Ok(Ok(measured)) => match &mut total {
+                    Some(total) => total.add(&measured),
+                    None => total = Some(measured),
+                },
                 Ok(Err(e)) => failure = failure.or(Some(e)),
                 Err(_) => failure = failure.or(Some("a generator thread panicked".into())),
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(total),
+        match (failure, total) {
+            (Some(e), _) => Err(e),
+            (None, Some(total)) => Ok(total),
+            (None, None) => Err("no generator thread ran".into()),
         }
     })
 }
@@ -349,11 +442,14 @@ fn drive(
         pattern: Pattern::new(),
         measured: Measured::empty(window.end - window.start),
         window,
+        cpu: CpuReadings::default(),
     };
     match mode {
         Mode::Closed => driver.closed(&mut conns)?,
         Mode::Open { rate } => driver.open(&mut conns, rate, phase)?,
     }
+    driver.cpu.finish(Instant::now());
+    driver.measured.cpu = driver.cpu.used;
     Ok(driver.measured)
 }
 
@@ -365,6 +461,7 @@ struct Driver {
     pattern: Pattern,
     measured: Measured,
     window: Window,
+    cpu: CpuReadings,
 }
 
 impl Driver {
@@ -390,6 +487,7 @@ impl Driver {
         let Window { end, .. } = self.window;
         for _ in 0..MAX_TURNS {
             let now = Instant::now();
+            self.cpu.pass(now, &self.window);
             if now >= end {
                 break;
             }
@@ -443,6 +541,7 @@ impl Driver {
         let drain_end = end + DRAIN_LIMIT;
         for _ in 0..MAX_TURNS {
             let now = Instant::now();
+            self.cpu.pass(now, &self.window);
             // Send everything whose time has come, late or not: each carries its intended
             // time, so lateness counts against the latency.
             while next_at <= now && next_at < end {
@@ -628,6 +727,59 @@ mod tests {
         assert!(measured.messages > 0);
         assert_eq!(measured.histogram.len(), measured.messages);
         assert_eq!(measured.late, 0);
+        assert_cpu_read_over_the_window(&measured);
+    }
+
+    /// The generator's clocks were read at the window's ends: about the window's length
+    /// apart, the thread's time within it, the process's (this test's server, and whatever
+    /// else the test binary runs) at least the thread's.
+    fn assert_cpu_read_over_the_window(measured: &Measured) {
+        let cpu = measured.cpu.expect("the clocks were read");
+        let window = measured.window;
+        assert!(
+            cpu.wall >= window.mul_f64(0.9) && cpu.wall <= window * 3,
+            "{cpu:?} over a window of {window:?}"
+        );
+        // The CPU clocks tick at the scheduler's granularity: a little slack.
+        let tick = Duration::from_millis(2);
+        assert!(cpu.generator > Duration::ZERO, "{cpu:?}");
+        assert!(cpu.generator <= cpu.wall + tick, "{cpu:?}");
+        assert!(cpu.process + tick >= cpu.generator, "{cpu:?}");
+    }
+
+    #[test]
+    fn cpu_use_adds_up_across_rounds_and_threads() {
+        let ms = Duration::from_millis;
+        let a = CpuUse {
+            wall: ms(100),
+            process: ms(150),
+            generator: ms(60),
+        };
+        let b = CpuUse {
+            wall: ms(102),
+            process: ms(140),
+            generator: ms(70),
+        };
+        assert_eq!(a.server(), ms(90));
+        assert!((a.cores(a.server()) - 0.9).abs() < 1e-9);
+        let rounds = a.plus(b);
+        assert_eq!(
+            (rounds.wall, rounds.process, rounds.generator),
+            (ms(202), ms(290), ms(130))
+        );
+        // Two threads of one window: the process clock holds both threads already.
+        let threads = a.alongside(b);
+        assert_eq!(
+            (threads.wall, threads.process, threads.generator),
+            (ms(102), ms(150), ms(130))
+        );
+        assert_eq!(threads.server(), ms(20));
+        // A reading that lost the race with the other clock never goes below zero.
+        let odd = CpuUse {
+            process: ms(10),
+            ..a
+        };
+        assert_eq!(odd.server(), Duration::ZERO);
     }
 
     #[test]
@@ -638,6 +790,7 @@ mod tests {
         // 50 ms at 2,000/s: 100 messages intended in the window.
         assert!((95..=105).contains(&measured.messages), "{measured:?}");
         assert_eq!(measured.histogram.len(), measured.messages);
+        assert_cpu_read_over_the_window(&measured);
     }
 
     #[test]

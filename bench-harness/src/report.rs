@@ -266,8 +266,9 @@ fn wake_table(out: &mut String, report: &wake::Report) {
 }
 
 /// The `echo` section: a block per connection count, a row per server (closed-loop
-/// messages/s and p99; open-loop p50, p99 and p99.9 as the median round with the lowest and
-/// highest), then iocp's verdicts, the p99's called only outside the spread.
+/// messages/s, p99, and the CPU the server and the generator used; open-loop p50, p99 and
+/// p99.9 as the median round with the lowest and highest, and the server's CPU time per
+/// message), then iocp's verdicts, the p99's called only outside the spread.
 fn echo_table(out: &mut String, report: &echo::Report) {
     let _ = writeln!(
         out,
@@ -281,8 +282,8 @@ fn echo_table(out: &mut String, report: &echo::Report) {
     );
     let _ = writeln!(
         out,
-        "closed loop: {} x {:.2} s merged, msg/s and round trip (us); open loop: {} rounds of {:.2} s at {:.0}% of the weakest closed-loop rate, \
-         latency (us) from the intended send time, median round [lowest - highest]",
+        "closed loop: {} x {:.2} s merged, msg/s, round trip (us), CPU of server/generator (% of a core); open loop: {} rounds of {:.2} s at {:.0}% \
+         of the weakest closed-loop rate, latency (us) from the intended send time, median round [lowest - highest], server CPU per message (us)",
         report.closed_rounds,
         report.closed_duration_s,
         report.open_rounds,
@@ -291,20 +292,33 @@ fn echo_table(out: &mut String, report: &echo::Report) {
     );
     let _ = writeln!(
         out,
-        "{:<6} {:<20} {:>9} {:>7} {:>9} | {:>8} {:>22} {:>22} {:>7} p99 vs best",
-        "conns", "server", "msg/s", "x best", "p99", "open p50", "p99", "p99.9", "x best"
+        "{:<6} {:<20} {:>9} {:>7} {:>9} {:>7} | {:>8} {:>22} {:>22} {:>7} {:>7} p99 vs best",
+        "conns",
+        "server",
+        "msg/s",
+        "x best",
+        "p99",
+        "cpu",
+        "open p50",
+        "p99",
+        "p99.9",
+        "cpu/msg",
+        "x best"
     );
     for group in &report.groups {
         let mut label = group.connections.to_string();
         for row in &group.rows {
             let closed = match &row.closed {
                 echo::Outcome::Measured(c) => format!(
-                    "{:>9} {:>7} {:>9}",
+                    "{:>9} {:>7} {:>9} {:>7}",
                     si(c.messages_per_sec),
                     ratio(row.throughput_ratio),
-                    us(c.latency_ns.p99)
+                    us(c.latency_ns.p99),
+                    cpu_pair(c.server_cores, c.generator_cores)
                 ),
-                echo::Outcome::Skipped { .. } => format!("{:>9} {:>7} {:>9}", "-", "-", "-"),
+                echo::Outcome::Skipped { .. } => {
+                    format!("{:>9} {:>7} {:>9} {:>7}", "-", "-", "-", "-")
+                }
             };
             let open = match &row.open {
                 echo::Outcome::Measured(o) => {
@@ -314,10 +328,11 @@ fn echo_table(out: &mut String, report: &echo::Report) {
                         String::new()
                     };
                     format!(
-                        "{:>8} {:>22} {:>22} {:>7} {:<16}{late}",
+                        "{:>8} {:>22} {:>22} {:>7} {:>7} {:<16}{late}",
                         us_short(o.p50_ns.median),
                         us_spread(&o.p99_ns),
                         us_spread(&o.p99_9_ns),
+                        o.server_cpu_per_message_ns.map_or("-".into(), us_short),
                         ratio(row.p99_ratio),
                         row.p99_standing.map_or("", standing)
                     )
@@ -638,6 +653,12 @@ fn ms(spread: &resp::Rounds) -> String {
 }
 
 /// `1.23x`, or `-`.
+/// Two CPU shares as percentages of a core: `99/95`.
+fn cpu_pair(server: Option<f64>, generator: Option<f64>) -> String {
+    let percent = |cores: Option<f64>| cores.map_or("-".into(), |c| format!("{:.0}", c * 100.0));
+    format!("{}/{}", percent(server), percent(generator))
+}
+
 fn ratio(value: Option<f64>) -> String {
     value.map_or("-".into(), |r| format!("{r:.2}x"))
 }

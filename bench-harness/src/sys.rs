@@ -1,8 +1,8 @@
 //! The few system calls the harness makes itself: the raw futex of the `wake` peer, the
-//! thread CPU clock of the idle-waiter measurement, `uname` for the machine record,
-//! `dlopen` for the C library the C ABI rows load, the descriptor limit, resident memory
-//! and heap trim of the echo scale row, and the filesystem checks, `O_DIRECT` and page-cache
-//! advice of the `file` scenario.
+//! CPU clocks of the idle-waiter measurement and of `echo`'s CPU use, `uname` for the
+//! machine record, `dlopen` for the C library the C ABI rows load, the descriptor limit,
+//! resident memory and heap trim of the echo scale row, and the filesystem checks,
+//! `O_DIRECT` and page-cache advice of the `file` scenario.
 
 use std::ffi::{c_void, CStr, CString};
 use std::fs::{self, File, OpenOptions};
@@ -45,13 +45,22 @@ pub fn futex_wake_one(word: &AtomicU32) {
 
 /// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
 pub fn thread_cpu_time() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU time every thread of the process has used (`CLOCK_PROCESS_CPUTIME_ID`).
+pub fn process_cpu_time() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; this clock exists on every Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    // SAFETY: `ts` is a valid, writable timespec; both CPU clocks exist on every Linux.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock}) failed");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 

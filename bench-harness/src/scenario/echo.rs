@@ -36,6 +36,11 @@
 //! otherwise it is within the spread, no verdict. The table gives each row's ratio to the
 //! best peer for both.
 //!
+//! Beside each loop, the CPU it took ([`loadgen::CpuUse`]): in the closed loop the server's
+//! and the generator's share of a core each (both near 100% means they share the ceiling,
+//! and a server can go no faster than the generator drives it); in the open loop, at one
+//! rate for every server, the server's CPU time per message, spinning included.
+//!
 //! Then the scale row ([`scale`]): 10,000 connections (1,000 with `--quick`) of which 64
 //! run the closed loop and the rest stay idle; the active ones' messages/s and p99, and the
 //! memory each server keeps per idle connection.
@@ -48,7 +53,7 @@ mod uring_server;
 
 use super::spread::{standing, Spread, Standing};
 use crate::latency::{self, CurvePoint, Percentiles};
-use crate::loadgen::{self, Mode, Plan, MESSAGE};
+use crate::loadgen::{self, CpuUse, Mode, Plan, MESSAGE};
 use crate::sys::pin_set;
 use crate::Settings;
 use core_affinity::CoreId;
@@ -248,6 +253,12 @@ pub struct Closed {
     pub latency_ns: Percentiles,
     /// Its percentile curve.
     pub curve: Vec<CurvePoint>,
+    /// The server's CPU time over the rounds' windows, in cores (1.0: one core all the
+    /// time); `None` where a round's clocks were not read.
+    pub server_cores: Option<f64>,
+    /// The generator threads' CPU time, likewise: near 1.0 per generator thread, the
+    /// generator is as busy as it can be and shares the ceiling with the server.
+    pub generator_cores: Option<f64>,
 }
 
 /// Open-loop figures.
@@ -272,6 +283,11 @@ pub struct Open {
     pub latency_ns: Percentiles,
     /// Its percentile curve.
     pub curve: Vec<CurvePoint>,
+    /// The server's CPU time over the rounds' windows, in cores.
+    pub server_cores: Option<f64>,
+    /// The server's CPU time per message at this rate, ns: what serving a message costs,
+    /// spinning and sleeping included, where the closed loop's saturated core cannot tell.
+    pub server_cpu_per_message_ns: Option<f64>,
 }
 
 /// One round of one server in one loop.
@@ -283,6 +299,10 @@ pub struct Round {
     pub late: u64,
     /// Latency, ns (open loop: from the intended send time).
     pub latency_ns: Percentiles,
+    /// The server's CPU time over the window, in cores.
+    pub server_cores: Option<f64>,
+    /// The generator threads' CPU time over the window, in cores.
+    pub generator_cores: Option<f64>,
 }
 
 /// How long each measurement runs, and how often.
@@ -341,6 +361,8 @@ struct Merged {
     late: u64,
     rounds: Vec<Round>,
     histogram: Histogram<u64>,
+    /// Every round's CPU time, or `None` if a round has none.
+    cpu: Option<CpuUse>,
 }
 
 impl Merged {
@@ -351,6 +373,7 @@ impl Merged {
             late: 0,
             rounds: Vec::new(),
             histogram: latency::histogram(),
+            cpu: None,
         }
     }
 
@@ -358,10 +381,18 @@ impl Merged {
         self.messages += measured.messages;
         self.window += measured.window;
         self.late += measured.late;
+        self.cpu = match (self.rounds.is_empty(), self.cpu, measured.cpu) {
+            (true, _, round) => round,
+            (false, Some(rounds), Some(round)) => Some(rounds.plus(round)),
+            _ => None,
+        };
+        let cpu = measured.cpu;
         self.rounds.push(Round {
             messages_per_sec: measured.per_sec(),
             late: measured.late,
             latency_ns: Percentiles::of(&measured.histogram),
+            server_cores: cpu.map(|cpu| cpu.cores(cpu.server())),
+            generator_cores: cpu.map(|cpu| cpu.cores(cpu.generator)),
         });
         self.histogram
             .add(&measured.histogram)
@@ -370,6 +401,11 @@ impl Merged {
 
     fn per_sec(&self) -> f64 {
         self.messages as f64 / self.window.as_secs_f64()
+    }
+
+    /// The server's CPU time over the rounds, in cores.
+    fn server_cores(&self) -> Option<f64> {
+        self.cpu.map(|cpu| cpu.cores(cpu.server()))
     }
 
     /// Each round's messages/s.
@@ -464,6 +500,8 @@ fn summarize(
                 runs: merged.runs(),
                 latency_ns: Percentiles::of(&merged.histogram),
                 curve: latency::curve(&merged.histogram),
+                server_cores: merged.server_cores(),
+                generator_cores: merged.cpu.map(|cpu| cpu.cores(cpu.generator)),
             }),
             Ok(_) => Outcome::Skipped {
                 reason: "no message completed".into(),
@@ -485,6 +523,10 @@ fn summarize(
                     p99_9_ns: spread(|l| l.p99_9),
                     latency_ns: Percentiles::of(&merged.histogram),
                     curve: latency::curve(&merged.histogram),
+                    server_cores: merged.server_cores(),
+                    server_cpu_per_message_ns: merged
+                        .cpu
+                        .map(|cpu| cpu.server().as_nanos() as f64 / merged.messages as f64),
                     rounds: merged.rounds,
                 })
             }
@@ -785,6 +827,7 @@ mod tests {
                     .measure(server, Mode::Closed)
                     .unwrap_or_else(|e| panic!("{server:?} closed, {connections}: {e}"));
                 assert!(closed.messages > 0, "{server:?}");
+                assert!(closed.cpu.is_some(), "{server:?}: the CPU clocks were read");
                 let open = context
                     .measure(server, Mode::Open { rate: 2_000.0 })
                     .unwrap_or_else(|e| panic!("{server:?} open, {connections}: {e}"));
@@ -821,9 +864,46 @@ mod tests {
                 window: Duration::from_secs(1),
                 histogram,
                 late: 0,
+                cpu: None,
             });
         }
         Ok(merged)
+    }
+
+    #[test]
+    fn a_loop_has_cpu_figures_only_if_every_round_has() {
+        let ms = Duration::from_millis;
+        let round = |cpu| loadgen::Measured {
+            messages: 1_000,
+            window: ms(100),
+            histogram: latency::histogram(),
+            late: 0,
+            cpu,
+        };
+        let cpu = CpuUse {
+            wall: ms(100),
+            process: ms(130),
+            generator: ms(50),
+        };
+        let mut merged = Merged::new();
+        merged.add(&round(Some(cpu)));
+        merged.add(&round(Some(CpuUse {
+            process: ms(110),
+            ..cpu
+        })));
+        // (80 + 60) ms of server time over 200 ms, for 2,000 messages.
+        assert!((merged.server_cores().unwrap() - 0.7).abs() < 1e-9);
+        assert_eq!(merged.cpu.unwrap().server(), ms(140));
+        assert_eq!(merged.rounds[1].server_cores, Some(0.6));
+        merged.add(&round(None));
+        assert_eq!(merged.server_cores(), None);
+        assert_eq!(merged.rounds[2].generator_cores, None);
+        merged.add(&round(Some(cpu)));
+        assert_eq!(
+            merged.server_cores(),
+            None,
+            "a loop missing a round stays unread"
+        );
     }
 
     /// A group whose closed loop has the given rates and open loop the given p99 rounds,
