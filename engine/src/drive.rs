@@ -311,6 +311,18 @@ pub(crate) struct Flags {
 }
 
 impl<P> Turns<P> {
+    /// Sets the longest spin of the leader before it blocks (the port's spin limit).
+    #[cfg(not(loom))]
+    pub(crate) fn limit_spin(&self, limit: Duration) {
+        self.spin.limit_to(limit);
+    }
+
+    /// The longest spin of the leader.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn spin_limit(&self) -> Duration {
+        self.spin.limit()
+    }
+
     pub(crate) fn new(poller: P) -> Turns<P> {
         Turns {
             poller: Mutex::new(poller),

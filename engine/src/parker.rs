@@ -176,9 +176,14 @@ impl WaitStack {
 
 /// Shortest spin before parking, when there is one: halving the budget below this ends
 /// the spin altogether, and a quick wake brings it back at this or more.
-const MIN_SPIN: Duration = Duration::from_micros(1);
-/// Longest spin before parking: an idle waiter burns at most this once per wait.
-const MAX_SPIN: Duration = Duration::from_micros(100);
+pub(crate) const MIN_SPIN: Duration = Duration::from_micros(1);
+/// Longest spin before parking, unless a port's builder sets another limit: an idle waiter
+/// burns at most this once per wait.
+pub(crate) const MAX_SPIN: Duration = Duration::from_micros(100);
+/// The longest spin limit a port may have: the budget is kept in `u32` nanoseconds.
+pub(crate) const SPIN_LIMIT_MAX: Duration = Duration::from_secs(1);
+/// A budget's first value, before any wait taught it.
+const FIRST_BUDGET: Duration = Duration::from_micros(20);
 /// Backoff: the pause between looks doubles up to 2^`MAX_STEP` `pause` instructions
 /// (about half a microsecond), short enough to catch a ping-pong's reply promptly.
 const MAX_STEP: u32 = 4;
@@ -186,11 +191,18 @@ const MAX_STEP: u32 = 4;
 const YIELD_AFTER: Duration = Duration::from_micros(1);
 
 /// The spin budget after a parked wait of `waited` that ended with work (`woken`) or not,
-/// from the budget `old`: twice a wait that a longer spin would have caught, or else half
-/// the old budget, and `floor` (no spin, or [`MIN_SPIN`]) below [`MIN_SPIN`].
-fn next_budget(old: Duration, waited: Duration, woken: bool, floor: Duration) -> Duration {
-    if woken && waited < MAX_SPIN {
-        (waited * 2).clamp(MIN_SPIN, MAX_SPIN)
+/// from the budget `old`: twice a wait that a spin within `limit` would have caught (at
+/// least [`MIN_SPIN`], at most `limit`), or else half the old budget, and `floor` (no spin,
+/// or [`MIN_SPIN`]) below [`MIN_SPIN`]. A zero `limit` keeps a zero budget.
+fn next_budget(
+    old: Duration,
+    waited: Duration,
+    woken: bool,
+    floor: Duration,
+    limit: Duration,
+) -> Duration {
+    if woken && waited < limit {
+        (waited * 2).max(MIN_SPIN).min(limit)
     } else if old / 2 < MIN_SPIN {
         floor
     } else {
@@ -226,14 +238,18 @@ pub(crate) struct Spin {
     budget_ns: AtomicU32,
     /// The budget below [`MIN_SPIN`]: zero or `MIN_SPIN`.
     floor: Duration,
+    /// The longest budget, ns: [`MAX_SPIN`] unless the port's builder set another; zero
+    /// for none at all (a port whose waiters sleep at once).
+    limit_ns: AtomicU32,
 }
 
 impl Spin {
     /// A budget that never drops below [`MIN_SPIN`].
     pub(crate) fn new() -> Spin {
         Spin {
-            budget_ns: AtomicU32::new(20_000),
+            budget_ns: AtomicU32::new(nanos(FIRST_BUDGET)),
             floor: MIN_SPIN,
+            limit_ns: AtomicU32::new(nanos(MAX_SPIN)),
         }
     }
 
@@ -243,6 +259,23 @@ impl Spin {
             floor: Duration::ZERO,
             ..Spin::new()
         }
+    }
+
+    /// Sets the longest budget: zero, or from [`MIN_SPIN`] to [`SPIN_LIMIT_MAX`] (the
+    /// port's builder checks); the budget now is cut to it. Set before the spin's first
+    /// use.
+    pub(crate) fn limit_to(&self, limit: Duration) {
+        debug_assert!(limit.is_zero() || (MIN_SPIN..=SPIN_LIMIT_MAX).contains(&limit));
+        let limit = nanos(limit);
+        // Relaxed: see `spin`.
+        self.limit_ns.store(limit, Ordering::Relaxed);
+        self.budget_ns.fetch_min(limit, Ordering::Relaxed);
+    }
+
+    /// The longest budget.
+    pub(crate) fn limit(&self) -> Duration {
+        // Relaxed: see `spin`.
+        Duration::from_nanos(self.limit_ns.load(Ordering::Relaxed).into())
     }
 
     /// Spins until `ready()` holds (`true`), or the budget or `deadline` runs out (`false`).
@@ -302,10 +335,14 @@ impl Spin {
         let waited = Deadline::now().since(start);
         // Relaxed: see `spin`.
         let old = Duration::from_nanos(self.budget_ns.load(Ordering::Relaxed).into());
-        let new = next_budget(old, waited, woken, self.floor);
-        self.budget_ns
-            .store(new.as_nanos() as u32, Ordering::Relaxed);
+        let new = next_budget(old, waited, woken, self.floor, self.limit());
+        self.budget_ns.store(nanos(new), Ordering::Relaxed);
     }
+}
+
+/// A budget in nanoseconds; at most [`SPIN_LIMIT_MAX`], so it fits.
+fn nanos(budget: Duration) -> u32 {
+    budget.min(SPIN_LIMIT_MAX).as_nanos() as u32
 }
 
 #[cfg(all(test, not(loom)))]
@@ -318,7 +355,7 @@ mod tests {
         let mut budget = Duration::from_micros(20);
         let mut halvings = 0;
         while !budget.is_zero() {
-            let next = next_budget(budget, long, true, Duration::ZERO);
+            let next = next_budget(budget, long, true, Duration::ZERO, MAX_SPIN);
             assert!(next < budget);
             budget = next;
             halvings += 1;
@@ -327,13 +364,16 @@ mod tests {
         // 20 → 10 → 5 → 2.5 → 1.25 µs, then below MIN_SPIN: no spin.
         assert_eq!(halvings, 5);
         assert_eq!(
-            next_budget(Duration::ZERO, long, false, Duration::ZERO),
+            next_budget(Duration::ZERO, long, false, Duration::ZERO, MAX_SPIN),
             Duration::ZERO
         );
         // The file pool's budget stops at MIN_SPIN instead.
-        assert_eq!(next_budget(MIN_SPIN, long, true, MIN_SPIN), MIN_SPIN);
+        assert_eq!(
+            next_budget(MIN_SPIN, long, true, MIN_SPIN, MAX_SPIN),
+            MIN_SPIN
+        );
         // A wake soon after the waiter parked: spin again, twice that long, within bounds.
-        let quick = |waited| next_budget(Duration::ZERO, waited, true, Duration::ZERO);
+        let quick = |waited| next_budget(Duration::ZERO, waited, true, Duration::ZERO, MAX_SPIN);
         assert_eq!(quick(Duration::from_nanos(100)), MIN_SPIN);
         assert_eq!(quick(Duration::from_micros(30)), Duration::from_micros(60));
         assert_eq!(quick(Duration::from_micros(70)), MAX_SPIN);
@@ -343,9 +383,54 @@ mod tests {
                 MIN_SPIN * 4,
                 Duration::from_nanos(100),
                 false,
-                Duration::ZERO
+                Duration::ZERO,
+                MAX_SPIN
             ),
             MIN_SPIN * 2
+        );
+    }
+
+    #[test]
+    fn a_spin_limit_caps_the_budget_and_zero_keeps_it_off() {
+        let us = Duration::from_micros;
+        // A quick wake widens the budget only up to the limit.
+        assert_eq!(
+            next_budget(us(5), us(30), true, Duration::ZERO, us(40)),
+            us(40)
+        );
+        assert_eq!(
+            next_budget(us(5), us(10), true, Duration::ZERO, us(40)),
+            us(20)
+        );
+        // A wait the limit could not have caught halves the budget, as a long one does.
+        assert_eq!(
+            next_budget(us(40), us(45), true, Duration::ZERO, us(40)),
+            us(20)
+        );
+        // No limit, no spin: nothing brings the budget back.
+        for waited in [Duration::ZERO, Duration::from_nanos(100), us(30), us(500)] {
+            let next = next_budget(Duration::ZERO, waited, true, Duration::ZERO, Duration::ZERO);
+            assert_eq!(
+                next,
+                Duration::ZERO,
+                "after a wake {waited:?} into the wait"
+            );
+        }
+        let spin = Spin::stoppable();
+        assert_eq!(spin.limit(), MAX_SPIN);
+        spin.limit_to(us(5));
+        assert_eq!(
+            spin.budget_ns.load(Ordering::Relaxed),
+            5_000,
+            "cut to the limit"
+        );
+        spin.limit_to(Duration::ZERO);
+        assert!(spin.is_off());
+        let start = Deadline::now();
+        spin.learn(start, true);
+        assert!(
+            spin.is_off(),
+            "a quick wake does not turn a zero limit's spin on"
         );
     }
 

@@ -16,7 +16,7 @@
 
 use crate::drive::{Driven, Driving};
 use crate::error;
-use crate::parker::{Parker, Spin, WaitStack};
+use crate::parker::{Parker, Spin, WaitStack, MAX_SPIN, MIN_SPIN, SPIN_LIMIT_MAX};
 #[cfg(not(loom))]
 use crate::primitive::AtomicU64;
 use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, OnceLock, Ordering};
@@ -78,6 +78,7 @@ pub struct PortBuilder {
     concurrency: usize,
     scalar_drain: bool,
     drive: Drive,
+    spin_limit: Duration,
 }
 
 /// How a port's socket readiness is collected (see the `reactor` module docs).
@@ -155,6 +156,7 @@ impl Default for PortBuilder {
             concurrency: 0,
             scalar_drain: false,
             drive: Drive::default(),
+            spin_limit: MAX_SPIN,
         }
     }
 }
@@ -206,13 +208,37 @@ impl PortBuilder {
         self
     }
 
-    /// Creates the port; `EINVAL` for a capacity that is not a power of two in range,
-    /// `ENOMEM` when its ring cannot be allocated, `EMFILE` without a descriptor for its
-    /// handle.
+    /// The longest a waiter spins before it sleeps: zero, or 1 µs to 1 s (default 100 µs).
+    ///
+    /// A waiter that finds the port empty looks again for a while before it sleeps in the
+    /// kernel, and so does a thread that waits for socket readiness on the port (the inline
+    /// drive's leader, or the thread drive's reactor): a record posted meanwhile is taken
+    /// in the time of a cache-line transfer, where a sleep and its wake cost microseconds
+    /// (tens on a virtual machine). How long is learnt from the waits that happen, up to
+    /// this limit; a port whose waits are all long stops spinning by itself. The spin takes
+    /// CPU time, which a server keeps busy under load: in `iocp-bench echo` at half of its
+    /// peak rate, the inline drive's server used 6.1 µs of CPU a message where tokio used
+    /// 3.9 µs, for a median latency of 7.8 µs against 19 µs. Zero turns the spin off: a
+    /// waiter sleeps as soon as it finds nothing, and every record that finds it asleep
+    /// costs a wake.
+    pub fn spin_limit(mut self, limit: Duration) -> PortBuilder {
+        self.spin_limit = limit;
+        self
+    }
+
+    /// Creates the port; `EINVAL` for a capacity that is not a power of two in range or a
+    /// spin limit out of range, `ENOMEM` when its ring cannot be allocated, `EMFILE`
+    /// without a descriptor for its handle.
     pub fn build(self) -> io::Result<Port> {
         if !self.capacity.is_power_of_two() || self.capacity > MAX_CAPACITY {
             return Err(error::invalid());
         }
+        let limit = self.spin_limit;
+        if !(limit.is_zero() || (MIN_SPIN..=SPIN_LIMIT_MAX).contains(&limit)) {
+            return Err(error::invalid());
+        }
+        let spin = Spin::stoppable();
+        spin.limit_to(limit);
         let concurrency = match self.concurrency {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -223,7 +249,7 @@ impl PortBuilder {
             handle,
             ring,
             waiters: CachePadded::new(WaitStack::new()),
-            spin: CachePadded::new(Spin::stoppable()),
+            spin: CachePadded::new(spin),
             closed: AtomicBool::new(false),
             dequeuers: CachePadded::new(AtomicU32::new(0)),
             wanted: CachePadded::new(AtomicUsize::new(0)),
@@ -765,7 +791,11 @@ impl Port {
         let driven = match shared.reactor.get() {
             Some(driving) => Arc::clone(driving.driven()),
             None => {
-                let made: Arc<dyn Driven> = Arc::new(make()?);
+                let made = make()?;
+                // The port's spin limit holds for the thread that waits for readiness too.
+                #[cfg(not(loom))]
+                made.turns().limit_spin(shared.spin.limit());
+                let made: Arc<dyn Driven> = Arc::new(made);
                 if shared.reactor.set(Driving::new(Arc::clone(&made))).is_ok() {
                     match shared.drive {
                         Drive::Thread => Arc::clone(&made).spawn_thread("iocp-reactor")?,
@@ -1715,6 +1745,57 @@ impl fmt::Debug for Batch<'_> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_spin_limit_is_checked_and_holds_for_waiters_and_the_readiness_leader() {
+        for bad in [Duration::from_nanos(500), Duration::from_secs(2)] {
+            let err = Port::builder().spin_limit(bad).build().unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
+        }
+        let limits = [
+            (None, MAX_SPIN),
+            (Some(Duration::ZERO), Duration::ZERO),
+            (Some(MIN_SPIN), MIN_SPIN),
+            (Some(SPIN_LIMIT_MAX), SPIN_LIMIT_MAX),
+        ];
+        for (limit, expected) in limits {
+            for drive in [Drive::Inline, Drive::Thread] {
+                let builder = Port::builder().drive(drive);
+                let builder = match limit {
+                    Some(limit) => builder.spin_limit(limit),
+                    None => builder,
+                };
+                let port = builder.build().unwrap();
+                assert_eq!(port.shared.spin.limit(), expected, "{limit:?} {drive:?}");
+                assert_eq!(port.shared.spin.is_off(), expected.is_zero());
+                let reactor = port.readiness(crate::net::Reactor::new).unwrap();
+                let turns = crate::drive::Readiness::turns(&*reactor);
+                assert_eq!(turns.spin_limit(), expected, "{limit:?} {drive:?}");
+                port.close().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn ports_without_a_spin_hand_records_between_threads_that_sleep_for_each() {
+        let no_spin = || Port::builder().spin_limit(Duration::ZERO).build().unwrap();
+        let (ping, pong) = (no_spin(), no_spin());
+        const ROUNDS: u64 = 2_000;
+        let wait = Some(Duration::from_secs(10));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..ROUNDS {
+                    let record = ping.get(wait).unwrap();
+                    pong.post(record).unwrap();
+                }
+            });
+            for i in 0..ROUNDS {
+                ping.post(Completion::new(i, 1, 0)).unwrap();
+                assert_eq!(pong.get(wait).unwrap().key(), i);
+            }
+        });
+        assert!(ping.shared.spin.is_off() && pong.shared.spin.is_off());
+    }
 
     #[test]
     fn a_busy_inline_port_looks_at_readiness_after_enough_records_and_enough_time() {

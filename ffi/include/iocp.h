@@ -310,6 +310,12 @@ typedef OVERLAPPED_ENTRY *LPOVERLAPPED_ENTRY;
 #define IOCP_PORT_FIFO 1
 
 /*
+ `iocp_port_create` flag: waiters never spin; a thread that finds the port empty sleeps
+ at once (see `iocp_port_create`).
+ */
+#define IOCP_PORT_NO_SPIN 2
+
+/*
  `Internal` of a request in progress (`STATUS_PENDING` on Windows).
  */
 #define WSS_OPERATION_IN_PROGRESS 259
@@ -638,7 +644,8 @@ int iocp_lio_listio(int mode, struct iocp_aiocb *const *list, int n, void *sig);
 
 /*
  Creates a port, as `CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, threads)` does,
- with the options named in `flags` (0, or `IOCP_PORT_FIFO`).
+ with the options named in `flags` (0, or `IOCP_PORT_FIFO` and `IOCP_PORT_NO_SPIN`
+ or-ed).
 
  `threads` is the concurrency value, as for `CreateIoCompletionPort`: how many threads
  that dequeued from the port with `GetQueuedCompletionStatus` run at once (0: the number
@@ -656,9 +663,18 @@ int iocp_lio_listio(int mode, struct iocp_aiocb *const *list, int n, void *sig);
  costs an atomic compare-and-swap on a line all posting threads share, so posting from
  several threads at once is slower. See "Ordering" in ffi/README.md.
 
+ A thread that finds the port empty (in `GetQueuedCompletionStatus` and the other
+ dequeues, or waiting for socket readiness on the port's behalf) looks again for up to
+ 100 µs, learnt from the waits that happen, before it sleeps in the kernel: a record
+ posted meanwhile is taken at once, where a sleep and its wake cost microseconds. With
+ `IOCP_PORT_NO_SPIN` it sleeps as soon as it finds nothing, which spares that CPU time
+ and makes every record that finds it asleep pay for a wake. See "Spinning" in
+ ffi/README.md.
+
  Returns the port's handle, a descriptor the library owns (close it with
- `CloseHandle`); 0 with `errno` on failure: `EINVAL` when `flags` has a bit that is not
- `IOCP_PORT_FIFO`, `EMFILE`, `ENFILE` or `ENOMEM` when no handle can be made.
+ `CloseHandle`); 0 with `errno` on failure: `EINVAL` when `flags` has a bit that is
+ neither `IOCP_PORT_FIFO` nor `IOCP_PORT_NO_SPIN`, `EMFILE`, `ENFILE` or `ENOMEM` when no
+ handle can be made.
  */
 HANDLE iocp_port_create(DWORD threads, DWORD flags);
 

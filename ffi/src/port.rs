@@ -11,8 +11,10 @@
 use crate::boundary::{run, set_errno, Errno, Outcome};
 use crate::handles;
 use crate::types::{gmcs, BOOL, DWORD, GMCS_NMAX, HANDLE, INFINITE, INVALID_HANDLE_VALUE};
-use crate::types::{FALSE, IOCP_PORT_FIFO, LPOVERLAPPED, OVERLAPPED_ENTRY, TRUE};
-use iocp::{descriptor, Completion, DrainStatus, Port, ProviderSocket};
+use crate::types::{
+    FALSE, IOCP_PORT_FIFO, IOCP_PORT_NO_SPIN, LPOVERLAPPED, OVERLAPPED_ENTRY, TRUE,
+};
+use iocp::{descriptor, Completion, DrainStatus, Port, PortBuilder, ProviderSocket};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::raw::c_int;
@@ -53,7 +55,7 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
     run(0, || {
         if fd == INVALID_HANDLE_VALUE {
             return match port {
-                0 => create(threads, false),
+                0 => create(threads, Port::builder()),
                 _ => Err(Errno::INVAL),
             };
         }
@@ -77,7 +79,8 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
 }
 
 /// Creates a port, as `CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, threads)` does,
-/// with the options named in `flags` (0, or `IOCP_PORT_FIFO`).
+/// with the options named in `flags` (0, or `IOCP_PORT_FIFO` and `IOCP_PORT_NO_SPIN`
+/// or-ed).
 ///
 /// `threads` is the concurrency value, as for `CreateIoCompletionPort`: how many threads
 /// that dequeued from the port with `GetQueuedCompletionStatus` run at once (0: the number
@@ -95,30 +98,43 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
 /// costs an atomic compare-and-swap on a line all posting threads share, so posting from
 /// several threads at once is slower. See "Ordering" in ffi/README.md.
 ///
+/// A thread that finds the port empty (in `GetQueuedCompletionStatus` and the other
+/// dequeues, or waiting for socket readiness on the port's behalf) looks again for up to
+/// 100 µs, learnt from the waits that happen, before it sleeps in the kernel: a record
+/// posted meanwhile is taken at once, where a sleep and its wake cost microseconds. With
+/// `IOCP_PORT_NO_SPIN` it sleeps as soon as it finds nothing, which spares that CPU time
+/// and makes every record that finds it asleep pay for a wake. See "Spinning" in
+/// ffi/README.md.
+///
 /// Returns the port's handle, a descriptor the library owns (close it with
-/// `CloseHandle`); 0 with `errno` on failure: `EINVAL` when `flags` has a bit that is not
-/// `IOCP_PORT_FIFO`, `EMFILE`, `ENFILE` or `ENOMEM` when no handle can be made.
+/// `CloseHandle`); 0 with `errno` on failure: `EINVAL` when `flags` has a bit that is
+/// neither `IOCP_PORT_FIFO` nor `IOCP_PORT_NO_SPIN`, `EMFILE`, `ENFILE` or `ENOMEM` when no
+/// handle can be made.
 #[no_mangle]
 pub extern "C" fn iocp_port_create(threads: DWORD, flags: DWORD) -> HANDLE {
     run(0, || {
-        if flags & !IOCP_PORT_FIFO != 0 {
+        if flags & !(IOCP_PORT_FIFO | IOCP_PORT_NO_SPIN) != 0 {
             return Err(Errno::INVAL);
         }
-        create(threads, flags & IOCP_PORT_FIFO != 0)
+        let builder = Port::builder().fifo(flags & IOCP_PORT_FIFO != 0);
+        create(
+            threads,
+            match flags & IOCP_PORT_NO_SPIN {
+                0 => builder,
+                _ => builder.spin_limit(Duration::ZERO),
+            },
+        )
     })
 }
 
-fn create(threads: DWORD, fifo: bool) -> Outcome<HANDLE> {
+/// A port of `builder`'s with the concurrency value `threads`, kept by its handle.
+fn create(threads: DWORD, builder: PortBuilder) -> Outcome<HANDLE> {
     let concurrency = match threads {
         INFINITE => usize::MAX,
         n => n as usize,
     };
     // The handle keeps the port until `CloseHandle` (or a plain `close` noticed).
-    Ok(Port::builder()
-        .concurrency(concurrency)
-        .fifo(fifo)
-        .build()?
-        .into_handle())
+    Ok(builder.concurrency(concurrency).build()?.into_handle())
 }
 
 /// Dequeues one record, waiting up to `timeout_ms` (`INFINITE`: forever; 0: poll).

@@ -116,6 +116,9 @@ pub const GMCS_NMAX: DWORD = 4096;
 /// `iocp_port_create` flag: one first-in first-out order across all posting threads, as
 /// on Windows and AIX (see `iocp_port_create`).
 pub const IOCP_PORT_FIFO: DWORD = 0x1;
+/// `iocp_port_create` flag: waiters never spin; a thread that finds the port empty sleeps
+/// at once (see `iocp_port_create`).
+pub const IOCP_PORT_NO_SPIN: DWORD = 0x2;
 /// `Internal` of a request in progress (`STATUS_PENDING` on Windows).
 pub const WSS_OPERATION_IN_PROGRESS: DWORD = 0x103;
 

@@ -175,26 +175,51 @@ static void create_and_associate(void)
     close(sv[1]);
 }
 
+struct late_post {
+    HANDLE port;
+    pthread_t thread;
+};
+
+static void *post_late(void *arg)
+{
+    struct late_post *late = arg;
+    usleep(20 * 1000);
+    CHECK(PostQueuedCompletionStatus(late->port, 7, 70, NULL));
+    return NULL;
+}
+
 static void create_with_flags(void)
 {
     /* No flag: the port CreateIoCompletionPort makes; IOCP_PORT_FIFO: one order across
-     * threads (ordering.c). Any other bit: EINVAL. */
+     * threads (ordering.c); IOCP_PORT_NO_SPIN: waiters sleep at once. Any other bit:
+     * EINVAL. */
     HANDLE plain = iocp_port_create(0, 0);
     CHECK(plain > 0);
     HANDLE fifo = iocp_port_create(INFINITE, IOCP_PORT_FIFO);
     CHECK(fifo > 0 && fifo != plain);
-    FAILS_WITH(iocp_port_create(0, 0x2) == 0, EINVAL);
+    HANDLE quiet = iocp_port_create(1, IOCP_PORT_NO_SPIN | IOCP_PORT_FIFO);
+    CHECK(quiet > 0 && quiet != fifo && quiet != plain);
+    FAILS_WITH(iocp_port_create(0, 0x4) == 0, EINVAL);
     FAILS_WITH(iocp_port_create(0, IOCP_PORT_FIFO | 0x80000000u) == 0, EINVAL);
     FAILS_WITH(iocp_port_create(1, 0xFFFFFFFFu) == 0, EINVAL);
 
-    /* Either is a port like any other: it takes associations, posts and every dequeue. */
+    /* A waiter on a port without a spin sleeps, and a post wakes it. */
+    struct late_post late = { .port = quiet };
+    CHECK(pthread_create(&late.thread, NULL, post_late, &late) == 0);
+    DWORD late_bytes, late_key;
+    LPOVERLAPPED late_ovl;
+    CHECK(GetQueuedCompletionStatus(quiet, &late_bytes, &late_key, &late_ovl, 10000));
+    CHECK(late_bytes == 7 && late_key == 70);
+    CHECK(pthread_join(late.thread, NULL) == 0);
+
+    /* Each is a port like any other: it takes associations, posts and every dequeue. */
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
     CHECK(CreateIoCompletionPort(sv[0], fifo, 3, 0) == fifo);
     CHECK(CreateIoCompletionPort(sv[1], plain, 4, 0) == plain);
     FAILS_WITH(CreateIoCompletionPort(sv[0], plain, 3, 0) == 0, EALREADY);
-    HANDLE ports[2] = { plain, fifo };
-    for (int i = 0; i < 2; i++) {
+    HANDLE ports[3] = { plain, fifo, quiet };
+    for (int i = 0; i < 3; i++) {
         DWORD bytes, key, removed;
         LPOVERLAPPED ovl;
         struct gmcs results[2];
