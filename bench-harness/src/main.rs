@@ -72,6 +72,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
+    /// The spin limit of the iocp `echo` servers' ports (`PortBuilder::spin_limit`), in
+    /// microseconds; 0: their waiters sleep at once [default: the engine's, 100].
+    #[arg(long, global = true, value_name = "US",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    iocp_spin_limit_us: Option<u32>,
 }
 
 /// The subcommands: one per scenario, plus `all`.
@@ -228,7 +233,13 @@ fn main() -> ExitCode {
 
     let mut scenarios = results::Scenarios::default();
     for &scenario in command.scenarios() {
-        run(scenario, &settings, cli.workers.into(), &mut scenarios);
+        let servers = Servers {
+            workers: cli.workers.into(),
+            iocp_spin_limit: cli
+                .iocp_spin_limit_us
+                .map(|us| Duration::from_micros(us.into())),
+        };
+        run(scenario, &settings, servers, &mut scenarios);
     }
 
     let results = results::Results::new(command.name(), &settings, scenarios, started.elapsed());
@@ -249,8 +260,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs one scenario under its progress bar and files its report. `workers`: `--workers`.
-fn run(scenario: Command, settings: &Settings, workers: usize, scenarios: &mut results::Scenarios) {
+/// What the command line sets for the servers of `echo` and `resp`.
+#[derive(Clone, Copy, Debug)]
+pub struct Servers {
+    /// `--workers`: worker threads of every `echo` server and of `resp`'s resp_server.
+    pub workers: usize,
+    /// `--iocp-spin-limit-us`: the iocp `echo` servers' spin limit, if not the engine's.
+    pub iocp_spin_limit: Option<Duration>,
+}
+
+/// Runs one scenario under its progress bar and files its report.
+fn run(
+    scenario: Command,
+    settings: &Settings,
+    servers: Servers,
+    scenarios: &mut results::Scenarios,
+) {
     use scenario::{drain, echo, file, resp, wake};
     let name = scenario.name();
     match scenario {
@@ -269,7 +294,7 @@ fn run(scenario: Command, settings: &Settings, workers: usize, scenarios: &mut r
         }
         Command::Echo => {
             let bar = progress_bar(name, echo::measurements(settings));
-            scenarios.echo = Some(echo::run(settings, workers, &bar));
+            scenarios.echo = Some(echo::run(settings, servers, &bar));
             bar.finish_with_message("done");
         }
         Command::File => {
@@ -279,7 +304,7 @@ fn run(scenario: Command, settings: &Settings, workers: usize, scenarios: &mut r
         }
         Command::Resp => {
             let bar = progress_bar(name, resp::measurements(settings));
-            let report = resp::run(settings, workers, &bar);
+            let report = resp::run(settings, servers.workers, &bar);
             match &report.skipped {
                 Some(_) => bar.finish_with_message("skipped"),
                 None => bar.finish_with_message("done"),

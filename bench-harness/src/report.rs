@@ -272,13 +272,16 @@ fn wake_table(out: &mut String, report: &wake::Report) {
 fn echo_table(out: &mut String, report: &echo::Report) {
     let _ = writeln!(
         out,
-        "\necho: TCP echo on 127.0.0.1, {} B messages, {} worker{} per server, {} generator thread{}{}",
+        "\necho: TCP echo on 127.0.0.1, {} B messages, {} worker{} per server, {} generator thread{}{}{}",
         report.message_bytes,
         report.workers,
         plural(report.workers),
         report.generator_threads,
         plural(report.generator_threads),
-        if report.pinned { ", pinned" } else { "" }
+        if report.pinned { ", pinned" } else { "" },
+        report
+            .iocp_spin_limit_us
+            .map_or(String::new(), |us| format!(", iocp spin limit {us:.0} us"))
     );
     let _ = writeln!(
         out,

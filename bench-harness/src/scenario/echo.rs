@@ -55,7 +55,7 @@ use super::spread::{standing, Spread, Standing};
 use crate::latency::{self, CurvePoint, Percentiles};
 use crate::loadgen::{self, CpuUse, Mode, Plan, MESSAGE};
 use crate::sys::pin_set;
-use crate::Settings;
+use crate::{Servers, Settings};
 use core_affinity::CoreId;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
@@ -156,6 +156,8 @@ impl Server {
 pub struct Report {
     /// Worker threads of every server.
     pub workers: usize,
+    /// The iocp servers' spin limit, µs, where the command line set one.
+    pub iocp_spin_limit_us: Option<f64>,
     /// Load generator threads.
     pub generator_threads: usize,
     /// Bytes per message.
@@ -425,8 +427,12 @@ impl Merged {
 }
 
 /// Measures every server at every connection count, advancing `bar` after each
-/// measurement. `workers`: worker threads of every server.
-pub fn run(settings: &Settings, workers: usize, bar: &ProgressBar) -> Report {
+/// measurement, with `servers.workers` worker threads in every server.
+pub fn run(settings: &Settings, servers: Servers, bar: &ProgressBar) -> Report {
+    let Servers {
+        workers,
+        iocp_spin_limit,
+    } = servers;
     let timing = Timing::of(settings);
     let io_uring = uring_server::probe();
     let cores = settings.pin_plan(workers + GENERATOR_THREADS);
@@ -440,6 +446,7 @@ pub fn run(settings: &Settings, workers: usize, bar: &ProgressBar) -> Report {
             let context = Context {
                 connections,
                 workers,
+                iocp_spin_limit,
                 timing,
                 cores,
             };
@@ -465,12 +472,14 @@ pub fn run(settings: &Settings, workers: usize, bar: &ProgressBar) -> Report {
     let active = Context {
         connections: scale::ACTIVE,
         workers,
+        iocp_spin_limit,
         timing,
         cores,
     };
     let scale = scale::run(settings, &active, available, bar);
     Report {
         workers,
+        iocp_spin_limit_us: iocp_spin_limit.map(|limit| limit.as_secs_f64() * 1e6),
         generator_threads: GENERATOR_THREADS,
         message_bytes: MESSAGE,
         warmup_s: timing.warmup.as_secs_f64(),
@@ -594,6 +603,8 @@ fn summarize(
 struct Context<'a> {
     connections: usize,
     workers: usize,
+    /// The iocp servers' spin limit, if not the engine's.
+    iocp_spin_limit: Option<Duration>,
     timing: Timing,
     /// Server cores first (`workers` of them), then the generator's.
     cores: Option<&'a [CoreId]>,
@@ -678,8 +689,8 @@ impl Context<'_> {
             deadline,
         };
         let running = match server {
-            Server::IocpInline => iocp_server::start(launch, Drive::Inline),
-            Server::IocpThread => iocp_server::start(launch, Drive::Thread),
+            Server::IocpInline => iocp_server::start(launch, Drive::Inline, self.iocp_spin_limit),
+            Server::IocpThread => iocp_server::start(launch, Drive::Thread, self.iocp_spin_limit),
             Server::Mio => mio_server::start(launch),
             Server::Tokio => tokio_server::start(launch),
             Server::IoUring => uring_server::start(launch),
@@ -803,6 +814,7 @@ mod tests {
         Context {
             connections,
             workers: 1,
+            iocp_spin_limit: None,
             timing: Timing {
                 warmup: Duration::from_millis(10),
                 closed: Duration::from_millis(30),

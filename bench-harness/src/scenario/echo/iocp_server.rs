@@ -17,7 +17,7 @@ use iocp::{Completion, Drive, OpResult, Port, Socket, Submitted, Ticket};
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Key of the listener's records.
 const LISTENER: u64 = u64::MAX;
@@ -39,8 +39,13 @@ const MAX_ACCEPTS: usize = 4 * super::BACKLOG;
 /// Upper bound on `get_many` calls of one worker.
 const MAX_TURNS: u64 = 1 << 40;
 
-/// Starts the server: `launch.workers` threads with a port each, driven as `drive` says.
-pub(super) fn start(launch: Launch, drive: Drive) -> Result<Running, String> {
+/// Starts the server: `launch.workers` threads with a port each, driven as `drive` says,
+/// their spin limited to `spin_limit` where it is given.
+pub(super) fn start(
+    launch: Launch,
+    drive: Drive,
+    spin_limit: Option<Duration>,
+) -> Result<Running, String> {
     let Launch {
         listener,
         workers,
@@ -48,7 +53,14 @@ pub(super) fn start(launch: Launch, drive: Drive) -> Result<Running, String> {
         deadline,
     } = launch;
     let ports = (0..workers)
-        .map(|_| Port::builder().drive(drive).build())
+        .map(|_| {
+            let builder = Port::builder().drive(drive);
+            match spin_limit {
+                Some(limit) => builder.spin_limit(limit),
+                None => builder,
+            }
+            .build()
+        })
         .collect::<io::Result<Vec<Port>>>()
         .map_err(|e| format!("creating a port: {e}"))?;
     let listener = Socket::associated(listener, &ports[0], LISTENER)
