@@ -211,16 +211,16 @@ impl PortBuilder {
     /// The longest a waiter spins before it sleeps: zero, or 1 µs to 1 s (default 100 µs).
     ///
     /// A waiter that finds the port empty looks again for a while before it sleeps in the
-    /// kernel, and so does a thread that waits for socket readiness on the port (the inline
-    /// drive's leader, or the thread drive's reactor): a record posted meanwhile is taken
-    /// in the time of a cache-line transfer, where a sleep and its wake cost microseconds
-    /// (tens on a virtual machine). How long is learnt from the waits that happen, up to
-    /// this limit; a port whose waits are all long stops spinning by itself. The spin takes
-    /// CPU time, which a server keeps busy under load: in `iocp-bench echo` at half of its
-    /// peak rate, the inline drive's server used 6.1 µs of CPU a message where tokio used
-    /// 3.9 µs, for a median latency of 7.8 µs against 19 µs. Zero turns the spin off: a
-    /// waiter sleeps as soon as it finds nothing, and every record that finds it asleep
-    /// costs a wake.
+    /// kernel, and so does the inline drive's leader before it blocks waiting for socket
+    /// readiness (the thread drive's reactor thread never spins): a record posted
+    /// meanwhile is taken in the time of a cache-line transfer, where a sleep and its wake
+    /// cost microseconds (tens on a virtual machine). How long is learnt from the waits
+    /// that happen, up to this limit; a port whose waits are all long stops spinning by
+    /// itself. The spin takes CPU time, which a server keeps busy under load: in
+    /// `iocp-bench echo` at half of its peak rate, the inline drive's server used 6.1 µs of
+    /// CPU a message where tokio used 3.9 µs, for a median latency of 7.8 µs against 19 µs.
+    /// Zero turns the spin off: a waiter sleeps as soon as it finds nothing, and every
+    /// record that finds it asleep costs a wake.
     pub fn spin_limit(mut self, limit: Duration) -> PortBuilder {
         self.spin_limit = limit;
         self
@@ -792,7 +792,7 @@ impl Port {
             Some(driving) => Arc::clone(driving.driven()),
             None => {
                 let made = make()?;
-                // The port's spin limit holds for the thread that waits for readiness too.
+                // The port's spin limit holds for the inline drive's leader too.
                 #[cfg(not(loom))]
                 made.turns().limit_spin(shared.spin.limit());
                 let made: Arc<dyn Driven> = Arc::new(made);
