@@ -21,11 +21,16 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn server(workers: u16, drive: DriveArg) -> SocketAddr {
+    spinning_or_not(workers, drive, false)
+}
+
+fn spinning_or_not(workers: u16, drive: DriveArg, no_spin: bool) -> SocketAddr {
     let options = Options {
         addr: "127.0.0.1:0".parse().unwrap(),
         workers,
         pin: false,
         drive,
+        no_spin,
     };
     // The workers run until the test process ends.
     resp_server::start(&options).expect("server starts").0
@@ -217,8 +222,14 @@ fn inline_commands_as_telnet_sends_them() {
 
 #[test]
 fn fifty_clients_at_once_each_see_their_own_values() {
-    for drive in [DriveArg::Inline, DriveArg::Thread] {
-        let addr = server(2, drive);
+    // The last: workers that sleep as soon as they find nothing, woken for every request.
+    let servers = [
+        (DriveArg::Inline, false),
+        (DriveArg::Thread, false),
+        (DriveArg::Inline, true),
+    ];
+    for (drive, no_spin) in servers {
+        let addr = spinning_or_not(2, drive, no_spin);
         let clients: Vec<_> = (0..50)
             .map(|id| {
                 thread::spawn(move || {
