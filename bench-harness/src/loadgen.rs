@@ -134,8 +134,18 @@ impl CpuUse {
         self.process.saturating_sub(self.generator)
     }
 
-    /// `time` in cores: its share of the wall time (1.0: one core all the time).
-    pub fn cores(&self, time: Duration) -> f64 {
+    /// The server's CPU time in cores: its share of the wall time (1.0: one core all the
+    /// time).
+    pub fn server_cores(&self) -> f64 {
+        self.cores(self.server())
+    }
+
+    /// The generator threads' CPU time in cores.
+    pub fn generator_cores(&self) -> f64 {
+        self.cores(self.generator)
+    }
+
+    fn cores(&self, time: Duration) -> f64 {
         time.as_secs_f64() / self.wall.as_secs_f64()
     }
 
@@ -761,7 +771,8 @@ mod tests {
             generator: ms(70),
         };
         assert_eq!(a.server(), ms(90));
-        assert!((a.cores(a.server()) - 0.9).abs() < 1e-9);
+        assert!((a.server_cores() - 0.9).abs() < 1e-9);
+        assert!((a.generator_cores() - 0.6).abs() < 1e-9);
         let rounds = a.plus(b);
         assert_eq!(
             (rounds.wall, rounds.process, rounds.generator),

@@ -231,14 +231,14 @@ fn main() -> ExitCode {
         eprintln!("iocp-bench: --pin: this machine does not report its cores; running unpinned");
     }
 
+    let servers = Servers {
+        workers: cli.workers.into(),
+        iocp_spin_limit: cli
+            .iocp_spin_limit_us
+            .map(|us| Duration::from_micros(us.into())),
+    };
     let mut scenarios = results::Scenarios::default();
     for &scenario in command.scenarios() {
-        let servers = Servers {
-            workers: cli.workers.into(),
-            iocp_spin_limit: cli
-                .iocp_spin_limit_us
-                .map(|us| Duration::from_micros(us.into())),
-        };
         run(scenario, &settings, servers, &mut scenarios);
     }
 

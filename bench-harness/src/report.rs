@@ -655,13 +655,13 @@ fn ms(spread: &resp::Rounds) -> String {
     )
 }
 
-/// `1.23x`, or `-`.
 /// Two CPU shares as percentages of a core: `99/95`.
 fn cpu_pair(server: Option<f64>, generator: Option<f64>) -> String {
     let percent = |cores: Option<f64>| cores.map_or("-".into(), |c| format!("{:.0}", c * 100.0));
     format!("{}/{}", percent(server), percent(generator))
 }
 
+/// `1.23x`, or `-`.
 fn ratio(value: Option<f64>) -> String {
     value.map_or("-".into(), |r| format!("{r:.2}x"))
 }

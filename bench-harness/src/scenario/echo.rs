@@ -388,13 +388,12 @@ impl Merged {
             (false, Some(rounds), Some(round)) => Some(rounds.plus(round)),
             _ => None,
         };
-        let cpu = measured.cpu;
         self.rounds.push(Round {
             messages_per_sec: measured.per_sec(),
             late: measured.late,
             latency_ns: Percentiles::of(&measured.histogram),
-            server_cores: cpu.map(|cpu| cpu.cores(cpu.server())),
-            generator_cores: cpu.map(|cpu| cpu.cores(cpu.generator)),
+            server_cores: measured.cpu.as_ref().map(CpuUse::server_cores),
+            generator_cores: measured.cpu.as_ref().map(CpuUse::generator_cores),
         });
         self.histogram
             .add(&measured.histogram)
@@ -407,7 +406,7 @@ impl Merged {
 
     /// The server's CPU time over the rounds, in cores.
     fn server_cores(&self) -> Option<f64> {
-        self.cpu.map(|cpu| cpu.cores(cpu.server()))
+        self.cpu.as_ref().map(CpuUse::server_cores)
     }
 
     /// Each round's messages/s.
@@ -510,7 +509,7 @@ fn summarize(
                 latency_ns: Percentiles::of(&merged.histogram),
                 curve: latency::curve(&merged.histogram),
                 server_cores: merged.server_cores(),
-                generator_cores: merged.cpu.map(|cpu| cpu.cores(cpu.generator)),
+                generator_cores: merged.cpu.as_ref().map(CpuUse::generator_cores),
             }),
             Ok(_) => Outcome::Skipped {
                 reason: "no message completed".into(),
