@@ -1,5 +1,5 @@
 //! Synchronization primitives, from loom under `--cfg loom` and from std otherwise, so
-//! that the models in `tests/loom.rs` check the very code that ships.
+//! that the models in `tests/loom/` check the very code that ships.
 
 #[cfg(loom)]
 pub(crate) use loom::{

@@ -815,7 +815,8 @@ impl<'a> Slots<'a> {
             unsafe {
                 cell.cast::<[u64; 3]>().write(record.to_words())
             };
-            // SAFETY: as above.
+            // SAFETY: this thread claimed `pos` and the slot's previous record was freed
+            // (the claim saw `head` past it); the consumer reads it only after the stamp.
             #[cfg(not(target_pointer_width = "64"))]
             unsafe {
                 (*cell).write(record)

@@ -175,7 +175,8 @@ mod tests {
         let internal = unsafe { (*c).Internal };
         assert_eq!(internal, crate::types::WSS_OPERATION_IN_PROGRESS);
         block.publish(512, 0).unwrap();
-        // SAFETY: as for the read above; `publish` ran on this thread, so nothing races.
+        // SAFETY: `c` is `block` under its C layout, live; `publish` wrote these words on
+        // this thread, so the plain reads race with nothing.
         assert_eq!(unsafe { ((*c).Internal, (*c).InternalHigh) }, (0, 512));
     }
 

@@ -58,7 +58,9 @@ mod imp {
     /// Sets the calling thread's slot.
     #[inline]
     pub(crate) fn set(value: *const ()) {
-        // SAFETY: as in `get`; the store is to this thread's own slot.
+        // SAFETY: initial-exec access to the slot: the GOT entry holds its offset from the
+        // thread pointer (`%fs` base), and the store is to this thread's own 8 bytes, which
+        // nothing else reads or writes.
         unsafe {
             asm!(
                 "movq iocp_engine_0_1_tls_slot@GOTTPOFF(%rip), {t}",

@@ -386,7 +386,7 @@ fn lio_wait_returns_eio_when_a_request_fails_as_it_runs() {
     assert_eq!(aio_state(lio.cb(1)), (libc::EBADF, -1));
     // Every request done and fine: 0.
     let good = Lio::new(vec![Entry::read(readable.as_raw_fd(), 0, 512, None)]);
-    // SAFETY: as above.
+    // SAFETY: `good` outlives its request, which is done when the call returns.
     unsafe { pool.lio_listio(LioMode::Wait, &good.list()) }.unwrap();
 }
 
@@ -728,7 +728,7 @@ fn cached_reads_are_done_by_the_caller_before_lio_listio_returns() {
         // SAFETY: both lists outlive their requests: the records are dequeued and the
         // aiocbs polled until done below.
         unsafe { pool.lio_listio(LioMode::NoWaitGmcs, &gmcs.list()) }.unwrap();
-        // SAFETY: as above.
+        // SAFETY: `plain` outlives its requests: its aiocbs are polled until done below.
         unsafe { pool.lio_listio(LioMode::NoWait, &plain.list()) }.unwrap();
         let mut out = [Completion::default(); 8];
         let at_once = port.get_many(&mut out, 0, None).unwrap().count;
@@ -843,7 +843,8 @@ fn regression_an_o_direct_read_was_done_by_the_caller() {
         assert_eq!(state, libc::EINPROGRESS, "done by the caller");
     }
     let deadline = Instant::now() + BULK_PATIENCE;
-    // SAFETY: as above.
+    // SAFETY: `cb` points at `aiocb`, which only the pool writes until the request is done
+    // (atomically).
     while unsafe { &*cb }.error() == libc::EINPROGRESS {
         assert!(
             Instant::now() < deadline,
@@ -851,7 +852,7 @@ fn regression_an_o_direct_read_was_done_by_the_caller() {
         );
         thread::sleep(Duration::from_millis(1));
     }
-    // SAFETY: as above; the request is done.
+    // SAFETY: `cb` points at `aiocb`, and the request is done: nothing writes it now.
     assert_eq!(aio_state(unsafe { &*cb }), (0, 4 * KIB as isize));
     // SAFETY: the read is done; `buf` holds 4 KiB written by it.
     assert!(unsafe { std::slice::from_raw_parts(buf, 4 * KIB) } == &data[..4 * KIB]);

@@ -61,7 +61,8 @@ fn read_overlapped_on_an_associated_socket_posts_the_block_address() {
         // the next one is done at once, the block filled in, no record.
         b.write_all(b"third").unwrap();
         wait_readable(socket.raw_fd());
-        // SAFETY: as above; the second read is done, so the block is free again.
+        // SAFETY: `buf` and `overlapped` outlive `socket` (declared first), whose close
+        // ends the request; the second read is done, so the block is free again.
         let at_once = unsafe { socket.read_overlapped(buf.as_mut_ptr(), buf.len(), &overlapped) };
         assert_eq!(at_once.unwrap(), Some(5));
         assert_eq!(overlapped.get_result(false).unwrap(), 5);
