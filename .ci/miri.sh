@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Miri over the engine's unit tests that it can run: the ring (engine/src/ring.rs: its
-# scalar tag search, the overflow queue, and producers racing a consumer under Miri's
-# data-race detector and weak-memory emulation), the OVERLAPPED status block
+# lanes, the overflow queue, and producers racing a consumer under Miri's data-race
+# detector and weak-memory emulation), the OVERLAPPED status block
 # (engine/src/overlapped.rs, with its futex wait), the runs of tasks shared with a pool
 # thread (engine/src/share.rs: a helper must be done with a run, which lives on its
-# caller's stack, before the caller returns), a socket's word (engine/src/gate.rs), and the
-# socket address conversions (engine/src/sys/socket.rs).
+# caller's stack, before the caller returns), a socket's word (engine/src/gate.rs), the
+# socket address conversions (engine/src/sys/socket.rs), and the completion record's words
+# and halves (engine/src/completion.rs).
 #
 # Not the others: anything with a port, an event, a socket or a file opens a handle, an
-# AF_UNIX socket or epoll, which Miri does not emulate. buffer.rs and completion.rs have
-# no unit tests of their own. The ring's AVX2 search is inline assembly, which Miri
-# cannot run: under cfg(miri) the ring uses its scalar search, so that is what Miri checks.
+# AF_UNIX socket or epoll, which Miri does not emulate. buffer.rs has no unit tests of its
+# own; of completion.rs's, the record's (its words and halves).
 #
 # Needs the nightly toolchain; adds its miri component when missing, and says so and exits
 # 0 when it cannot.
@@ -37,7 +37,7 @@ run() {
         --target-dir target/miri -- "${@:2}"
 }
 # Every test once, then the ones with threads under more interleavings.
-run "" ring:: overlapped:: share:: gate:: sys::socket::
+run "" ring:: overlapped:: share:: gate:: sys::socket:: completion::tests::a_record
 seeds=${IOCP_MIRI_SEEDS:-8}
 if [ "$seeds" -gt 1 ]; then
     run "-Zmiri-many-seeds=1..$seeds" \

@@ -1,6 +1,7 @@
 //! The completion record, and the decision of who delivers an operation's one record.
 
 use crate::primitive::{AtomicU8, Ordering};
+use std::fmt;
 use std::io;
 
 /// One completion record: what `GetQueuedCompletionStatus` returns and what a
@@ -9,66 +10,103 @@ use std::io;
 /// `overlapped` is an opaque address: for I/O it is the address of the request's
 /// [`Overlapped`](crate::Overlapped), for a posted record whatever the poster chose.
 /// `error` is 0 for success or the failed operation's `errno`.
+///
+/// # Layout
+///
+/// On 64-bit targets the record's memory is AIX's `struct gmcs`, with the key's high half
+/// in that struct's padding: a 32-bit byte count, the key's low 32 bits, a 32-bit `errno`,
+/// the key's high 32 bits, then the overlapped address, 24 bytes in all. The layout is
+/// part of the type's contract: the C ABI fills a caller's array of `struct gmcs` by
+/// copying records in whole words (capping the byte count at 2^31 - 1, as AIX reports
+/// it), and makes records of the entries `iocp_post_many` is given the same way, with no
+/// field moved on the way.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Completion {
-    key: u64,
+    /// The byte count and the key's low half ([`join`]).
+    count_and_key: u64,
+    /// The error and the key's high half ([`join`]).
+    error_and_key: u64,
     overlapped: usize,
-    bytes: u32,
-    error: u32,
 }
 
-// `to_words` relies on this layout: three 8-byte words, the 4-byte fields in the last.
+// Kept as whole words, so that a record moved through memory (a post's record is, on its way
+// into its slot) is stored and loaded in the same widths: built from 4-byte fields, a slot's
+// 8-byte load of two of them waited for both stores to reach the cache, since a load is
+// forwarded from one store and not from two (a C `PostQueuedCompletionStatus` a record
+// after another went from 5.3 to 8.3 ns on an Intel Xeon VM that way).
 #[cfg(target_pointer_width = "64")]
-const _: () = {
-    assert!(std::mem::size_of::<Completion>() == 24);
-    assert!(std::mem::offset_of!(Completion, overlapped) == 8);
-    assert!(std::mem::offset_of!(Completion, bytes) == 16);
-    assert!(std::mem::offset_of!(Completion, error) == 20);
-};
+const _: () = assert!(std::mem::size_of::<Completion>() == 24);
+
+/// A word of two 32-bit halves, `first` at the lower address.
+const fn join(first: u32, second: u32) -> u64 {
+    if cfg!(target_endian = "little") {
+        first as u64 | (second as u64) << 32
+    } else {
+        (first as u64) << 32 | second as u64
+    }
+}
+
+/// The halves of a word made by [`join`], in the same order.
+const fn split(word: u64) -> (u32, u32) {
+    if cfg!(target_endian = "little") {
+        (word as u32, (word >> 32) as u32)
+    } else {
+        ((word >> 32) as u32, word as u32)
+    }
+}
 
 impl Completion {
-    /// The record as the three 8-byte words of its memory, its two 4-byte fields joined
-    /// into the last: a ring slot takes it in three stores rather than four, and a post on
-    /// the same thread as its drain is bound by its stores (on an AMD EPYC, 16 posts and a
-    /// drain went from 5.1 to 4.8 ns a record with this alone).
-    #[cfg(target_pointer_width = "64")]
+    /// The record as three 8-byte words, on 64-bit targets those of its memory: a ring slot
+    /// takes it in three stores rather than one per field, and a post on the same thread as
+    /// its drain is bound by its stores (on an AMD EPYC, joining two 4-byte fields into one
+    /// store took 16 posts and a drain from 5.1 to 4.8 ns a record). A call that is not
+    /// inlined takes a record as its words, which go in registers, where a record would go
+    /// by reference to a copy built in memory.
     #[inline(always)]
     pub(crate) fn to_words(self) -> [u64; 3] {
-        let last = if cfg!(target_endian = "little") {
-            u64::from(self.bytes) | u64::from(self.error) << 32
-        } else {
-            u64::from(self.bytes) << 32 | u64::from(self.error)
-        };
-        [self.key, self.overlapped as u64, last]
+        [
+            self.count_and_key,
+            self.error_and_key,
+            self.overlapped as u64,
+        ]
+    }
+
+    /// The record [`to_words`](Self::to_words) gave.
+    #[inline(always)]
+    pub(crate) fn from_words([count_and_key, error_and_key, overlapped]: [u64; 3]) -> Completion {
+        Completion {
+            count_and_key,
+            error_and_key,
+            overlapped: overlapped as usize,
+        }
     }
 
     /// A successful record.
     pub const fn new(key: u64, bytes: u32, overlapped: usize) -> Completion {
         Completion {
-            key,
+            count_and_key: join(bytes, key as u32),
+            error_and_key: join(0, (key >> 32) as u32),
             overlapped,
-            bytes,
-            error: 0,
         }
     }
 
     /// The same record, marked as a failed operation with `errno` (0 means success).
     pub const fn with_error(self, errno: u32) -> Completion {
         Completion {
-            error: errno,
+            error_and_key: join(errno, split(self.error_and_key).1),
             ..self
         }
     }
 
     /// The completion key the handle was associated (or the record posted) with.
     pub const fn key(&self) -> u64 {
-        self.key
+        split(self.count_and_key).1 as u64 | (split(self.error_and_key).1 as u64) << 32
     }
 
     /// Bytes transferred.
     pub const fn bytes(&self) -> u32 {
-        self.bytes
+        split(self.count_and_key).0
     }
 
     /// The overlapped address the record carries.
@@ -78,15 +116,26 @@ impl Completion {
 
     /// The operation's `errno`, 0 for success.
     pub const fn error(&self) -> u32 {
-        self.error
+        split(self.error_and_key).0
     }
 
     /// The byte count, or the operation's error.
     pub fn result(&self) -> io::Result<u32> {
-        match self.error {
-            0 => Ok(self.bytes),
+        match self.error() {
+            0 => Ok(self.bytes()),
             errno => Err(io::Error::from_raw_os_error(errno as i32)),
         }
+    }
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("key", &self.key())
+            .field("overlapped", &self.overlapped)
+            .field("bytes", &self.bytes())
+            .field("error", &self.error())
+            .finish()
     }
 }
 
@@ -189,6 +238,41 @@ mod tests {
     use std::sync::{mpsc, Arc};
     use std::thread;
     use std::time::Duration;
+
+    /// Keys beyond 32 bits, byte counts and errors at their limits: the halves a record
+    /// keeps in its two words come back whole, and its words make the same record again.
+    #[test]
+    fn a_record_reads_back_every_field_as_made() {
+        let keys = [
+            0,
+            1,
+            u32::MAX as u64,
+            1 << 32,
+            0x1122_3344_5566_7788,
+            u64::MAX,
+        ];
+        for key in keys {
+            for (bytes, error) in [(0, 0), (1, 5), (u32::MAX, u32::MAX)] {
+                let record = Completion::new(key, bytes, 0xdead_beef).with_error(error);
+                let fields = (record.key(), record.bytes(), record.error());
+                assert_eq!(fields, (key, bytes, error));
+                assert_eq!(record.overlapped(), 0xdead_beef);
+                assert_eq!(Completion::from_words(record.to_words()), record);
+                let cleared = record.with_error(0);
+                assert_eq!((cleared.key(), cleared.result().unwrap()), (key, bytes));
+            }
+        }
+    }
+
+    /// `Debug` shows the key as one number, not as the halves the record keeps.
+    #[test]
+    fn a_record_prints_its_key_whole() {
+        let record = Completion::new(0x1_0000_0002, 3, 4).with_error(5);
+        assert_eq!(
+            format!("{record:?}"),
+            "Completion { key: 4294967298, overlapped: 4, bytes: 3, error: 5 }"
+        );
+    }
 
     /// Regression: the operation was marked done only after its record was posted, so a
     /// program that dequeued the record and then cancelled could be told `Running`

@@ -193,9 +193,9 @@ impl PortBuilder {
         self
     }
 
-    /// Drains one record at a time, checking each slot on its own, instead of copying runs
-    /// found 32 tags per vector compare. Slower; it exists so benchmarks
-    /// can measure what the batched path buys.
+    /// Drains one record at a time, each take a pass of its own that frees its one slot,
+    /// instead of copying a lane's whole run in one pass and freeing it with one store.
+    /// Slower; it exists so benchmarks can measure what the batched path buys.
     pub fn scalar_drain(mut self, scalar: bool) -> PortBuilder {
         self.scalar_drain = scalar;
         self
@@ -740,14 +740,12 @@ impl Port {
         });
         match cached {
             Some(Some(())) => Some(Ok(())),
-            // As in `with_handle`. The record goes by its fields (see `Lane::spill_one`).
-            _ => Self::post_uncached(
-                handle,
-                record.key(),
-                record.bytes(),
-                record.overlapped(),
-                record.error(),
-            ),
+            // As in `with_handle`. The record goes by its words (see
+            // `Completion::to_words`).
+            _ => {
+                let [first, second, third] = record.to_words();
+                Self::post_uncached(handle, first, second, third)
+            }
         }
     }
 
@@ -756,12 +754,11 @@ impl Port {
     #[cold]
     fn post_uncached(
         handle: crate::RawHandle,
-        key: u64,
-        bytes: u32,
-        overlapped: usize,
-        error: u32,
+        first: u64,
+        second: u64,
+        third: u64,
     ) -> Option<io::Result<()>> {
-        let record = Completion::new(key, bytes, overlapped).with_error(error);
+        let record = Completion::from_words([first, second, third]);
         PORTS.get(handle).map(|port| port.post(record))
     }
 

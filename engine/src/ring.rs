@@ -383,13 +383,9 @@ impl Ring {
             // never names the lane of a thread that fences its posts.
             return barrier::light();
         }
-        // The record goes by its fields (see `Lane::spill_one`).
-        self.push_found(
-            record.key(),
-            record.bytes(),
-            record.overlapped(),
-            record.error(),
-        );
+        // The record goes by its words (see `Completion::to_words`).
+        let [first, second, third] = record.to_words();
+        self.push_found(first, second, third);
     }
 
     /// [`push`](Self::push) through the thread's lane cache: when the thread's last post
@@ -398,8 +394,8 @@ impl Ring {
     /// is the repeat post to a private lane alone.
     #[cold]
     #[inline(never)]
-    fn push_found(&self, key: u64, bytes: u32, overlapped: usize, error: u32) {
-        let record = Completion::new(key, bytes, overlapped).with_error(error);
+    fn push_found(&self, first: u64, second: u64, third: u64) {
+        let record = Completion::from_words([first, second, third]);
         self.push_through_cache(move |lane| lane.push(record), |_, _| ());
     }
 
@@ -463,6 +459,18 @@ impl Ring {
             }
             place.private = None;
         }
+        // The record goes by its words (see `Completion::to_words`).
+        let [first, second, third] = record.to_words();
+        self.push_finding(place, first, second, third);
+    }
+
+    /// [`push_at`](Self::push_at) when `place` knows no lane of the thread's: through the
+    /// thread's lane cache, which tells `place` the lane it finds. Kept out of `push_at`,
+    /// which its caller inlines, so that what it inlines is the post to a known lane alone.
+    #[cfg(not(loom))]
+    #[inline(never)]
+    fn push_finding(&self, place: &mut Place, first: u64, second: u64, third: u64) {
+        let record = Completion::from_words([first, second, third]);
         self.push_through_cache(
             move |lane| lane.push(record),
             |lane, token| place.private = Some((Arc::clone(lane), token)),
@@ -803,7 +811,7 @@ impl<'a> Slots<'a> {
 
     /// Writes `record` into the slot of `pos`, claimed by this thread, and publishes it.
     /// Always inlined: a call would take the record by reference, so every post would
-    /// build it in memory (see `Lane::spill_one`).
+    /// build it in memory (see `Completion::to_words`).
     #[inline(always)]
     fn write_and_publish(self, pos: usize, record: Completion) {
         let slot = self.slot(pos);
@@ -912,21 +920,16 @@ impl Lane {
                 return self.write_and_publish(pos, record);
             }
         }
-        self.spill_one(
-            record.key(),
-            record.bytes(),
-            record.overlapped(),
-            record.error(),
-        );
+        let [first, second, third] = record.to_words();
+        self.spill_one(first, second, third);
     }
 
-    /// [`spill`](Self::spill) of one record, which it takes by its fields: a record passed
-    /// by reference (as `spill` takes it, or by value, which passes the caller's copy)
-    /// would be built in memory by every post, from its 4-byte fields, and the slot write
-    /// that copies it from there right away would stall its 8-byte loads on those stores.
+    /// [`spill`](Self::spill) of one record, which it takes by its words (see
+    /// `Completion::to_words`): a record passed by reference (as `spill` takes it, or by
+    /// value, which passes the caller's copy) would be built in memory by every post.
     #[cold]
-    fn spill_one(&self, key: u64, bytes: u32, overlapped: usize, error: u32) {
-        let record = Completion::new(key, bytes, overlapped).with_error(error);
+    fn spill_one(&self, first: u64, second: u64, third: u64) {
+        let record = Completion::from_words([first, second, third]);
         self.spill(std::slice::from_ref(&record), |record| *record);
     }
 

@@ -180,6 +180,47 @@ mod tests {
         assert_eq!(unsafe { ((*c).Internal, (*c).InternalHigh) }, (0, 512));
     }
 
+    /// A record's memory is a `struct gmcs` entry (`Completion`'s `# Layout`), which
+    /// `gmcs::from_record` copies in whole words: each field lands in its place, the key's
+    /// high half in the padding, and a byte count past 2^31 - 1 is capped without touching
+    /// the key beside it.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_record_is_a_gmcs_entry_field_for_field() {
+        let record =
+            iocp::Completion::new(0x1122_3344_5566_7788, 0x0102_0304, 0xdead_beef).with_error(0x6f);
+        // SAFETY: a record is 24 bytes, all initialized, so it reads as six `u32`s.
+        let words = unsafe { std::mem::transmute::<iocp::Completion, [u32; 6]>(record) };
+        assert_eq!(words[..4], [0x0102_0304, 0x5566_7788, 0x6f, 0x1122_3344]);
+
+        let entry = gmcs::from_record(&record);
+        assert_eq!(
+            (entry.transfer_count, entry.completion_key, entry.errorno),
+            (0x0102_0304, 0x5566_7788, 0x6f)
+        );
+        assert_eq!(entry.overlapped as usize, 0xdead_beef);
+        assert_eq!(
+            entry.completion(),
+            iocp::Completion::new(0x5566_7788, 0x0102_0304, 0xdead_beef).with_error(0x6f)
+        );
+
+        for (bytes, capped) in [
+            (i32::MAX as u32, i32::MAX as u32),
+            (i32::MAX as u32 + 1, i32::MAX as u32),
+            (u32::MAX, i32::MAX as u32),
+            (0, 0),
+        ] {
+            let record = iocp::Completion::new(u64::MAX, bytes, 1).with_error(u32::MAX);
+            let entry = gmcs::from_record(&record);
+            assert_eq!(
+                (entry.transfer_count, entry.completion_key, entry.errorno),
+                (capped, u32::MAX, u32::MAX),
+                "{bytes}"
+            );
+            assert_eq!(entry.overlapped as usize, 1);
+        }
+    }
+
     /// The same for the aiocb's private status: `_iocp_status` is what `aio_error` reads.
     #[test]
     fn the_aiocb_private_words_are_the_engines() {
