@@ -18,6 +18,10 @@
 //! short at an urgent mark with data behind it. Datagram reads never start it (Linux and
 //! Android only, where the reactor hears of urgent data).
 //!
+//! A `recv` with an empty buffer on a stream socket waits for readability and takes no
+//! byte (Winsock's zero-byte read; see [`Socket::recv`]). Its 0 bytes say nothing about
+//! the receive queue, so it leaves the readiness cache as it found it.
+//!
 //! Two kinds of request share the queues (the request model of `request`). Owned-buffer
 //! requests ([`Socket::recv`] and the like) hand their buffer to the engine; a later
 //! completion's record carries a [`Ticket`], and [`Socket::finish`] turns the record back
@@ -216,6 +220,12 @@ impl Socket {
     }
 
     /// Receives into `buf` (up to its length).
+    ///
+    /// An empty `buf` on a stream socket is a zero-byte read, Winsock's idiom for many idle
+    /// connections: it completes with 0 bytes once the socket is readable (bytes queued, or
+    /// the end of the stream; a failure comes back as the error) and takes none of the
+    /// bytes, so a server lends a buffer only to the read after it. On a datagram socket it
+    /// takes the next datagram and keeps none of it, as `recv(2)` does.
     pub fn recv(&self, buf: Vec<u8>) -> io::Result<Submitted> {
         self.submit_owned(Kind::Recv, Buf::Owned(buf))
     }
@@ -278,7 +288,8 @@ impl Socket {
 
     /// Receives into caller memory, completing through `overlapped` (`ReadFile` on a
     /// socket). `Ok(Some(n))` when done at once (the block is filled in, no record);
-    /// `Ok(None)` when it will complete later through the port, or the block's event.
+    /// `Ok(None)` when it will complete later through the port, or the block's event. A
+    /// `len` of 0 is a zero-byte read, as an empty buffer is to [`recv`](Socket::recv).
     ///
     /// # Safety
     ///

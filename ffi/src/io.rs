@@ -20,7 +20,10 @@ use std::os::raw::c_void;
 /// port carrying `ovl`, or by setting `ovl->hEvent` when `fd` has no port. After a read of
 /// a stream socket came back short (fewer bytes than asked), its next read is not tried: it
 /// is `EINPROGRESS` until the socket's next readable event, even with bytes already there
-/// (the readiness cache; see `ffi/README.md`). A regular file
+/// (the readiness cache; see `ffi/README.md`). A read of 0 bytes of a stream socket (`buf`
+/// may be NULL) is a zero-byte read: it completes with 0 bytes once the socket is
+/// readable and takes no byte (on a datagram socket it takes the next datagram and keeps
+/// none of it, as `recv(2)` does). A regular file
 /// (a Windows extension) reads at the block's `Offset`/`OffsetHigh` and always completes
 /// later, on the library's file threads.
 ///

@@ -115,22 +115,6 @@ fn tickets_are_distinct_among_a_sockets_pending_requests() {
 }
 
 #[test]
-fn a_zero_byte_recv_waits_for_data_and_completes_with_zero_bytes() {
-    each_drive(|drive| {
-        let port = port(drive);
-        let (server, mut client) = tcp_pair();
-        let socket = Socket::associated(server, &port, 6).unwrap();
-        // The Windows idiom: a zero-byte read completes when data is there, consuming none.
-        let ticket = pending(socket.recv(Vec::new()));
-        assert_no_record(&port, QUIET);
-        client.write_all(b"data").unwrap();
-        assert_eq!(finish_next(&port, &socket, 6, ticket).result.unwrap(), 0);
-        let got = done(socket.recv(vec![0; 8]));
-        assert_eq!(&got.buf[..got.result.unwrap()], b"data");
-    });
-}
-
-#[test]
 fn a_socket_used_without_a_port_can_be_associated_later() {
     each_drive(|drive| {
         let event = Event::new(true, false).unwrap();

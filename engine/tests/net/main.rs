@@ -9,7 +9,8 @@
 //!
 //! The tests live by concern in the modules below ([`association`], [`completion`],
 //! [`echo`], [`transfers`], [`connect`], [`peers`], [`cancel`], [`close`], [`udp`],
-//! [`overlapped`], [`readiness`], [`defects`], [`regressions`]); this file holds what they share.
+//! [`overlapped`], [`readiness`], [`zero_byte`], [`defects`], [`regressions`]); this file holds
+//! what they share.
 #![cfg(not(loom))]
 
 mod association;
@@ -28,6 +29,7 @@ mod readiness;
 mod regressions;
 mod transfers;
 mod udp;
+mod zero_byte;
 
 use common::ports::next;
 use common::sockets::{tcp_pair, tcp_socket};

@@ -1,7 +1,7 @@
 /* Sockets through ReadFile/WriteFile and the port: a socketpair and a TCP connection on
  * 127.0.0.1; requests done at once (no record), requests completing later (a record),
- * synchronous calls, cancellation, end of file, and a socket without a port whose
- * requests complete through their hEvent and GetOverlappedResult. */
+ * synchronous calls, cancellation, end of file, zero-byte reads, and a socket without a
+ * port whose requests complete through their hEvent and GetOverlappedResult. */
 #include "check.h"
 
 #include <arpa/inet.h>
@@ -128,6 +128,59 @@ static void tcp_on_loopback(void)
     close(server);
 }
 
+/* Zero-byte reads (NULL, 0): an idle connection waits for its readable event holding no
+   buffer; the read completes with 0 bytes and takes none of them, and a read with a
+   buffer then gets them at once. */
+static void zero_byte_reads(void)
+{
+    int server, client;
+    tcp_pair(&server, &client);
+    CHECK(CreateIoCompletionPort(server, port, 9, 0) == port);
+    for (int round = 0; round < 3; round++) {
+        OVERLAPPED o;
+        memset(&o, 0, sizeof o);
+        DWORD done = 7, bytes, key;
+        LPOVERLAPPED ovl;
+        FAILS_WITH(!ReadFile(server, NULL, 0, &done, &o), EINPROGRESS);
+        expect_no_record();
+        char out[16], in[16];
+        int n = snprintf(out, sizeof out, "idle %d", round);
+        CHECK(WriteFile(client, out, (DWORD)n, &done, NULL) && done == (DWORD)n);
+        CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 5000));
+        CHECK(ovl == &o && key == 9 && bytes == 0 && o.Internal == 0 && o.InternalHigh == 0);
+        /* The bytes are all there: done at once, no record. */
+        memset(&o, 0, sizeof o);
+        CHECK(ReadFile(server, in, sizeof in, &done, &o) && done == (DWORD)n);
+        CHECK(memcmp(in, out, (size_t)n) == 0);
+        expect_no_record();
+    }
+    /* With bytes queued. The read before came back short, so the first zero-byte read is
+       done at once or waits for the readable event the bytes raised, as the reactor has
+       seen it or not; the second is done at once, since 0 bytes asked for and 0 got does
+       not say the socket is drained. Neither takes a byte. */
+    DWORD done;
+    char in[4];
+    CHECK(WriteFile(client, "abc", 3, &done, NULL) && done == 3);
+    OVERLAPPED o;
+    memset(&o, 0, sizeof o);
+    BOOL now = ReadFile(server, NULL, 0, &done, &o);
+    if (!now) {
+        CHECK(errno == EINPROGRESS);
+        DWORD bytes, key;
+        LPOVERLAPPED ovl;
+        CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 5000) && ovl == &o);
+        done = bytes;
+    }
+    CHECK(done == 0);
+    memset(&o, 0, sizeof o);
+    CHECK(ReadFile(server, NULL, 0, &done, &o) && done == 0);
+    memset(&o, 0, sizeof o);
+    CHECK(ReadFile(server, in, sizeof in, &done, &o) && done == 3 && memcmp(in, "abc", 3) == 0);
+    expect_no_record();
+    close(client);
+    close(server);
+}
+
 struct delayed_write {
     int fd;
     long delay_ms;
@@ -190,6 +243,7 @@ int main(void)
     port = new_port();
     socketpair_through_the_port();
     tcp_on_loopback();
+    zero_byte_reads();
     without_a_port();
     CHECK(CloseHandle(port));
     puts("sockets: ok");
