@@ -97,6 +97,7 @@ fn echo_color(server: echo::Server) -> RGBColor {
     match server {
         echo::Server::IocpInline => TAB_BLUE,
         echo::Server::IocpThread => TAB_CYAN,
+        echo::Server::IocpZeroByte => TAB_PURPLE,
         echo::Server::Mio => TAB_GREEN,
         echo::Server::Tokio => TAB_ORANGE,
         echo::Server::IoUring => TAB_RED,

@@ -295,7 +295,7 @@ fn echo_table(out: &mut String, report: &echo::Report) {
     );
     let _ = writeln!(
         out,
-        "{:<6} {:<20} {:>9} {:>7} {:>9} {:>7} | {:>8} {:>22} {:>22} {:>7} {:>7} p99 vs best",
+        "{:<6} {:<22} {:>9} {:>7} {:>9} {:>7} | {:>8} {:>22} {:>22} {:>7} {:>7} p99 vs best",
         "conns",
         "server",
         "msg/s",
@@ -354,12 +354,12 @@ fn echo_table(out: &mut String, report: &echo::Report) {
             } else {
                 format!(" <- {}", marks.join(", "))
             };
-            let line = format!("{label:<6} {:<20} {closed} | {open}{marks}", row.name);
+            let line = format!("{label:<6} {:<22} {closed} | {open}{marks}", row.name);
             let _ = writeln!(out, "{}", line.trim_end());
             use echo::Outcome::Skipped;
             match (&row.closed, &row.open) {
                 (Skipped { reason: closed }, Skipped { reason: open }) if closed == open => {
-                    let _ = writeln!(out, "{:<6} {:<20} skipped: {closed}", "", "");
+                    let _ = writeln!(out, "{:<6} {:<22} skipped: {closed}", "", "");
                 }
                 (closed, open) => {
                     let closed = match closed {
@@ -373,7 +373,7 @@ fn echo_table(out: &mut String, report: &echo::Report) {
                     for (mode, reason) in [("closed", closed), ("open", open)] {
                         if let Some(reason) = reason {
                             let _ =
-                                writeln!(out, "{:<6} {:<20} {mode} loop skipped: {reason}", "", "");
+                                writeln!(out, "{:<6} {:<22} {mode} loop skipped: {reason}", "", "");
                         }
                     }
                 }
@@ -442,7 +442,7 @@ fn echo_scale_table(out: &mut String, scale: &echo::scale::Scale) {
             echo::Outcome::Measured(loaded) => {
                 let _ = writeln!(
                     out,
-                    "{label:<6} {:<20} {:>9} {:>7} {:>9} | {:>8.0} B per idle connection{best}",
+                    "{label:<6} {:<22} {:>9} {:>7} {:>9} | {:>8.0} B per idle connection{best}",
                     row.name,
                     si(loaded.messages_per_sec),
                     ratio(row.throughput_ratio),
@@ -451,7 +451,7 @@ fn echo_scale_table(out: &mut String, scale: &echo::scale::Scale) {
                 );
             }
             echo::Outcome::Skipped { reason } => {
-                let _ = writeln!(out, "{label:<6} {:<20} skipped: {reason}", row.name);
+                let _ = writeln!(out, "{label:<6} {:<22} skipped: {reason}", row.name);
             }
         }
         label.clear();

@@ -43,7 +43,9 @@
 //!
 //! Then the scale row ([`scale`]): 10,000 connections (1,000 with `--quick`) of which 64
 //! run the closed loop and the rest stay idle; the active ones' messages/s and p99, and the
-//! memory each server keeps per idle connection.
+//! memory each server keeps per idle connection. That row has a third iocp server,
+//! `iocp (zero-byte reads)`: the inline drive's, its connections waiting with Winsock's
+//! zero-byte read instead of a read of their own buffer ([`iocp_server::Reads`]).
 
 mod iocp_server;
 mod mio_server;
@@ -60,6 +62,7 @@ use core_affinity::CoreId;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use iocp::Drive;
+use iocp_server::Reads;
 use serde::Serialize;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -100,6 +103,9 @@ pub enum Server {
     IocpInline,
     /// iocp-rs, [`Drive::Thread`].
     IocpThread,
+    /// iocp-rs, [`Drive::Inline`], its connections waiting with zero-byte reads: the scale
+    /// row only (see [`SCALE_SERVERS`]).
+    IocpZeroByte,
     /// Raw mio.
     Mio,
     /// tokio.
@@ -108,10 +114,21 @@ pub enum Server {
     IoUring,
 }
 
-/// Every server, in table order.
+/// Every server of the throughput and latency rows, in table order.
 pub const SERVERS: [Server; 5] = [
     Server::IocpInline,
     Server::IocpThread,
+    Server::Mio,
+    Server::Tokio,
+    Server::IoUring,
+];
+
+/// The servers of the scale row: those of the other rows, and iocp with zero-byte reads,
+/// whose idle connections hold no read buffer.
+pub const SCALE_SERVERS: [Server; 6] = [
+    Server::IocpInline,
+    Server::IocpThread,
+    Server::IocpZeroByte,
     Server::Mio,
     Server::Tokio,
     Server::IoUring,
@@ -123,6 +140,7 @@ impl Server {
         match self {
             Server::IocpInline => "iocp (inline drive)",
             Server::IocpThread => "iocp (thread drive)",
+            Server::IocpZeroByte => "iocp (zero-byte reads)",
             Server::Mio => "mio (epoll ET)",
             Server::Tokio => "tokio",
             Server::IoUring => "io_uring",
@@ -134,19 +152,22 @@ impl Server {
         !self.is_iocp()
     }
 
-    /// One of iocp's two drives.
+    /// iocp-rs, on either drive.
     pub fn is_iocp(self) -> bool {
-        matches!(self, Server::IocpInline | Server::IocpThread)
+        matches!(
+            self,
+            Server::IocpInline | Server::IocpThread | Server::IocpZeroByte
+        )
     }
 
     /// The closed-loop throughput this server must reach, over the best peer's: 1.1x with
     /// the inline drive (the one a server picks for speed), 1x with the thread drive;
-    /// `None` for a peer.
+    /// `None` for a peer and for the scale row's zero-byte reads.
     pub fn throughput_target(self) -> Option<f64> {
         match self {
             Server::IocpInline => Some(1.1),
             Server::IocpThread => Some(1.0),
-            Server::Mio | Server::Tokio | Server::IoUring => None,
+            Server::IocpZeroByte | Server::Mio | Server::Tokio | Server::IoUring => None,
         }
     }
 }
@@ -688,8 +709,15 @@ impl Context<'_> {
             deadline,
         };
         let running = match server {
-            Server::IocpInline => iocp_server::start(launch, Drive::Inline, self.iocp_spin_limit),
-            Server::IocpThread => iocp_server::start(launch, Drive::Thread, self.iocp_spin_limit),
+            Server::IocpInline => {
+                iocp_server::start(launch, Drive::Inline, self.iocp_spin_limit, Reads::Owned)
+            }
+            Server::IocpThread => {
+                iocp_server::start(launch, Drive::Thread, self.iocp_spin_limit, Reads::Owned)
+            }
+            Server::IocpZeroByte => {
+                iocp_server::start(launch, Drive::Inline, self.iocp_spin_limit, Reads::ZeroByte)
+            }
             Server::Mio => mio_server::start(launch),
             Server::Tokio => tokio_server::start(launch),
             Server::IoUring => uring_server::start(launch),
@@ -828,7 +856,8 @@ mod tests {
     #[test]
     fn every_server_echoes_closed_and_open_loop() {
         let io_uring = uring_server::probe();
-        for server in SERVERS {
+        // The scale row's servers: every server there is.
+        for server in SCALE_SERVERS {
             if server == Server::IoUring && io_uring.is_err() {
                 continue;
             }
@@ -852,7 +881,7 @@ mod tests {
         let io_uring = uring_server::probe();
         let mut context = context(16);
         context.workers = 2;
-        for server in SERVERS {
+        for server in SCALE_SERVERS {
             if server == Server::IoUring && io_uring.is_err() {
                 continue;
             }

@@ -10,6 +10,12 @@
 //! no read re-zeroes it; unlike the example, connections live in a slab instead of a hash
 //! map: the mio, tokio and io_uring servers get the same conveniences.
 //!
+//! With [`Reads::ZeroByte`] (the scale row's third iocp server) a connection waits with a
+//! zero-byte `recv`, Winsock's idiom for many idle connections: it holds no read buffer,
+//! and once the socket is readable the worker reads into the one buffer it lends to reads
+//! that complete at once. A read with a buffer that has to wait after all keeps it, and
+//! the worker makes itself another.
+//!
 //! It stops on a `STOP` record posted to every port, or by itself at the deadline.
 
 use super::{pin_set, set_nodelay, Launch, Running, READ_SIZE};
@@ -39,12 +45,23 @@ const MAX_ACCEPTS: usize = 4 * super::BACKLOG;
 /// Upper bound on `get_many` calls of one worker.
 const MAX_TURNS: u64 = 1 << 40;
 
+/// How a connection waits for bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reads {
+    /// With a `recv` of its own buffer in flight.
+    Owned,
+    /// With a zero-byte `recv` in flight, holding no buffer.
+    ZeroByte,
+}
+
 /// Starts the server: `launch.workers` threads with a port each, driven as `drive` says,
-/// their spin limited to `spin_limit` where it is given.
+/// their spin limited to `spin_limit` where it is given, their connections waiting for
+/// bytes as `reads` says.
 pub(super) fn start(
     launch: Launch,
     drive: Drive,
     spin_limit: Option<Duration>,
+    reads: Reads,
 ) -> Result<Running, String> {
     let Launch {
         listener,
@@ -75,7 +92,7 @@ pub(super) fn start(
             .spawn(move || {
                 // Before the first request: the reactor thread (thread drive) inherits it.
                 pin_set(cores.as_deref());
-                work(port, all, listener, deadline)
+                work(port, all, listener, reads, deadline)
             });
         match spawned {
             Ok(handle) => threads.push(handle),
@@ -104,7 +121,8 @@ struct Conn {
     socket: Socket,
     /// The ticket of the read in flight, to tell its record from a write's.
     read_ticket: Option<Ticket>,
-    /// The read buffer while no read is in flight (always [`READ_SIZE`] long).
+    /// The read buffer while no read is in flight (always [`READ_SIZE`] long); `None`
+    /// throughout with [`Reads::ZeroByte`], but while a read that had to wait keeps one.
     read_buf: Option<Vec<u8>>,
     /// The write buffer while no write is in flight.
     write_buf: Option<Vec<u8>>,
@@ -115,6 +133,10 @@ struct Worker {
     port: Port,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
+    reads: Reads,
+    /// With [`Reads::ZeroByte`], the buffer lent to each read that completes at once
+    /// ([`READ_SIZE`] long; empty while a read that had to wait keeps it).
+    lent: Vec<u8>,
 }
 
 /// One worker thread's loop.
@@ -122,12 +144,15 @@ fn work(
     port: Port,
     ports: Vec<Port>,
     listener: Option<Socket>,
+    reads: Reads,
     deadline: Instant,
 ) -> Result<(), String> {
     let mut worker = Worker {
         port: port.clone(),
         conns: Vec::new(),
         free: Vec::new(),
+        reads,
+        lent: Vec::new(),
     };
     let mut next = 0;
     if let Some(listener) = &listener {
@@ -203,7 +228,7 @@ impl Worker {
         let conn = Conn {
             socket,
             read_ticket: None,
-            read_buf: Some(vec![0; READ_SIZE]),
+            read_buf: (self.reads == Reads::Owned).then(|| vec![0; READ_SIZE]),
             // Grown by the first echo to the size of what comes back, and reused from
             // then on: a connection that never sends costs no write buffer.
             write_buf: Some(Vec::new()),
@@ -213,7 +238,7 @@ impl Worker {
         } else {
             self.conns[key] = Some(conn);
         }
-        self.read(key);
+        self.read(key, false);
     }
 
     fn conn(&mut self, key: usize) -> Option<&mut Conn> {
@@ -231,18 +256,37 @@ impl Worker {
     }
 
     /// Requests reads, echoing what completes at once, until a request has to wait.
-    fn read(&mut self, key: usize) {
+    /// `readable`: a zero-byte read has just found the socket readable, so the next read
+    /// is one with a buffer.
+    fn read(&mut self, key: usize, mut readable: bool) {
         for _ in 0..MAX_IMMEDIATE {
-            let Some(conn) = self.conn(key) else { return };
-            let Some(buf) = conn.read_buf.take() else {
+            let zero = self.reads == Reads::ZeroByte && !readable;
+            let Worker {
+                conns, lent, reads, ..
+            } = self;
+            let Some(conn) = conns.get_mut(key).and_then(Option::as_mut) else {
                 return;
+            };
+            let buf = match (*reads, conn.read_buf.take()) {
+                (Reads::Owned, Some(buf)) => buf,
+                // A read is in flight already.
+                (Reads::Owned, None) => return,
+                (Reads::ZeroByte, _) if zero => Vec::new(),
+                (Reads::ZeroByte, _) if lent.is_empty() => vec![0; READ_SIZE],
+                (Reads::ZeroByte, _) => std::mem::take(lent),
             };
             match conn.socket.recv(buf) {
                 Ok(Submitted::Pending(ticket)) => {
                     conn.read_ticket = Some(ticket);
                     return;
                 }
+                // Readable now (bytes, or the end of the stream the next read finds).
+                Ok(Submitted::Done(done)) if zero => match done.result {
+                    Ok(_) => readable = true,
+                    Err(_) => return self.drop_conn(key),
+                },
                 Ok(Submitted::Done(done)) => {
+                    readable = false;
                     if !self.echo(key, done) {
                         return;
                     }
@@ -270,7 +314,10 @@ impl Worker {
             }
             Ok(n) => n,
         };
-        let Some(conn) = self.conn(key) else {
+        let Worker {
+            conns, lent, reads, ..
+        } = self;
+        let Some(conn) = conns.get_mut(key).and_then(Option::as_mut) else {
             return false;
         };
         let Some(mut out) = conn.write_buf.take() else {
@@ -278,7 +325,12 @@ impl Worker {
         };
         out.clear();
         out.extend_from_slice(&done.buf[..n]);
-        conn.read_buf = Some(done.buf);
+        match reads {
+            Reads::Owned => conn.read_buf = Some(done.buf),
+            // Back to the worker, unless it made itself another meanwhile.
+            Reads::ZeroByte if lent.is_empty() => *lent = done.buf,
+            Reads::ZeroByte => {}
+        }
         match conn.socket.send(out) {
             Ok(Submitted::Pending(_)) => false,
             Ok(Submitted::Done(done)) => self.written(key, done),
@@ -310,20 +362,27 @@ impl Worker {
         let key = record.key() as usize;
         let Some(conn) = self.conn(key) else { return };
         if record.overlapped() == RESUME {
-            return self.read(key);
+            return self.read(key, false);
         }
         let is_read = Some(Ticket::of(record)) == conn.read_ticket;
         let Ok(done) = conn.socket.finish(record) else {
             // A stale record of a closed connection whose key was reused.
             return;
         };
+        // A zero-byte read's (a read with a buffer has a full-length one).
+        if is_read && done.buf.is_empty() {
+            return match done.result {
+                Ok(_) => self.read(key, true),
+                Err(_) => self.drop_conn(key),
+            };
+        }
         let read_next = if is_read {
             self.echo(key, done)
         } else {
             self.written(key, done)
         };
         if read_next {
-            self.read(key);
+            self.read(key, false);
         }
     }
 }

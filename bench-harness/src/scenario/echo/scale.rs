@@ -29,7 +29,7 @@
 //! past the hard limit; it is put back afterwards) and is skipped, with the reason, where
 //! the hard limit is too low.
 
-use super::{Context, Merged, Outcome, Server, Spread, SERVERS};
+use super::{Context, Merged, Outcome, Server, Spread, SCALE_SERVERS};
 use crate::latency::Percentiles;
 use crate::loadgen::{self, Mode};
 use crate::process::Process;
@@ -143,18 +143,18 @@ pub(super) fn run(
     let soft = match raise_descriptor_limit(connections) {
         Ok(soft) => soft,
         Err(reason) => {
-            bar.inc((SERVERS.len() * context.timing.closed_rounds) as u64);
+            bar.inc((SCALE_SERVERS.len() * context.timing.closed_rounds) as u64);
             scale.skipped = Some(reason);
             return scale;
         }
     };
-    let mut merged: Vec<Result<(Merged, Vec<f64>), String>> = SERVERS
+    let mut merged: Vec<Result<(Merged, Vec<f64>), String>> = SCALE_SERVERS
         .iter()
         .map(|&server| available(server).map(|()| (Merged::new(), Vec::new())))
         .collect();
     let rounds = context.timing.closed_rounds;
     for round in 1..=rounds {
-        for (slot, &server) in merged.iter_mut().zip(&SERVERS) {
+        for (slot, &server) in merged.iter_mut().zip(&SCALE_SERVERS) {
             bar.set_message(format!(
                 "{connections} conn ({} active), round {round}/{rounds}: {}",
                 context.connections,
@@ -211,14 +211,14 @@ fn summarize(scale: &mut Scale, merged: Vec<Result<(Merged, Vec<f64>), String>>)
             Err(reason) => Outcome::Skipped { reason },
         })
         .collect();
-    let best = SERVERS
+    let best = SCALE_SERVERS
         .iter()
         .zip(&outcomes)
         .filter(|(server, _)| server.is_peer())
         .filter_map(|(&server, outcome)| Some((server, outcome.measured()?.messages_per_sec)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     scale.best_peer_throughput = best.map(|(server, _)| server);
-    scale.rows = SERVERS
+    scale.rows = SCALE_SERVERS
         .iter()
         .zip(outcomes)
         .map(|(&server, outcome)| Row {
