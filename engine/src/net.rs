@@ -529,12 +529,18 @@ impl SocketInner {
             return Err(err);
         }
         let (notify, pending) = queued();
-        let request = Request { op, notify };
-        if read {
-            state.reads.push_back(request);
-        } else {
-            state.writes.push_back(request);
+        let queue = match read {
+            true => &mut state.reads,
+            false => &mut state.writes,
+        };
+        // Room for one to begin with, where a first push would make room for four: a
+        // socket seldom has more than one request of a direction waiting, and a server
+        // with many idle connections keeps one read of each waiting (80 bytes where four
+        // would take 320).
+        if queue.capacity() == 0 {
+            queue.reserve_exact(1);
         }
+        queue.push_back(Request { op, notify });
         // A write that tried under the lock hands its token over with its request queued.
         let before = self.gate.mirror(state.queues(), holds_token);
         if !read && queue_empty && !try_now && !before.writing() {

@@ -181,6 +181,10 @@ pub(crate) struct Finished(VecDeque<(Ticket, OpResult)>);
 impl Finished {
     /// Keeps the result of the request with `ticket` until it is taken.
     fn keep(&mut self, ticket: Ticket, result: OpResult) {
+        // Room for one to begin with, as a socket's request queues (see `net.rs`).
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(1);
+        }
         self.0.push_back((ticket, result));
     }
 
