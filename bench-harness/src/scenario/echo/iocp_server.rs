@@ -122,7 +122,7 @@ struct Conn {
     /// The ticket of the read in flight, to tell its record from a write's.
     read_ticket: Option<Ticket>,
     /// The read buffer while no read is in flight (always [`READ_SIZE`] long); `None`
-    /// throughout with [`Reads::ZeroByte`], but while a read that had to wait keeps one.
+    /// throughout with [`Reads::ZeroByte`], whose reads borrow the worker's.
     read_buf: Option<Vec<u8>>,
     /// The write buffer while no write is in flight.
     write_buf: Option<Vec<u8>>,
