@@ -647,8 +647,18 @@ impl Ring {
     /// their index.
     fn lanes_from(&self, start: usize) -> impl Iterator<Item = (usize, &Lane)> {
         let lanes = self.lanes();
+        // `start` is at most the number of lanes a consumer saw before (lanes never go), so
+        // each index below is one subtraction away from `start + k`, where a remainder was
+        // a division per lane looked at.
+        let start = match start <= lanes {
+            true => start,
+            false => start % lanes,
+        };
         (0..lanes)
-            .map(move |k| (start + k) % lanes)
+            .map(move |k| match start + k < lanes {
+                true => start + k,
+                false => start + k - lanes,
+            })
             .filter_map(|i| Some((i, self.lane(i)?)))
     }
 
@@ -1582,6 +1592,31 @@ mod tests {
                 // The copying drain above took the run before the hole.
                 assert_eq!(got, want[hole..], "cap {cap}");
             }
+        }
+    }
+
+    /// A consumer's look visits every lane once, in turn from the one it starts at, for
+    /// every start a consumer can store (up to the number of lanes) and past it.
+    #[test]
+    fn a_look_visits_every_lane_once_from_any_start() {
+        let ring = Ring::new(4, false).unwrap();
+        // Three threads holding a private lane each at once, beside the shared one.
+        let posted = std::sync::Barrier::new(3);
+        std::thread::scope(|s| {
+            for i in 0..3 {
+                let (ring, posted) = (&ring, &posted);
+                s.spawn(move || {
+                    ring.push(rec(i));
+                    posted.wait();
+                });
+            }
+        });
+        let lanes = ring.lanes();
+        assert_eq!(lanes, 4);
+        for start in 0..3 * lanes {
+            let visited: Vec<usize> = ring.lanes_from(start).map(|(i, _)| i).collect();
+            let want: Vec<usize> = (0..lanes).map(|k| (start + k) % lanes).collect();
+            assert_eq!(visited, want, "start {start}");
         }
     }
 
