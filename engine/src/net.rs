@@ -533,14 +533,7 @@ impl SocketInner {
             true => &mut state.reads,
             false => &mut state.writes,
         };
-        // Room for one to begin with, where a first push would make room for four: a
-        // socket seldom has more than one request of a direction waiting, and a server
-        // with many idle connections keeps one read of each waiting (80 bytes where four
-        // would take 320).
-        if queue.capacity() == 0 {
-            queue.reserve_exact(1);
-        }
-        queue.push_back(Request { op, notify });
+        request::push_back_starting_small(queue, Request { op, notify });
         // A write that tried under the lock hands its token over with its request queued.
         let before = self.gate.mirror(state.queues(), holds_token);
         if !read && queue_empty && !try_now && !before.writing() {

@@ -344,6 +344,13 @@ loom::thread_local! {
     static HELD: RefCell<Lanes> = RefCell::new(Lanes::new());
 }
 
+/// The calling thread's token as a lane's owner stores it; 0, which names no thread, for
+/// a thread that has none yet or whose cache is gone (exiting: it owns nothing any more).
+fn caller_token() -> usize {
+    HELD.try_with(|lanes| lanes.try_borrow().map_or(0, |lanes| lanes.token))
+        .unwrap_or(0)
+}
+
 /// Entries at the front of a thread's lane cache, searched in order.
 const FRONT: usize = 8;
 
@@ -684,10 +691,7 @@ impl Ring {
     /// Whether a thread other than the caller, and one that does not fence its posts, owns
     /// a private lane of this ring.
     fn foreign_owners(&self) -> bool {
-        // A thread whose cache is gone (exiting) owns nothing any more: 0 names no thread.
-        let mine = HELD
-            .try_with(|lanes| lanes.try_borrow().map_or(0, |lanes| lanes.token))
-            .unwrap_or(0);
+        let mine = caller_token();
         (1..self.lanes()).filter_map(|i| self.lane(i)).any(|lane| {
             // SeqCst: pairs with the owner's claim in `acquire_lane` (see there).
             let owner = lane.producers.owner.load(Ordering::SeqCst);
@@ -1137,10 +1141,7 @@ impl Lane {
     /// Whether the calling thread owns this private lane, so that no other thread posts to
     /// it meanwhile.
     fn owned_by_caller(&self) -> bool {
-        // A thread whose cache is gone (exiting) owns nothing any more: 0 names no thread.
-        let mine = HELD
-            .try_with(|lanes| lanes.try_borrow().map_or(0, |lanes| lanes.token))
-            .unwrap_or(0);
+        let mine = caller_token();
         // Relaxed: only the owner itself stores its token, so a load by the owner sees it;
         // any other value says another thread (or none) owns the lane.
         mine != 0 && self.producers.owner.load(Ordering::Relaxed) == mine

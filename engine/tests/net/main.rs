@@ -32,10 +32,10 @@ mod udp;
 mod zero_byte;
 
 use common::ports::next;
-use common::sockets::{tcp_pair, tcp_socket};
+use common::sockets::{tcp_pair, tcp_socket, unix_pair};
 use common::timing::PATIENCE;
 use iocp::{OpResult, Port, Socket, Submitted, Ticket};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -103,6 +103,17 @@ fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc:
 fn shrink_buffers(fd: RawFd) {
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 32 * 1024);
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 32 * 1024);
+}
+
+/// A loopback TCP pair and a Unix stream pair: each server end, and its peer to write to
+/// it from.
+fn stream_pairs() -> [(OwnedFd, Box<dyn Write>); 2] {
+    let (tcp_server, tcp_client) = tcp_pair();
+    let (unix_server, unix_client) = unix_pair();
+    [
+        (tcp_server.into(), Box::new(tcp_client)),
+        (unix_server.into(), Box::new(unix_client)),
+    ]
 }
 
 /// A loopback TCP pair with small kernel buffers at both ends (see [`shrink_buffers`]).

@@ -4,9 +4,8 @@
 //! end of the stream, a failure or urgent data end it for good; datagrams never start it.
 
 use crate::common::ports::{assert_no_record, each_drive, port};
-use crate::common::sockets::unix_pair;
 use crate::common::timing::SETTLE;
-use crate::{done, finish_next, outcome, tcp_pair, wait_readable};
+use crate::{done, finish_next, outcome, stream_pairs, tcp_pair, wait_readable};
 use iocp::{Port, Socket, Submitted, Ticket};
 use std::io::Write;
 use std::net::{Shutdown, TcpStream, UdpSocket};
@@ -42,13 +41,7 @@ fn registered_and_drained(
 fn after_a_short_stream_read_the_next_recv_waits_for_readiness_even_with_data_there() {
     each_drive(|drive| {
         let port = port(drive);
-        let (tcp_server, tcp_client) = tcp_pair();
-        let (unix_server, unix_client) = unix_pair();
-        let pairs: [(OwnedFd, Box<dyn Write>); 2] = [
-            (tcp_server.into(), Box::new(tcp_client)),
-            (unix_server.into(), Box::new(unix_client)),
-        ];
-        for (key, (server, mut peer)) in (1..).zip(pairs) {
+        for (key, (server, mut peer)) in (1..).zip(stream_pairs()) {
             let socket = Socket::associated(server, &port, key).unwrap();
             peer.write_all(b"short").unwrap();
             wait_readable(socket.raw_fd());

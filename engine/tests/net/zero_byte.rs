@@ -7,13 +7,11 @@
 
 use crate::common::pending;
 use crate::common::ports::{assert_no_record, each_drive, port};
-use crate::common::sockets::unix_pair;
 use crate::common::timing::SETTLE;
-use crate::{done, finish_next, outcome, reset, tcp_pair, wait_readable};
+use crate::{done, finish_next, outcome, reset, stream_pairs, tcp_pair, wait_readable};
 use iocp::{Port, Socket, Ticket};
 use std::io::Write;
 use std::net::{Shutdown, UdpSocket};
-use std::os::fd::OwnedFd;
 
 /// A zero-byte `recv` that has to wait: its ticket.
 fn waiting(socket: &Socket) -> Ticket {
@@ -28,13 +26,7 @@ const ROUNDS: usize = 3;
 fn a_zero_byte_recv_waits_for_bytes_and_leaves_them_to_the_read_after_it() {
     each_drive(|drive| {
         let port = port(drive);
-        let (tcp_server, tcp_client) = tcp_pair();
-        let (unix_server, unix_client) = unix_pair();
-        let pairs: [(OwnedFd, Box<dyn Write>); 2] = [
-            (tcp_server.into(), Box::new(tcp_client)),
-            (unix_server.into(), Box::new(unix_client)),
-        ];
-        for (key, (server, mut peer)) in (1..).zip(pairs) {
+        for (key, (server, mut peer)) in (1..).zip(stream_pairs()) {
             let socket = Socket::associated(server, &port, key).unwrap();
             for round in 0..ROUNDS {
                 // Idle: the zero-byte read waits, holding no buffer.
