@@ -240,9 +240,10 @@ struct iocp_aiocb {
      */
     int aio_fildes;
     /*
-     Where in the file (not negative).
+     Where in the file (not negative). 64 bits on every target, whatever
+     `_FILE_OFFSET_BITS` makes of `off_t` in the program that includes the header.
      */
-    off_t aio_offset;
+    int64_t aio_offset;
     /*
      The data; valid until the request is done.
      */

@@ -41,8 +41,9 @@ type VolatileVoid = c_void;
 pub struct Aiocb {
     /// The file.
     pub aio_fildes: c_int,
-    /// Where in the file (not negative).
-    pub aio_offset: libc::off_t,
+    /// Where in the file (not negative). 64 bits on every target, whatever
+    /// `_FILE_OFFSET_BITS` makes of `off_t` in the program that includes the header.
+    pub aio_offset: i64,
     /// The data; valid until the request is done.
     pub aio_buf: *mut VolatileVoid,
     /// How many bytes (at most 2^31 - 1).

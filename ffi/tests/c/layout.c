@@ -45,7 +45,8 @@ _Static_assert(offsetof(struct iocp_aiocb, aio_nbytes) == 24, "aio_nbytes");
 _Static_assert(offsetof(struct iocp_aiocb, aio_lio_opcode) == 32, "aio_lio_opcode");
 _Static_assert(offsetof(struct iocp_aiocb, aio_flag) == 36, "aio_flag");
 _Static_assert(offsetof(struct iocp_aiocb, aio_iocpfd) == 40, "aio_iocpfd");
-_Static_assert(sizeof(((struct iocp_aiocb *)0)->aio_offset) == sizeof(off_t), "off_t");
+/* 64 bits whatever _FILE_OFFSET_BITS makes of off_t, so that the layout is the library's. */
+_Static_assert(sizeof(((struct iocp_aiocb *)0)->aio_offset) == sizeof(int64_t), "aio_offset");
 
 _Static_assert(GMCS_NMAX == 4096, "GMCS_NMAX");
 _Static_assert(WSS_OPERATION_IN_PROGRESS == 0x103, "WSS_OPERATION_IN_PROGRESS");
