@@ -35,6 +35,7 @@ mod process;
 mod report;
 mod results;
 mod scenario;
+mod stalls;
 mod sys;
 
 use clap::{Parser, Subcommand};
@@ -237,12 +238,24 @@ fn main() -> ExitCode {
             .iocp_spin_limit_us
             .map(|us| Duration::from_micros(us.into())),
     };
+    let probe = if settings.quick {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(2)
+    };
+    let stalls = stalls::measure(&core_affinity::get_core_ids().unwrap_or_default(), probe);
     let mut scenarios = results::Scenarios::default();
     for &scenario in command.scenarios() {
         run(scenario, &settings, servers, &mut scenarios);
     }
 
-    let results = results::Results::new(command.name(), &settings, scenarios, started.elapsed());
+    let results = results::Results::new(
+        command.name(),
+        &settings,
+        stalls,
+        scenarios,
+        started.elapsed(),
+    );
     let table = report::table(&results);
     println!("{table}");
     match report::write(&out, &results, &table) {

@@ -79,6 +79,7 @@ pub fn table(results: &Results) -> String {
         },
         results.wall_time_s
     );
+    let _ = writeln!(out, "{}", machine.stalls.summary());
     if let Some(drain) = &results.scenarios.drain {
         drain_table(&mut out, drain);
     }

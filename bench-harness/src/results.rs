@@ -3,6 +3,7 @@
 //! are not).
 
 use crate::scenario::{drain, echo, file, resp, wake};
+use crate::stalls::Stalls;
 use crate::{sys, Settings};
 use serde::Serialize;
 use std::fs;
@@ -76,10 +77,13 @@ pub struct Machine {
     pub git_commit: Option<String>,
     /// Whether that checkout had uncommitted changes.
     pub git_dirty: Option<bool>,
+    /// How often it held up a thread that had a core to itself, measured before the
+    /// scenarios ([`crate::stalls`]).
+    pub stalls: Stalls,
 }
 
 impl Machine {
-    fn detect() -> Machine {
+    fn detect(stalls: Stalls) -> Machine {
         let cpu_model = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
             info.lines()
                 .find_map(|line| line.strip_prefix("model name"))
@@ -93,6 +97,7 @@ impl Machine {
             rustc: output("rustc", &["-V"]),
             git_commit: output("git", &["rev-parse", "HEAD"]),
             git_dirty: output("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
+            stalls,
         }
     }
 }
@@ -110,6 +115,7 @@ impl Results {
     pub fn new(
         scenario: &'static str,
         settings: &Settings,
+        stalls: Stalls,
         scenarios: Scenarios,
         wall_time: Duration,
     ) -> Results {
@@ -119,7 +125,7 @@ impl Results {
             scenario,
             finished_at: utc(SystemTime::now(), ':'),
             wall_time_s: wall_time.as_secs_f64(),
-            machine: Machine::detect(),
+            machine: Machine::detect(stalls),
             settings: SettingsRecord {
                 quick: settings.quick,
                 duration_s: settings.duration.as_secs_f64(),
