@@ -243,16 +243,18 @@ fn main() -> ExitCode {
     } else {
         Duration::from_secs(2)
     };
-    let stalls = stalls::measure(&core_affinity::get_core_ids().unwrap_or_default(), probe);
+    let all_cores = core_affinity::get_core_ids().unwrap_or_default();
+    let before = stalls::measure(stalls::When::Before, &all_cores, probe);
     let mut scenarios = results::Scenarios::default();
     for &scenario in command.scenarios() {
         run(scenario, &settings, servers, &mut scenarios);
     }
+    let after = stalls::measure(stalls::When::After, &all_cores, probe);
 
     let results = results::Results::new(
         command.name(),
         &settings,
-        stalls,
+        vec![before, after],
         scenarios,
         started.elapsed(),
     );

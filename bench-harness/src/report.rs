@@ -79,7 +79,9 @@ pub fn table(results: &Results) -> String {
         },
         results.wall_time_s
     );
-    let _ = writeln!(out, "{}", machine.stalls.summary());
+    for probe in &machine.stalls {
+        let _ = writeln!(out, "{}", probe.summary());
+    }
     if let Some(drain) = &results.scenarios.drain {
         drain_table(&mut out, drain);
     }

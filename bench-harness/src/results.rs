@@ -78,12 +78,12 @@ pub struct Machine {
     /// Whether that checkout had uncommitted changes.
     pub git_dirty: Option<bool>,
     /// How often it held up a thread that had a core to itself, measured before the
-    /// scenarios ([`crate::stalls`]).
-    pub stalls: Stalls,
+    /// scenarios and after them ([`crate::stalls`]).
+    pub stalls: Vec<Stalls>,
 }
 
 impl Machine {
-    fn detect(stalls: Stalls) -> Machine {
+    fn detect(stalls: Vec<Stalls>) -> Machine {
         let cpu_model = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
             info.lines()
                 .find_map(|line| line.strip_prefix("model name"))
@@ -115,7 +115,7 @@ impl Results {
     pub fn new(
         scenario: &'static str,
         settings: &Settings,
-        stalls: Stalls,
+        stalls: Vec<Stalls>,
         scenarios: Scenarios,
         wall_time: Duration,
     ) -> Results {

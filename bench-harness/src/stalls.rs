@@ -1,7 +1,9 @@
 //! How often the machine holds up a thread that has a core to itself.
 //!
-//! Before the scenarios, one thread pinned to each core reads the monotonic clock in a
-//! tight loop for a window and counts the gaps between successive readings: a gap is time
+//! Before the scenarios and again after them, one thread pinned to each core reads the
+//! monotonic clock in a tight loop for a window and counts the gaps between successive
+//! readings (two probes bracket the run, as the machine's load may change during it): a gap
+//! is time
 //! the thread did not run (an interrupt, another task given the core, the hypervisor running
 //! something else on the virtual CPU). This is the floor under every tail the scenarios
 //! measure: a server or generator thread held up 5 ms in a round shows as a 5 ms latency
@@ -21,9 +23,21 @@ const LONG_STALL: Duration = Duration::from_millis(1);
 /// Upper bound on clock reads per core, whatever the clock does.
 const MAX_READS: u64 = 1 << 36;
 
+/// When a probe ran.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Before the first scenario.
+    Before,
+    /// After the last one.
+    After,
+}
+
 /// The stalls seen on each core over the same window.
 #[derive(Debug, Serialize)]
 pub struct Stalls {
+    /// Before or after the scenarios.
+    pub when: When,
     /// How long each core's thread spun, in seconds.
     pub window_s: f64,
     /// Whether the threads were pinned one to a core (otherwise one unpinned thread ran).
@@ -61,8 +75,8 @@ impl CoreStalls {
 }
 
 /// Spins a thread on each of `cores` (one unpinned thread when there are none) for
-/// `window`, all at once, and counts their stalls.
-pub fn measure(cores: &[core_affinity::CoreId], window: Duration) -> Stalls {
+/// `window`, all at once, and counts their stalls; `when` says where in the run.
+pub fn measure(when: When, cores: &[core_affinity::CoreId], window: Duration) -> Stalls {
     let cores_stalls = if cores.is_empty() {
         vec![spin(None, window)]
     } else {
@@ -78,6 +92,7 @@ pub fn measure(cores: &[core_affinity::CoreId], window: Duration) -> Stalls {
         })
     };
     Stalls {
+        when,
         window_s: window.as_secs_f64(),
         pinned: !cores.is_empty(),
         cores: cores_stalls,
@@ -123,13 +138,17 @@ impl Stalls {
             })
             .collect();
         format!(
-            "stalls of a thread spinning alone {} for {:.1} s before the scenarios: {}",
+            "stalls of a thread spinning alone {} for {:.1} s {} the scenarios: {}",
             if self.pinned {
                 "on each core"
             } else {
                 "(unpinned)"
             },
             self.window_s,
+            match self.when {
+                When::Before => "before",
+                When::After => "after",
+            },
             cores.join("; ")
         )
     }
@@ -157,7 +176,7 @@ mod tests {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let window = Duration::from_millis(30);
         let started = Instant::now();
-        let stalls = measure(&cores, window);
+        let stalls = measure(When::After, &cores, window);
         assert!(started.elapsed() >= window);
         assert_eq!(stalls.pinned, !cores.is_empty());
         assert_eq!(stalls.cores.len(), cores.len().max(1));
@@ -173,5 +192,6 @@ mod tests {
             stalls.cores.len(),
             "{summary}"
         );
+        assert!(summary.contains(" after the scenarios: "), "{summary}");
     }
 }
