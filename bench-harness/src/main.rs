@@ -161,6 +161,8 @@ pub struct Settings {
     pub wake_rounds: usize,
     /// How long the idle waiter blocks on its empty port.
     pub idle_wait: Duration,
+    /// How long each of the two stall probes spins on every core ([`stalls`]).
+    pub stall_probe: Duration,
     /// Cores to pin threads to (empty without `--pin`).
     pub cores: Vec<core_affinity::CoreId>,
 }
@@ -171,11 +173,12 @@ impl Settings {
         // cores: 133 s), wake 6 x 12 x 0.3 s = 23 s (46 s pinned too), echo about 65 s (of
         // which its 10,000-connection row 10 s) and file about 45 s (their modules derive
         // their lengths from this duration), resp about 30 s (a fixed number of requests):
-        // about four minutes on 2 cores, five with --pin.
-        let (duration, drain_rounds, wake_rounds, idle_wait) = if cli.quick {
-            (Duration::from_millis(20), 3, 2, Duration::from_millis(250))
+        // about four minutes on 2 cores, five with --pin; the stall probes add 4 s.
+        let ms = Duration::from_millis;
+        let (duration, drain_rounds, wake_rounds, idle_wait, stall_probe) = if cli.quick {
+            (ms(20), 3, 2, ms(250), ms(200))
         } else {
-            (Duration::from_millis(300), 5, 12, Duration::from_secs(1))
+            (ms(300), 5, 12, ms(1_000), ms(2_000))
         };
         let cores = if cli.pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -188,6 +191,7 @@ impl Settings {
             drain_rounds,
             wake_rounds,
             idle_wait,
+            stall_probe,
             cores,
         }
     }
@@ -238,12 +242,8 @@ fn main() -> ExitCode {
             .iocp_spin_limit_us
             .map(|us| Duration::from_micros(us.into())),
     };
-    let probe = if settings.quick {
-        Duration::from_millis(200)
-    } else {
-        Duration::from_secs(2)
-    };
     let all_cores = core_affinity::get_core_ids().unwrap_or_default();
+    let probe = settings.stall_probe;
     let before = stalls::measure(stalls::When::Before, &all_cores, probe);
     let mut scenarios = results::Scenarios::default();
     for &scenario in command.scenarios() {

@@ -812,6 +812,7 @@ mod tests {
             drain_rounds: 1,
             wake_rounds: 1,
             idle_wait: Duration::from_millis(50),
+            stall_probe: Duration::from_millis(10),
             cores: Vec::new(),
         }
     }
