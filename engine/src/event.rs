@@ -79,7 +79,8 @@ impl Event {
     /// Checks that the event's handle descriptor is still ours. A caller that closed it
     /// with plain `close` has closed the event: this closes it here too, forgets the number
     /// without closing it again (it may already name the caller's next file) and fails with
-    /// `EBADF`, as it does for an event closed already. One `fstat`.
+    /// `EBADF`, as it does for an event closed already. One `fstat` once the number has been
+    /// handed out ([`handle`](Self::handle), [`into_handle`](Self::into_handle)); none before.
     pub fn check_handle(&self) -> io::Result<()> {
         if self.inner.handle.is_intact() {
             return Ok(());
@@ -90,7 +91,7 @@ impl Event {
 
     /// The handle naming this event (what goes into `hEvent`).
     pub fn handle(&self) -> RawHandle {
-        self.inner.handle()
+        self.inner.handle.expose()
     }
 
     /// Whether the event is manual-reset.
@@ -200,7 +201,7 @@ impl Drop for Inner {
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
-            .field("handle", &self.handle())
+            .field("handle", &self.inner.handle())
             .field("manual_reset", &self.is_manual_reset())
             .field("set", &self.is_set())
             .finish()

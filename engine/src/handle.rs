@@ -38,6 +38,13 @@
 //! us again. Each kind's `check_handle` makes the check (one `fstat`) and closes a stale
 //! object; and when the system hands a number out again for a new handle, whatever entry
 //! the table still had under it is stale by definition, and is retired the same way.
+//!
+//! Only a number that has left the library can be closed that way: a program that never
+//! asked for it (a Rust program's own port, say) cannot close it without closing a
+//! descriptor it does not own, which Rust's I/O safety rules out. So the check costs its
+//! `fstat` only once the number has been handed out ([`HandleFd::expose`]: the public
+//! `handle()` getters and `into_handle`); before that the descriptor is intact by
+//! construction.
 
 use crate::sys::{self, Identity};
 use crate::RawHandle;
@@ -62,6 +69,8 @@ pub(crate) struct HandleFd {
     fd: RawHandle,
     identity: Identity,
     owned: AtomicBool,
+    /// Whether the number has been handed out of the library (see the module docs).
+    exposed: AtomicBool,
 }
 
 impl HandleFd {
@@ -72,21 +81,39 @@ impl HandleFd {
             fd: fd.into_raw_fd(),
             identity,
             owned: AtomicBool::new(true),
+            exposed: AtomicBool::new(false),
         })
     }
 
-    /// The handle's number.
+    /// The handle's number, for the library's own bookkeeping (its table): this hands
+    /// nothing out.
     pub(crate) fn raw(&self) -> RawHandle {
+        self.fd
+    }
+
+    /// The handle's number, handed out of the library: from now on someone else knows it
+    /// and may close it, so [`is_intact`](Self::is_intact) looks.
+    pub(crate) fn expose(&self) -> RawHandle {
+        // Relaxed: whoever closes the number learnt it after this store, so a close that
+        // happens before a check (through any chain of synchronisation: a post the closer
+        // made after it, say) has this store happen before the check's load as well, and
+        // coherence shows it there. A close racing a check is missed by the `fstat` too,
+        // and met by the next check. The load first keeps repeated calls from writing.
+        if !self.exposed.load(Ordering::Relaxed) {
+            self.exposed.store(true, Ordering::Relaxed);
+        }
         self.fd
     }
 
     /// Whether the number still names our descriptor: `false` once the caller closed it
     /// (whether or not the number has been reused since), or once it was released. One
-    /// `fstat`.
+    /// `fstat` once the number has been handed out; none before.
     pub(crate) fn is_intact(&self) -> bool {
-        // Relaxed: `owned` only ever goes from true to false, on this object's own path.
+        // Relaxed: `owned` only ever goes from true to false, on this object's own path;
+        // `exposed`: see `expose`.
         self.owned.load(Ordering::Relaxed)
-            && sys::identify(self.fd).is_ok_and(|id| id == self.identity)
+            && (!self.exposed.load(Ordering::Relaxed)
+                || sys::identify(self.fd).is_ok_and(|id| id == self.identity))
     }
 
     /// Gives the number up without closing it.
@@ -396,7 +423,7 @@ impl<H: Handled> Registry<H> {
     pub(crate) fn keep(&self, object: H) -> RawHandle {
         let inner = Arc::clone(object.arc());
         drop(object);
-        let handle = inner.handle();
+        let handle = inner.handle_fd().expose();
         let Some(slot) = slot(handle, false) else {
             return handle;
         };

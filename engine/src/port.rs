@@ -659,19 +659,24 @@ impl Port {
         self.shared.waiters.asleep()
     }
 
-    /// The handle naming the port: the number of a descriptor the library owns.
+    /// The handle naming the port: the number of a descriptor the library owns. Once it
+    /// has been asked for, the port's waits look before they sleep whether the number was
+    /// closed behind the library's back (see [`check_handle`](Self::check_handle)).
     #[cfg(not(loom))]
     pub fn handle(&self) -> crate::RawHandle {
         use crate::handle::Named;
-        self.shared.handle()
+        self.shared.handle_fd().expose()
     }
 
     /// Checks that the port's handle descriptor is still ours. A caller that closed it
     /// with plain `close` (as AIX programs do) has closed the port: this closes it here too
     /// (waking its waiters with `EBADF`), forgets the number without closing it again (it
-    /// may already name the caller's next file) and fails with `EBADF`. One `fstat`. Every
-    /// wait makes this check itself before it sleeps, so the calls that find records at
-    /// once make no system call; the C ABI calls it where a call binds to the port.
+    /// may already name the caller's next file) and fails with `EBADF`. One `fstat`, once
+    /// the number has been handed out ([`handle`](Self::handle),
+    /// [`into_handle`](Self::into_handle)); a number nobody was given cannot have been
+    /// closed, and is not looked at. Every wait makes this check itself before it sleeps,
+    /// so the calls that find records at once make no system call; the C ABI calls it
+    /// where a call binds to the port.
     #[cfg(not(loom))]
     pub fn check_handle(&self) -> io::Result<()> {
         match self.shared.handle_is_stale() {
@@ -1141,7 +1146,7 @@ impl Shared {
 
     /// Whether the handle descriptor was closed behind the library's back; if so the port
     /// is closed now (its waiters fail with `EBADF`) and the number forgotten unclosed.
-    /// One `fstat`.
+    /// One `fstat` once the number has been handed out (see `check_handle`).
     #[cfg(not(loom))]
     fn handle_is_stale(&self) -> bool {
         use crate::handle::Named;
@@ -1844,6 +1849,34 @@ mod tests {
         let flags = unsafe { libc::fcntl(handle, libc::F_GETFD) };
         assert_ne!(flags, -1, "the caller's descriptor survived");
         // SAFETY: the number is the program's again; close it as the program would.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(handle) });
+    }
+
+    #[test]
+    fn a_wait_looks_at_the_handle_only_once_its_number_was_handed_out() {
+        use crate::sys::fault::{fail, Call};
+        let port = Port::builder().spin_limit(Duration::ZERO).build().unwrap();
+        // From here every `fstat` of this thread fails as one of a closed descriptor would.
+        let closed = fail(Call::Fstat, libc::EBADF)
+            .on_this_thread()
+            .times(u32::MAX)
+            .arm();
+        // Nobody was given the number, so nobody can have closed it: the wait sleeps
+        // without a look, and times out.
+        let err = port.get(Some(Duration::from_millis(5))).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT));
+        port.check_handle().unwrap();
+        assert_eq!(closed.hits(), 0);
+        assert!(!port.is_closed());
+        // Handed out, it may have been closed: the next wait looks before it sleeps.
+        let handle = port.handle();
+        let err = port.get(Some(Duration::from_millis(5))).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        assert_eq!(closed.hits(), 1);
+        assert!(port.is_closed());
+        drop((closed, port));
+        // SAFETY: only the fault said it was closed; the port forgot the number unclosed,
+        // and nothing else has it.
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(handle) });
     }
 

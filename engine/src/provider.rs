@@ -85,7 +85,8 @@ impl ProviderSocket {
     /// plain `close` has closed the handle: this closes it here too (completing into it
     /// fails from then on), forgets the number without closing it again (it may already
     /// name the caller's next file) and fails with `EBADF`, as it does once closed. One
-    /// `fstat`.
+    /// `fstat` once the number has been handed out ([`handle`](Self::handle),
+    /// [`into_handle`](Self::into_handle)); none before.
     pub fn check_handle(&self) -> io::Result<()> {
         if self.inner.handle.is_intact() {
             return Ok(());
@@ -96,7 +97,7 @@ impl ProviderSocket {
 
     /// The handle's number.
     pub fn handle(&self) -> RawHandle {
-        self.inner.handle()
+        self.inner.handle.expose()
     }
 
     /// The provider's catalog entry.
@@ -198,7 +199,7 @@ impl Drop for Inner {
 impl fmt::Debug for ProviderSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProviderSocket")
-            .field("handle", &self.handle())
+            .field("handle", &self.inner.handle())
             .field("catalog_id", &self.catalog_id())
             .finish()
     }
