@@ -84,9 +84,15 @@ pub fn measure(when: When, cores: &[core_affinity::CoreId], window: Duration) ->
                 .iter()
                 .map(|&core| scope.spawn(move || spin(Some(core), window)))
                 .collect();
+            // A probe that panicked is a harness bug: it fails the run rather than read
+            // as a core without stalls.
             threads
                 .into_iter()
-                .map(|thread| thread.join().unwrap_or_default())
+                .map(|thread| {
+                    thread
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+                })
                 .collect()
         })
     };
