@@ -154,6 +154,15 @@ struct Slot {
 #[cfg(all(not(loom), target_pointer_width = "64"))]
 const _: () = assert!(std::mem::size_of::<Slot>() == 32);
 
+/// How [`Slots::write_and_publish`] stores a record's words (see there).
+#[derive(Clone, Copy)]
+enum Stores {
+    /// One 8-byte store per word: a single post.
+    Words,
+    /// One copy of all three, as the compiler makes it: a batch.
+    Whole,
+}
+
 /// What producers write: the claim counter, their copy of `head`, and the owner.
 struct Producers {
     tail: AtomicUsize,
@@ -851,8 +860,23 @@ impl<'a> Slots<'a> {
     /// Writes `record` into the slot of `pos`, claimed by this thread, and publishes it.
     /// Always inlined: a call would take the record by reference, so every post would
     /// build it in memory (see `Completion::to_words`).
+    ///
+    /// `Stores::Words` writes the record as three 8-byte stores, each fed by an 8-byte load,
+    /// for a single post: its record mostly comes from memory its caller has just written
+    /// word by word (a `Completion` built, then passed on). Copied whole, the record's first
+    /// two words are one 16-byte load, which the processor cannot forward from the two
+    /// stores that wrote them: it waits until both reach the cache, and stores reach it in
+    /// order, behind the earlier posts' slot stores, each of which may be waiting for its
+    /// line from a consumer's core. A producer then paid a line transfer per post: on the
+    /// 2-core Intel Xeon VM, one thread posting single records to two or four workers in
+    /// `get_up_to` moved 31-65 M records/s that way and 192-206 M/s by words
+    /// (`iocp-bench drain`'s pool rows, eight runs of each build). The stores are volatile
+    /// so that the compiler does not merge them back into one copy. `Stores::Whole` leaves
+    /// the copy to the compiler, for a batch: a same-thread batched post is bound by its
+    /// stores, and the copy makes one fewer per record (`post_many` of 32, then a drain:
+    /// 421-455 M/s with every record by words, 477-523 with batches copied whole).
     #[inline(always)]
-    fn write_and_publish(self, pos: usize, record: Completion) {
+    fn write_and_publish(self, pos: usize, record: Completion, stores: Stores) {
         let slot = self.slot(pos);
         slot.record.with_mut(|cell| {
             // SAFETY: this thread claimed `pos`; the slot's previous record was freed
@@ -860,12 +884,22 @@ impl<'a> Slots<'a> {
             // The words are the record's memory exactly (see `Completion::to_words`).
             #[cfg(target_pointer_width = "64")]
             unsafe {
-                cell.cast::<[u64; 3]>().write(record.to_words())
+                let words = cell.cast::<u64>();
+                match stores {
+                    Stores::Words => {
+                        let [first, second, third] = record.to_words();
+                        words.write_volatile(first);
+                        words.add(1).write_volatile(second);
+                        words.add(2).write_volatile(third);
+                    }
+                    Stores::Whole => words.cast::<[u64; 3]>().write(record.to_words()),
+                }
             };
             // SAFETY: this thread claimed `pos` and the slot's previous record was freed
             // (the claim saw `head` past it); the consumer reads it only after the stamp.
             #[cfg(not(target_pointer_width = "64"))]
             unsafe {
+                let _ = stores;
                 (*cell).write(record)
             };
         });
@@ -986,7 +1020,7 @@ impl Lane {
             if let Some((pos, claimed)) = claimed {
                 let slots = self.slots();
                 for (i, item) in rest[..claimed].iter().enumerate() {
-                    slots.write_and_publish(pos.wrapping_add(i), record(item));
+                    slots.write_and_publish(pos.wrapping_add(i), record(item), Stores::Whole);
                 }
                 rest = &rest[claimed..];
             }
@@ -1091,10 +1125,11 @@ impl Lane {
         }
     }
 
-    // Always inlined: see `Slots::write_and_publish`.
+    /// Writes a single post's record into the slot of `pos` and publishes it. Always
+    /// inlined: see `Slots::write_and_publish`.
     #[inline(always)]
     fn write_and_publish(&self, pos: usize, record: Completion) {
-        self.slots().write_and_publish(pos, record);
+        self.slots().write_and_publish(pos, record, Stores::Words);
     }
 
     fn has_ready(&self) -> bool {
