@@ -4,11 +4,11 @@
 //! monotonic clock in a tight loop for a window and counts the gaps between successive
 //! readings (two probes bracket the run, as the machine's load may change during it): a gap
 //! is time the thread did not run (an interrupt, another task given the core, the
-//! hypervisor running something else on the virtual CPU). This is the floor under every tail the scenarios
-//! measure: a server or generator thread held up 5 ms in a round shows as a 5 ms latency
-//! there whatever the server, and at a set rate the messages that pile up meanwhile wait
-//! too. The figures go in the table's header and `results.json`, so that a reader can tell
-//! a machine that stalls from a server that does.
+//! hypervisor running something else on the virtual CPU). This is the floor under every
+//! tail the scenarios measure: a server or generator thread held up 5 ms in a round shows
+//! as a 5 ms latency there whatever the server, and at a set rate the messages that pile up
+//! meanwhile wait too. The figures go in the table's header and `results.json`, so that a
+//! reader can tell a machine that stalls from a server that does.
 
 use serde::Serialize;
 use std::thread;

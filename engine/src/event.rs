@@ -79,8 +79,9 @@ impl Event {
     /// Checks that the event's handle descriptor is still ours. A caller that closed it
     /// with plain `close` has closed the event: this closes it here too, forgets the number
     /// without closing it again (it may already name the caller's next file) and fails with
-    /// `EBADF`, as it does for an event closed already. One `fstat` once the number has been
-    /// handed out ([`handle`](Self::handle), [`into_handle`](Self::into_handle)); none before.
+    /// `EBADF`, as it does for an event closed already. One `fstat` once the number has
+    /// been handed out ([`handle`](Self::handle), [`into_handle`](Self::into_handle)); none
+    /// before.
     pub fn check_handle(&self) -> io::Result<()> {
         if self.inner.handle.is_intact() {
             return Ok(());
