@@ -380,11 +380,11 @@ HANDLE CreateIoCompletionPort(HANDLE fd, HANDLE port, DWORD key, DWORD threads);
  Returns the number of records written, 0 to `nmax`. Fewer than `nmin` is not a failure:
  `errno` is then `ETIMEDOUT`, or `EINTR` when a signal handler ran during the wait.
  `nmin == 0` polls and ignores the timeout. `transfer_count` is capped at 2^31 - 1.
- Returns -1 with `errno`: `EINVAL` for `nmax == 0`, `nmax > GMCS_NMAX`, `nmin > nmax`
- or NULL `results`; `EBADF` for a handle that is not a live port, or a port closed
- meanwhile or closed by the program with plain `close` (noticed before the wait sleeps);
- `EBUSY` when another thread already waits on the port (this is an exclusive wait: while
- it runs, other dequeues fail with `EBUSY`).
+ Returns -1 with `errno`: `EINVAL` for `nmax == 0`, `nmax > GMCS_NMAX`, `nmin > nmax`,
+ or NULL or misaligned `results`; `EBADF` for a handle that is not a live port, or a port
+ closed meanwhile or closed by the program with plain `close` (noticed before the wait
+ sleeps); `EBUSY` when another thread already waits on the port (this is an exclusive
+ wait: while it runs, other dequeues fail with `EBUSY`).
 
  # Safety
 
@@ -442,7 +442,8 @@ BOOL GetQueuedCompletionStatus(HANDLE port, DWORD *bytes, DWORD *key, LPOVERLAPP
  a signal handler ran during the wait; `EBADF` for a handle that is not a live port, or a
  port closed meanwhile or closed by the program with plain `close` (noticed before the
  wait sleeps); `EBUSY` while a `GetMultipleCompletionStatus` runs on the port; `EINVAL`
- for a NULL `entries` or `removed`, `count` 0, or `alertable` TRUE (there are no APCs).
+ for a NULL `removed`, a NULL or misaligned `entries`, `count` 0, or `alertable` TRUE
+ (there are no APCs).
 
  # Safety
 

@@ -182,19 +182,45 @@ mod tests {
     }
 
     /// A record's memory is a `struct gmcs` entry (`Completion`'s `# Layout`), which
-    /// `gmcs::from_record` copies in whole words: each field lands in its place, the key's
-    /// high half in the padding, and a byte count past 2^31 - 1 is capped without touching
-    /// the key beside it.
+    /// `GetMultipleCompletionStatus` copies records into as they are: each field lands in
+    /// its place, the key's high half in the padding, and a byte count past 2^31 - 1 is
+    /// capped afterwards without touching the key beside it.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_record_is_a_gmcs_entry_field_for_field() {
+        use crate::handles::CloseHandle;
+        use crate::port::GetMultipleCompletionStatus;
         let record =
             iocp::Completion::new(0x1122_3344_5566_7788, 0x0102_0304, 0xdead_beef).with_error(0x6f);
         // SAFETY: a record is 24 bytes, all initialized, so it reads as six `u32`s.
         let words = unsafe { std::mem::transmute::<iocp::Completion, [u32; 6]>(record) };
         assert_eq!(words[..4], [0x0102_0304, 0x5566_7788, 0x6f, 0x1122_3344]);
 
-        let entry = gmcs::from_record(&record);
+        let counts = [
+            0x0102_0304,
+            i32::MAX as u32,
+            i32::MAX as u32 + 1,
+            u32::MAX,
+            0,
+        ];
+        let port = iocp::Port::new().unwrap();
+        port.post(record).unwrap();
+        for &bytes in &counts[1..] {
+            port.post(iocp::Completion::new(u64::MAX, bytes, 1).with_error(u32::MAX))
+                .unwrap();
+        }
+        let handle = port.into_handle();
+        let empty = gmcs {
+            transfer_count: 7,
+            completion_key: 7,
+            errorno: 7,
+            overlapped: std::ptr::null_mut(),
+        };
+        let mut entries = [empty; 8];
+        // SAFETY: `entries` is valid for writes of 8 entries.
+        let n = unsafe { GetMultipleCompletionStatus(handle, 5, 8, 0, entries.as_mut_ptr()) };
+        assert_eq!(n, 5);
+        let entry = entries[0];
         assert_eq!(
             (entry.transfer_count, entry.completion_key, entry.errorno),
             (0x0102_0304, 0x5566_7788, 0x6f)
@@ -204,15 +230,8 @@ mod tests {
             entry.completion(),
             iocp::Completion::new(0x5566_7788, 0x0102_0304, 0xdead_beef).with_error(0x6f)
         );
-
-        for (bytes, capped) in [
-            (i32::MAX as u32, i32::MAX as u32),
-            (i32::MAX as u32 + 1, i32::MAX as u32),
-            (u32::MAX, i32::MAX as u32),
-            (0, 0),
-        ] {
-            let record = iocp::Completion::new(u64::MAX, bytes, 1).with_error(u32::MAX);
-            let entry = gmcs::from_record(&record);
+        let capped = [i32::MAX as u32, i32::MAX as u32, i32::MAX as u32, 0];
+        for (entry, (&bytes, capped)) in entries[1..5].iter().zip(counts[1..].iter().zip(capped)) {
             assert_eq!(
                 (entry.transfer_count, entry.completion_key, entry.errorno),
                 (capped, u32::MAX, u32::MAX),
@@ -220,6 +239,9 @@ mod tests {
             );
             assert_eq!(entry.overlapped as usize, 1);
         }
+        // The entries past the count are left as they were.
+        assert_eq!(entries[5].transfer_count, 7);
+        assert_ne!(CloseHandle(handle), 0);
     }
 
     /// The same for the aiocb's private status: `_iocp_status` is what `aio_error` reads.

@@ -320,6 +320,13 @@ static void get_multiple(void)
     FAILS_WITH(GetMultipleCompletionStatus(port, 0, GMCS_NMAX + 1, 0, results) == -1, EINVAL);
     FAILS_WITH(GetMultipleCompletionStatus(port, 3, 2, 0, results) == -1, EINVAL);
     FAILS_WITH(GetMultipleCompletionStatus(port, 0, 1, 0, NULL) == -1, EINVAL);
+    /* A misaligned array: EINVAL, and the record stays queued. */
+    CHECK(PostQueuedCompletionStatus(port, 5, 9, NULL));
+    FAILS_WITH(
+        GetMultipleCompletionStatus(port, 0, 1, 0, (struct gmcs *)((char *)results + 4)) == -1,
+        EINVAL);
+    CHECK(GetMultipleCompletionStatus(port, 1, 1, 0, results) == 1);
+    CHECK(results[0].completion_key == 9 && results[0].transfer_count == 5);
     FAILS_WITH(GetMultipleCompletionStatus(0, 0, 1, 0, results) == -1, EBADF);
     FAILS_WITH(GetMultipleCompletionStatus(-1, 1, 1, 0, results) == -1, EBADF);
 

@@ -19,6 +19,13 @@ static void arguments(void)
     FAILS_WITH(!GetQueuedCompletionStatusEx(port, entries, 4, NULL, 0, FALSE), EINVAL);
     FAILS_WITH(!GetQueuedCompletionStatusEx(port, entries, 0, &removed, 0, FALSE), EINVAL);
     FAILS_WITH(!GetQueuedCompletionStatusEx(port, entries, 4, &removed, 0, TRUE), EINVAL);
+    /* A misaligned array: EINVAL, and the record stays queued. */
+    CHECK(PostQueuedCompletionStatus(port, 5, 9, NULL));
+    FAILS_WITH(!GetQueuedCompletionStatusEx(port, (OVERLAPPED_ENTRY *)((char *)entries + 4), 1,
+                                            &removed, 0, FALSE),
+               EINVAL);
+    CHECK(GetQueuedCompletionStatusEx(port, entries, 4, &removed, 0, FALSE));
+    CHECK(removed == 1 && entries[0].lpCompletionKey == 9);
     /* Not a port: 0, a closed number, one of the program's descriptors, an event. */
     FAILS_WITH(!GetQueuedCompletionStatusEx(0, entries, 4, &removed, 0, FALSE), EBADF);
     FAILS_WITH(!GetQueuedCompletionStatusEx(-1, entries, 4, &removed, 10, FALSE), EBADF);
