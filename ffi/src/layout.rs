@@ -182,9 +182,9 @@ mod tests {
     }
 
     /// A record's memory is a `struct gmcs` entry (`Completion`'s `# Layout`), which
-    /// `GetMultipleCompletionStatus` copies records into as they are: each field lands in
-    /// its place, the key's high half in the padding, and a byte count past 2^31 - 1 is
-    /// capped afterwards without touching the key beside it.
+    /// `GetMultipleCompletionStatus` copies in whole words (`gmcs::from_record`): each field
+    /// lands in its place, the key's high half in the padding, and a byte count past
+    /// 2^31 - 1 is capped without touching the key beside it.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_record_is_a_gmcs_entry_field_for_field() {

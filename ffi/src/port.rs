@@ -297,8 +297,10 @@ pub unsafe extern "C" fn GetMultipleCompletionStatus(
             std::slice::from_raw_parts_mut(results.cast::<MaybeUninit<gmcs>>(), nmax as usize)
         };
         // The loan may block: the wait runs on it.
-        let drained = Port::with_handle(port, |port| fill_entries(port, out, min, timeout(wait)))
-            .ok_or(Errno::BADF)??;
+        let drained = Port::with_handle(port, |port| {
+            port.fill(out, min, timeout(wait), gmcs::from_record)
+        })
+        .ok_or(Errno::BADF)??;
         match drained.status {
             DrainStatus::Complete => {}
             DrainStatus::TimedOut => set_errno(libc::ETIMEDOUT),
@@ -306,55 +308,6 @@ pub unsafe extern "C" fn GetMultipleCompletionStatus(
         }
         Ok(drained.count as c_int)
     })
-}
-
-/// `GetMultipleCompletionStatus`'s dequeue into the caller's entries.
-///
-/// On 64-bit targets a record's memory is a `struct gmcs` entry (`Completion`'s `# Layout`),
-/// so the records are copied in as they are, in the engine's plain copy loop, and the byte
-/// counts capped afterwards, in the entries just written. A copy that capped each record on
-/// the way had five more instructions a record in the loop that waits for the lines coming
-/// from the posting core: one thread posting 32 records at a time with `iocp_post_many`
-/// and one taking them, 178-188 -> 200-209 M records/s (2-core Intel Xeon VM, builds
-/// alternated); Rust's `get_many`, the same loop, 238-248 M/s.
-#[cfg(target_pointer_width = "64")]
-fn fill_entries(
-    port: &Port,
-    out: &mut [MaybeUninit<gmcs>],
-    min: usize,
-    timeout: Option<Duration>,
-) -> io::Result<iocp::Drained> {
-    const _: () = assert!(
-        std::mem::size_of::<gmcs>() == std::mem::size_of::<Completion>()
-            && std::mem::align_of::<gmcs>() >= std::mem::align_of::<Completion>()
-    );
-    let len = out.len();
-    let entries = out.as_mut_ptr();
-    // SAFETY: an entry and a record have the same size, and an entry's alignment suffices
-    // for a record (asserted above), so `out`'s memory holds `len` records; `MaybeUninit`
-    // asks nothing of its contents, and `out` is not used while `records` lives.
-    let records =
-        unsafe { std::slice::from_raw_parts_mut(entries.cast::<MaybeUninit<Completion>>(), len) };
-    let drained = port.fill(records, min, timeout, |record| *record)?;
-    // SAFETY: `fill` initialized the first `drained.count` records; their memory is that
-    // many entries with every field in its place (`Completion`'s `# Layout`, checked field
-    // by field in `layout::tests`), and any bits are a valid entry (integers, and an
-    // address C gets back as it was posted).
-    let written = unsafe { std::slice::from_raw_parts_mut(entries.cast::<gmcs>(), drained.count) };
-    gmcs::cap_transfer_counts(written);
-    Ok(drained)
-}
-
-/// `GetMultipleCompletionStatus`'s dequeue into the caller's entries: where a record is not
-/// an entry's memory, each is converted as it is copied.
-#[cfg(not(target_pointer_width = "64"))]
-fn fill_entries(
-    port: &Port,
-    out: &mut [MaybeUninit<gmcs>],
-    min: usize,
-    timeout: Option<Duration>,
-) -> io::Result<iocp::Drained> {
-    port.fill(out, min, timeout, gmcs::from_record)
 }
 
 /// Queues a record on `port` as given (nothing is validated or dereferenced) and wakes a

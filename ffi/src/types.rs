@@ -47,27 +47,38 @@ pub struct gmcs {
 }
 
 impl gmcs {
-    /// The entry for one completion record, its byte count capped. (On 64-bit targets a
-    /// record's memory is an entry, and `GetMultipleCompletionStatus` copies records as
-    /// they are and caps the counts afterwards: [`cap_transfer_counts`](Self::cap_transfer_counts).)
-    #[cfg(not(target_pointer_width = "64"))]
+    /// The entry for one completion record: on 64-bit targets a copy of the record, which
+    /// has this struct's layout (the key's high half lands in the padding), made in whole
+    /// words, with the byte count capped on the way.
+    #[inline(always)]
     pub(crate) fn from_record(record: &iocp::Completion) -> gmcs {
+        #[cfg(target_pointer_width = "64")]
+        {
+            // The byte count's place in the first word.
+            const SHIFT: u32 = if cfg!(target_endian = "little") {
+                0
+            } else {
+                32
+            };
+            // SAFETY: a record is 24 bytes, all initialized (no padding), so its memory
+            // reads as three words.
+            let [first, second, third] =
+                unsafe { std::mem::transmute::<iocp::Completion, [u64; 3]>(*record) };
+            let count = (first >> SHIFT) as DWORD;
+            let excess = count - count.min(MAX_TRANSFER_COUNT);
+            let first = first - (u64::from(excess) << SHIFT);
+            // SAFETY: on 64-bit targets a record has this struct's layout (its doc's
+            // `# Layout`; `layout::tests` checks it field by field), so these words are
+            // its fields in their places, the byte count capped; any bits are a valid
+            // `gmcs` (integers, and an address C gets back as it was posted).
+            unsafe { std::mem::transmute::<[u64; 3], gmcs>([first, second, third]) }
+        }
+        #[cfg(not(target_pointer_width = "64"))]
         gmcs {
             transfer_count: record.bytes().min(MAX_TRANSFER_COUNT),
             completion_key: record.key() as DWORD,
             errorno: record.error(),
             overlapped: record.overlapped() as LPOVERLAPPED,
-        }
-    }
-
-    /// Caps each entry's byte count at 2^31 - 1, as AIX reports it. Only the counts past
-    /// the cap are written.
-    #[cfg(target_pointer_width = "64")]
-    pub(crate) fn cap_transfer_counts(entries: &mut [gmcs]) {
-        for entry in entries {
-            if entry.transfer_count > MAX_TRANSFER_COUNT {
-                entry.transfer_count = MAX_TRANSFER_COUNT;
-            }
         }
     }
 
