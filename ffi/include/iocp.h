@@ -630,13 +630,13 @@ BOOL iocp_event_wait(HANDLE event_handle, DWORD timeout_ms);
  glibc's `LIO_WAIT` and `LIO_NOWAIT` are swapped, never pass them here.
 
  Returns 0, or -1 with `errno`: `EINVAL` for an unknown `mode`, a negative `n`, or a NULL
- `list` with `n > 0`; `EAGAIN` when the file threads cannot be started or are stopping;
- `EIO` when some entry could not be queued — the others were, and that entry carries its
- own error (`EBADF` for a closed file or port, `EINVAL` for a bad opcode, offset, length
- or buffer), in its aiocb, or for `LIO_NOWAIT_GMCS` as a record on its port; with
- `IOCP_LIO_WAIT`, also `EIO` when a request failed as it ran (its aiocb holds the error),
- as POSIX has it. `sig` is
- accepted for compatibility and ignored: no signal is sent.
+ or misaligned `list` with `n > 0`; `EAGAIN` when the file threads cannot be started or
+ are stopping; `EIO` when some entry could not be queued — the others were, and that
+ entry carries its own error (`EBADF` for a closed file or port, `EINVAL` for a bad
+ opcode, offset, length or buffer), in its aiocb, or for `LIO_NOWAIT_GMCS` as a record
+ on its port; with `IOCP_LIO_WAIT`, also `EIO` when a request failed as it ran (its aiocb
+ holds the error), as POSIX has it. `sig` is accepted for compatibility and ignored: no
+ signal is sent.
 
  # Safety
 

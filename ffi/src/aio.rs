@@ -3,7 +3,7 @@
 //!
 //! Prefixed so as not to interpose glibc's `lio_listio`, `aio_error`, ... of `<aio.h>`.
 
-use crate::boundary::{run, Errno};
+use crate::boundary::{array, run, Errno};
 use crate::types::{IOCP_AIO_ALLDONE, IOCP_AIO_CANCELED, IOCP_AIO_NOTCANCELED};
 use iocp::{AioCancel, Aiocb, FilePool, LioMode};
 use std::os::raw::{c_int, c_void};
@@ -20,13 +20,13 @@ use std::os::raw::{c_int, c_void};
 /// glibc's `LIO_WAIT` and `LIO_NOWAIT` are swapped, never pass them here.
 ///
 /// Returns 0, or -1 with `errno`: `EINVAL` for an unknown `mode`, a negative `n`, or a NULL
-/// `list` with `n > 0`; `EAGAIN` when the file threads cannot be started or are stopping;
-/// `EIO` when some entry could not be queued — the others were, and that entry carries its
-/// own error (`EBADF` for a closed file or port, `EINVAL` for a bad opcode, offset, length
-/// or buffer), in its aiocb, or for `LIO_NOWAIT_GMCS` as a record on its port; with
-/// `IOCP_LIO_WAIT`, also `EIO` when a request failed as it ran (its aiocb holds the error),
-/// as POSIX has it. `sig` is
-/// accepted for compatibility and ignored: no signal is sent.
+/// or misaligned `list` with `n > 0`; `EAGAIN` when the file threads cannot be started or
+/// are stopping; `EIO` when some entry could not be queued — the others were, and that
+/// entry carries its own error (`EBADF` for a closed file or port, `EINVAL` for a bad
+/// opcode, offset, length or buffer), in its aiocb, or for `LIO_NOWAIT_GMCS` as a record
+/// on its port; with `IOCP_LIO_WAIT`, also `EIO` when a request failed as it ran (its aiocb
+/// holds the error), as POSIX has it. `sig` is accepted for compatibility and ignored: no
+/// signal is sent.
 ///
 /// # Safety
 ///
@@ -48,11 +48,8 @@ pub unsafe extern "C" fn iocp_lio_listio(
         if len == 0 {
             return Ok(0);
         }
-        if list.is_null() {
-            return Err(Errno::INVAL);
-        }
-        // SAFETY: `list` is non-NULL, so it points to `n` entries (the caller's contract).
-        let list = unsafe { std::slice::from_raw_parts(list, len) };
+        // SAFETY: a non-NULL `list` points to `n` entries (the caller's contract).
+        let list = unsafe { array(list, len) }?;
         let pool = FilePool::global().map_err(|_| Errno(libc::EAGAIN))?;
         // SAFETY: every entry is NULL or a live aiocb that outlives its request (the
         // caller's contract).

@@ -27,6 +27,41 @@ impl From<io::Error> for Errno {
 /// What an export's body returns.
 pub(crate) type Outcome<T> = Result<T, Errno>;
 
+/// The caller's array of `len` entries at `ptr`, to read; `EINVAL` for a NULL or misaligned
+/// `ptr` (a slice may not be made of either).
+///
+/// # Safety
+///
+/// A non-NULL, aligned `ptr` must be valid for reads of `len` entries, which nothing
+/// writes for `'a`.
+pub(crate) unsafe fn array<'a, T>(ptr: *const T, len: usize) -> Outcome<&'a [T]> {
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(Errno::INVAL);
+    }
+    // SAFETY: non-NULL and aligned, so valid for reads of `len` entries (the caller's
+    // promise).
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// The caller's array of `len` entries at `ptr`, to write before reading; `EINVAL` for a
+/// NULL or misaligned `ptr`.
+///
+/// # Safety
+///
+/// A non-NULL, aligned `ptr` must be valid for writes of `len` entries, which nothing else
+/// touches for `'a`.
+pub(crate) unsafe fn array_mut<'a, T>(
+    ptr: *mut T,
+    len: usize,
+) -> Outcome<&'a mut [std::mem::MaybeUninit<T>]> {
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(Errno::INVAL);
+    }
+    // SAFETY: non-NULL and aligned, so valid for writes of `len` entries (the caller's
+    // promise); `MaybeUninit` asks nothing of what they hold.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast(), len) })
+}
+
 /// Runs an export's body behind the panic boundary: a panic is `Err(EIO)`.
 pub(crate) fn catch<T, E: From<Errno>>(body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| Err(Errno(libc::EIO).into()))

@@ -8,7 +8,7 @@
 
 #![allow(non_snake_case)]
 
-use crate::boundary::{run, set_errno, Errno, Outcome};
+use crate::boundary::{array, array_mut, run, set_errno, Errno, Outcome};
 use crate::handles;
 use crate::types::{gmcs, BOOL, DWORD, GMCS_NMAX, HANDLE, INFINITE, INVALID_HANDLE_VALUE};
 use crate::types::{
@@ -16,7 +16,6 @@ use crate::types::{
 };
 use iocp::{descriptor, Completion, DrainStatus, Port, PortBuilder, ProviderSocket};
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::raw::c_int;
 use std::ptr;
 use std::time::Duration;
@@ -221,17 +220,12 @@ pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
         }
         // SAFETY: `removed` is non-NULL, so valid for a write (the caller's contract).
         unsafe { *removed = 0 };
-        if entries.is_null() || !entries.is_aligned() || count == 0 || alertable != FALSE {
+        if count == 0 || alertable != FALSE {
             return Err(Errno::INVAL);
         }
-        // SAFETY: `entries` is non-NULL and aligned, so valid for writes of `count` entries;
-        // they are written before they are read.
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(
-                entries.cast::<MaybeUninit<OVERLAPPED_ENTRY>>(),
-                count as usize,
-            )
-        };
+        // SAFETY: a non-NULL `entries` is valid for writes of `count` entries (the caller's
+        // contract).
+        let out = unsafe { array_mut(entries, count as usize) }?;
         let taken = dequeue(port, timeout_ms, |port, timeout| {
             port.fill_up_to(&mut *out, timeout, OVERLAPPED_ENTRY::from_record)
         })?;
@@ -282,20 +276,13 @@ pub unsafe extern "C" fn GetMultipleCompletionStatus(
     results: *mut gmcs,
 ) -> c_int {
     run(-1, || {
-        if results.is_null()
-            || !results.is_aligned()
-            || nmax == 0
-            || nmax > GMCS_NMAX
-            || nmin > nmax
-        {
+        if nmax == 0 || nmax > GMCS_NMAX || nmin > nmax {
             return Err(Errno::INVAL);
         }
+        // SAFETY: a non-NULL `results` is valid for writes of `nmax` entries (the caller's
+        // contract).
+        let out = unsafe { array_mut(results, nmax as usize) }?;
         let (min, wait) = (nmin as usize, if nmin == 0 { 0 } else { timeout_ms });
-        // SAFETY: `results` is non-NULL and aligned, so valid for writes of `nmax` entries;
-        // they are written before they are read.
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(results.cast::<MaybeUninit<gmcs>>(), nmax as usize)
-        };
         // The loan may block: the wait runs on it.
         let drained = Port::with_handle(port, |port| {
             port.fill(out, min, timeout(wait), gmcs::from_record)
@@ -348,10 +335,9 @@ pub unsafe extern "C" fn iocp_post_many(port: HANDLE, records: *const gmcs, n: D
     run(FALSE, || {
         let records: &[gmcs] = match n {
             0 => &[],
-            _ if records.is_null() || !records.is_aligned() => return Err(Errno::INVAL),
-            // SAFETY: non-NULL and aligned, so valid for reads of `n` entries (the caller's
-            // promise), which nothing writes while the call runs.
-            _ => unsafe { std::slice::from_raw_parts(records, n as usize) },
+            // SAFETY: a non-NULL `records` is valid for reads of `n` entries (the caller's
+            // contract), which nothing writes while the call runs.
+            _ => unsafe { array(records, n as usize) }?,
         };
         let posted = Port::with_handle(port, |port| port.post_many_with(records, gmcs::completion))
             .ok_or_else(|| not_a_port(port))?;

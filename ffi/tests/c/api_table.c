@@ -608,6 +608,8 @@ static void list_io_arguments(void)
     FAILS_WITH(iocp_lio_listio(-1, list, 1, NULL) == -1, EINVAL);
     FAILS_WITH(iocp_lio_listio(IOCP_LIO_WAIT, list, -1, NULL) == -1, EINVAL);
     FAILS_WITH(iocp_lio_listio(IOCP_LIO_WAIT, NULL, 1, NULL) == -1, EINVAL);
+    struct iocp_aiocb **misaligned = (struct iocp_aiocb **)((char *)list + 4);
+    FAILS_WITH(iocp_lio_listio(IOCP_LIO_WAIT, misaligned, 1, NULL) == -1, EINVAL);
     CHECK(iocp_lio_listio(IOCP_LIO_WAIT, NULL, 0, NULL) == 0);
     /* A bad entry fails the call with EIO and carries its own error. */
     cb.aio_fildes = -1;
