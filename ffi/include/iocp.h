@@ -388,7 +388,7 @@ HANDLE CreateIoCompletionPort(HANDLE fd, HANDLE port, DWORD key, DWORD threads);
 
  # Safety
 
- `results` must be NULL or valid for writes of `nmax` entries.
+ An aligned, non-NULL `results` must be valid for writes of `nmax` entries.
  */
 int GetMultipleCompletionStatus(HANDLE port, DWORD nmin, DWORD nmax, DWORD timeout_ms, struct gmcs *results);
 
@@ -396,13 +396,13 @@ int GetMultipleCompletionStatus(HANDLE port, DWORD nmin, DWORD nmax, DWORD timeo
  The result of the request `ovl`: TRUE with `*bytes` when it succeeded; FALSE with
  `*bytes` and `errno` = its error when it failed. While it runs: with `wait`, blocks until
  it is done (sleeping on `ovl->Internal` itself, no event needed; signals do not end the
- wait); without, FALSE with `EINPROGRESS`. `EINVAL` for a NULL pointer. `fd` is not
- consulted (the block says everything).
+ wait); without, FALSE with `EINPROGRESS`. `EINVAL` for a NULL or misaligned pointer.
+ `fd` is not consulted (the block says everything).
 
  # Safety
 
- `ovl` must be NULL or point to an `OVERLAPPED`, and `bytes` must be NULL or valid for
- a write.
+ An aligned, non-NULL `ovl` must point to an `OVERLAPPED`, and an aligned, non-NULL
+ `bytes` must be valid for a write.
  */
 BOOL GetOverlappedResult(HANDLE fd, LPOVERLAPPED ovl, DWORD *bytes, BOOL wait);
 
@@ -415,14 +415,15 @@ BOOL GetOverlappedResult(HANDLE fd, LPOVERLAPPED ovl, DWORD *bytes, BOOL wait);
  `errno`: `ETIMEDOUT`; `EAGAIN` when a signal handler ran during the wait (AIX);
  `EBADF` for a handle that is not a live port, a port closed meanwhile (waiters wake)
  or closed by the program with plain `close` (noticed before the wait sleeps); `EBUSY`
- while a `GetMultipleCompletionStatus` runs on the port; `EINVAL` for a NULL pointer.
+ while a `GetMultipleCompletionStatus` runs on the port; `EINVAL` for a NULL or
+ misaligned pointer (`*ovl` is left alone when `ovl` is that pointer).
 
  Several threads may wait on one port; they wake last-in first-out, and the port's
  concurrency value bounds how many run at once.
 
  # Safety
 
- `bytes`, `key` and `ovl` must each be NULL or valid for writes.
+ Each of `bytes`, `key` and `ovl` that is aligned and not NULL must be valid for writes.
  */
 BOOL GetQueuedCompletionStatus(HANDLE port, DWORD *bytes, DWORD *key, LPOVERLAPPED *ovl, DWORD timeout_ms);
 
@@ -442,13 +443,13 @@ BOOL GetQueuedCompletionStatus(HANDLE port, DWORD *bytes, DWORD *key, LPOVERLAPP
  a signal handler ran during the wait; `EBADF` for a handle that is not a live port, or a
  port closed meanwhile or closed by the program with plain `close` (noticed before the
  wait sleeps); `EBUSY` while a `GetMultipleCompletionStatus` runs on the port; `EINVAL`
- for a NULL `removed`, a NULL or misaligned `entries`, `count` 0, or `alertable` TRUE
- (there are no APCs).
+ for a NULL or misaligned `removed` or `entries`, `count` 0, or `alertable` TRUE (there
+ are no APCs).
 
  # Safety
 
- `entries` must be NULL or valid for writes of `count` entries, and `removed` NULL or
- valid for a write.
+ An aligned, non-NULL `entries` must be valid for writes of `count` entries, and an
+ aligned, non-NULL `removed` valid for a write.
  */
 BOOL GetQueuedCompletionStatusEx(HANDLE port, OVERLAPPED_ENTRY *entries, DWORD count, DWORD *removed, DWORD timeout_ms, BOOL alertable);
 
@@ -480,15 +481,16 @@ BOOL PostQueuedCompletionStatus(HANDLE port, DWORD bytes, DWORD key, LPOVERLAPPE
  later, on the library's file threads.
 
  Other failures are FALSE with `errno`: `EINVAL` for a descriptor that is closed,
- negative or one of the library's handles, a NULL `buf` with `n > 0`, or a NULL `done`
- without `ovl`; `EAGAIN` when the request cannot be queued; or the read's own error.
+ negative or one of the library's handles, a NULL `buf` with `n > 0`, a NULL `done`
+ without `ovl`, or a misaligned `done` or `ovl`; `EAGAIN` when the request cannot be
+ queued; or the read's own error.
 
  # Safety
 
- `buf` must be valid for writes of `n` bytes and `done` NULL or valid for a write. With
- `ovl`, `ovl` must point to an `OVERLAPPED`, and it and `buf` must stay valid and
- unmoved (and `buf` untouched) until the request completes: `HasOverlappedIoCompleted`,
- its record dequeued, or its event set.
+ `buf` must be valid for writes of `n` bytes and an aligned, non-NULL `done` valid for a
+ write. With an aligned `ovl`, `ovl` must point to an `OVERLAPPED`, and it and `buf` must
+ stay valid and unmoved (and `buf` untouched) until the request completes:
+ `HasOverlappedIoCompleted`, its record dequeued, or its event set.
  */
 BOOL ReadFile(HANDLE fd, void *buf, DWORD n, DWORD *done, LPOVERLAPPED ovl);
 
@@ -499,7 +501,7 @@ BOOL ReadFile(HANDLE fd, void *buf, DWORD n, DWORD *done, LPOVERLAPPED ovl);
 
  # Safety
 
- `err` must be NULL or valid for a write.
+ An aligned, non-NULL `err` must be valid for a write.
  */
 int WPUCloseSocketHandle(SOCKET s, int *err);
 
@@ -509,13 +511,13 @@ int WPUCloseSocketHandle(SOCKET s, int *err);
  sees `Internal` done also sees the count; then queues a record (`errorno` = `error`)
  to `s`'s port if it has one, else sets `ovl->hEvent`. After this returns the requester
  may free `ovl`. 0, or `SOCKET_ERROR` with `*err` = `WSAEINVAL` for a handle not made by
- `WPUCreateSocketHandle` (`errno` `EBADF`), a NULL `ovl`, or `error` =
+ `WPUCreateSocketHandle` (`errno` `EBADF`), a NULL or misaligned `ovl`, or `error` =
  `WSS_OPERATION_IN_PROGRESS` (`errno` `EINVAL`).
 
  # Safety
 
- `ovl` must be NULL or point to a `WSAOVERLAPPED`, and `err` must be NULL or valid for a
- write.
+ An aligned, non-NULL `ovl` must point to a `WSAOVERLAPPED`, and an aligned, non-NULL
+ `err` must be valid for a write.
  */
 int WPUCompleteOverlappedRequest(SOCKET s, LPWSAOVERLAPPED ovl, DWORD error, DWORD bytes, int *err);
 
@@ -527,7 +529,7 @@ int WPUCompleteOverlappedRequest(SOCKET s, LPWSAOVERLAPPED ovl, DWORD error, DWO
 
  # Safety
 
- `err` must be NULL or valid for a write.
+ An aligned, non-NULL `err` must be valid for a write.
  */
 SOCKET WPUCreateSocketHandle(DWORD catalog_id, uintptr_t context, int *err);
 
@@ -537,13 +539,13 @@ SOCKET WPUCreateSocketHandle(DWORD catalog_id, uintptr_t context, int *err);
  0; FALSE with `*err` = `OffsetHigh` (`errno` `EIO`) when done with an error. While it
  runs: with `wait`, blocks until it is done; without, FALSE with `*err` =
  `WSA_IO_INCOMPLETE` (`errno` `EINPROGRESS`). FALSE with `*err` = `WSAEINVAL` for a
- handle that is not a provider handle (`errno` `EBADF`) or a NULL `ovl`, `bytes` or
- `flags` (`errno` `EINVAL`).
+ handle that is not a provider handle (`errno` `EBADF`) or a NULL or misaligned `ovl`,
+ `bytes` or `flags` (`errno` `EINVAL`).
 
  # Safety
 
- `ovl` must be NULL or point to a `WSAOVERLAPPED`; `bytes`, `flags` and `err` must each
- be NULL or valid for a write.
+ An aligned, non-NULL `ovl` must point to a `WSAOVERLAPPED`; each of `bytes`, `flags`
+ and `err` that is aligned and not NULL must be valid for a write.
  */
 BOOL WSPGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ovl, DWORD *bytes, BOOL wait, DWORD *flags, int *err);
 
@@ -562,32 +564,35 @@ BOOL WriteFile(HANDLE fd, const void *buf, DWORD n, DWORD *done, LPOVERLAPPED ov
  A cancelled request still completes, with `ECANCELED` (its aiocb, its record). Returns
  `IOCP_AIO_CANCELED`, `IOCP_AIO_NOTCANCELED` (one was already running) or
  `IOCP_AIO_ALLDONE` (nothing was in flight) — glibc's `AIO_*` values, the same numbers;
- -1 with `EBADF` for a closed `fd`, `EINVAL` when `aiocb->aio_fildes` is not `fd`.
+ -1 with `EBADF` for a closed `fd`, `EINVAL` for a misaligned `aiocb` or when
+ `aiocb->aio_fildes` is not `fd`.
  Cancelling never ends a `GetMultipleCompletionStatus` wait.
 
  # Safety
 
- `aiocb` must be NULL or point to a `struct iocp_aiocb`.
+ An aligned, non-NULL `aiocb` must point to a `struct iocp_aiocb`.
  */
 int iocp_aio_cancel(int fd, struct iocp_aiocb *aiocb);
 
 /*
  The status of `aiocb`'s request: `EINPROGRESS` while it runs, then 0 or its `errno`.
- -1 with `EINVAL` for NULL. (Requests of `LIO_NOWAIT_GMCS` never update their aiocb.)
+ -1 with `EINVAL` for NULL or a misaligned `aiocb`. (Requests of `LIO_NOWAIT_GMCS` never
+ update their aiocb.)
 
  # Safety
 
- `aiocb` must be NULL or point to a `struct iocp_aiocb`.
+ An aligned, non-NULL `aiocb` must point to a `struct iocp_aiocb`.
  */
 int iocp_aio_error(const struct iocp_aiocb *aiocb);
 
 /*
  The byte count of `aiocb`'s finished request, or -1 for a failed one (its error is
- `iocp_aio_error`'s). -1 with `EINVAL` for NULL or a request still in progress.
+ `iocp_aio_error`'s). -1 with `EINVAL` for NULL, a misaligned `aiocb` or a request still
+ in progress.
 
  # Safety
 
- `aiocb` must be NULL or point to a `struct iocp_aiocb`.
+ An aligned, non-NULL `aiocb` must point to a `struct iocp_aiocb`.
  */
 ssize_t iocp_aio_return(struct iocp_aiocb *aiocb);
 
@@ -629,21 +634,21 @@ BOOL iocp_event_wait(HANDLE event_handle, DWORD timeout_ms);
  whose `completion_key` is 0 — every entry must name a port). These are AIX's values:
  glibc's `LIO_WAIT` and `LIO_NOWAIT` are swapped, never pass them here.
 
- Returns 0, or -1 with `errno`: `EINVAL` for an unknown `mode`, a negative `n`, or a NULL
- or misaligned `list` with `n > 0`; `EAGAIN` when the file threads cannot be started or
- are stopping; `EIO` when some entry could not be queued — the others were, and that
- entry carries its own error (`EBADF` for a closed file or port, `EINVAL` for a bad
- opcode, offset, length or buffer), in its aiocb, or for `LIO_NOWAIT_GMCS` as a record
- on its port; with `IOCP_LIO_WAIT`, also `EIO` when a request failed as it ran (its aiocb
- holds the error), as POSIX has it. `sig` is accepted for compatibility and ignored: no
- signal is sent.
+ Returns 0, or -1 with `errno`: `EINVAL` for an unknown `mode`, a negative `n`, a NULL or
+ misaligned `list` with `n > 0`, or a misaligned entry (nothing is submitted then);
+ `EAGAIN` when the file threads cannot be started or are stopping; `EIO` when some entry
+ could not be queued — the others were, and that entry carries its own error (`EBADF` for
+ a closed file or port, `EINVAL` for a bad opcode, offset, length or buffer), in its
+ aiocb, or for `LIO_NOWAIT_GMCS` as a record on its port; with `IOCP_LIO_WAIT`, also
+ `EIO` when a request failed as it ran (its aiocb holds the error), as POSIX has it.
+ `sig` is accepted for compatibility and ignored: no signal is sent.
 
  # Safety
 
- `list` must be NULL or point to `n` entries, each NULL or pointing to a `struct
- iocp_aiocb`. Each aiocb and its `aio_buf` memory must stay valid and untouched until
- its request is done: its record dequeued, `iocp_aio_error` no longer `EINPROGRESS`, or
- for `IOCP_LIO_WAIT` this call's return.
+ An aligned, non-NULL `list` must point to `n` entries, each NULL, misaligned or pointing
+ to a `struct iocp_aiocb`. Each aiocb and its `aio_buf` memory must stay valid and
+ untouched until its request is done: its record dequeued, `iocp_aio_error` no longer
+ `EINPROGRESS`, or for `IOCP_LIO_WAIT` this call's return.
  */
 int iocp_lio_listio(int mode, struct iocp_aiocb *const *list, int n, void *sig);
 
@@ -697,7 +702,7 @@ HANDLE iocp_port_create(DWORD threads, DWORD flags);
 
  # Safety
 
- `records` must be NULL or valid for reads of `n` entries.
+ An aligned, non-NULL `records` must be valid for reads of `n` entries.
  */
 BOOL iocp_post_many(HANDLE port, const struct gmcs *records, DWORD n);
 

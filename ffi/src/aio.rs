@@ -3,7 +3,7 @@
 //!
 //! Prefixed so as not to interpose glibc's `lio_listio`, `aio_error`, ... of `<aio.h>`.
 
-use crate::boundary::{array, run, Errno};
+use crate::boundary::{array, checked, run, Errno};
 use crate::types::{IOCP_AIO_ALLDONE, IOCP_AIO_CANCELED, IOCP_AIO_NOTCANCELED};
 use iocp::{AioCancel, Aiocb, FilePool, LioMode};
 use std::os::raw::{c_int, c_void};
@@ -19,21 +19,21 @@ use std::os::raw::{c_int, c_void};
 /// whose `completion_key` is 0 — every entry must name a port). These are AIX's values:
 /// glibc's `LIO_WAIT` and `LIO_NOWAIT` are swapped, never pass them here.
 ///
-/// Returns 0, or -1 with `errno`: `EINVAL` for an unknown `mode`, a negative `n`, or a NULL
-/// or misaligned `list` with `n > 0`; `EAGAIN` when the file threads cannot be started or
-/// are stopping; `EIO` when some entry could not be queued — the others were, and that
-/// entry carries its own error (`EBADF` for a closed file or port, `EINVAL` for a bad
-/// opcode, offset, length or buffer), in its aiocb, or for `LIO_NOWAIT_GMCS` as a record
-/// on its port; with `IOCP_LIO_WAIT`, also `EIO` when a request failed as it ran (its aiocb
-/// holds the error), as POSIX has it. `sig` is accepted for compatibility and ignored: no
-/// signal is sent.
+/// Returns 0, or -1 with `errno`: `EINVAL` for an unknown `mode`, a negative `n`, a NULL or
+/// misaligned `list` with `n > 0`, or a misaligned entry (nothing is submitted then);
+/// `EAGAIN` when the file threads cannot be started or are stopping; `EIO` when some entry
+/// could not be queued — the others were, and that entry carries its own error (`EBADF` for
+/// a closed file or port, `EINVAL` for a bad opcode, offset, length or buffer), in its
+/// aiocb, or for `LIO_NOWAIT_GMCS` as a record on its port; with `IOCP_LIO_WAIT`, also
+/// `EIO` when a request failed as it ran (its aiocb holds the error), as POSIX has it.
+/// `sig` is accepted for compatibility and ignored: no signal is sent.
 ///
 /// # Safety
 ///
-/// `list` must be NULL or point to `n` entries, each NULL or pointing to a `struct
-/// iocp_aiocb`. Each aiocb and its `aio_buf` memory must stay valid and untouched until
-/// its request is done: its record dequeued, `iocp_aio_error` no longer `EINPROGRESS`, or
-/// for `IOCP_LIO_WAIT` this call's return.
+/// An aligned, non-NULL `list` must point to `n` entries, each NULL, misaligned or pointing
+/// to a `struct iocp_aiocb`. Each aiocb and its `aio_buf` memory must stay valid and
+/// untouched until its request is done: its record dequeued, `iocp_aio_error` no longer
+/// `EINPROGRESS`, or for `IOCP_LIO_WAIT` this call's return.
 #[no_mangle]
 pub unsafe extern "C" fn iocp_lio_listio(
     mode: c_int,
@@ -50,6 +50,9 @@ pub unsafe extern "C" fn iocp_lio_listio(
         }
         // SAFETY: a non-NULL `list` points to `n` entries (the caller's contract).
         let list = unsafe { array(list, len) }?;
+        for &entry in list {
+            checked(entry)?;
+        }
         let pool = FilePool::global().map_err(|_| Errno(libc::EAGAIN))?;
         // SAFETY: every entry is NULL or a live aiocb that outlives its request (the
         // caller's contract).
@@ -59,31 +62,35 @@ pub unsafe extern "C" fn iocp_lio_listio(
 }
 
 /// The status of `aiocb`'s request: `EINPROGRESS` while it runs, then 0 or its `errno`.
-/// -1 with `EINVAL` for NULL. (Requests of `LIO_NOWAIT_GMCS` never update their aiocb.)
+/// -1 with `EINVAL` for NULL or a misaligned `aiocb`. (Requests of `LIO_NOWAIT_GMCS` never
+/// update their aiocb.)
 ///
 /// # Safety
 ///
-/// `aiocb` must be NULL or point to a `struct iocp_aiocb`.
+/// An aligned, non-NULL `aiocb` must point to a `struct iocp_aiocb`.
 #[no_mangle]
 pub unsafe extern "C" fn iocp_aio_error(aiocb: *const Aiocb) -> c_int {
     run(-1, || {
-        // SAFETY: NULL or a live aiocb (the caller's contract).
-        let aiocb = unsafe { aiocb.as_ref() }.ok_or(Errno::INVAL)?;
+        let aiocb = checked(aiocb)?.ok_or(Errno::INVAL)?;
+        // SAFETY: non-NULL and aligned, so a live aiocb (the caller's contract).
+        let aiocb = unsafe { aiocb.as_ref() };
         Ok(aiocb.error())
     })
 }
 
 /// The byte count of `aiocb`'s finished request, or -1 for a failed one (its error is
-/// `iocp_aio_error`'s). -1 with `EINVAL` for NULL or a request still in progress.
+/// `iocp_aio_error`'s). -1 with `EINVAL` for NULL, a misaligned `aiocb` or a request still
+/// in progress.
 ///
 /// # Safety
 ///
-/// `aiocb` must be NULL or point to a `struct iocp_aiocb`.
+/// An aligned, non-NULL `aiocb` must point to a `struct iocp_aiocb`.
 #[no_mangle]
 pub unsafe extern "C" fn iocp_aio_return(aiocb: *mut Aiocb) -> libc::ssize_t {
     run(-1, || {
-        // SAFETY: NULL or a live aiocb (the caller's contract).
-        let aiocb = unsafe { aiocb.as_ref() }.ok_or(Errno::INVAL)?;
+        let aiocb = checked(aiocb)?.ok_or(Errno::INVAL)?;
+        // SAFETY: non-NULL and aligned, so a live aiocb (the caller's contract).
+        let aiocb = unsafe { aiocb.as_ref() };
         Ok(aiocb.result()?)
     })
 }
@@ -92,18 +99,19 @@ pub unsafe extern "C" fn iocp_aio_return(aiocb: *mut Aiocb) -> libc::ssize_t {
 /// A cancelled request still completes, with `ECANCELED` (its aiocb, its record). Returns
 /// `IOCP_AIO_CANCELED`, `IOCP_AIO_NOTCANCELED` (one was already running) or
 /// `IOCP_AIO_ALLDONE` (nothing was in flight) — glibc's `AIO_*` values, the same numbers;
-/// -1 with `EBADF` for a closed `fd`, `EINVAL` when `aiocb->aio_fildes` is not `fd`.
+/// -1 with `EBADF` for a closed `fd`, `EINVAL` for a misaligned `aiocb` or when
+/// `aiocb->aio_fildes` is not `fd`.
 /// Cancelling never ends a `GetMultipleCompletionStatus` wait.
 ///
 /// # Safety
 ///
-/// `aiocb` must be NULL or point to a `struct iocp_aiocb`.
+/// An aligned, non-NULL `aiocb` must point to a `struct iocp_aiocb`.
 #[no_mangle]
 pub unsafe extern "C" fn iocp_aio_cancel(fd: c_int, aiocb: *mut Aiocb) -> c_int {
     run(-1, || {
-        // SAFETY: NULL or a live aiocb (the caller's contract).
-        if let Some(cb) = unsafe { aiocb.as_ref() } {
-            if cb.aio_fildes != fd {
+        if let Some(cb) = checked(aiocb)? {
+            // SAFETY: non-NULL and aligned, so a live aiocb (the caller's contract).
+            if unsafe { cb.as_ref() }.aio_fildes != fd {
                 return Err(Errno::INVAL);
             }
         }

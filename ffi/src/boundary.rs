@@ -8,6 +8,7 @@
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
 
 /// An `errno` value on its way to the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,15 @@ impl From<io::Error> for Errno {
 /// What an export's body returns.
 pub(crate) type Outcome<T> = Result<T, Errno>;
 
+/// The caller's pointer `ptr` once it is fit to read or write through: `None` for NULL,
+/// `EINVAL` for a misaligned one (Rust may not read or write through either).
+pub(crate) fn checked<T>(ptr: *const T) -> Outcome<Option<NonNull<T>>> {
+    if !ptr.is_aligned() {
+        return Err(Errno::INVAL);
+    }
+    Ok(NonNull::new(ptr.cast_mut()))
+}
+
 /// The caller's array of `len` entries at `ptr`, to read; `EINVAL` for a NULL or misaligned
 /// `ptr` (a slice may not be made of either).
 ///
@@ -35,12 +45,10 @@ pub(crate) type Outcome<T> = Result<T, Errno>;
 /// A non-NULL, aligned `ptr` must be valid for reads of `len` entries, which nothing
 /// writes for `'a`.
 pub(crate) unsafe fn array<'a, T>(ptr: *const T, len: usize) -> Outcome<&'a [T]> {
-    if ptr.is_null() || !ptr.is_aligned() {
-        return Err(Errno::INVAL);
-    }
+    let ptr = checked(ptr)?.ok_or(Errno::INVAL)?;
     // SAFETY: non-NULL and aligned, so valid for reads of `len` entries (the caller's
     // promise).
-    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    Ok(unsafe { std::slice::from_raw_parts(ptr.as_ptr(), len) })
 }
 
 /// The caller's array of `len` entries at `ptr`, to write before reading; `EINVAL` for a
@@ -54,12 +62,10 @@ pub(crate) unsafe fn array_mut<'a, T>(
     ptr: *mut T,
     len: usize,
 ) -> Outcome<&'a mut [std::mem::MaybeUninit<T>]> {
-    if ptr.is_null() || !ptr.is_aligned() {
-        return Err(Errno::INVAL);
-    }
+    let ptr = checked(ptr)?.ok_or(Errno::INVAL)?;
     // SAFETY: non-NULL and aligned, so valid for writes of `len` entries (the caller's
     // promise); `MaybeUninit` asks nothing of what they hold.
-    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast(), len) })
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr().cast(), len) })
 }
 
 /// Runs an export's body behind the panic boundary: a panic is `Err(EIO)`.
@@ -92,6 +98,19 @@ use libc::__error as errno_location;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ptr;
+
+    #[test]
+    fn a_pointer_is_checked_for_null_and_alignment() {
+        let words = [0u32; 2];
+        let aligned = words.as_ptr();
+        assert_eq!(checked(aligned), Ok(NonNull::new(aligned.cast_mut())));
+        assert_eq!(checked(ptr::null::<u32>()), Ok(None));
+        let misaligned = aligned.cast::<u8>().wrapping_add(1).cast::<u32>();
+        assert_eq!(checked(misaligned), Err(Errno::INVAL));
+        // SAFETY: misaligned, so refused before any read.
+        assert_eq!(unsafe { array(misaligned, 1) }, Err(Errno::INVAL));
+    }
 
     #[test]
     fn a_panic_becomes_the_failure_value_with_eio() {

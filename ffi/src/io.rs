@@ -3,11 +3,12 @@
 
 #![allow(non_snake_case)]
 
-use crate::boundary::{run, Errno, Outcome};
+use crate::boundary::{checked, run, Errno, Outcome};
 use crate::handles;
 use crate::types::{BOOL, DWORD, FALSE, HANDLE, LPOVERLAPPED, TRUE};
 use iocp::descriptor::{self, Started};
 use std::os::raw::c_void;
+use std::ptr::NonNull;
 
 /// Reads up to `n` bytes of `fd` into `buf`.
 ///
@@ -28,15 +29,16 @@ use std::os::raw::c_void;
 /// later, on the library's file threads.
 ///
 /// Other failures are FALSE with `errno`: `EINVAL` for a descriptor that is closed,
-/// negative or one of the library's handles, a NULL `buf` with `n > 0`, or a NULL `done`
-/// without `ovl`; `EAGAIN` when the request cannot be queued; or the read's own error.
+/// negative or one of the library's handles, a NULL `buf` with `n > 0`, a NULL `done`
+/// without `ovl`, or a misaligned `done` or `ovl`; `EAGAIN` when the request cannot be
+/// queued; or the read's own error.
 ///
 /// # Safety
 ///
-/// `buf` must be valid for writes of `n` bytes and `done` NULL or valid for a write. With
-/// `ovl`, `ovl` must point to an `OVERLAPPED`, and it and `buf` must stay valid and
-/// unmoved (and `buf` untouched) until the request completes: `HasOverlappedIoCompleted`,
-/// its record dequeued, or its event set.
+/// `buf` must be valid for writes of `n` bytes and an aligned, non-NULL `done` valid for a
+/// write. With an aligned `ovl`, `ovl` must point to an `OVERLAPPED`, and it and `buf` must
+/// stay valid and unmoved (and `buf` untouched) until the request completes:
+/// `HasOverlappedIoCompleted`, its record dequeued, or its event set.
 #[no_mangle]
 pub unsafe extern "C" fn ReadFile(
     fd: HANDLE,
@@ -46,15 +48,16 @@ pub unsafe extern "C" fn ReadFile(
     ovl: LPOVERLAPPED,
 ) -> BOOL {
     run(FALSE, || {
-        // SAFETY: the caller's contract for each pointer, forwarded.
+        // SAFETY: the caller's contract for `done`, forwarded.
+        let done = unsafe { prepare(fd, buf.is_null(), n, done, ovl) }?;
+        // SAFETY: the caller's contract for `buf` and an aligned `ovl`, forwarded.
         let started = unsafe {
-            prepare(fd, buf.is_null(), n, done, ovl)?;
             match ovl.is_null() {
                 true => Started::Done(descriptor::read_now(fd, buf.cast(), n as usize)? as DWORD),
                 false => descriptor::read(fd, buf.cast(), n as usize, ovl)?,
             }
         };
-        // SAFETY: `done` is NULL or valid for a write: the caller's contract.
+        // SAFETY: the caller's contract for `done`, forwarded.
         unsafe { finish(started, done) }
     })
 }
@@ -74,39 +77,44 @@ pub unsafe extern "C" fn WriteFile(
     ovl: LPOVERLAPPED,
 ) -> BOOL {
     run(FALSE, || {
-        // SAFETY: the caller's contract for each pointer, forwarded.
+        // SAFETY: the caller's contract for `done`, forwarded.
+        let done = unsafe { prepare(fd, buf.is_null(), n, done, ovl) }?;
+        // SAFETY: the caller's contract for `buf` and an aligned `ovl`, forwarded.
         let started = unsafe {
-            prepare(fd, buf.is_null(), n, done, ovl)?;
             match ovl.is_null() {
                 true => Started::Done(descriptor::write_now(fd, buf.cast(), n as usize)? as DWORD),
                 false => descriptor::write(fd, buf.cast(), n as usize, ovl)?,
             }
         };
-        // SAFETY: `done` is NULL or valid for a write: the caller's contract.
+        // SAFETY: the caller's contract for `done`, forwarded.
         unsafe { finish(started, done) }
     })
 }
 
-/// Checks `ReadFile`/`WriteFile` arguments and zeroes `*done`, as Windows does.
+/// Checks `ReadFile`/`WriteFile` arguments and zeroes `*done`, as Windows does: `done`
+/// checked, to write the count through.
 ///
 /// # Safety
 ///
-/// `done` must be NULL or valid for a write.
+/// An aligned, non-NULL `done` must be valid for a write.
 unsafe fn prepare(
     fd: HANDLE,
     no_buf: bool,
     n: DWORD,
     done: *mut DWORD,
     ovl: LPOVERLAPPED,
-) -> Outcome<()> {
-    if !done.is_null() {
-        // SAFETY: non-NULL, so valid for a write (the caller's contract).
-        unsafe { *done = 0 };
+) -> Outcome<Option<NonNull<DWORD>>> {
+    let done = checked(done)?;
+    if let Some(done) = done {
+        // SAFETY: non-NULL and aligned, so valid for a write (the caller's contract).
+        unsafe { done.write(0) };
     }
-    if (no_buf && n > 0) || (done.is_null() && ovl.is_null()) || handles::is_library_handle(fd) {
+    // Nowhere to put the count of a synchronous request.
+    let uncounted = checked(ovl)?.is_none() && done.is_none();
+    if (no_buf && n > 0) || uncounted || handles::is_library_handle(fd) {
         return Err(Errno::INVAL);
     }
-    Ok(())
+    Ok(done)
 }
 
 /// TRUE with the byte count for a request done now; `EINPROGRESS` for one that completes
@@ -114,13 +122,13 @@ unsafe fn prepare(
 ///
 /// # Safety
 ///
-/// `done` must be NULL or valid for a write.
-unsafe fn finish(started: Started, done: *mut DWORD) -> Outcome<BOOL> {
+/// `done` must be valid for a write.
+unsafe fn finish(started: Started, done: Option<NonNull<DWORD>>) -> Outcome<BOOL> {
     match started {
         Started::Done(bytes) => {
-            if !done.is_null() {
-                // SAFETY: non-NULL, so valid for a write (the caller's contract).
-                unsafe { *done = bytes };
+            if let Some(done) = done {
+                // SAFETY: valid for a write (the caller's contract).
+                unsafe { done.write(bytes) };
             }
             Ok(TRUE)
         }
@@ -145,13 +153,13 @@ pub extern "C" fn CancelIoEx(fd: HANDLE, ovl: LPOVERLAPPED) -> BOOL {
 /// The result of the request `ovl`: TRUE with `*bytes` when it succeeded; FALSE with
 /// `*bytes` and `errno` = its error when it failed. While it runs: with `wait`, blocks until
 /// it is done (sleeping on `ovl->Internal` itself, no event needed; signals do not end the
-/// wait); without, FALSE with `EINPROGRESS`. `EINVAL` for a NULL pointer. `fd` is not
-/// consulted (the block says everything).
+/// wait); without, FALSE with `EINPROGRESS`. `EINVAL` for a NULL or misaligned pointer.
+/// `fd` is not consulted (the block says everything).
 ///
 /// # Safety
 ///
-/// `ovl` must be NULL or point to an `OVERLAPPED`, and `bytes` must be NULL or valid for
-/// a write.
+/// An aligned, non-NULL `ovl` must point to an `OVERLAPPED`, and an aligned, non-NULL
+/// `bytes` must be valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn GetOverlappedResult(
     fd: HANDLE,
@@ -161,18 +169,19 @@ pub unsafe extern "C" fn GetOverlappedResult(
 ) -> BOOL {
     let _ = fd;
     run(FALSE, || {
-        // SAFETY: NULL or a live block (the caller's contract).
-        let (Some(block), false) = (unsafe { ovl.as_ref() }, bytes.is_null()) else {
+        let (Some(block), Some(bytes)) = (checked(ovl)?, checked(bytes)?) else {
             return Err(Errno::INVAL);
         };
+        // SAFETY: non-NULL and aligned, so a live block (the caller's contract).
+        let block = unsafe { block.as_ref() };
         let result = block.get_result(wait != FALSE);
         let count = match &result {
             Ok(n) => *n,
             Err(_) if block.is_complete() => block.bytes(),
             Err(_) => 0,
         };
-        // SAFETY: non-NULL, so valid for a write.
-        unsafe { *bytes = count };
+        // SAFETY: non-NULL and aligned, so valid for a write (the caller's contract).
+        unsafe { bytes.write(count) };
         result?;
         Ok(TRUE)
     })

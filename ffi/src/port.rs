@@ -8,7 +8,7 @@
 
 #![allow(non_snake_case)]
 
-use crate::boundary::{array, array_mut, run, set_errno, Errno, Outcome};
+use crate::boundary::{array, array_mut, checked, run, set_errno, Errno, Outcome};
 use crate::handles;
 use crate::types::{gmcs, BOOL, DWORD, GMCS_NMAX, HANDLE, INFINITE, INVALID_HANDLE_VALUE};
 use crate::types::{
@@ -144,14 +144,15 @@ fn create(threads: DWORD, builder: PortBuilder) -> Outcome<HANDLE> {
 /// `errno`: `ETIMEDOUT`; `EAGAIN` when a signal handler ran during the wait (AIX);
 /// `EBADF` for a handle that is not a live port, a port closed meanwhile (waiters wake)
 /// or closed by the program with plain `close` (noticed before the wait sleeps); `EBUSY`
-/// while a `GetMultipleCompletionStatus` runs on the port; `EINVAL` for a NULL pointer.
+/// while a `GetMultipleCompletionStatus` runs on the port; `EINVAL` for a NULL or
+/// misaligned pointer (`*ovl` is left alone when `ovl` is that pointer).
 ///
 /// Several threads may wait on one port; they wake last-in first-out, and the port's
 /// concurrency value bounds how many run at once.
 ///
 /// # Safety
 ///
-/// `bytes`, `key` and `ovl` must each be NULL or valid for writes.
+/// Each of `bytes`, `key` and `ovl` that is aligned and not NULL must be valid for writes.
 #[no_mangle]
 pub unsafe extern "C" fn GetQueuedCompletionStatus(
     port: HANDLE,
@@ -161,20 +162,19 @@ pub unsafe extern "C" fn GetQueuedCompletionStatus(
     timeout_ms: DWORD,
 ) -> BOOL {
     run(FALSE, || {
-        if ovl.is_null() {
+        let ovl = checked(ovl)?.ok_or(Errno::INVAL)?;
+        // SAFETY: non-NULL and aligned, so valid for writes (the caller's contract).
+        unsafe { ovl.write(ptr::null_mut()) };
+        let (Some(bytes), Some(key)) = (checked(bytes)?, checked(key)?) else {
             return Err(Errno::INVAL);
-        }
-        // SAFETY: `ovl` is non-NULL, so valid for writes (the caller's contract).
-        unsafe { *ovl = ptr::null_mut() };
-        if bytes.is_null() || key.is_null() {
-            return Err(Errno::INVAL);
-        }
+        };
         let record = dequeue(port, timeout_ms, |port, timeout| port.get(timeout))?;
-        // SAFETY: the three pointers are non-NULL, so valid for writes.
+        // SAFETY: the three pointers are non-NULL and aligned, so valid for writes (they
+        // may name one place: raw writes, no references).
         unsafe {
-            *bytes = record.bytes();
-            *key = record.key() as DWORD;
-            *ovl = record.overlapped() as LPOVERLAPPED;
+            bytes.write(record.bytes());
+            key.write(record.key() as DWORD);
+            ovl.write(record.overlapped() as LPOVERLAPPED);
         }
         match record.error() {
             0 => Ok(TRUE),
@@ -198,13 +198,13 @@ pub unsafe extern "C" fn GetQueuedCompletionStatus(
 /// a signal handler ran during the wait; `EBADF` for a handle that is not a live port, or a
 /// port closed meanwhile or closed by the program with plain `close` (noticed before the
 /// wait sleeps); `EBUSY` while a `GetMultipleCompletionStatus` runs on the port; `EINVAL`
-/// for a NULL `removed`, a NULL or misaligned `entries`, `count` 0, or `alertable` TRUE
-/// (there are no APCs).
+/// for a NULL or misaligned `removed` or `entries`, `count` 0, or `alertable` TRUE (there
+/// are no APCs).
 ///
 /// # Safety
 ///
-/// `entries` must be NULL or valid for writes of `count` entries, and `removed` NULL or
-/// valid for a write.
+/// An aligned, non-NULL `entries` must be valid for writes of `count` entries, and an
+/// aligned, non-NULL `removed` valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
     port: HANDLE,
@@ -215,11 +215,9 @@ pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
     alertable: BOOL,
 ) -> BOOL {
     run(FALSE, || {
-        if removed.is_null() {
-            return Err(Errno::INVAL);
-        }
-        // SAFETY: `removed` is non-NULL, so valid for a write (the caller's contract).
-        unsafe { *removed = 0 };
+        let removed = checked(removed)?.ok_or(Errno::INVAL)?;
+        // SAFETY: non-NULL and aligned, so valid for a write (the caller's contract).
+        unsafe { removed.write(0) };
         if count == 0 || alertable != FALSE {
             return Err(Errno::INVAL);
         }
@@ -229,9 +227,9 @@ pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
         let taken = dequeue(port, timeout_ms, |port, timeout| {
             port.fill_up_to(&mut *out, timeout, OVERLAPPED_ENTRY::from_record)
         })?;
-        // SAFETY: `removed` is non-NULL, so valid for a write (the caller's contract);
-        // `taken` is at most `count`, a `DWORD`.
-        unsafe { *removed = taken as DWORD };
+        // SAFETY: `removed` is non-NULL and aligned, so valid for a write (the caller's
+        // contract); `taken` is at most `count`, a `DWORD`.
+        unsafe { removed.write(taken as DWORD) };
         Ok(TRUE)
     })
 }
@@ -266,7 +264,7 @@ fn dequeue<T>(
 ///
 /// # Safety
 ///
-/// `results` must be NULL or valid for writes of `nmax` entries.
+/// An aligned, non-NULL `results` must be valid for writes of `nmax` entries.
 #[no_mangle]
 pub unsafe extern "C" fn GetMultipleCompletionStatus(
     port: HANDLE,
@@ -329,7 +327,7 @@ pub extern "C" fn PostQueuedCompletionStatus(
 ///
 /// # Safety
 ///
-/// `records` must be NULL or valid for reads of `n` entries.
+/// An aligned, non-NULL `records` must be valid for reads of `n` entries.
 #[no_mangle]
 pub unsafe extern "C" fn iocp_post_many(port: HANDLE, records: *const gmcs, n: DWORD) -> BOOL {
     run(FALSE, || {

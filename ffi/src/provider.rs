@@ -6,7 +6,7 @@
 
 #![allow(non_snake_case)]
 
-use crate::boundary::{catch, set_errno, Errno};
+use crate::boundary::{catch, checked, set_errno, Errno};
 use crate::handles;
 use crate::types::{BOOL, DWORD, FALSE, INVALID_SOCKET, LPWSAOVERLAPPED, SOCKET, TRUE};
 use crate::types::{SOCKET_ERROR, WSAEINVAL, WSAENOBUFS, WSA_IO_INCOMPLETE};
@@ -29,29 +29,29 @@ impl From<Errno> for Failure {
     }
 }
 
-/// A provider call's value, or `failure` with the failure reported through `*err` and
-/// `errno`.
+/// Runs a provider call's `body` behind the panic boundary: its value, or `failure` with
+/// the failure reported through `*err` and `errno`. A misaligned `err` fails the call
+/// before `body` runs, with `errno` = `EINVAL` and nothing written through it.
 ///
 /// # Safety
 ///
-/// `err` must be NULL or valid for a write.
-unsafe fn reply<T>(err: *mut c_int, result: Result<T, Failure>, failure: T) -> T {
-    result.unwrap_or_else(|fail| {
-        // SAFETY: NULL or valid for a write (the caller's contract).
-        unsafe { report(err, fail) };
+/// An aligned, non-NULL `err` must be valid for a write.
+unsafe fn provide<T>(err: *mut c_int, failure: T, body: impl FnOnce() -> Result<T, Failure>) -> T {
+    let err = match checked(err) {
+        Ok(err) => err,
+        Err(errno) => {
+            set_errno(errno.0);
+            return failure;
+        }
+    };
+    catch(body).unwrap_or_else(|fail| {
+        if let Some(err) = err {
+            // SAFETY: non-NULL and aligned, so valid for a write (the caller's contract).
+            unsafe { err.write(fail.code) };
+        }
+        set_errno(fail.errno.0);
         failure
     })
-}
-
-/// # Safety
-///
-/// `err` must be NULL or valid for a write.
-unsafe fn report(err: *mut c_int, fail: Failure) {
-    // SAFETY: NULL or valid for a write (the caller's contract).
-    if let Some(err) = unsafe { err.as_mut() } {
-        *err = fail.code;
-    }
-    set_errno(fail.errno.0);
 }
 
 /// Makes a provider's socket handle for the provider `catalog_id`, carrying `context`:
@@ -61,22 +61,22 @@ unsafe fn report(err: *mut c_int, fail: Failure) {
 ///
 /// # Safety
 ///
-/// `err` must be NULL or valid for a write.
+/// An aligned, non-NULL `err` must be valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn WPUCreateSocketHandle(
     catalog_id: DWORD,
     context: libc::uintptr_t,
     err: *mut c_int,
 ) -> SOCKET {
-    let result = catch(|| {
+    let call = || {
         let socket = ProviderSocket::new(catalog_id, context).map_err(|e| Failure {
             code: WSAENOBUFS,
             errno: e.into(),
         })?;
         Ok(socket.into_handle())
-    });
+    };
     // SAFETY: the caller's contract for `err`.
-    unsafe { reply(err, result, INVALID_SOCKET) }
+    unsafe { provide(err, INVALID_SOCKET, call) }
 }
 
 /// Closes a provider's socket handle: completing into it fails afterwards, and its number
@@ -85,15 +85,15 @@ pub unsafe extern "C" fn WPUCreateSocketHandle(
 ///
 /// # Safety
 ///
-/// `err` must be NULL or valid for a write.
+/// An aligned, non-NULL `err` must be valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn WPUCloseSocketHandle(s: SOCKET, err: *mut c_int) -> c_int {
-    let result = catch(|| {
+    let call = || {
         handles::close_provider(s)?;
         Ok(0)
-    });
+    };
     // SAFETY: the caller's contract for `err`.
-    unsafe { reply(err, result, SOCKET_ERROR) }
+    unsafe { provide(err, SOCKET_ERROR, call) }
 }
 
 /// Completes the overlapped request `ovl` on the provider handle `s`: sets `InternalHigh`
@@ -101,13 +101,13 @@ pub unsafe extern "C" fn WPUCloseSocketHandle(s: SOCKET, err: *mut c_int) -> c_i
 /// sees `Internal` done also sees the count; then queues a record (`errorno` = `error`)
 /// to `s`'s port if it has one, else sets `ovl->hEvent`. After this returns the requester
 /// may free `ovl`. 0, or `SOCKET_ERROR` with `*err` = `WSAEINVAL` for a handle not made by
-/// `WPUCreateSocketHandle` (`errno` `EBADF`), a NULL `ovl`, or `error` =
+/// `WPUCreateSocketHandle` (`errno` `EBADF`), a NULL or misaligned `ovl`, or `error` =
 /// `WSS_OPERATION_IN_PROGRESS` (`errno` `EINVAL`).
 ///
 /// # Safety
 ///
-/// `ovl` must be NULL or point to a `WSAOVERLAPPED`, and `err` must be NULL or valid for a
-/// write.
+/// An aligned, non-NULL `ovl` must point to a `WSAOVERLAPPED`, and an aligned, non-NULL
+/// `err` must be valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn WPUCompleteOverlappedRequest(
     s: SOCKET,
@@ -116,18 +116,19 @@ pub unsafe extern "C" fn WPUCompleteOverlappedRequest(
     bytes: DWORD,
     err: *mut c_int,
 ) -> c_int {
-    let result = catch(|| {
-        // SAFETY: NULL or a live block (the caller's contract).
-        let block = unsafe { ovl.as_ref() };
+    let call = || {
+        let block = checked(ovl);
         ProviderSocket::with_handle(s, |provider| {
-            let block = block.ok_or(Errno::INVAL)?;
+            let block = block?.ok_or(Errno::INVAL)?;
+            // SAFETY: non-NULL and aligned, so a live block (the caller's contract).
+            let block = unsafe { block.as_ref() };
             provider.complete(block, error, bytes).map_err(Errno::from)
         })
         .ok_or(Errno::BADF)??;
         Ok(0)
-    });
+    };
     // SAFETY: the caller's contract for `err`.
-    unsafe { reply(err, result, SOCKET_ERROR) }
+    unsafe { provide(err, SOCKET_ERROR, call) }
 }
 
 /// The result of the provider request `ovl` on `s`, as the seed's typical provider leaves
@@ -135,13 +136,13 @@ pub unsafe extern "C" fn WPUCompleteOverlappedRequest(
 /// 0; FALSE with `*err` = `OffsetHigh` (`errno` `EIO`) when done with an error. While it
 /// runs: with `wait`, blocks until it is done; without, FALSE with `*err` =
 /// `WSA_IO_INCOMPLETE` (`errno` `EINPROGRESS`). FALSE with `*err` = `WSAEINVAL` for a
-/// handle that is not a provider handle (`errno` `EBADF`) or a NULL `ovl`, `bytes` or
-/// `flags` (`errno` `EINVAL`).
+/// handle that is not a provider handle (`errno` `EBADF`) or a NULL or misaligned `ovl`,
+/// `bytes` or `flags` (`errno` `EINVAL`).
 ///
 /// # Safety
 ///
-/// `ovl` must be NULL or point to a `WSAOVERLAPPED`; `bytes`, `flags` and `err` must each
-/// be NULL or valid for a write.
+/// An aligned, non-NULL `ovl` must point to a `WSAOVERLAPPED`; each of `bytes`, `flags`
+/// and `err` that is aligned and not NULL must be valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn WSPGetOverlappedResult(
     s: SOCKET,
@@ -151,24 +152,26 @@ pub unsafe extern "C" fn WSPGetOverlappedResult(
     flags: *mut DWORD,
     err: *mut c_int,
 ) -> BOOL {
-    let result = catch(|| {
+    let call = || {
         // A reference of its own: the call may sleep.
         let provider = ProviderSocket::from_handle(s).ok_or(Errno::BADF)?;
-        // SAFETY: NULL or a live block (the caller's contract).
-        let block = unsafe { ovl.as_ref() }.ok_or(Errno::INVAL)?;
-        if bytes.is_null() || flags.is_null() {
+        let block = checked(ovl)?.ok_or(Errno::INVAL)?;
+        let (Some(bytes), Some(flags)) = (checked(bytes)?, checked(flags)?) else {
             return Err(Errno::INVAL.into());
-        }
+        };
+        // SAFETY: non-NULL and aligned, so a live block (the caller's contract).
+        let block = unsafe { block.as_ref() };
         let Some(status) = provider.overlapped_result(block, wait != FALSE) else {
             return Err(Failure {
                 code: WSA_IO_INCOMPLETE,
                 errno: Errno(libc::EINPROGRESS),
             });
         };
-        // SAFETY: both non-NULL, so valid for writes (the caller's contract).
+        // SAFETY: both non-NULL and aligned, so valid for writes (the caller's contract;
+        // they may name one place: raw writes, no references).
         unsafe {
-            *bytes = status.bytes;
-            *flags = status.flags;
+            bytes.write(status.bytes);
+            flags.write(status.flags);
         }
         match status.error {
             0 => Ok(TRUE),
@@ -177,7 +180,7 @@ pub unsafe extern "C" fn WSPGetOverlappedResult(
                 errno: Errno(libc::EIO),
             }),
         }
-    });
+    };
     // SAFETY: the caller's contract for `err`.
-    unsafe { reply(err, result, FALSE) }
+    unsafe { provide(err, FALSE, call) }
 }

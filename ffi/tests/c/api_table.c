@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -700,6 +701,122 @@ static void providers_and_events(void)
     close(mine);
 }
 
+/* One byte past an aligned place: misaligned for every type the calls write or read. */
+#define MISALIGNED(type, place) ((type *)((char *)(place) + 1))
+
+/* Every pointer a call reads or writes through is refused misaligned with EINVAL, before
+ * the call does anything: no record taken, no byte read, no request submitted or
+ * completed. */
+static void misaligned_pointers(void)
+{
+    _Alignas(16) char spare[64];
+    HANDLE port = new_port();
+    DWORD bytes = 1, key = 1;
+    LPOVERLAPPED ovl = (LPOVERLAPPED)&bytes;
+    OVERLAPPED block;
+    memset(&block, 0, sizeof block);
+
+    /* The dequeues: the record stays queued through every refusal. */
+    CHECK(PostQueuedCompletionStatus(port, 5, 6, &block));
+    FAILS_WITH(!GetQueuedCompletionStatus(port, &bytes, &key, MISALIGNED(LPOVERLAPPED, spare),
+                                          0),
+               EINVAL);
+    FAILS_WITH(!GetQueuedCompletionStatus(port, MISALIGNED(DWORD, spare), &key, &ovl, 0),
+               EINVAL);
+    CHECK(ovl == NULL);
+    FAILS_WITH(!GetQueuedCompletionStatus(port, &bytes, MISALIGNED(DWORD, spare), &ovl, 0),
+               EINVAL);
+    OVERLAPPED_ENTRY entry;
+    FAILS_WITH(!GetQueuedCompletionStatusEx(port, &entry, 1, MISALIGNED(DWORD, spare), 0, FALSE),
+               EINVAL);
+    CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0));
+    CHECK(bytes == 5 && key == 6 && ovl == &block);
+
+    /* ReadFile and WriteFile: nothing read or written. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK(write(sv[1], "ab", 2) == 2);
+    char buf[4] = { 0 };
+    DWORD done = 0;
+    FAILS_WITH(!ReadFile(sv[0], buf, sizeof buf, MISALIGNED(DWORD, spare), NULL), EINVAL);
+    FAILS_WITH(!ReadFile(sv[0], buf, sizeof buf, &done, MISALIGNED(OVERLAPPED, spare)),
+               EINVAL);
+    FAILS_WITH(!WriteFile(sv[0], "x", 1, &done, MISALIGNED(OVERLAPPED, spare)), EINVAL);
+    CHECK(buf[0] == 0);
+    CHECK(ReadFile(sv[0], buf, sizeof buf, &done, NULL) && done == 2);
+    CHECK(memcmp(buf, "ab", 2) == 0);
+    int waiting = -1;
+    CHECK(ioctl(sv[1], FIONREAD, &waiting) == 0 && waiting == 0);
+
+    /* GetOverlappedResult. */
+    block.Internal = 0;
+    block.InternalHigh = 6;
+    FAILS_WITH(!GetOverlappedResult(sv[0], MISALIGNED(OVERLAPPED, spare), &done, FALSE), EINVAL);
+    FAILS_WITH(!GetOverlappedResult(sv[0], &block, MISALIGNED(DWORD, spare), FALSE), EINVAL);
+
+    /* List I/O: a misaligned entry refuses the whole list, so the good one does not run. */
+    char path[] = "/tmp/iocp-misaligned-XXXXXX";
+    int file = mkstemp(path);
+    CHECK(file >= 0);
+    CHECK(unlink(path) == 0);
+    CHECK(write(file, "data", 4) == 4);
+    struct iocp_aiocb good;
+    memset(&good, 0, sizeof good);
+    char got[4] = { 0 };
+    good.aio_fildes = file;
+    good.aio_lio_opcode = IOCP_LIO_READ;
+    good.aio_buf = got;
+    good.aio_nbytes = sizeof got;
+    struct iocp_aiocb *list[2] = { &good, MISALIGNED(struct iocp_aiocb, spare) };
+    FAILS_WITH(iocp_lio_listio(IOCP_LIO_WAIT, list, 2, NULL) == -1, EINVAL);
+    CHECK(got[0] == 0);
+    CHECK(iocp_lio_listio(IOCP_LIO_WAIT, list, 1, NULL) == 0);
+    CHECK(iocp_aio_return(&good) == 4 && memcmp(got, "data", 4) == 0);
+    FAILS_WITH(iocp_aio_error(MISALIGNED(struct iocp_aiocb, spare)) == -1, EINVAL);
+    FAILS_WITH(iocp_aio_return(MISALIGNED(struct iocp_aiocb, spare)) == -1, EINVAL);
+    FAILS_WITH(iocp_aio_cancel(file, MISALIGNED(struct iocp_aiocb, spare)) == -1, EINVAL);
+    close(file);
+
+    /* The provider calls: a misaligned err is refused before the call does anything. */
+    int err = 0;
+    FAILS_WITH(WPUCreateSocketHandle(1, 0, MISALIGNED(int, spare)) == INVALID_SOCKET, EINVAL);
+    SOCKET s = WPUCreateSocketHandle(1, 0, &err);
+    CHECK(s != INVALID_SOCKET);
+    CHECK(CreateIoCompletionPort(s, port, 8, 0) == port);
+    memset(&block, 0, sizeof block);
+    block.Internal = WSS_OPERATION_IN_PROGRESS;
+    FAILS_WITH(WPUCompleteOverlappedRequest(s, &block, 0, 3, MISALIGNED(int, spare)) ==
+                       SOCKET_ERROR,
+               EINVAL);
+    err = 0;
+    FAILS_WITH(WPUCompleteOverlappedRequest(s, MISALIGNED(OVERLAPPED, spare), 0, 3, &err) ==
+                       SOCKET_ERROR,
+               EINVAL);
+    CHECK(err == WSAEINVAL);
+    CHECK(block.Internal == WSS_OPERATION_IN_PROGRESS);
+    FAILS_WITH(!GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0), ETIMEDOUT);
+    CHECK(WPUCompleteOverlappedRequest(s, &block, 0, 3, &err) == 0);
+    DWORD flags = 0;
+    FAILS_WITH(!WSPGetOverlappedResult(s, MISALIGNED(OVERLAPPED, spare), &bytes, FALSE, &flags,
+                                       &err),
+               EINVAL);
+    FAILS_WITH(!WSPGetOverlappedResult(s, &block, MISALIGNED(DWORD, spare), FALSE, &flags, &err),
+               EINVAL);
+    FAILS_WITH(!WSPGetOverlappedResult(s, &block, &bytes, FALSE, MISALIGNED(DWORD, spare), &err),
+               EINVAL);
+    FAILS_WITH(!WSPGetOverlappedResult(s, &block, &bytes, FALSE, &flags, MISALIGNED(int, spare)),
+               EINVAL);
+    CHECK(WSPGetOverlappedResult(s, &block, &bytes, FALSE, &flags, &err) && bytes == 3);
+    FAILS_WITH(WPUCloseSocketHandle(s, MISALIGNED(int, spare)) == SOCKET_ERROR, EINVAL);
+    CHECK(WPUCloseSocketHandle(s, &err) == 0);
+
+    CHECK(GetQueuedCompletionStatus(port, &bytes, &key, &ovl, 0));
+    CHECK(bytes == 3 && key == 8 && ovl == &block);
+    CHECK(CloseHandle(port));
+    close(sv[0]);
+    close(sv[1]);
+}
+
 int main(void)
 {
     create_and_associate();
@@ -712,6 +829,7 @@ int main(void)
     io_arguments();
     list_io_arguments();
     providers_and_events();
+    misaligned_pointers();
     puts("api_table: every row and its error cases: ok");
     return 0;
 }
