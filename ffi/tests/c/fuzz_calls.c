@@ -7,9 +7,11 @@
  *
  * Usage: fuzz_calls [seeds [calls-per-seed [first-seed]]]   (default 20 x 1000 from 1)
  *
- * Only the C API's contract is respected: pointers are NULL or valid, and memory handed to
- * a request (OVERLAPPED, buffers, aiocbs) stays valid until it completes (it is static
- * here, and reused only once complete). */
+ * Only the C API's contract is respected: pointers are NULL or valid (or, now and then,
+ * one byte off a valid place: misaligned, which every call refuses with EINVAL before it
+ * reads or writes through it), and memory handed to a request (OVERLAPPED, buffers,
+ * aiocbs) stays valid until it completes (it is static here, and reused only once
+ * complete). */
 #include "check.h"
 
 #include <fcntl.h>
@@ -34,6 +36,12 @@ static uint32_t below(uint32_t n)
 static int chance(uint32_t percent)
 {
     return below(100) < percent;
+}
+
+/* `p`, or now and then `p` one byte off: misaligned for anything a call reads or writes. */
+static void *skewed(void *p)
+{
+    return p && chance(3) ? (char *)p + 1 : p;
 }
 
 /* ---- the program's own descriptors: never closed by the library ---- */
@@ -309,9 +317,9 @@ static void one_call(void)
     case 2:
     case 3: {
         int with = (int)below(8);
-        CALL(!GetQueuedCompletionStatus(handle_for(PORT), with == 1 ? NULL : &bytes,
-                                        with == 2 ? NULL : &key, with == 3 ? NULL : &ovl,
-                                        timeout_ms()),
+        CALL(!GetQueuedCompletionStatus(handle_for(PORT), with == 1 ? NULL : skewed(&bytes),
+                                        with == 2 ? NULL : skewed(&key),
+                                        with == 3 ? NULL : skewed(&ovl), timeout_ms()),
              "GetQueuedCompletionStatus");
         break;
     }
@@ -319,7 +327,7 @@ static void one_call(void)
     case 5: {
         DWORD nmax = chance(80) ? below(64) + 1 : (chance(50) ? 0 : GMCS_NMAX + below(3));
         DWORD nmin = chance(80) ? below(nmax + 1) : nmax + 1;
-        struct gmcs *out = chance(95) ? results : NULL;
+        struct gmcs *out = chance(95) ? skewed(results) : NULL;
         int n;
         errno = 0;
         n = GetMultipleCompletionStatus(handle_for(PORT), nmin, nmax, timeout_ms(), out);
@@ -357,7 +365,8 @@ static void one_call(void)
         if (n > BUF && buf) {
             n = BUF;
         }
-        DWORD *count = chance(90) ? &done : NULL;
+        DWORD *count = chance(90) ? skewed(&done) : NULL;
+        o = skewed(o);
         if (write) {
             CALL(!WriteFile(fd, buf, n, count, o), "WriteFile");
         } else {
@@ -372,7 +381,8 @@ static void one_call(void)
         LPOVERLAPPED o = chance(90) ? &blocks[below(BLOCKS)] : NULL;
         /* Waiting is only safe on a block that is done (or it might wait for ever). */
         BOOL wait = o && HasOverlappedIoCompleted(o) && chance(50);
-        CALL(!GetOverlappedResult(fd_for_io(), o, chance(90) ? &bytes : NULL, wait),
+        CALL(!GetOverlappedResult(fd_for_io(), skewed(o), chance(90) ? skewed(&bytes) : NULL,
+                                  wait),
              "GetOverlappedResult");
         break;
     }
@@ -398,7 +408,7 @@ static void one_call(void)
                 cb->aio_flag = AIO_EXTENDED;
                 cb->aio_iocpfd = handle_for(PORT);
             }
-            list[i] = chance(95) ? cb : NULL;
+            list[i] = chance(95) ? skewed(cb) : NULL;
         }
         int n = chance(90) ? count : (chance(50) ? -1 : 0);
         CALL(iocp_lio_listio(mode, count || chance(50) ? list : NULL, n, NULL) == -1,
@@ -408,20 +418,20 @@ static void one_call(void)
     case 13: {
         struct iocp_aiocb *cb = aiocbs_used && chance(90) ? &aiocbs[below((uint32_t)aiocbs_used)]
                                                           : NULL;
-        CALL(iocp_aio_error(cb) == -1, "iocp_aio_error");
-        CALL(iocp_aio_return(cb) == -1 && errno != 0, "iocp_aio_return");
+        CALL(iocp_aio_error(skewed(cb)) == -1, "iocp_aio_error");
+        CALL(iocp_aio_return(skewed(cb)) == -1 && errno != 0, "iocp_aio_return");
         break;
     }
     case 14: {
         struct iocp_aiocb *cb = aiocbs_used && chance(50) ? &aiocbs[below((uint32_t)aiocbs_used)]
                                                           : NULL;
         int fd = cb && chance(80) ? cb->aio_fildes : fd_for_io();
-        CALL(iocp_aio_cancel(fd, cb) == -1, "iocp_aio_cancel");
+        CALL(iocp_aio_cancel(fd, skewed(cb)) == -1, "iocp_aio_cancel");
         break;
     }
     case 15: {
         SOCKET s;
-        CALL((s = WPUCreateSocketHandle(rnd(), rnd(), chance(90) ? &err : NULL)) ==
+        CALL((s = WPUCreateSocketHandle(rnd(), rnd(), chance(90) ? skewed(&err) : NULL)) ==
                  INVALID_SOCKET,
              "WPUCreateSocketHandle");
         add_live(PROVIDER, s);
@@ -430,7 +440,7 @@ static void one_call(void)
     case 16: {
         SOCKET s = handle_for(PROVIDER);
         int closed;
-        CALL(closed = WPUCloseSocketHandle(s, chance(90) ? &err : NULL) == SOCKET_ERROR,
+        CALL(closed = WPUCloseSocketHandle(s, chance(90) ? skewed(&err) : NULL) == SOCKET_ERROR,
              "WPUCloseSocketHandle");
         if (!closed) {
             forget(s);
@@ -447,16 +457,19 @@ static void one_call(void)
             o->OffsetHigh = chance(80) ? 0 : 10054;
         }
         static const DWORD errors[] = { 0, 0, 0, ECONNRESET, 10054, WSS_OPERATION_IN_PROGRESS };
-        CALL(WPUCompleteOverlappedRequest(handle_for(PROVIDER), o, errors[below(6)], rnd(),
-                                          chance(90) ? &err : NULL) == SOCKET_ERROR,
+        CALL(WPUCompleteOverlappedRequest(handle_for(PROVIDER), skewed(o), errors[below(6)],
+                                          rnd(),
+                                          chance(90) ? skewed(&err) : NULL) == SOCKET_ERROR,
              "WPUCompleteOverlappedRequest");
         break;
     }
     case 19: {
         LPOVERLAPPED o = chance(90) ? &blocks[below(BLOCKS)] : NULL;
         BOOL wait = o && HasOverlappedIoCompleted(o) && chance(50);
-        CALL(!WSPGetOverlappedResult(handle_for(PROVIDER), o, chance(90) ? &bytes : NULL, wait,
-                                     chance(90) ? &flags : NULL, chance(90) ? &err : NULL),
+        CALL(!WSPGetOverlappedResult(handle_for(PROVIDER), skewed(o),
+                                     chance(90) ? skewed(&bytes) : NULL, wait,
+                                     chance(90) ? skewed(&flags) : NULL,
+                                     chance(90) ? skewed(&err) : NULL),
              "WSPGetOverlappedResult");
         break;
     }
@@ -517,16 +530,19 @@ static void one_call(void)
     }
     case 26:
     case 27: {
-        /* Pointers NULL or valid for `count` entries; count 0 and alertable are EINVAL. */
+        /* Pointers NULL, valid for `count` entries or misaligned; count 0, alertable and a
+         * misaligned pointer are EINVAL (then `*removed` is checked only if it was given
+         * aligned). */
         static OVERLAPPED_ENTRY entries[64];
         DWORD count = chance(95) ? below(64) + 1 : 0;
         DWORD removed = 99;
         DWORD *out = chance(95) ? &removed : NULL;
+        DWORD *given = skewed(out);
         BOOL ok;
         errno = 0;
-        ok = GetQueuedCompletionStatusEx(handle_for(PORT), chance(95) ? entries : NULL, count,
-                                         out, timeout_ms(), chance(95) ? FALSE : TRUE);
-        if (out && (ok ? removed == 0 || removed > count : removed != 0)) {
+        ok = GetQueuedCompletionStatusEx(handle_for(PORT), chance(95) ? skewed(entries) : NULL,
+                                         count, given, timeout_ms(), chance(95) ? FALSE : TRUE);
+        if (out && given == out && (ok ? removed == 0 || removed > count : removed != 0)) {
             fprintf(stderr, "fuzz: GetQueuedCompletionStatusEx gave %d with %u removed of %u\n",
                     ok, removed, count);
             exit(1);
@@ -542,7 +558,8 @@ static void one_call(void)
             DWORD errorno = chance(90) ? 0 : (chance(50) ? ECONNRESET : EPIPE);
             batch[i] = (struct gmcs){rnd(), rnd(), errorno, (LPOVERLAPPED)(uintptr_t)rnd()};
         }
-        CALL(!iocp_post_many(handle_for(PORT), chance(95) ? batch : NULL, n), "iocp_post_many");
+        CALL(!iocp_post_many(handle_for(PORT), chance(95) ? skewed(batch) : NULL, n),
+             "iocp_post_many");
         break;
     }
     default:
