@@ -207,6 +207,13 @@ const STAY: usize = 16;
 /// from single-record takers just behind the producer; farther, the gain goes.
 /// It is made only where the line is free (as far as the producer's copy of `head` tells):
 /// in a full lane it would pull the line a consumer is about to read.
+///
+/// A second request for single posts, 16 slots ahead (to take back, just before the
+/// stores, a line a consumer's prefetcher read after the first), did not pay: in two
+/// alternated pairs of full `iocp-bench drain --pin` runs the C single-post producer rows
+/// went from 83-98 to 91-99 M records/s and the same-thread batches of 16 from 223-229 to
+/// 241-247, but the batches of 256 and 4096 fell 6-11% and the `get_up_to` pool rows 5-9%;
+/// 8 and 32 slots ahead did no better in runs of the producer and pool rows.
 const PREFETCH_AHEAD: usize = 96;
 
 /// Slots a scan for published records ([`Lane::ready`]: the run a [`Batch`](crate::Batch)
