@@ -122,12 +122,12 @@ unsafe fn prepare(
 ///
 /// # Safety
 ///
-/// `done` must be valid for a write.
+/// A `done` given must be valid for a write.
 unsafe fn finish(started: Started, done: Option<NonNull<DWORD>>) -> Outcome<BOOL> {
     match started {
         Started::Done(bytes) => {
             if let Some(done) = done {
-                // SAFETY: valid for a write (the caller's contract).
+                // SAFETY: given, so valid for a write (the caller's contract).
                 unsafe { done.write(bytes) };
             }
             Ok(TRUE)
