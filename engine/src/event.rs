@@ -83,11 +83,7 @@ impl Event {
     /// been handed out ([`handle`](Self::handle), [`into_handle`](Self::into_handle)); none
     /// before.
     pub fn check_handle(&self) -> io::Result<()> {
-        if self.inner.handle.is_intact() {
-            return Ok(());
-        }
-        self.retire();
-        Err(error::closed())
+        self.check_intact()
     }
 
     /// The handle naming this event (what goes into `hEvent`).

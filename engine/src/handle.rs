@@ -181,6 +181,17 @@ pub(crate) unsafe trait Handled: Sized {
     /// Closes the object, whose handle was closed behind the library's back: the number is
     /// already disowned, so closing it releases nothing.
     fn retire(&self);
+
+    /// `Ok` while the handle's number still names the object's descriptor; once the caller
+    /// closed it behind the library's back, retires the object and fails with `EBADF`. One
+    /// `fstat` once the number has been handed out; none before.
+    fn check_intact(&self) -> io::Result<()> {
+        if self.arc().handle_fd().is_intact() {
+            return Ok(());
+        }
+        self.retire();
+        Err(crate::error::closed())
+    }
 }
 
 /// One chunk of slots.

@@ -88,11 +88,7 @@ impl ProviderSocket {
     /// `fstat` once the number has been handed out ([`handle`](Self::handle),
     /// [`into_handle`](Self::into_handle)); none before.
     pub fn check_handle(&self) -> io::Result<()> {
-        if self.inner.handle.is_intact() {
-            return Ok(());
-        }
-        self.retire();
-        Err(error::closed())
+        self.check_intact()
     }
 
     /// The handle's number.
