@@ -3,7 +3,7 @@
 //!
 //! Prefixed so as not to interpose glibc's `lio_listio`, `aio_error`, ... of `<aio.h>`.
 
-use crate::boundary::{array, checked, run, Errno};
+use crate::boundary::{array, checked, object, run, Errno};
 use crate::types::{IOCP_AIO_ALLDONE, IOCP_AIO_CANCELED, IOCP_AIO_NOTCANCELED};
 use iocp::{AioCancel, Aiocb, FilePool, LioMode};
 use std::os::raw::{c_int, c_void};
@@ -71,9 +71,8 @@ pub unsafe extern "C" fn iocp_lio_listio(
 #[no_mangle]
 pub unsafe extern "C" fn iocp_aio_error(aiocb: *const Aiocb) -> c_int {
     run(-1, || {
-        let aiocb = checked(aiocb)?.ok_or(Errno::INVAL)?;
-        // SAFETY: non-NULL and aligned, so a live aiocb (the caller's contract).
-        let aiocb = unsafe { aiocb.as_ref() };
+        // SAFETY: an aligned, non-NULL `aiocb` is a live aiocb (the caller's contract).
+        let aiocb = unsafe { object(aiocb) }?.ok_or(Errno::INVAL)?;
         Ok(aiocb.error())
     })
 }
@@ -88,9 +87,8 @@ pub unsafe extern "C" fn iocp_aio_error(aiocb: *const Aiocb) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn iocp_aio_return(aiocb: *mut Aiocb) -> libc::ssize_t {
     run(-1, || {
-        let aiocb = checked(aiocb)?.ok_or(Errno::INVAL)?;
-        // SAFETY: non-NULL and aligned, so a live aiocb (the caller's contract).
-        let aiocb = unsafe { aiocb.as_ref() };
+        // SAFETY: an aligned, non-NULL `aiocb` is a live aiocb (the caller's contract).
+        let aiocb = unsafe { object(aiocb) }?.ok_or(Errno::INVAL)?;
         Ok(aiocb.result()?)
     })
 }
@@ -109,9 +107,9 @@ pub unsafe extern "C" fn iocp_aio_return(aiocb: *mut Aiocb) -> libc::ssize_t {
 #[no_mangle]
 pub unsafe extern "C" fn iocp_aio_cancel(fd: c_int, aiocb: *mut Aiocb) -> c_int {
     run(-1, || {
-        if let Some(cb) = checked(aiocb)? {
-            // SAFETY: non-NULL and aligned, so a live aiocb (the caller's contract).
-            if unsafe { cb.as_ref() }.aio_fildes != fd {
+        // SAFETY: an aligned, non-NULL `aiocb` is a live aiocb (the caller's contract).
+        if let Some(cb) = unsafe { object(aiocb) }? {
+            if cb.aio_fildes != fd {
                 return Err(Errno::INVAL);
             }
         }

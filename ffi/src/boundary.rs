@@ -37,6 +37,17 @@ pub(crate) fn checked<T>(ptr: *const T) -> Outcome<Option<NonNull<T>>> {
     Ok(NonNull::new(ptr.cast_mut()))
 }
 
+/// The caller's object at `ptr`, to read: `None` for NULL, `EINVAL` for a misaligned `ptr`
+/// (a reference may not be made of one).
+///
+/// # Safety
+///
+/// A non-NULL, aligned `ptr` must point to a live `T` for `'a`.
+pub(crate) unsafe fn object<'a, T>(ptr: *const T) -> Outcome<Option<&'a T>> {
+    // SAFETY: non-NULL and aligned, so a live `T` (the caller's promise).
+    Ok(checked(ptr)?.map(|ptr| unsafe { ptr.as_ref() }))
+}
+
 /// The caller's array of `len` entries at `ptr`, to read; `EINVAL` for a NULL or misaligned
 /// `ptr` (a slice may not be made of either).
 ///
@@ -108,8 +119,13 @@ mod tests {
         assert_eq!(checked(ptr::null::<u32>()), Ok(None));
         let misaligned = aligned.cast::<u8>().wrapping_add(1).cast::<u32>();
         assert_eq!(checked(misaligned), Err(Errno::INVAL));
-        // SAFETY: misaligned, so refused before any read.
-        assert_eq!(unsafe { array(misaligned, 1) }, Err(Errno::INVAL));
+        // SAFETY: `aligned` points to a live `u32`; the others are refused before any read.
+        unsafe {
+            assert_eq!(object(aligned), Ok(Some(&0)));
+            assert_eq!(object(ptr::null::<u32>()), Ok(None));
+            assert_eq!(object(misaligned), Err(Errno::INVAL));
+            assert_eq!(array(misaligned, 1), Err(Errno::INVAL));
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 #![allow(non_snake_case)]
 
-use crate::boundary::{checked, run, Errno, Outcome};
+use crate::boundary::{checked, object, run, Errno, Outcome};
 use crate::handles;
 use crate::types::{BOOL, DWORD, FALSE, HANDLE, LPOVERLAPPED, TRUE};
 use iocp::descriptor::{self, Started};
@@ -169,11 +169,10 @@ pub unsafe extern "C" fn GetOverlappedResult(
 ) -> BOOL {
     let _ = fd;
     run(FALSE, || {
-        let (Some(block), Some(bytes)) = (checked(ovl)?, checked(bytes)?) else {
+        // SAFETY: an aligned, non-NULL `ovl` is a live block (the caller's contract).
+        let (Some(block), Some(bytes)) = (unsafe { object(ovl) }?, checked(bytes)?) else {
             return Err(Errno::INVAL);
         };
-        // SAFETY: non-NULL and aligned, so a live block (the caller's contract).
-        let block = unsafe { block.as_ref() };
         let result = block.get_result(wait != FALSE);
         let count = match &result {
             Ok(n) => *n,

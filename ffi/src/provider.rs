@@ -6,7 +6,7 @@
 
 #![allow(non_snake_case)]
 
-use crate::boundary::{catch, checked, set_errno, Errno};
+use crate::boundary::{catch, checked, object, set_errno, Errno};
 use crate::handles;
 use crate::types::{BOOL, DWORD, FALSE, INVALID_SOCKET, LPWSAOVERLAPPED, SOCKET, TRUE};
 use crate::types::{SOCKET_ERROR, WSAEINVAL, WSAENOBUFS, WSA_IO_INCOMPLETE};
@@ -117,11 +117,10 @@ pub unsafe extern "C" fn WPUCompleteOverlappedRequest(
     err: *mut c_int,
 ) -> c_int {
     let call = || {
-        let block = checked(ovl);
+        // SAFETY: an aligned, non-NULL `ovl` is a live block (the caller's contract).
+        let block = unsafe { object(ovl) };
         ProviderSocket::with_handle(s, |provider| {
             let block = block?.ok_or(Errno::INVAL)?;
-            // SAFETY: non-NULL and aligned, so a live block (the caller's contract).
-            let block = unsafe { block.as_ref() };
             provider.complete(block, error, bytes).map_err(Errno::from)
         })
         .ok_or(Errno::BADF)??;
@@ -155,12 +154,11 @@ pub unsafe extern "C" fn WSPGetOverlappedResult(
     let call = || {
         // A reference of its own: the call may sleep.
         let provider = ProviderSocket::from_handle(s).ok_or(Errno::BADF)?;
-        let block = checked(ovl)?.ok_or(Errno::INVAL)?;
+        // SAFETY: an aligned, non-NULL `ovl` is a live block (the caller's contract).
+        let block = unsafe { object(ovl) }?.ok_or(Errno::INVAL)?;
         let (Some(bytes), Some(flags)) = (checked(bytes)?, checked(flags)?) else {
             return Err(Errno::INVAL.into());
         };
-        // SAFETY: non-NULL and aligned, so a live block (the caller's contract).
-        let block = unsafe { block.as_ref() };
         let Some(status) = provider.overlapped_result(block, wait != FALSE) else {
             return Err(Failure {
                 code: WSA_IO_INCOMPLETE,
