@@ -324,7 +324,7 @@ static void get_multiple(void)
     /* A misaligned array: EINVAL, and the record stays queued. */
     CHECK(PostQueuedCompletionStatus(port, 5, 9, NULL));
     FAILS_WITH(
-        GetMultipleCompletionStatus(port, 0, 1, 0, (struct gmcs *)((char *)results + 4)) == -1,
+        GetMultipleCompletionStatus(port, 0, 1, 0, MISALIGNED(struct gmcs, results)) == -1,
         EINVAL);
     CHECK(GetMultipleCompletionStatus(port, 1, 1, 0, results) == 1);
     CHECK(results[0].completion_key == 9 && results[0].transfer_count == 5);
@@ -394,7 +394,7 @@ static void post_many(void)
     CHECK(pipe(pipefd) == 0);
     HANDLE event = iocp_event_create(FALSE, FALSE);
     FAILS_WITH(!iocp_post_many(port, NULL, 1), EINVAL);
-    FAILS_WITH(!iocp_post_many(port, (const struct gmcs *)((char *)in + 4), 1), EINVAL);
+    FAILS_WITH(!iocp_post_many(port, MISALIGNED(const struct gmcs, in), 1), EINVAL);
     FAILS_WITH(!iocp_post_many(0, in, 1), EBADF);
     FAILS_WITH(!iocp_post_many(-1, in, 1), EBADF);
     FAILS_WITH(!iocp_post_many(1 << 20, in, 1), EBADF);
@@ -609,7 +609,7 @@ static void list_io_arguments(void)
     FAILS_WITH(iocp_lio_listio(-1, list, 1, NULL) == -1, EINVAL);
     FAILS_WITH(iocp_lio_listio(IOCP_LIO_WAIT, list, -1, NULL) == -1, EINVAL);
     FAILS_WITH(iocp_lio_listio(IOCP_LIO_WAIT, NULL, 1, NULL) == -1, EINVAL);
-    struct iocp_aiocb **misaligned = (struct iocp_aiocb **)((char *)list + 4);
+    struct iocp_aiocb **misaligned = MISALIGNED(struct iocp_aiocb *, list);
     FAILS_WITH(iocp_lio_listio(IOCP_LIO_WAIT, misaligned, 1, NULL) == -1, EINVAL);
     CHECK(iocp_lio_listio(IOCP_LIO_WAIT, NULL, 0, NULL) == 0);
     /* A bad entry fails the call with EIO and carries its own error. */
@@ -700,9 +700,6 @@ static void providers_and_events(void)
     CHECK(fcntl(mine, F_GETFD) != -1);
     close(mine);
 }
-
-/* One byte past an aligned place: misaligned for every type the calls write or read. */
-#define MISALIGNED(type, place) ((type *)((char *)(place) + 1))
 
 /* Every pointer a call reads or writes through is refused misaligned with EINVAL, before
  * the call does anything: no record taken, no byte read, no request submitted or

@@ -76,6 +76,10 @@ static inline void sleep_ms(long ms)
     }
 }
 
+/* `place` one byte off, as a `type *`: misaligned for anything a call reads or writes
+ * through, which every call refuses with EINVAL. */
+#define MISALIGNED(type, place) ((type *)((char *)(place) + 1))
+
 /* A new port with the default concurrency value. */
 static inline HANDLE new_port(void)
 {

@@ -41,7 +41,7 @@ static int chance(uint32_t percent)
 /* `p`, or now and then `p` one byte off: misaligned for anything a call reads or writes. */
 static void *skewed(void *p)
 {
-    return p && chance(3) ? (char *)p + 1 : p;
+    return p && chance(3) ? MISALIGNED(void, p) : p;
 }
 
 /* ---- the program's own descriptors: never closed by the library ---- */

@@ -21,7 +21,7 @@ static void arguments(void)
     FAILS_WITH(!GetQueuedCompletionStatusEx(port, entries, 4, &removed, 0, TRUE), EINVAL);
     /* A misaligned array: EINVAL, and the record stays queued. */
     CHECK(PostQueuedCompletionStatus(port, 5, 9, NULL));
-    FAILS_WITH(!GetQueuedCompletionStatusEx(port, (OVERLAPPED_ENTRY *)((char *)entries + 4), 1,
+    FAILS_WITH(!GetQueuedCompletionStatusEx(port, MISALIGNED(OVERLAPPED_ENTRY, entries), 1,
                                             &removed, 0, FALSE),
                EINVAL);
     CHECK(GetQueuedCompletionStatusEx(port, entries, 4, &removed, 0, FALSE));
