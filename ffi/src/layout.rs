@@ -196,16 +196,16 @@ mod tests {
         let words = unsafe { std::mem::transmute::<iocp::Completion, [u32; 6]>(record) };
         assert_eq!(words[..4], [0x0102_0304, 0x5566_7788, 0x6f, 0x1122_3344]);
 
-        let counts = [
-            0x0102_0304,
-            i32::MAX as u32,
-            i32::MAX as u32 + 1,
-            u32::MAX,
-            0,
+        // Byte counts, each with what GMCS caps it to.
+        let cases = [
+            (i32::MAX as u32, i32::MAX as u32),
+            (i32::MAX as u32 + 1, i32::MAX as u32),
+            (u32::MAX, i32::MAX as u32),
+            (0, 0),
         ];
         let port = iocp::Port::new().unwrap();
         port.post(record).unwrap();
-        for &bytes in &counts[1..] {
+        for &(bytes, _) in &cases {
             port.post(iocp::Completion::new(u64::MAX, bytes, 1).with_error(u32::MAX))
                 .unwrap();
         }
@@ -230,8 +230,7 @@ mod tests {
             entry.completion(),
             iocp::Completion::new(0x5566_7788, 0x0102_0304, 0xdead_beef).with_error(0x6f)
         );
-        let capped = [i32::MAX as u32, i32::MAX as u32, i32::MAX as u32, 0];
-        for (entry, (&bytes, capped)) in entries[1..5].iter().zip(counts[1..].iter().zip(capped)) {
+        for (entry, &(bytes, capped)) in entries[1..5].iter().zip(&cases) {
             assert_eq!(
                 (entry.transfer_count, entry.completion_key, entry.errorno),
                 (capped, u32::MAX, u32::MAX),
