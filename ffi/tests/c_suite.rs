@@ -5,6 +5,9 @@
 //! `faults.c` links a `libiocp.a` of its own, built with the test-only feature
 //! `fault-injection` into `CARGO_TARGET_TMPDIR/fault-ffi` (`fault_library`).
 //!
+//! Each program is compiled, linked and run in a directory of the test process's own
+//! ([`Scratch`]), so two runs of the suite at once never touch each other's files.
+//!
 //! `tests/sanitize.sh` runs the suite under sanitizers through three variables:
 //!
 //! * `IOCP_C_SANITIZE`: `address` (or `1`) compiles the programs with
@@ -123,11 +126,45 @@ fn build_library(name: &str, args: &[&str]) -> PathBuf {
     if release {
         cargo.arg("--release");
     }
-    let log = tmp.join(format!("{name}-build.log"));
-    run(cargo, &format!("building libiocp.a ({name})"), &log);
+    let scratch = Scratch::new(&format!("{name}-build"));
+    run(
+        cargo,
+        &format!("building libiocp.a ({name})"),
+        &scratch.join("build.log"),
+    );
     target
         .join(if release { "release" } else { "debug" })
         .join("libiocp.a")
+}
+
+/// A directory of this test process's own under `CARGO_TARGET_TMPDIR`
+/// (`c-runs/<label>-<pid>`) for one program's object, executable and logs. Two runs of the
+/// suite at once (a `cargo test` and a `cargo nextest run` sharing the target directory,
+/// say) would otherwise link over a program the other is running, which fails with
+/// `ETXTBSY`, and write each other's logs. Removed on drop, but kept when the test is
+/// failing, for a look at its files.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(label: &str) -> Scratch {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("c-runs")
+            .join(format!("{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+
+    fn join(&self, file: impl AsRef<Path>) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 fn compiler() -> String {
@@ -180,8 +217,7 @@ fn compile_and_run(source: &Path, name: &str, args: &[&str]) {
 fn compile_and_run_against(lib: &Path, source: &Path, name: &str, args: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sanitizer = sanitizer();
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("c-{}", sanitizer.name));
-    std::fs::create_dir_all(&out_dir).expect("output directory");
+    let out_dir = Scratch::new(&format!("{name}-{}", sanitizer.name));
     let exe = out_dir.join(name);
     let object = out_dir.join(format!("{name}.o"));
 
@@ -308,7 +344,8 @@ fn readme_example() {
     let readme = std::fs::read_to_string(dir.join("README.md")).expect("README.md");
     let start = readme.find("```c\n").expect("a C example in README.md") + "```c\n".len();
     let len = readme[start..].find("```").expect("the end of the example");
-    let source = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme_example.c");
+    let scratch = Scratch::new("readme_example-source");
+    let source = scratch.join("readme_example.c");
     std::fs::write(&source, &readme[start..start + len]).expect("write the example");
     compile_and_run(&source, "readme_example", &[]);
 }
@@ -318,8 +355,7 @@ fn readme_example() {
 fn header_compiles_as_c99_and_cpp() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let source = dir.join("tests/c/header_only.c");
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-header");
-    std::fs::create_dir_all(&out_dir).expect("output directory");
+    let out_dir = Scratch::new("header");
     let mut c99 = Command::new(compiler());
     c99.args([
         "-std=c99",
