@@ -323,6 +323,29 @@ fn slot(handle: RawHandle, install: bool) -> Option<&'static Atomic<Entry>> {
     Some(&chunk.0[index & (CHUNK_LEN - 1)])
 }
 
+/// Gets the entry just handed to the epoch under `guard` (`defer_destroy`) dropped soon.
+///
+/// Left alone, a deferred entry waits in this thread's bag until 63 more join it or the
+/// thread exits, and a strong entry holds its whole object: a C program that closes ports
+/// kept dozens of them allocated (some 270 KiB each, the ring most of it), with nothing
+/// open. Flushing moves the bag to the global queue and collects, which advances the
+/// global epoch a step if every pinned thread is pinned in the current one; repinning lets
+/// the next flush advance it again, and a bag is dropped two steps after it was sealed. So
+/// the entry goes before this returns unless another thread is pinned in an older epoch or
+/// this one holds an outer pin (then at a later collection: any thread's flush, or every
+/// 128th pin).
+fn let_go(mut guard: epoch::Guard) {
+    guard.flush();
+    for _ in 0..ADVANCES {
+        guard.repin();
+        guard.flush();
+    }
+}
+
+/// Epoch steps [`let_go`] tries for: two from the epoch the bag is sealed in, and one more
+/// in case another thread moved the epoch on between this thread's pin and the seal.
+const ADVANCES: usize = 3;
+
 /// The objects of one kind, by handle: a typed view of the one table.
 pub(crate) struct Registry<H> {
     kind: PhantomData<fn() -> H>,
@@ -362,6 +385,7 @@ impl<H: Handled> Registry<H> {
             // SAFETY: the swap unlinked the entry, so no new reader can reach it; readers
             // pinned now are waited for by the epoch.
             unsafe { guard.defer_destroy(stale) };
+            let_go(guard);
         }
         Ok(object)
     }
@@ -501,6 +525,7 @@ impl<H: Handled> Registry<H> {
                     // SAFETY: unlinked by the CAS; readers pinned now are waited for. A
                     // strong entry's reference is given up then, perhaps the last one.
                     unsafe { guard.defer_destroy(current) };
+                    let_go(guard);
                     return true;
                 }
                 Err(failed) => current = failed.current,

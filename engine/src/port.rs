@@ -293,8 +293,9 @@ struct Kept {
     place: Place,
 }
 
-/// How many ports a thread keeps in [`Recent`]: a closed port stays allocated until the
-/// thread looks its number up again, meets it in a lookup, or exits.
+/// How many ports a thread keeps in [`Recent`]: a port another thread closed stays
+/// allocated until this one looks its number up again, meets it in a lookup, or exits (the
+/// closing thread lets go at once: [`forget_closed_ports`]).
 #[cfg(not(loom))]
 const RECENT_PORTS: usize = 4;
 
@@ -349,6 +350,11 @@ impl Recent {
         open
     }
 
+    /// Takes out the ports that are closed.
+    fn take_closed(&mut self) -> [Option<Kept>; RECENT_PORTS] {
+        std::array::from_fn(|i| self.ports[i].take_if(|kept| kept.port.is_closed()))
+    }
+
     /// Keeps `port` under `handle` at the front, letting the least recent one go.
     fn keep(&mut self, handle: crate::RawHandle, port: Port) {
         self.ports.rotate_right(1);
@@ -376,6 +382,21 @@ std::thread_local! {
             released: RefCell::new(None),
         }
     };
+}
+
+/// Lets go of the closed ports in this thread's [`Recent`]: `close` calls it, so that the
+/// closing thread keeps no reference to the port it closed, and the port's memory goes
+/// with the last one (other threads' caches let go of it at their next look-up by handle).
+/// They are dropped after the cache is given back: a port's drop may run anything the
+/// epoch had deferred.
+#[cfg(not(loom))]
+fn forget_closed_ports() {
+    let closed = with_locals(|locals| {
+        // Busy only when a signal handler closes a port during a call of this thread's.
+        let mut recent = locals.recent.try_borrow_mut().ok()?;
+        Some(recent.take_closed())
+    });
+    drop(closed);
 }
 
 /// Runs `f` on the thread's [`Locals`], reached through the thread's fast slot (see
@@ -896,6 +917,10 @@ impl Shared {
             use crate::handle::Named;
             PORTS.remove(self);
             self.handle_fd().release();
+            // The closing thread keeps nothing of the port (other threads let go as their
+            // caches move on).
+            forget_closed_ports();
+            self.ring.forget_own_lane();
         }
         true
     }

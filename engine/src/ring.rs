@@ -472,6 +472,30 @@ impl Ring {
         std::mem::forget(filling);
     }
 
+    /// Lets go of the calling thread's entry for this ring in its lane cache, and the
+    /// private lane it holds (handed back to the ring): the port's `close` and the ring's
+    /// drop call it, so that the closing thread keeps none of a closed port's memory
+    /// (other threads' entries go as their caches move on, and are pruned once the ring is
+    /// dropped). The thread posts on this ring no more: every post to a closed port fails,
+    /// so there is no order left to keep.
+    #[cfg(not(loom))]
+    pub(crate) fn forget_own_lane(&self) {
+        let entry = HELD.try_with(|held| {
+            // Busy only when a signal handler closes a port during a post of this thread's.
+            let mut lanes = held.try_borrow_mut().ok()?;
+            if LAST_LANE.get().0 == self.id {
+                // Before the entry whose count keeps `LAST_LANE`'s lane goes.
+                LAST_LANE.set((0, std::ptr::null()));
+            }
+            match lanes.held.iter().position(|h| h.ring == self.id) {
+                Some(i) => Some(lanes.held.remove(i)),
+                None => lanes.rest.remove(&self.id),
+            }
+        });
+        // Dropped after the cache is given back: the drop hands the lane back.
+        drop(entry);
+    }
+
     /// The calling thread's private lane on this ring, if this is the ring it last posted
     /// to through its lane cache and it has one there: found with one thread-local load.
     #[cfg(not(loom))]
@@ -763,6 +787,10 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        // The dropping thread's entry goes now; other threads' go as their caches move on,
+        // pruned once they see the lane retired.
+        #[cfg(not(loom))]
+        self.forget_own_lane();
         for entry in self.private.iter() {
             // Relaxed: `&mut self`, nobody else looks.
             let lane = entry.load(Ordering::Relaxed);

@@ -20,17 +20,20 @@ pub(crate) fn is_open(fd: HANDLE) -> bool {
 /// `CloseHandle`: closes a port, an event or a provider handle. `EBADF` for anything else,
 /// for a second close, and for a handle whose descriptor the program closed itself (the
 /// object is closed then too, but its number left alone).
+///
+/// Each kind is closed through a reference of its own (`from_handle`) rather than lent
+/// under the table's pin (`with_handle`): the table's entry, and with it the object, can
+/// then go within the call (see the engine's `handle::let_go`), where a pin held across
+/// the close would keep them to a later collection.
 pub(crate) fn close(handle: HANDLE) -> Outcome<()> {
-    Port::with_handle(handle, |port| {
-        port.check_handle().and_then(|()| port.close())
-    })
-    .or_else(|| {
-        Event::with_handle(handle, |event| {
-            event.check_handle().and_then(|()| event.close())
+    Port::from_handle(handle)
+        .map(|port| port.check_handle().and_then(|()| port.close()))
+        .or_else(|| {
+            Event::from_handle(handle)
+                .map(|event| event.check_handle().and_then(|()| event.close()))
         })
-    })
-    .or_else(|| close_provider_handle(handle))
-    .ok_or(Errno::BADF)??;
+        .or_else(|| close_provider_handle(handle))
+        .ok_or(Errno::BADF)??;
     Ok(())
 }
 
@@ -42,9 +45,8 @@ pub(crate) fn close_provider(handle: HANDLE) -> Outcome<()> {
 }
 
 fn close_provider_handle(handle: HANDLE) -> Option<std::io::Result<()>> {
-    ProviderSocket::with_handle(handle, |provider| {
-        provider.check_handle().and_then(|()| provider.close())
-    })
+    ProviderSocket::from_handle(handle)
+        .map(|provider| provider.check_handle().and_then(|()| provider.close()))
 }
 
 /// Whether `fd` is one of the library's handle descriptors (a port, an event or a provider

@@ -296,6 +296,11 @@ fn events() {
 }
 
 #[test]
+fn reclaim() {
+    c_program("reclaim", &[]);
+}
+
+#[test]
 fn threads() {
     c_program("threads", &[]);
 }

@@ -4,12 +4,14 @@
 //! - [`timing`]: how long tests wait before they declare something lost;
 //! - [`rng`]: the reproducible generator and byte patterns;
 //! - [`files`]: temporary directories and files;
+//! - [`heap`]: a global allocator that counts live bytes;
 //! - [`ports`]: making ports, each drive mode, reading records;
 //! - [`sockets`]: sockets for the tests' peers;
 //! - [`threads`]: threads that wait while the test acts.
 #![allow(dead_code)]
 
 pub mod files;
+pub mod heap;
 pub mod ports;
 pub mod rng;
 pub mod sockets;
