@@ -119,6 +119,10 @@ pub(crate) struct Ring {
     fifo: bool,
     /// Distinguishes this ring from every other, ever, in the threads' lane caches.
     id: u64,
+    /// Set when the ring is dropped; each entry of a thread's lane cache holds a count, so
+    /// the cache can tell that its entry may go, whether it holds a private lane or keeps
+    /// the thread on the shared one.
+    dropped: Arc<AtomicBool>,
 }
 
 /// One lane: a bounded ring of slots, its overflow, and its stash.
@@ -139,8 +143,6 @@ pub(crate) struct Lane {
     prefetch_below: usize,
     /// Single producer: the thread whose token `owner` holds.
     private: bool,
-    /// Set when the ring is dropped: a thread's cache drops its entry then.
-    retired: AtomicBool,
 }
 
 /// One ring position's record and its publication stamp, on one half of a cache line.
@@ -281,6 +283,8 @@ pub(crate) struct Place {
 struct Held {
     ring: u64,
     lane: Option<Arc<Lane>>,
+    /// The ring's [`Ring::dropped`].
+    dropped: Arc<AtomicBool>,
 }
 
 impl Drop for Held {
@@ -396,6 +400,7 @@ impl Ring {
             fifo,
             // Relaxed: ids only need to be distinct.
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            dropped: Arc::new(AtomicBool::new(false)),
         };
         // Under loom the lanes exist from the start, free: loom mistakes a thread's first
         // store to an atomic it has just created for a second store of the same moment
@@ -595,6 +600,7 @@ impl Ring {
                 Held {
                     ring: self.id,
                     lane: self.acquire_lane(token),
+                    dropped: Arc::clone(&self.dropped),
                 }
             }
         };
@@ -603,15 +609,12 @@ impl Ring {
             let evicted = lanes.held.pop().expect("longer than FRONT");
             lanes.rest.insert(evicted.ring, evicted);
             if lanes.rest.len() >= lanes.prune_at {
-                // Only the entries of dropped rings go. An entry for the shared lane stays:
-                // it keeps the thread on that lane for good, or its next post could take a
-                // private lane and overtake its records still queued in the shared one.
-                lanes.rest.retain(|_, h| {
-                    h.lane
-                        .as_ref()
-                        // Relaxed: a late look keeps a dead entry one prune longer.
-                        .map_or(true, |lane| !lane.retired.load(Ordering::Relaxed))
-                });
+                // Only the entries of dropped rings go. An entry for the shared lane of a
+                // live ring stays: it keeps the thread on that lane for good, or its next
+                // post could take a private lane and overtake its records still queued in
+                // the shared one.
+                // Relaxed: a late look keeps a dead entry one prune longer.
+                lanes.rest.retain(|_, h| !h.dropped.load(Ordering::Relaxed));
                 lanes.prune_at = PRUNE_AT.max(2 * lanes.rest.len());
             }
         }
@@ -788,17 +791,17 @@ impl Ring {
 impl Drop for Ring {
     fn drop(&mut self) {
         // The dropping thread's entry goes now; other threads' go as their caches move on,
-        // pruned once they see the lane retired.
+        // pruned once they see the ring dropped.
         #[cfg(not(loom))]
         self.forget_own_lane();
+        // Relaxed: a hint for the caches of threads that still hold an entry.
+        self.dropped.store(true, Ordering::Relaxed);
         for entry in self.private.iter() {
             // Relaxed: `&mut self`, nobody else looks.
             let lane = entry.load(Ordering::Relaxed);
             if !lane.is_null() {
                 // SAFETY: the ring's own count, from `Arc::into_raw` in `acquire_lane`.
-                let lane = unsafe { Arc::from_raw(lane) };
-                // Relaxed: a hint for the caches of threads that still hold the lane.
-                lane.retired.store(true, Ordering::Relaxed);
+                drop(unsafe { Arc::from_raw(lane) });
             }
         }
     }
@@ -973,7 +976,6 @@ impl Lane {
                 false => 0,
             },
             private: owner.is_some(),
-            retired: AtomicBool::new(false),
         })
     }
 
@@ -2065,10 +2067,12 @@ mod tests {
 
     /// Regression: the cache's prune dropped a thread's entry for the shared lane, so a
     /// thread that had found no private lane could take one later and overtake its own
-    /// records still queued in the shared lane.
+    /// records still queued in the shared lane. And then, kept for good, such entries
+    /// outlived their rings: a thread beyond the private lanes of ports made and dropped
+    /// in turn kept one for each.
     #[test]
     #[cfg_attr(miri, ignore = "33 threads: the std runs cover it")]
-    fn a_thread_on_the_shared_lane_stays_there_when_its_cache_is_pruned() {
+    fn a_thread_on_the_shared_lane_stays_there_until_the_ring_is_dropped() {
         let ring = Arc::new(Ring::new(64, false).unwrap());
         // Every private lane taken by a live thread.
         let start = Arc::new(std::sync::Barrier::new(MAX_LANES + 1));
@@ -2101,6 +2105,24 @@ mod tests {
         }
         ring.push(rec(2));
         assert_eq!(ring.shared.len(), 2, "the thread left the shared lane");
+
+        // Once another thread drops the ring, the entry goes at this thread's next prune,
+        // as one holding a private lane does (it was kept for good).
+        let id = ring.id;
+        std::thread::spawn(move || drop(ring)).join().unwrap();
+        let fresh: Vec<Ring> = (0..8 * FRONT)
+            .map(|_| Ring::new(4, false).unwrap())
+            .collect();
+        for other in &fresh {
+            other.push(rec(0));
+        }
+        HELD.with(|held| {
+            let held = held.borrow();
+            assert!(
+                held.held.iter().all(|h| h.ring != id) && !held.rest.contains_key(&id),
+                "the dropped ring's entry for the shared lane was kept"
+            );
+        });
     }
 
     /// Regression (found by Miri, in the racing test below): on the shared lane, a producer
