@@ -330,6 +330,14 @@ impl Lanes {
         }
     }
 
+    /// Takes the entry for ring `ring` out of the cache, from the front or the rest.
+    fn take(&mut self, ring: u64) -> Option<Held> {
+        match self.held.iter().position(|h| h.ring == ring) {
+            Some(i) => Some(self.held.remove(i)),
+            None => self.rest.remove(&ring),
+        }
+    }
+
     fn token(&mut self) -> usize {
         if self.token & !FENCED == 0 {
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
@@ -492,10 +500,7 @@ impl Ring {
                 // Before the entry whose count keeps `LAST_LANE`'s lane goes.
                 LAST_LANE.set((0, std::ptr::null()));
             }
-            match lanes.held.iter().position(|h| h.ring == self.id) {
-                Some(i) => Some(lanes.held.remove(i)),
-                None => lanes.rest.remove(&self.id),
-            }
+            lanes.take(self.id)
         });
         // Dropped after the cache is given back: the drop hands the lane back.
         drop(entry);
@@ -589,11 +594,8 @@ impl Ring {
     /// Moves this ring's entry to the front of the thread's cache, making one if needed.
     #[cold]
     fn find_or_acquire(&self, lanes: &mut Lanes) {
-        if let Some(i) = lanes.held.iter().position(|h| h.ring == self.id) {
-            lanes.held[..=i].rotate_right(1);
-            return;
-        }
-        let entry = match lanes.rest.remove(&self.id) {
+        // An entry taken from the front goes back to the front: the cache does not grow.
+        let entry = match lanes.take(self.id) {
             Some(entry) => entry,
             None => {
                 let token = lanes.token();
