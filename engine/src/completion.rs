@@ -143,8 +143,11 @@ impl fmt::Debug for Completion {
 const QUEUED: u8 = 0;
 /// Claimed: the winner is running the operation, or cancelling it.
 const RUNNING: u8 = 1;
+/// The operation is over and its report being made: what the report fills in may show
+/// already.
+const REPORTING: u8 = 2;
 /// The completion has been reported (its record may still be on its way to the port).
-const DONE: u8 = 2;
+const DONE: u8 = 3;
 
 /// Decides who delivers a queued operation's one completion: the thread that runs it, or a
 /// canceller that gets there first (the file pool's jobs). One compare-and-swap
@@ -152,14 +155,19 @@ const DONE: u8 = 2;
 /// through [`deliver`](Self::deliver), which marks the operation done once its report is
 /// made and before its record is posted: a canceller told [`Cancel::Done`] sees the report,
 /// and one told [`Cancel::Running`] is never looking at an operation whose record was
-/// already dequeued.
+/// already dequeued, nor at one whose report it could already read (an aiocb's status).
 ///
 /// The loom models `cancel_races_complete`, `two_cancels_race_complete` and
 /// `cancel_told_done_sees_the_record` race a runner against cancellers on this type.
 #[derive(Debug)]
 pub struct Delivery {
-    /// `QUEUED`, `RUNNING` or `DONE`; only ever moves forward.
+    /// `QUEUED`, `RUNNING`, `REPORTING` or `DONE`; only ever moves forward.
     state: AtomicU8,
+    /// Under loom, one canceller at a time waits out a report: loom cannot finish a model
+    /// in which two waiters yield to each other while the reporter stays preempted (as in
+    /// the port's `pause_for_publication`).
+    #[cfg(loom)]
+    pausing: crate::primitive::Mutex<()>,
 }
 
 /// What a [`Delivery::cancel`] found.
@@ -180,6 +188,8 @@ impl Delivery {
     pub fn new() -> Delivery {
         Delivery {
             state: AtomicU8::new(QUEUED),
+            #[cfg(loom)]
+            pausing: crate::primitive::Mutex::new(()),
         }
     }
 
@@ -206,7 +216,18 @@ impl Delivery {
         {
             Ok(_) => Cancel::Cancelled,
             Err(RUNNING) => Cancel::Running,
-            Err(_) => Cancel::Done,
+            Err(_) => {
+                // Being reported: the caller may have read part of the report (an aiocb's
+                // status) and must not hear that the operation still runs, and `Done`
+                // promises all of it, which takes the runner a few stores more.
+                #[cfg(loom)]
+                let _one_at_a_time = crate::primitive::lock(&self.pausing);
+                // Acquire: as above.
+                while self.state.load(Ordering::Acquire) != DONE {
+                    crate::primitive::yield_now();
+                }
+                Cancel::Done
+            }
         }
     }
 
@@ -225,6 +246,10 @@ impl Delivery {
             RUNNING,
             "delivered by a thread that did not win the claim"
         );
+        // Relaxed: the report's own release stores (an aiocb's status) publish it, so a
+        // thread that reads the report and then cancels finds the operation no longer
+        // running.
+        self.state.store(REPORTING, Ordering::Relaxed);
         let reported = report();
         // Release: pairs with the acquire of a failed claim in `cancel`.
         self.state.store(DONE, Ordering::Release);
@@ -238,6 +263,41 @@ mod tests {
     use std::sync::{mpsc, Arc};
     use std::thread;
     use std::time::Duration;
+
+    /// Regression (the file tests under ThreadSanitizer, on the thread driver): a request
+    /// whose `aio_error` already gave its result was still "not cancelled, in progress" to
+    /// `aio_cancel`, because the result is filled in before the operation is marked done.
+    /// A canceller that comes while the report is being made now waits for it and is told
+    /// `Done`.
+    #[test]
+    fn a_cancel_during_the_report_is_told_done() {
+        let op = Arc::new(Delivery::new());
+        assert!(op.start());
+        let (begun, reporting) = mpsc::channel();
+        let (finish, finished) = mpsc::channel::<()>();
+        let runner = {
+            let op = Arc::clone(&op);
+            thread::spawn(move || {
+                op.deliver(
+                    || {
+                        begun.send(()).unwrap();
+                        finished.recv().unwrap();
+                    },
+                    |()| (),
+                )
+            })
+        };
+        // The report is under way: part of it may be visible to the program now.
+        reporting.recv().unwrap();
+        let canceller = {
+            let op = Arc::clone(&op);
+            thread::spawn(move || op.cancel())
+        };
+        thread::sleep(Duration::from_millis(10));
+        finish.send(()).unwrap();
+        assert_eq!(canceller.join().unwrap(), Cancel::Done);
+        runner.join().unwrap();
+    }
 
     /// Keys beyond 32 bits, byte counts and errors at their limits: the halves a record
     /// keeps in its two words come back whole, and its words make the same record again.
