@@ -5,4 +5,4 @@
 # The engine's, as `cargo test -p iocp-engine` arguments.
 ENGINE_FILE_TESTS=(--lib --test file --test closing --test exhaustion)
 # The C suite's, as names for ffi/tests/sanitize.sh (.ci/run reruns the whole C suite).
-C_FILE_TESTS=(aix_example api_table close_in_flight faults files fuzz_calls)
+C_FILE_TESTS=(aix_example api_table close_in_flight faults files fork fuzz_calls)

@@ -37,12 +37,13 @@ run() {
         --target-dir target/miri -- "${@:2}"
 }
 # Every test once, then the ones with threads under more interleavings.
-run "" ring:: overlapped:: share:: gate:: sys::socket:: completion::tests::a_record
+run "" ring:: overlapped:: share:: gate:: sys::socket:: sys::fork:: completion::tests::a_record
 seeds=${IOCP_MIRI_SEEDS:-8}
 if [ "$seeds" -gt 1 ]; then
     run "-Zmiri-many-seeds=1..$seeds" \
         ring::tests::producers_racing_a_consumer_deliver_each_record_once_in_order \
         overlapped::tests::a_waiter_in_get_result_wakes_with_the_result_another_thread_publishes \
         overlapped::tests::a_thread_that_sees_the_request_complete_sees_its_byte_count \
-        share::tests::a_helper_takes_tasks_and_the_caller_waits_for_it
+        share::tests::a_helper_takes_tasks_and_the_caller_waits_for_it \
+        sys::fork::tests::threads_racing_to_make_the_value_agree_on_one_and_drop_the_rest
 fi

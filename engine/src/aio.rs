@@ -8,7 +8,7 @@ use crate::buffer::{Buf, MAX_TRANSFER};
 use crate::completion::Delivery;
 use crate::error::{self, to_record};
 use crate::job::{aiocb_done, Job, ListWait, Op, Reply};
-use crate::pool::Pool;
+use crate::pool::{self, Pool};
 use crate::port::Posts;
 use crate::primitive::Mutex;
 use crate::request::Association;
@@ -35,7 +35,8 @@ use std::sync::Arc;
 /// disturb the others: its aiocb gets the error (in `NoWaitGmcs`, a record with the
 /// error goes to its port when it has one) and the call returns `EIO` after queuing the
 /// rest. In [`LioMode::Wait`] it also returns `EIO` when a request failed as it ran (its
-/// aiocb holds the error), as POSIX has it. `EAGAIN` once the pool is stopping.
+/// aiocb holds the error), as POSIX has it. `EAGAIN` once the pool is stopping, or in the
+/// child of a `fork` made after the pool started (nothing is done then).
 ///
 /// # Safety
 ///
@@ -43,6 +44,10 @@ use std::sync::Arc;
 /// stays valid and untouched until its request is done (its record is dequeued, or its
 /// `aio_error` is no longer `EINPROGRESS`; in `Wait` mode, until this returns).
 pub unsafe fn lio_listio(pool: &Pool, mode: LioMode, list: &[*mut Aiocb]) -> io::Result<()> {
+    if !pool.here() {
+        // Not even the reads the caller would do itself: their offers go to the pool.
+        return Err(pool::stopped());
+    }
     let mut call = ListCall {
         pool,
         mode,
@@ -460,7 +465,8 @@ mod tests {
     /// the new one queued.
     #[test]
     fn regression_aio_cancel_of_a_reused_aiocb_counted_its_previous_request() {
-        let (pool, mut workers, _) = Pool::start(FileDriver::Threads, 1, false, true).unwrap();
+        let (pool, mut workers, _) =
+            Pool::start(FileDriver::Threads, 1, false, true, false).unwrap();
         let pool = &*pool;
         let file = scratch_file(&[0; 4096]);
         let fd = file.as_raw_fd();

@@ -7,6 +7,13 @@
 //! `Offset`/`OffsetHigh`. [`FilePool::lio_listio`] submits a list of AIX `aiocb`s in one
 //! call (see `aio`). Dropping the [`FilePool`] stops new submissions, lets the threads
 //! finish every queued request, and joins them: no request is lost.
+//!
+//! A pool's threads (and its io_uring instance's rings, shared with the process that made
+//! them) belong to the process that started it. In the child of a later `fork`, the pool
+//! is stopped: its requests fail with `EAGAIN`, it holds none of the parent's, and
+//! dropping it joins nothing. The C ABI's process-wide pool ([`FilePool::global`]) is
+//! started again in the child on first use, and requests on the files it took over go
+//! there.
 
 use crate::aio;
 use crate::aiocb::{AioCancel, Aiocb, LioMode};
@@ -18,12 +25,13 @@ use crate::overlapped::Overlapped;
 use crate::pool::{FileDriver, Pool};
 use crate::primitive::{lock, Mutex};
 use crate::request::{self, Association, Finished, Notify, OpResult, Submitted, Ticket, Which};
+use crate::sys::fork::PerProcess;
 use crate::sys::{self, file as sysfile};
 use crate::{Completion, Port};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 /// Settings for a [`FilePool`].
@@ -33,6 +41,8 @@ pub struct FilePoolBuilder {
     threads: usize,
     pin: bool,
     caller_reads: bool,
+    /// Set by [`FilePool::global`] alone.
+    process_wide: bool,
 }
 
 impl Default for FilePoolBuilder {
@@ -42,6 +52,7 @@ impl Default for FilePoolBuilder {
             threads: 0,
             pin: false,
             caller_reads: true,
+            process_wide: false,
         }
     }
 }
@@ -87,8 +98,13 @@ impl FilePoolBuilder {
             0 => thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let (shared, workers, driver) =
-            Pool::start(self.driver, threads, self.pin, self.caller_reads)?;
+        let (shared, workers, driver) = Pool::start(
+            self.driver,
+            threads,
+            self.pin,
+            self.caller_reads,
+            self.process_wide,
+        )?;
         Ok(FilePool {
             shared,
             workers,
@@ -117,16 +133,19 @@ impl FilePool {
         FilePoolBuilder::default()
     }
 
-    /// The process-wide pool the C ABI uses, started on first use and never stopped.
+    /// The process-wide pool the C ABI uses, started on first use and never stopped. The
+    /// child of a `fork` starts its own on first use (the parent's stays, stopped, in the
+    /// child's memory).
     pub fn global() -> io::Result<&'static FilePool> {
-        static GLOBAL: OnceLock<FilePool> = OnceLock::new();
-        if let Some(pool) = GLOBAL.get() {
-            return Ok(pool);
-        }
-        let pool = FilePool::new()?;
         // A racing thread's pool is dropped (and its threads joined) if it loses.
-        let _ = GLOBAL.set(pool);
-        Ok(GLOBAL.get().expect("set"))
+        let (pool, _) = GLOBAL.get_or_make(|| {
+            FilePoolBuilder {
+                process_wide: true,
+                ..FilePoolBuilder::default()
+            }
+            .build()
+        })?;
+        Ok(pool)
     }
 
     /// Number of threads: the thread driver's, or 1 (the io_uring driver's reaper).
@@ -186,6 +205,9 @@ impl FilePool {
         aio::aio_cancel(&self.shared, fd, aiocb)
     }
 }
+
+/// [`FilePool::global`]'s pool.
+static GLOBAL: PerProcess<FilePool> = PerProcess::new();
 
 impl Drop for FilePool {
     fn drop(&mut self) {
@@ -355,8 +377,23 @@ impl File {
         self.inner.fd.as_raw_fd()
     }
 
+    /// The file's pool, unless this is a forked child and the pool the process-wide one
+    /// of the parent: the file's requests then go to the child's process-wide pool.
+    fn own_pool(&self) -> Option<&Pool> {
+        let pool = &*self.inner.pool;
+        (pool.here() || !pool.process_wide).then_some(pool)
+    }
+
     fn cancel_where(&self, which: Which) -> io::Result<usize> {
-        let (cancelled, _) = self.inner.pool.cancel(
+        let pool = match self.own_pool() {
+            Some(pool) => pool,
+            None => match GLOBAL.get() {
+                Some(global) => &global.shared,
+                // The child has not started its pool, so queued nothing there.
+                None => return Which::outcome(0),
+            },
+        };
+        let (cancelled, _) = pool.cancel(
             self.raw_fd(),
             |job| matches!(&job.reply, Reply::Request { notify, .. } if which.matches(notify)),
         );
@@ -414,7 +451,10 @@ impl File {
             port,
             list: None,
         };
-        self.inner.pool.submit(job)
+        match self.own_pool() {
+            Some(pool) => pool.submit(job),
+            None => FilePool::global()?.shared.submit(job),
+        }
     }
 }
 

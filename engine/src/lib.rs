@@ -26,6 +26,14 @@
 //!   shorten a timeout, and a signal handler that runs while a port wait sleeps ends it
 //!   with `EINTR` (with or without `SA_RESTART`, as `epoll_wait` does).
 //!
+//! * **A forked child uses threads and poll sets of its own.** The engine's threads stay
+//!   in the parent after `fork`, and its io_uring rings and epoll instances are shared with
+//!   the child: in the child, a [`FilePool`] started before the fork is stopped (`EAGAIN`),
+//!   a port makes a poll set of the child's own for the sockets the child uses with it,
+//!   and a socket the parent registered for readiness fails with `EBADF` where it would
+//!   wait. [`FilePool::global`] and the reactor of sockets with no port start again in the
+//!   child on first use.
+//!
 //! Errors are `io::Error`s carrying the `errno` the C ABI reports (`EBADF`, `EBUSY`,
 //! `ETIMEDOUT`, `EINTR`, `EINVAL`, ...).
 //!

@@ -45,6 +45,7 @@ use crate::port::Posts;
 use crate::primitive::{lock, Mutex};
 use crate::reactor::{self, Ready, Source};
 use crate::request::{self, Finished, Notify, OpResult, Submitted, Ticket, Which};
+use crate::sys::fork::PerProcess;
 use crate::sys::socket as sys;
 use crate::{Completion, Port};
 use std::collections::VecDeque;
@@ -52,7 +53,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::Poll;
 
 /// The readiness of sockets.
@@ -628,17 +629,15 @@ impl Source for SocketInner {
     }
 }
 
-/// The reactor of sockets that have no port, driven by a thread of its own.
+/// The reactor of sockets that have no port, driven by a thread of its own: one per
+/// process (a forked child's sockets do not wait for the parent's thread).
 fn portless() -> io::Result<&'static Arc<Reactor>> {
-    static PORTLESS: OnceLock<Arc<Reactor>> = OnceLock::new();
-    if let Some(reactor) = PORTLESS.get() {
-        return Ok(reactor);
+    static PORTLESS: PerProcess<Arc<Reactor>> = PerProcess::new();
+    let (reactor, made) = PORTLESS.get_or_make(|| Reactor::new().map(Arc::new))?;
+    if made {
+        Arc::clone(reactor).spawn_thread("iocp-portless")?;
     }
-    let reactor = Arc::new(Reactor::new()?);
-    if PORTLESS.set(Arc::clone(&reactor)).is_ok() {
-        reactor.spawn_thread("iocp-portless")?;
-    }
-    Ok(PORTLESS.get().expect("set above"))
+    Ok(reactor)
 }
 
 impl State {
@@ -670,7 +669,12 @@ impl State {
     }
 
     /// Registers the socket with its port's reactor (or the port-less one), if not yet.
+    /// `EBADF` in a forked child for a socket the parent registered: its readiness, its
+    /// queued requests and its write token are the parent's (see `sys::fork`).
     fn register(&mut self, socket: &Arc<SocketInner>, fd: RawFd) -> io::Result<()> {
+        if self.reactor.as_ref().is_some_and(|reactor| !reactor.here()) {
+            return Err(error::closed());
+        }
         if self.reactor.is_none() {
             let reactor = match &self.port {
                 Some((port, _)) => port.readiness(Reactor::new)?,

@@ -86,6 +86,12 @@ pub(crate) struct Pool {
     /// Jobs not yet completed, by descriptor and id, for cancellation.
     pub(crate) inflight: Mutex<HashMap<RawFd, HashMap<u64, Arc<Job>>>>,
     next_job: AtomicU64,
+    /// The count of forks when the pool started (`sys::fork`): its threads are in the
+    /// process whose count this still is. In a forked child the pool is stopped.
+    born: u64,
+    /// Whether this is the C ABI's process-wide pool (`FilePool::global`): in a forked
+    /// child, requests on its files go to the child's own process-wide pool.
+    pub(crate) process_wide: bool,
 }
 
 /// Where jobs run.
@@ -125,7 +131,9 @@ impl Pool {
         threads: usize,
         pin: bool,
         caller_reads: bool,
+        process_wide: bool,
     ) -> io::Result<(Arc<Pool>, Vec<JoinHandle<()>>, FileDriver)> {
+        let born = sys::fork::watch();
         let (runner, driver, threads) = match driver.resolve() {
             #[cfg(target_os = "linux")]
             FileDriver::Uring => match Ring::new() {
@@ -144,6 +152,8 @@ impl Pool {
             submitting: AtomicUsize::new(0),
             inflight: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(0),
+            born,
+            process_wide,
         });
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -206,14 +216,26 @@ impl Pool {
         }
     }
 
+    /// Whether the pool's threads are in this process: not in the child of a `fork` made
+    /// after the pool started, where it takes no request (`EAGAIN`) and holds none.
+    #[inline]
+    pub(crate) fn here(&self) -> bool {
+        sys::fork::generation() == self.born
+    }
+
     #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] // `kick` is io_uring's
     fn queue_job(&self, mut job: Job, kick: bool) -> io::Result<()> {
+        // In a forked child, before anything the parent's threads may have held at the fork
+        // (`inflight`'s lock) and before the rings an io_uring pool shares with the parent.
+        if !self.here() {
+            return Err(stopped());
+        }
         // SeqCst: the submitter half of the shutdown handshake in `stop`: either `stop`
         // waits for this submission or this submission sees `stopping`.
         self.submitting.fetch_add(1, Ordering::SeqCst);
         if self.stopping.load(Ordering::SeqCst) {
             self.submitting.fetch_sub(1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            return Err(stopped());
         }
         // Relaxed: ids only need to be distinct.
         job.id = self.next_job.fetch_add(1, Ordering::Relaxed);
@@ -339,6 +361,10 @@ impl Pool {
 
     /// The id of the most recently submitted in-flight job of `fd` that `matches`.
     pub(crate) fn newest(&self, fd: RawFd, matches: impl Fn(&Job) -> bool) -> Option<u64> {
+        if !self.here() {
+            // A forked child's copy: the jobs are the parent's.
+            return None;
+        }
         let inflight = lock(&self.inflight);
         let jobs = inflight.get(&fd)?;
         jobs.values()
@@ -349,6 +375,11 @@ impl Pool {
 
     /// Cancels queued jobs of `fd` that `matches`; returns (cancelled, still running).
     pub(crate) fn cancel(&self, fd: RawFd, matches: impl Fn(&Job) -> bool) -> (usize, usize) {
+        if !self.here() {
+            // A forked child's copy: the jobs are the parent's, and so is `inflight`'s lock,
+            // which a thread of the parent may have held at the fork.
+            return (0, 0);
+        }
         let mut cancelled = Vec::new();
         let mut running = 0;
         if let Some(jobs) = lock(&self.inflight).get(&fd) {
@@ -390,7 +421,15 @@ impl Pool {
     }
 
     /// Stops taking jobs, lets the threads finish the queue, joins them.
+    ///
+    /// In a forked child the threads are the parent's: nothing is stopped or joined there,
+    /// and their handles are forgotten (joining or detaching a thread of another process
+    /// is undefined).
     pub(crate) fn stop(&self, workers: &mut Vec<JoinHandle<()>>) {
+        if !self.here() {
+            std::mem::forget(std::mem::take(workers));
+            return;
+        }
         // SeqCst: see `submit`.
         self.stopping.store(true, Ordering::SeqCst);
         while self.submitting.load(Ordering::SeqCst) != 0 {
@@ -406,4 +445,10 @@ impl Pool {
             let _ = worker.join();
         }
     }
+}
+
+/// The error of a request a pool does not take: it is stopping, or it is a forked child's
+/// copy of its parent's pool.
+pub(crate) fn stopped() -> io::Error {
+    io::Error::from_raw_os_error(libc::EAGAIN)
 }

@@ -14,15 +14,18 @@
 //! * [`Port::close`] wakes every waiter, which fails with `EBADF`; queued records are
 //!   discarded with the port.
 
-use crate::drive::{Driven, Driving};
+#[cfg(loom)]
+use crate::drive::Driven;
+use crate::drive::Driving;
 use crate::error;
 use crate::parker::{Parker, Spin, WaitStack, MAX_SPIN, MIN_SPIN, SPIN_LIMIT_MAX};
 #[cfg(not(loom))]
 use crate::primitive::AtomicU64;
-use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, OnceLock, Ordering};
+use crate::primitive::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 use crate::ring::Place;
 use crate::ring::{Consumer, Ring, DEFAULT_CAPACITY, MAX_CAPACITY};
+use crate::sys::fork::PerProcess;
 use crate::sys::{Deadline, WaitStatus};
 use crate::Completion;
 use crossbeam_utils::CachePadded;
@@ -135,8 +138,10 @@ pub(crate) struct Shared {
     concurrency: usize,
     scalar_drain: bool,
     drive: Drive,
-    /// Socket readiness, created with the first socket request that has to wait.
-    reactor: OnceLock<Driving>,
+    /// Socket readiness, created with the first socket request that has to wait, in each
+    /// process: a forked child's requests do not use the parent's epoll instance (shared
+    /// with it) or wait for its reactor thread (see `sys::fork`).
+    reactor: PerProcess<Driving>,
     /// When a dequeue last gave the inline reactor a look while the port was not empty, and
     /// records taken since; written only by the consumer-claim holder (see
     /// `Shared::due_for_a_look`).
@@ -257,7 +262,7 @@ impl PortBuilder {
             concurrency,
             scalar_drain: self.scalar_drain,
             drive: self.drive,
-            reactor: OnceLock::new(),
+            reactor: PerProcess::new(),
             #[cfg(not(loom))]
             looks: CachePadded::new(Looks {
                 taken: AtomicU32::new(0),
@@ -811,27 +816,20 @@ impl Port {
         make: impl FnOnce() -> io::Result<R>,
     ) -> io::Result<Arc<R>> {
         let shared = &*self.shared;
-        let driven = match shared.reactor.get() {
-            Some(driving) => Arc::clone(driving.driven()),
-            None => {
-                let made = make()?;
-                // The port's spin limit holds for the inline drive's leader too.
-                #[cfg(not(loom))]
-                made.turns().limit_spin(shared.spin.limit());
-                let made: Arc<dyn Driven> = Arc::new(made);
-                if shared.reactor.set(Driving::new(Arc::clone(&made))).is_ok() {
-                    match shared.drive {
-                        Drive::Thread => Arc::clone(&made).spawn_thread("iocp-reactor")?,
-                        Drive::Inline => shared.wake_a_leader(),
-                    }
-                    made
-                } else {
-                    // Another thread made it first.
-                    Arc::clone(shared.reactor.get().expect("set").driven())
-                }
+        let (driving, made) = shared.reactor.get_or_make(|| {
+            let made = make()?;
+            // The port's spin limit holds for the inline drive's leader too.
+            #[cfg(not(loom))]
+            made.turns().limit_spin(shared.spin.limit());
+            Ok(Driving::new(Arc::new(made)))
+        })?;
+        if made {
+            match shared.drive {
+                Drive::Thread => Arc::clone(driving.driven()).spawn_thread("iocp-reactor")?,
+                Drive::Inline => shared.wake_a_leader(),
             }
-        };
-        Ok(driven
+        }
+        Ok(Arc::clone(driving.driven())
             .into_any()
             .downcast()
             .unwrap_or_else(|_| unreachable!("a port's readiness has one type")))
@@ -843,8 +841,9 @@ impl Port {
     #[cfg(loom)]
     pub(crate) fn install(&self, readiness: Arc<dyn Driven>) {
         let shared = &*self.shared;
+        let installed = shared.reactor.get_or_make(|| Ok(Driving::new(readiness)));
         assert!(
-            shared.reactor.set(Driving::new(readiness)).is_ok(),
+            installed.is_ok_and(|(_, made)| made),
             "readiness given twice"
         );
         shared.wake_a_leader();

@@ -20,61 +20,6 @@ pub(crate) use std::{
     thread_local,
 };
 
-#[cfg(not(loom))]
-pub(crate) use std::sync::OnceLock;
-
-/// std's `OnceLock` as loom sees it, for the port's reactor, which a loom model installs
-/// while waiters read it: `get` is an acquire load and `set` a release compare-and-swap,
-/// the orderings std's give. (A `set` racing another fails at once rather than waiting.)
-#[cfg(loom)]
-pub(crate) struct OnceLock<T> {
-    /// Null, or a leaked box holding the value.
-    value: AtomicPtr<T>,
-}
-
-#[cfg(loom)]
-impl<T> OnceLock<T> {
-    pub(crate) fn new() -> OnceLock<T> {
-        OnceLock {
-            value: AtomicPtr::new(std::ptr::null_mut()),
-        }
-    }
-
-    pub(crate) fn get(&self) -> Option<&T> {
-        // Acquire: pairs with the release in `set`, so the value is initialized.
-        let value = self.value.load(Ordering::Acquire);
-        // SAFETY: non-null only once `set` stored a leaked, initialized box, which stays
-        // until `drop` (`&mut self`, so no reference from here outlives it).
-        unsafe { value.as_ref() }
-    }
-
-    pub(crate) fn set(&self, value: T) -> Result<(), T> {
-        let boxed = Box::into_raw(Box::new(value));
-        // Release: pairs with the acquire in `get`. Relaxed failure: nothing is read then.
-        match self.value.compare_exchange(
-            std::ptr::null_mut(),
-            boxed,
-            Ordering::Release,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => Ok(()),
-            // SAFETY: `boxed` came from `Box::into_raw` above and was never published.
-            Err(_) => Err(*unsafe { Box::from_raw(boxed) }),
-        }
-    }
-}
-
-#[cfg(loom)]
-impl<T> Drop for OnceLock<T> {
-    fn drop(&mut self) {
-        let value = self.value.with_mut(|value| *value);
-        if !value.is_null() {
-            // SAFETY: a box leaked by `set`; `&mut self`, so nobody borrows it any more.
-            drop(unsafe { Box::from_raw(value) });
-        }
-    }
-}
-
 /// Only the emulated futex sleeps on a condition variable.
 #[cfg(all(not(loom), any(not(target_os = "linux"), iocp_force_fallback)))]
 pub(crate) use std::sync::Condvar;

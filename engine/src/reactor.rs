@@ -77,6 +77,9 @@ pub(crate) struct Reactor<S> {
     waker: Waker,
     /// Deregistered sources whose token count is dropped after the current turn.
     graveyard: Mutex<Vec<Arc<S>>>,
+    /// The count of forks when it was made (`sys::fork`): its epoll instance is shared
+    /// with every process forked since, and its tokens are addresses in this one's memory.
+    born: u64,
 }
 
 /// What the polling thread alone touches.
@@ -88,6 +91,7 @@ pub(crate) struct Poller {
 impl<S: Source> Reactor<S> {
     pub(crate) fn new() -> io::Result<Reactor<S>> {
         fault::allocation()?;
+        let born = crate::sys::fork::watch();
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -99,7 +103,15 @@ impl<S: Source> Reactor<S> {
             registry,
             waker,
             graveyard: Mutex::new(Vec::new()),
+            born,
         })
+    }
+
+    /// Whether the reactor is this process's: in the child of a later `fork` it is the
+    /// parent's, and the child neither registers with it nor deregisters from it (which
+    /// would take the socket out of the parent's poll set too).
+    pub(crate) fn here(&self) -> bool {
+        crate::sys::fork::generation() == self.born
     }
 
     /// Registers `socket` (edge-triggered, both directions, and urgent data where the poll
@@ -128,6 +140,10 @@ impl<S: Source> Reactor<S> {
 
     /// Deregisters `socket` (still open as `fd`); its token's count dies after this turn.
     pub(crate) fn deregister(&self, fd: RawFd, socket: &Arc<S>) {
+        if !self.here() {
+            // The parent's registration, and its token count, are the parent's.
+            return;
+        }
         // Deregistration fails only if the descriptor is already gone from the poll set,
         // which cannot happen while the socket is open; the count is released regardless.
         let _ = self.registry.deregister(&mut mio::unix::SourceFd(&fd));

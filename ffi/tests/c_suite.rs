@@ -296,6 +296,11 @@ fn events() {
 }
 
 #[test]
+fn fork() {
+    c_program("fork", &[]);
+}
+
+#[test]
 fn reclaim() {
     c_program("reclaim", &[]);
 }

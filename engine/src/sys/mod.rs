@@ -16,6 +16,8 @@
 //!   line ahead of a write, and the request (`PREFETCHW` on x86-64; nothing elsewhere).
 //! * `sched::run_as_batch()`: a thread of the library's that should not preempt the
 //!   program's threads when it wakes (`SCHED_BATCH` on Linux, nothing elsewhere).
+//! * `fork::{watch, generation}`: which process a thread of the library's belongs to, told
+//!   apart by a count of `fork` calls (`pthread_atfork`, on every Unix).
 //!
 //! Backends:
 //!
@@ -39,6 +41,7 @@ pub(crate) mod fast_tls;
 pub(crate) mod fault;
 #[cfg(not(loom))]
 pub(crate) mod file;
+pub(crate) mod fork;
 #[cfg(not(loom))]
 mod handle;
 pub(crate) mod prefetch;

@@ -6,6 +6,7 @@
 //! - [`files`]: temporary directories and files;
 //! - [`heap`]: a global allocator that counts live bytes;
 //! - [`ports`]: making ports, each drive mode, reading records;
+//! - [`process`]: a forked child that runs a closure;
 //! - [`sockets`]: sockets for the tests' peers;
 //! - [`threads`]: threads that wait while the test acts.
 #![allow(dead_code)]
@@ -13,6 +14,7 @@
 pub mod files;
 pub mod heap;
 pub mod ports;
+pub mod process;
 pub mod rng;
 pub mod sockets;
 pub mod threads;

@@ -4,14 +4,16 @@
 
 use crate::common::files::TempDir;
 use crate::common::pending;
+use crate::common::process::{in_forked_child, CHILD_PATIENCE};
 use crate::common::rng::pattern;
 use crate::common::{block_of, errno};
 use crate::{
     aio_state, assert_quiet, collect, pool, pool_from, pool_threads_become, pools_alone, Busy,
     Entry, File, Lent, Lio, Watchdog, BUSY,
 };
-use iocp::{Event, FileDriver, FilePool, LioMode, Overlapped, Port, Ticket};
+use iocp::{Aiocb, Event, FileDriver, FilePool, LioMode, Opcode, Overlapped, Port, Ticket};
 use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -220,4 +222,67 @@ fn a_thread_pool_has_one_thread_per_cpu_by_default_and_pinned_pools_run_requests
         assert!(done.buf == data[i * 100..(i + 1) * 100]);
     }
     assert_quiet(&port);
+}
+
+/// A pool started before a `fork` is the parent's: in the child it takes no request
+/// (`EAGAIN`, at once), holds nothing to cancel, and its drop joins nothing, while a pool
+/// the child starts works; the parent's pool works on. Before the library told the
+/// processes apart, the child's request waited for ever for threads only the parent has
+/// (and on io_uring went into the rings the child shares with the parent, whose ring
+/// thread then took the child's addresses for its own).
+#[test]
+#[cfg_attr(iocp_tsan, ignore)] // ThreadSanitizer ends a child that starts threads after a fork.
+fn in_a_forked_child_the_parents_pool_is_stopped_and_a_new_one_works() {
+    let scratch = TempDir::new("file-fork");
+    let data = pattern(73, 4096);
+    let pool = FilePool::builder().threads(2).build().unwrap();
+    let port = Port::new().unwrap();
+    let file = File::associated(scratch.file("data", &data), &pool, &port, 1).unwrap();
+    let read_back = |file: &File, key: u64| -> Vec<u8> {
+        let ticket = pending(file.read_at(vec![0; data.len()], 0));
+        let record = port.get(Some(CHILD_PATIENCE)).unwrap();
+        assert_eq!((record.key(), Ticket::of(&record)), (key, ticket));
+        let done = file.finish(&record).unwrap();
+        done.buf[..done.result.unwrap()].to_vec()
+    };
+    assert_eq!(read_back(&file, 1), data);
+    let other = scratch.open("data");
+    // Dropped in the child (the closure is dropped unused in the parent, which joins it).
+    let doomed = FilePool::builder().threads(1).build().unwrap();
+    let doomed_file = doomed.open(scratch.open("data")).unwrap();
+
+    let code = in_forked_child(|| {
+        if errno(file.read_at(vec![0; 16], 0)) != libc::EAGAIN {
+            return 2;
+        }
+        let mut buf = vec![0u8; 16];
+        let mut cb = Aiocb::new(other.as_raw_fd(), Opcode::Read, 0, buf.as_mut_ptr(), 16);
+        // SAFETY: the aiocb and its buffer outlive the call, which queues nothing.
+        let listed = unsafe { pool.lio_listio(LioMode::Wait, &[&mut cb as *mut Aiocb]) };
+        if errno(listed) != libc::EAGAIN {
+            return 3;
+        }
+        if errno(file.cancel_all()) != libc::ENOENT {
+            return 4;
+        }
+        drop(doomed_file);
+        drop(doomed);
+        let fresh = FilePool::builder().threads(1).build().unwrap();
+        let file = File::associated(other, &fresh, &port, 2).unwrap();
+        if read_back(&file, 2) != data {
+            return 5;
+        }
+        0
+    });
+    assert_eq!(
+        code, 0,
+        "in the child: 2, a request was not refused; 3, a list was not; 4, there was \
+         something to cancel; 5, its own pool read wrong; 101, a panic (a pool's drop that \
+         hung would show as the child taking too long)"
+    );
+    assert_eq!(
+        read_back(&file, 1),
+        data,
+        "the parent's pool after the fork"
+    );
 }

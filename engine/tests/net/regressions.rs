@@ -2,7 +2,8 @@
 
 use crate::common::errno;
 use crate::common::pending;
-use crate::common::ports::{assert_no_record, next};
+use crate::common::ports::{self, assert_no_record, next, DRIVES};
+use crate::common::process::{in_forked_child, CHILD_PATIENCE};
 use crate::common::sockets::unix_pair;
 use crate::QUIET;
 use iocp::{Completion, Event, Overlapped, Port, Socket, Ticket};
@@ -105,4 +106,75 @@ fn regression_one_socket_could_finish_another_sockets_record() {
     let b_done = b.finish(&b_record).expect("B's result is still there");
     assert_eq!(&b_done.buf[..b_done.result.unwrap()], b"for b");
     assert_no_record(&port, QUIET);
+}
+
+/// Guards the fix of "a forked child's sockets went into the parent's poll set": the epoll
+/// instance of a port made before a `fork` is shared with the child, and epoll names a
+/// socket by its address in the memory of the process that registered it. A child's new
+/// socket on the parent's port went into that poll set, so the parent's waits took the
+/// child's readiness (and read the child's addresses as its own), and the child waited for
+/// ever; on the thread drive, for a reactor thread only the parent has. Now a child makes
+/// its own poll set for the port on first use, never waits on the parent's, and a socket
+/// the parent registered fails at once in the child (`EBADF`) instead of taking the
+/// parent's registration with it (`ffi/tests/c/fork.c` also closes it in the child). A
+/// socket with no port likewise gets the child's own reactor thread. The parent's read,
+/// waiting through all of it, completes.
+#[test]
+#[cfg_attr(iocp_tsan, ignore)] // ThreadSanitizer ends a child that starts threads after a fork.
+fn regression_a_forked_childs_sockets_went_into_the_parents_poll_set() {
+    for drive in DRIVES {
+        let port = ports::port(drive);
+        let (a, mut a_peer) = unix_pair();
+        let parents = Socket::associated(a, &port, 1).unwrap();
+        let ticket = pending(parents.recv(vec![0; 5]));
+
+        let code = in_forked_child(|| {
+            for round in 0..50 {
+                let (b, mut b_peer) = unix_pair();
+                let socket = Socket::associated(b, &port, 2).unwrap();
+                let ticket = pending(socket.recv(vec![0; 5]));
+                b_peer.write_all(b"child").unwrap();
+                let record = port.get(Some(CHILD_PATIENCE)).unwrap();
+                if (record.key(), Ticket::of(&record)) != (2, ticket) {
+                    return 10 + round.min(50);
+                }
+                if socket.finish(&record).unwrap().buf != b"child" {
+                    return 2;
+                }
+            }
+            let (c, mut c_peer) = unix_pair();
+            let portless = Socket::unassociated(c).unwrap();
+            let event = Event::new(true, false).unwrap();
+            let overlapped = Overlapped::with_event(&event);
+            let mut buf = [0u8; 5];
+            // SAFETY: `buf` and `overlapped` outlive the request, which completes before
+            // the wait below returns.
+            let read = unsafe { portless.read_overlapped(buf.as_mut_ptr(), 5, &overlapped) };
+            if !matches!(read, Ok(None)) {
+                return 3;
+            }
+            c_peer.write_all(b"loose").unwrap();
+            if event.wait(Some(CHILD_PATIENCE)).is_err() || &buf != b"loose" {
+                return 4;
+            }
+            if errno(parents.recv(vec![0; 5])) != libc::EBADF {
+                return 5;
+            }
+            0
+        });
+        assert_eq!(
+            code, 0,
+            "{drive:?}, in the child: 1x, round x took another record; 2, wrong bytes; 3, the \
+             portless read did not wait; 4, it never came; 5, the parent's socket was not \
+             refused; 101, a panic"
+        );
+        a_peer.write_all(b"first").unwrap();
+        let record = next(&port);
+        assert_eq!(
+            (record.key(), Ticket::of(&record)),
+            (1, ticket),
+            "{drive:?}"
+        );
+        assert_eq!(parents.finish(&record).unwrap().buf, b"first", "{drive:?}");
+    }
 }
