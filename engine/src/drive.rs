@@ -273,10 +273,16 @@ impl Driving {
 
     /// After a post: wakes the leader if it is blocked waiting for readiness.
     pub(crate) fn wake_if_blocked(&self) {
-        // SeqCst: the poster half of the Dekker pair with `lead`.
-        if self.flags.blocked.load(Ordering::SeqCst) {
+        if self.is_blocked() {
             self.driven.wake();
         }
+    }
+
+    /// Whether the leader is blocked waiting for readiness.
+    #[inline(always)]
+    pub(crate) fn is_blocked(&self) -> bool {
+        // SeqCst: the poster half of the Dekker pair with `lead`.
+        self.flags.blocked.load(Ordering::SeqCst)
     }
 
     /// Ends the thread [`spawn_thread`](Driven::spawn_thread) started, or a leader's wait.

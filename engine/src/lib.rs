@@ -148,6 +148,8 @@ pub use net::Socket;
 pub use overlapped::{Overlapped, STATUS_PENDING};
 #[cfg(not(loom))]
 pub use pool::FileDriver;
+#[cfg(all(not(loom), feature = "c-abi"))]
+pub use port::FastPost;
 pub use port::{Batch, DrainStatus, Drained, Drive, Port, PortBuilder, GMCS_NMAX};
 #[cfg(not(loom))]
 pub use provider::{ProviderSocket, ProviderStatus};

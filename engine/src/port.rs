@@ -311,14 +311,19 @@ impl Recent {
     /// reference-count increment). `None` if there is none.
     #[inline]
     fn find(&mut self, handle: crate::RawHandle) -> Option<&mut Kept> {
-        // Relaxed: as in `bring_to_front`.
-        let at_front = self.ports[0].as_ref().is_some_and(|kept| {
-            kept.handle == handle && !kept.port.shared.closed.load(Ordering::Relaxed)
-        });
-        if !at_front {
+        if self.front(handle).is_none() {
             self.find_further(handle)?;
         }
         self.ports[0].as_mut()
+    }
+
+    /// The port at the front if `handle` names it and it is open.
+    #[inline(always)]
+    fn front(&mut self, handle: crate::RawHandle) -> Option<&mut Kept> {
+        // Relaxed: as in `bring_to_front`.
+        self.ports[0].as_mut().filter(|kept| {
+            kept.handle == handle && !kept.port.shared.closed.load(Ordering::Relaxed)
+        })
     }
 
     /// [`find`](Self::find) when the port is not the front one, or is closed there.
@@ -410,19 +415,31 @@ fn forget_closed_ports() {
 #[cfg(not(loom))]
 #[inline]
 fn with_locals<R>(f: impl FnOnce(&Locals) -> R) -> Option<R> {
-    let locals = crate::sys::fast_tls::get().cast::<Locals>();
-    if !locals.is_null() {
-        // SAFETY: only the code below stores a non-null pointer in the slot: the address of
-        // this thread's `LOCALS`, which stays valid until the thread exits; `Locals::drop`
-        // clears the slot before the fields are dropped, and a thread's slot is its own.
-        return Some(f(unsafe { &*locals }));
-    }
+    let f = match with_set_locals(f) {
+        Ok(result) => return Some(result),
+        Err(f) => f,
+    };
     LOCALS
         .try_with(|locals| {
             crate::sys::fast_tls::set(std::ptr::from_ref(locals).cast());
             f(locals)
         })
         .ok()
+}
+
+/// [`with_locals`] once this thread's first call has set them up (`Err(f)` before, and
+/// once they are gone): one thread-local load, and no call.
+#[cfg(not(loom))]
+#[inline(always)]
+fn with_set_locals<R, F: FnOnce(&Locals) -> R>(f: F) -> Result<R, F> {
+    let locals = crate::sys::fast_tls::get().cast::<Locals>();
+    // SAFETY: only `with_locals` stores a non-null pointer in the slot: the address of
+    // this thread's `LOCALS`, which stays valid until the thread exits; `Locals::drop`
+    // clears the slot before the fields are dropped, and a thread's slot is its own.
+    match unsafe { locals.as_ref() } {
+        Some(locals) => Ok(f(locals)),
+        None => Err(f),
+    }
 }
 
 #[cfg(not(loom))]
@@ -780,6 +797,44 @@ impl Port {
         }
     }
 
+    /// [`post_to_handle`](Self::post_to_handle)'s common case alone, with no call on the
+    /// way, so that a caller that takes the other cases elsewhere (the C ABI's
+    /// `PostQueuedCompletionStatus`) keeps its own common case free of saving registers:
+    /// the port `handle` names is the one the thread's last call by handle named, open, and
+    /// the thread's lane in it has room. Then the record is queued, and [`FastPost::Wake`]
+    /// holds the port when a waiter or a leader blocked in `epoll_wait` must be woken
+    /// ([`Port::wake_for_post`]); else nothing is done ([`FastPost::Missed`]).
+    #[cfg(all(not(loom), feature = "c-abi"))]
+    #[inline(always)]
+    pub fn post_to_handle_fast(handle: crate::RawHandle, record: Completion) -> FastPost {
+        let posted = with_set_locals(|locals| {
+            // Busy only when a signal handler calls in during a call of this thread's.
+            let mut recent = locals.recent.try_borrow_mut().ok()?;
+            let kept = recent.front(handle)?;
+            // `front` saw the port open, which is all `post` checks (as in `post_to_handle`).
+            let shared = &*kept.port.shared;
+            if !shared.ring.try_push_at(&kept.place, record) {
+                return None;
+            }
+            Some(match shared.wants_notify() {
+                // A reference of its own: the wake comes after the cache is let go.
+                true => FastPost::Wake(kept.port.clone()),
+                false => FastPost::Posted,
+            })
+        });
+        match posted {
+            Ok(Some(posted)) => posted,
+            _ => FastPost::Missed,
+        }
+    }
+
+    /// After [`Port::post_to_handle_fast`] said [`FastPost::Wake`]: wakes the waiter (or
+    /// the leader) the record is for.
+    #[cfg(all(not(loom), feature = "c-abi"))]
+    pub fn wake_for_post(&self) {
+        self.shared.notify();
+    }
+
     /// [`post_to_handle`](Self::post_to_handle) without the thread's port cache.
     #[cfg(not(loom))]
     #[cold]
@@ -848,6 +903,18 @@ impl Port {
         );
         shared.wake_a_leader();
     }
+}
+
+/// What [`Port::post_to_handle_fast`] did.
+#[cfg(all(not(loom), feature = "c-abi"))]
+#[derive(Debug)]
+pub enum FastPost {
+    /// The record is queued, and nobody needs waking.
+    Posted,
+    /// The record is queued; [`Port::wake_for_post`] on this port wakes whoever it is for.
+    Wake(Port),
+    /// Nothing was done: post with [`Port::post_to_handle`].
+    Missed,
 }
 
 impl fmt::Debug for Port {
@@ -931,6 +998,15 @@ impl Shared {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether [`notify`](Self::notify) has anyone to wake: a sleeper, or a leader blocked
+    /// in `epoll_wait`.
+    #[cfg(all(not(loom), feature = "c-abi"))]
+    #[inline(always)]
+    fn wants_notify(&self) -> bool {
+        // (The same loads as `notify`'s and `wake_blocked_leader`'s, in the same order.)
+        self.waiters.has_sleepers() || self.reactor.get().is_some_and(Driving::is_blocked)
     }
 
     /// After a record is queued: wakes the most recent sleeper, if there is one it helps.
@@ -2142,6 +2218,76 @@ mod tests {
         assert_eq!(late + left, 2 + 5, "each record taken once");
         assert!(port.get(Some(Duration::ZERO)).is_err());
         port.close().unwrap();
+    }
+
+    /// The C ABI's `PostQueuedCompletionStatus` path: the fast half posts only when the
+    /// port is the thread's front one, open, and its lane has room with no overflow, and
+    /// says when a sleeper must be woken; every other case leaves nothing done, and the
+    /// slow half then keeps the thread's order through the overflow.
+    #[cfg(feature = "c-abi")]
+    #[test]
+    fn the_fast_post_by_handle_posts_only_in_the_common_case_and_keeps_the_order() {
+        let handle = Port::builder().capacity(4).build().unwrap().into_handle();
+        let port = Port::from_handle(handle).unwrap();
+        let record = |i: u32| Completion::new(1, i, i as usize);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // The thread has no cache yet, so no lane: nothing is done.
+                assert!(matches!(
+                    Port::post_to_handle_fast(handle, record(0)),
+                    FastPost::Missed
+                ));
+                Port::post_to_handle(handle, record(0)).unwrap().unwrap();
+                for i in 1..4 {
+                    let posted = Port::post_to_handle_fast(handle, record(i));
+                    assert!(matches!(posted, FastPost::Posted), "{i}: {posted:?}");
+                }
+                // The lane is full: nothing is done, and the slow half spills.
+                assert!(matches!(
+                    Port::post_to_handle_fast(handle, record(4)),
+                    FastPost::Missed
+                ));
+                Port::post_to_handle(handle, record(4)).unwrap().unwrap();
+                assert_eq!(port.queued(), 5);
+            });
+        });
+        let mut out = [Completion::default(); 8];
+        let drained = port.get_many(&mut out, 5, Some(Duration::ZERO)).unwrap();
+        let order: Vec<u32> = out[..drained.count].iter().map(|r| r.bytes()).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4]);
+
+        // A sleeper: the fast half posts and hands the port back to wake it.
+        std::thread::scope(|s| {
+            let asleep = || {
+                let since = std::time::Instant::now();
+                while !port.shared.waiters.has_sleepers() {
+                    assert!(since.elapsed() < Duration::from_secs(10), "no waiter slept");
+                    std::thread::yield_now();
+                }
+            };
+            let waiter = s.spawn(|| port.get(Some(Duration::from_secs(10))).map(|r| r.bytes()));
+            asleep();
+            // This thread's cache first learns the port (and its lane) the slow way.
+            Port::post_to_handle(handle, record(7)).unwrap().unwrap();
+            assert_eq!(waiter.join().unwrap().unwrap(), 7);
+            let waiter = s.spawn(|| port.get(Some(Duration::from_secs(10))).map(|r| r.bytes()));
+            asleep();
+            match Port::post_to_handle_fast(handle, record(8)) {
+                FastPost::Wake(woken) => {
+                    assert!(woken.same_port(&port));
+                    woken.wake_for_post();
+                }
+                other => panic!("a sleeper was not to be woken: {other:?}"),
+            }
+            assert_eq!(waiter.join().unwrap().unwrap(), 8);
+        });
+        // A closed port: nothing is done, and the slow half says there is no port.
+        port.close().unwrap();
+        assert!(matches!(
+            Port::post_to_handle_fast(handle, record(9)),
+            FastPost::Missed
+        ));
+        assert!(Port::post_to_handle(handle, record(9)).is_none());
     }
 
     #[test]

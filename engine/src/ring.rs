@@ -527,12 +527,7 @@ impl Ring {
     #[inline]
     pub(crate) fn push_at(&self, place: &mut Place, record: Completion) {
         if let Some((lane, token)) = &place.private {
-            // Relaxed: only this thread stores its own token in `owner` (its claim in
-            // `acquire_lane`), and only its `Held::drop` clears it. A thread reads its own
-            // latest store of `owner` or a later one, and tokens are never reused, so the
-            // token seen here means the thread still owns the lane; after letting the lane
-            // go (its lane cache torn down at thread exit) it never sees the token again.
-            if lane.producers.owner.load(Ordering::Relaxed) == *token {
+            if lane.owned_by(*token) {
                 lane.push_private(record);
                 // The poster's side of the sleeper Dekker pair (see the module docs); a place
                 // never keeps the lane of a thread that fences its posts.
@@ -544,6 +539,24 @@ impl Ring {
         // The record goes by its words (see `Completion::to_words`).
         let [first, second, third] = record.to_words();
         self.push_finding(place, first, second, third);
+    }
+
+    /// [`push_at`](Self::push_at) when that takes no more than a slot of the lane `place`
+    /// knows: `false`, with nothing queued, when `place` knows no lane, the lane's overflow
+    /// holds records or the lane is full. Makes no call, for the C ABI's
+    /// `PostQueuedCompletionStatus`, whose other cases take another path.
+    #[cfg(all(not(loom), feature = "c-abi"))]
+    #[inline(always)]
+    pub(crate) fn try_push_at(&self, place: &Place, record: Completion) -> bool {
+        let Some((lane, token)) = &place.private else {
+            return false;
+        };
+        if !lane.owned_by(*token) || !lane.try_push_claiming(record, |lane| lane.claim_private(1)) {
+            return false;
+        }
+        // As in `push_at`.
+        barrier::light();
+        true
     }
 
     /// [`push_at`](Self::push_at) when `place` knows no lane of the thread's: through the
@@ -1009,6 +1022,18 @@ impl Lane {
         });
     }
 
+    /// Whether the thread whose token is `token` still owns this private lane.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn owned_by(&self, token: usize) -> bool {
+        // Relaxed: only this thread stores its own token in `owner` (its claim in
+        // `acquire_lane`), and only its `Held::drop` clears it. A thread reads its own
+        // latest store of `owner` or a later one, and tokens are never reused, so the token
+        // seen here means the thread still owns the lane; after letting the lane go (its
+        // lane cache torn down at thread exit) it never sees the token again.
+        self.producers.owner.load(Ordering::Relaxed) == token
+    }
+
     /// [`push`](Self::push) on a private lane, by its owner: the same steps without the
     /// look at which kind of lane this is.
     #[cfg(not(loom))]
@@ -1026,14 +1051,28 @@ impl Lane {
         record: Completion,
         claim: impl FnOnce(&Lane) -> Option<(usize, usize)>,
     ) {
+        if !self.try_push_claiming(record, claim) {
+            let [first, second, third] = record.to_words();
+            self.spill_one(first, second, third);
+        }
+    }
+
+    /// Queues `record` in the slot `claim` gets; `false`, with nothing queued, when the
+    /// overflow holds records already or `claim` finds no room.
+    #[inline(always)]
+    fn try_push_claiming(
+        &self,
+        record: Completion,
+        claim: impl FnOnce(&Lane) -> Option<(usize, usize)>,
+    ) -> bool {
         // Acquire: as in `push_many_with`.
         if self.overflow_len.load(Ordering::Acquire) == 0 {
             if let Some((pos, _)) = claim(self) {
-                return self.write_and_publish(pos, record);
+                self.write_and_publish(pos, record);
+                return true;
             }
         }
-        let [first, second, third] = record.to_words();
-        self.spill_one(first, second, third);
+        false
     }
 
     /// [`spill`](Self::spill) of one record, which it takes by its words (see

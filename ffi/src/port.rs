@@ -14,7 +14,7 @@ use crate::types::{gmcs, BOOL, DWORD, GMCS_NMAX, HANDLE, INFINITE, INVALID_HANDL
 use crate::types::{
     FALSE, IOCP_PORT_FIFO, IOCP_PORT_NO_SPIN, LPOVERLAPPED, OVERLAPPED_ENTRY, TRUE,
 };
-use iocp::{descriptor, Completion, DrainStatus, Port, PortBuilder, ProviderSocket};
+use iocp::{descriptor, Completion, DrainStatus, FastPost, Port, PortBuilder, ProviderSocket};
 use std::io;
 use std::os::raw::c_int;
 use std::ptr;
@@ -306,6 +306,28 @@ pub extern "C" fn PostQueuedCompletionStatus(
     key: DWORD,
     ovl: LPOVERLAPPED,
 ) -> BOOL {
+    // The common case makes no call, so this function saves no register for the others,
+    // which go to functions of their own (each a tail call).
+    match Port::post_to_handle_fast(port, Completion::new(key.into(), bytes, ovl as usize)) {
+        FastPost::Posted => TRUE,
+        FastPost::Wake(port) => wake_for_post(port),
+        FastPost::Missed => post_slowly(port, bytes, key, ovl),
+    }
+}
+
+/// `PostQueuedCompletionStatus` once its record is queued and a waiter is to be woken.
+#[cold]
+#[inline(never)]
+fn wake_for_post(port: Port) -> BOOL {
+    port.wake_for_post();
+    TRUE
+}
+
+/// `PostQueuedCompletionStatus` in every case but the common one: the port not the one the
+/// thread named last, or its lane full or overflowing, or a bad handle.
+#[cold]
+#[inline(never)]
+fn post_slowly(port: HANDLE, bytes: DWORD, key: DWORD, ovl: LPOVERLAPPED) -> BOOL {
     run(FALSE, || {
         let record = Completion::new(key.into(), bytes, ovl as usize);
         let posted = Port::post_to_handle(port, record).ok_or_else(|| not_a_port(port))?;
