@@ -19,6 +19,16 @@
 
 #include "iocp.h"
 
+/* UNDER_TSAN is defined when the program is built with ThreadSanitizer (gcc says so with
+ * __SANITIZE_THREAD__, clang with __has_feature). */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
 /* Fails the test, naming the line, unless `cond` holds. */
 #define CHECK(cond)                                                                        \
     do {                                                                                   \

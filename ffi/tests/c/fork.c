@@ -20,14 +20,6 @@
 #define BLOCK 4096
 #define ROUNDS 200
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-
 static unsigned char pattern[BLOCK];
 
 /* Writes `BLOCK` bytes made from `seed` at `offset` with one LIO_WAIT list, reads them back

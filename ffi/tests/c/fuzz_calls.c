@@ -168,14 +168,6 @@ static HANDLE handle_for(enum kind k)
     return junk();
 }
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-
 /* Junk for a descriptor argument. A number the program does not own (a closed handle's,
  * a random one) may be one the library opened for itself, such as the duplicate it keeps
  * of a caller's socket, and a call on it races with the library closing it (ThreadSanitizer
