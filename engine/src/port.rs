@@ -398,10 +398,10 @@ std::thread_local! {
 /// closing thread keeps no reference to the port it closed, and the port's memory goes
 /// with the last one (other threads' caches let go of it at their next look-up by handle).
 /// They are dropped after the cache is given back: a port's drop may run anything the
-/// epoch had deferred.
+/// epoch had deferred. A thread that has made no call by handle has no cache to look at.
 #[cfg(not(loom))]
 fn forget_closed_ports() {
-    let closed = with_locals(|locals| {
+    let closed = with_set_locals(|locals| {
         // Busy only when a signal handler closes a port during a call of this thread's.
         let mut recent = locals.recent.try_borrow_mut().ok()?;
         Some(recent.take_closed())
