@@ -78,6 +78,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "US",
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     iocp_spin_limit_us: Option<u32>,
+    /// Only these connection counts in `echo`'s throughput and latency rows, 1 to 1024,
+    /// comma-separated (its 10,000-connection row runs regardless) [default: 1,64,256, or
+    /// 1,64 with --quick].
+    #[arg(long, global = true, value_name = "N,...", value_delimiter = ',',
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    connections: Vec<u16>,
 }
 
 /// The subcommands: one per scenario, plus `all`.
@@ -165,6 +171,8 @@ pub struct Settings {
     pub stall_probe: Duration,
     /// Cores to pin threads to (empty without `--pin`).
     pub cores: Vec<core_affinity::CoreId>,
+    /// `--connections`, in increasing order (`None`: `echo`'s own counts).
+    pub echo_connections: Option<Vec<usize>>,
 }
 
 impl Settings {
@@ -185,6 +193,9 @@ impl Settings {
         } else {
             Vec::new()
         };
+        let mut echo_connections: Vec<usize> = cli.connections.iter().map(|&n| n.into()).collect();
+        echo_connections.sort_unstable();
+        echo_connections.dedup();
         Settings {
             quick: cli.quick,
             duration: cli.duration.unwrap_or(duration),
@@ -193,6 +204,7 @@ impl Settings {
             idle_wait,
             stall_probe,
             cores,
+            echo_connections: (!echo_connections.is_empty()).then_some(echo_connections),
         }
     }
 
@@ -345,4 +357,24 @@ fn progress_bar(name: &str, measurements: u64) -> ProgressBar {
         eprintln!("iocp-bench: {name}: {measurements} measurements");
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_counts_are_sorted_without_repeats_and_bounded() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["iocp-bench", "echo"].iter().chain(args));
+        let counts = |args: &[&str]| Settings::new(&parse(args).unwrap()).echo_connections;
+        assert_eq!(counts(&[]), None);
+        assert_eq!(counts(&["--connections", "256,1,256"]), Some(vec![1, 256]));
+        assert_eq!(
+            counts(&["--connections", "64", "--connections", "1024"]),
+            Some(vec![64, 1024])
+        );
+        for bad in ["0", "1025", "x", "1,,2", ""] {
+            assert!(parse(&["--connections", bad]).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -361,11 +361,13 @@ impl Timing {
     }
 }
 
-fn connection_counts(settings: &Settings) -> &'static [usize] {
-    if settings.quick {
-        &QUICK_CONNECTIONS
-    } else {
-        &CONNECTIONS
+/// The connection counts of the throughput and latency rows: `--connections`, else
+/// [`CONNECTIONS`] ([`QUICK_CONNECTIONS`] with `--quick`).
+fn connection_counts(settings: &Settings) -> &[usize] {
+    match &settings.echo_connections {
+        Some(counts) => counts,
+        None if settings.quick => &QUICK_CONNECTIONS,
+        None => &CONNECTIONS,
     }
 }
 

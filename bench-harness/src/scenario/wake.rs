@@ -814,6 +814,7 @@ mod tests {
             idle_wait: Duration::from_millis(50),
             stall_probe: Duration::from_millis(10),
             cores: Vec::new(),
+            echo_connections: None,
         }
     }
 

@@ -639,6 +639,7 @@ mod tests {
             idle_wait: Duration::from_millis(10),
             stall_probe: Duration::from_millis(10),
             cores: Vec::new(),
+            echo_connections: None,
         }
     }
 
