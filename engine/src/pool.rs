@@ -86,9 +86,9 @@ pub(crate) struct Pool {
     /// Jobs not yet completed, by descriptor and id, for cancellation.
     pub(crate) inflight: Mutex<HashMap<RawFd, HashMap<u64, Arc<Job>>>>,
     next_job: AtomicU64,
-    /// The count of forks when the pool started (`sys::fork`): its threads are in the
-    /// process whose count this still is. In a forked child the pool is stopped.
-    born: u64,
+    /// The process the pool started in (`sys::fork`), which its threads are in. In a
+    /// forked child the pool is stopped.
+    born: sys::fork::Born,
     /// Whether this is the C ABI's process-wide pool (`FilePool::global`): in a forked
     /// child, requests on its files go to the child's own process-wide pool.
     pub(crate) process_wide: bool,
@@ -133,7 +133,7 @@ impl Pool {
         caller_reads: bool,
         process_wide: bool,
     ) -> io::Result<(Arc<Pool>, Vec<JoinHandle<()>>, FileDriver)> {
-        let born = sys::fork::watch();
+        let born = sys::fork::Born::now();
         let (runner, driver, threads) = match driver.resolve() {
             #[cfg(target_os = "linux")]
             FileDriver::Uring => match Ring::new() {
@@ -220,7 +220,7 @@ impl Pool {
     /// after the pool started, where it takes no request (`EAGAIN`) and holds none.
     #[inline]
     pub(crate) fn here(&self) -> bool {
-        sys::fork::generation() == self.born
+        self.born.is_here()
     }
 
     #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] // `kick` is io_uring's

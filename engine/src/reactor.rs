@@ -77,9 +77,9 @@ pub(crate) struct Reactor<S> {
     waker: Waker,
     /// Deregistered sources whose token count is dropped after the current turn.
     graveyard: Mutex<Vec<Arc<S>>>,
-    /// The count of forks when it was made (`sys::fork`): its epoll instance is shared
-    /// with every process forked since, and its tokens are addresses in this one's memory.
-    born: u64,
+    /// The process it was made in (`sys::fork`): its epoll instance is shared with every
+    /// process forked since, and its tokens are addresses in this one's memory.
+    born: crate::sys::fork::Born,
 }
 
 /// What the polling thread alone touches.
@@ -91,7 +91,7 @@ pub(crate) struct Poller {
 impl<S: Source> Reactor<S> {
     pub(crate) fn new() -> io::Result<Reactor<S>> {
         fault::allocation()?;
-        let born = crate::sys::fork::watch();
+        let born = crate::sys::fork::Born::now();
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -111,7 +111,7 @@ impl<S: Source> Reactor<S> {
     /// parent's, and the child neither registers with it nor deregisters from it (which
     /// would take the socket out of the parent's poll set too).
     pub(crate) fn here(&self) -> bool {
-        crate::sys::fork::generation() == self.born
+        self.born.is_here()
     }
 
     /// Registers `socket` (edge-triggered, both directions, and urgent data where the poll

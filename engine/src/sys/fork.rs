@@ -7,7 +7,7 @@
 //! A child that used them would wait for threads it does not have, take readiness meant
 //! for the parent (whose epoll events name sockets by their address in the parent's
 //! memory), or fill the parent's rings with its own requests. So what is made of threads
-//! and such objects notes the count when it is made ([`watch`]), and a child makes its own
+//! and such objects notes the process it is made in ([`Born`]), and a child makes its own
 //! ([`PerProcess`]) or refuses (a file pool made before the fork).
 //!
 //! Under loom there is no fork: the count stays 0.
@@ -32,7 +32,7 @@ extern "C" fn forked() {
 
 /// Starts counting forks (once per process; later calls return at once). Returns the
 /// current count, which [`generation`] keeps returning in this process and in no other.
-pub(crate) fn watch() -> u64 {
+fn watch() -> u64 {
     #[cfg(not(loom))]
     {
         static WATCH: std::sync::Once = std::sync::Once::new();
@@ -54,7 +54,7 @@ pub(crate) fn watch() -> u64 {
 /// The number of `fork` calls between the first process that called [`watch`] and this
 /// one.
 #[inline]
-pub(crate) fn generation() -> u64 {
+fn generation() -> u64 {
     #[cfg(not(loom))]
     {
         // Relaxed: the count changes only in a child before it has a second thread.
@@ -64,11 +64,30 @@ pub(crate) fn generation() -> u64 {
     0
 }
 
+/// The process something was made in: the count of forks then (which also starts the
+/// count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Born(u64);
+
+impl Born {
+    /// This process.
+    pub(crate) fn now() -> Born {
+        Born(watch())
+    }
+
+    /// Whether the calling process is the one this was made in, not the child of a
+    /// later `fork`.
+    #[inline]
+    pub(crate) fn is_here(self) -> bool {
+        generation() == self.0
+    }
+}
+
 /// A value made on first use in each process: in a static, one of the library's
 /// process-wide objects (the C ABI's file pool, the reactor of sockets with no port); in a
 /// port, its reactor. A forked child sees nothing of the parent's, and makes its own on
 /// first use; the parent's is then left to leak in the child (another thread of the child
-/// may be reading its generation). The value in the slot is dropped with it. No lock: one
+/// may still be reading it). The value in the slot is dropped with it. No lock: one
 /// that a thread of the parent held at the fork would stay held in the child.
 pub(crate) struct PerProcess<T> {
     /// Null, or a leaked box.
@@ -78,9 +97,9 @@ pub(crate) struct PerProcess<T> {
     _value: PhantomData<(std::sync::Mutex<T>, T)>,
 }
 
-/// A [`PerProcess`] value and the [`generation`] of the process that made it.
+/// A [`PerProcess`] value and the process that made it.
 struct Made<T> {
-    generation: u64,
+    born: Born,
     value: T,
 }
 
@@ -118,7 +137,7 @@ impl<T> PerProcess<T> {
     #[inline]
     pub(crate) fn get(&self) -> Option<&T> {
         self.load()
-            .filter(|made| made.generation == generation())
+            .filter(|made| made.born.is_here())
             .map(|made| &made.value)
     }
 
@@ -129,16 +148,16 @@ impl<T> PerProcess<T> {
         &self,
         make: impl FnOnce() -> io::Result<T>,
     ) -> io::Result<(&T, bool)> {
-        let generation = watch();
+        let born = Born::now();
         let before = self.current.load(Ordering::Acquire);
         // SAFETY: as in `load`.
         if let Some(made) = unsafe { before.as_ref() } {
-            if made.generation == generation {
+            if made.born == born {
                 return Ok((&made.value, false));
             }
         }
         let ours = Box::into_raw(Box::new(Made {
-            generation,
+            born,
             value: make()?,
         }));
         // AcqRel: the release half publishes the value to the acquire loads in `load` and

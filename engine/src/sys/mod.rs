@@ -16,7 +16,7 @@
 //!   line ahead of a write, and the request (`PREFETCHW` on x86-64; nothing elsewhere).
 //! * `sched::run_as_batch()`: a thread of the library's that should not preempt the
 //!   program's threads when it wakes (`SCHED_BATCH` on Linux, nothing elsewhere).
-//! * `fork::{watch, generation}`: which process a thread of the library's belongs to, told
+//! * `fork::{Born, PerProcess}`: which process a thread of the library's belongs to, told
 //!   apart by a count of `fork` calls (`pthread_atfork`, on every Unix).
 //!
 //! Backends:
