@@ -173,12 +173,19 @@ if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
     commit+=" (tree modified)"
 fi
 args="$scenario${*:+ $*}"
+# The CPU as the harness's table names it: a virtual machine's model name may name only
+# the line ("AMD EPYC"), and the family, model and stepping tell its generations apart.
+cpuinfo() { sed -n "s/^$1[[:space:]]*: //p" /proc/cpuinfo | head -n 1; }
+cpu=$(cpuinfo 'model name')
+cpu=${cpu:-unknown CPU}
+family=$(cpuinfo 'cpu family')
+[[ -z $family ]] || cpu+=" (family $family model $(cpuinfo model) stepping $(cpuinfo stepping))"
 env_prefix=""
 [[ $CALLGRAPH == fp ]] || env_prefix+="PERF_CALLGRAPH=$CALLGRAPH "
 [[ -z ${PERF_FREQ:-} ]] || env_prefix+="PERF_FREQ=$FREQ "
 inferno-flamegraph \
     --title "iocp-bench $args" \
-    --subtitle "cpu-clock at $FREQ Hz, $unwinding; commit $commit; $started" \
+    --subtitle "cpu-clock at $FREQ Hz, $unwinding; $cpu; commit $commit; $started" \
     --countname samples --colors rust --hash \
     <"$work/stacks.folded" >"$work/graph.svg"
 python3 "$root/perf/summarize.py" "$work/stacks.folded" >"$work/summary.md"
@@ -186,7 +193,6 @@ samples=$(awk '{ t += $NF } END { print t }' "$work/stacks.folded")
 
 # --- note ------------------------------------------------------------------------------
 
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 # The backquotes in the single-quoted formats below are Markdown code spans.
 # shellcheck disable=SC2016
 {
@@ -198,7 +204,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     printf '| command | `%sperf/flamegraph.sh %s` |\n' "$env_prefix" "$args"
     printf '| recorded | `%s` |\n' "perf record -e cpu-clock -F $FREQ ${callgraph[*]} -- iocp-bench $args"
     printf '| date | %s |\n' "$started"
-    printf '| machine | %s, %s cores, Linux %s |\n' "${cpu:-unknown CPU}" "$(nproc)" "$(uname -r)"
+    printf '| machine | %s, %s cores, Linux %s |\n' "$cpu" "$(nproc)" "$(uname -r)"
     printf '| rustc | %s |\n' "$(rustc -V)"
     printf '| build | release profile, `-C force-frame-pointers=yes`, `debug = "limited"` (target/perf) |\n'
     printf '| tools | %s, inferno %s |\n' "$(perf --version)" "$INFERNO_VERSION"

@@ -71,23 +71,26 @@ fn wake_color(subject: wake::Subject) -> RGBColor {
 }
 
 /// Draws the plots of every scenario that ran into `dir`; returns the file names.
-pub fn all(dir: &Path, scenarios: &Scenarios) -> io::Result<Vec<String>> {
+/// Each names `machine` (the CPU and the build, [`Machine::summary`]) along its bottom.
+///
+/// [`Machine::summary`]: crate::results::Machine::summary
+pub fn all(dir: &Path, scenarios: &Scenarios, machine: &str) -> io::Result<Vec<String>> {
     let mut files = Vec::new();
     if let Some(wake) = &scenarios.wake {
-        files.extend(latency(dir, wake)?);
+        files.extend(latency(dir, wake, machine)?);
     }
     if let Some(drain) = &scenarios.drain {
-        files.extend(throughput(dir, drain)?);
+        files.extend(throughput(dir, drain, machine)?);
     }
     if let Some(echo) = &scenarios.echo {
-        files.extend(echo_throughput(dir, echo)?);
-        files.extend(echo_latency(dir, echo)?);
+        files.extend(echo_throughput(dir, echo, machine)?);
+        files.extend(echo_latency(dir, echo, machine)?);
     }
     if let Some(file) = &scenarios.file {
-        files.extend(file_iops(dir, file)?);
+        files.extend(file_iops(dir, file, machine)?);
     }
     if let Some(resp) = &scenarios.resp {
-        files.extend(resp_plot(dir, resp)?);
+        files.extend(resp_plot(dir, resp, machine)?);
     }
     Ok(files)
 }
@@ -133,7 +136,7 @@ struct Series {
 }
 
 /// `echo-throughput.svg`, unless nothing was measured.
-fn echo_throughput(dir: &Path, report: &echo::Report) -> io::Result<Option<String>> {
+fn echo_throughput(dir: &Path, report: &echo::Report, machine: &str) -> io::Result<Option<String>> {
     let Some(first) = report.groups.first() else {
         return Ok(None);
     };
@@ -179,6 +182,7 @@ fn echo_throughput(dir: &Path, report: &echo::Report) -> io::Result<Option<Strin
     grouped_bars(
         dir,
         "echo-throughput.svg",
+        machine,
         "echo: closed-loop throughput, 64-byte messages on loopback",
         "messages/s",
         &labels,
@@ -187,7 +191,7 @@ fn echo_throughput(dir: &Path, report: &echo::Report) -> io::Result<Option<Strin
 }
 
 /// `file-iops.svg`, unless nothing was measured: a panel per part that ran.
-fn file_iops(dir: &Path, report: &file::Report) -> io::Result<Option<String>> {
+fn file_iops(dir: &Path, report: &file::Report, machine: &str) -> io::Result<Option<String>> {
     let parts: Vec<&file::Part> = [&report.cached, &report.direct]
         .into_iter()
         .filter(|part| {
@@ -202,8 +206,7 @@ fn file_iops(dir: &Path, report: &file::Report) -> io::Result<Option<String>> {
     }
     let name = "file-iops.svg";
     let path = dir.join(name);
-    let root = SVGBackend::new(&path, (WIDTH, HEIGHT * parts.len() as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = canvas(&path, (WIDTH, HEIGHT * parts.len() as u32), machine)?;
     let root = root
         .titled(
             "file: 4 KiB random reads (median reads/s, lowest to highest round)",
@@ -253,6 +256,7 @@ fn file_iops(dir: &Path, report: &file::Report) -> io::Result<Option<String>> {
 fn grouped_bars(
     dir: &Path,
     name: &str,
+    machine: &str,
     caption: &str,
     y_desc: &str,
     labels: &[String],
@@ -262,8 +266,7 @@ fn grouped_bars(
         return Ok(None);
     }
     let path = dir.join(name);
-    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = canvas(&path, (WIDTH, HEIGHT), machine)?;
     bar_panel(&root, (caption, 22), y_desc, labels, series)?;
     root.present().map_err(plot_error)?;
     Ok(Some(name.to_owned()))
@@ -357,7 +360,7 @@ fn bar_panel(
 /// `resp.svg`, unless nothing was measured: requests/s, p50 and p99 per test and pipeline
 /// depth, a bar per server at its median over the rounds, a whisker from the lowest round
 /// to the highest.
-fn resp_plot(dir: &Path, report: &resp::Report) -> io::Result<Option<String>> {
+fn resp_plot(dir: &Path, report: &resp::Report, machine: &str) -> io::Result<Option<String>> {
     if report.groups.is_empty() {
         return Ok(None);
     }
@@ -373,8 +376,7 @@ fn resp_plot(dir: &Path, report: &resp::Report) -> io::Result<Option<String>> {
     ];
     let name = "resp.svg";
     let path = dir.join(name);
-    let root = SVGBackend::new(&path, (WIDTH * 3 / 2, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = canvas(&path, (WIDTH * 3 / 2, HEIGHT), machine)?;
     let root = root
         .titled(
             "resp: redis-benchmark, 50 clients, against resp_server (iocp) and redis-server \
@@ -418,7 +420,7 @@ fn resp_plot(dir: &Path, report: &resp::Report) -> io::Result<Option<String>> {
 /// `echo-latency.svg`, unless no open loop was measured: a panel per connection count,
 /// the open loop's p99 and p99.9 per server, a bar at the median round with a whisker from
 /// the lowest round to the highest.
-fn echo_latency(dir: &Path, report: &echo::Report) -> io::Result<Option<String>> {
+fn echo_latency(dir: &Path, report: &echo::Report, machine: &str) -> io::Result<Option<String>> {
     let groups: Vec<&echo::Group> = report
         .groups
         .iter()
@@ -429,8 +431,7 @@ fn echo_latency(dir: &Path, report: &echo::Report) -> io::Result<Option<String>>
     }
     let name = "echo-latency.svg";
     let path = dir.join(name);
-    let root = SVGBackend::new(&path, (WIDTH * 3 / 2, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = canvas(&path, (WIDTH * 3 / 2, HEIGHT), machine)?;
     let root = root
         .titled(
             &format!(
@@ -561,6 +562,26 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Plotters' errors, as the `io::Error` the results writer reports.
+/// Height of the strip along the bottom of every plot that names the machine.
+const FOOTER: u32 = 28;
+
+/// A white SVG drawing at `path` of `size` and a strip below it that names `machine`;
+/// returns the area above the strip, where the plot goes.
+fn canvas<'a>(
+    path: &'a Path,
+    (width, height): (u32, u32),
+    machine: &str,
+) -> io::Result<DrawingArea<SVGBackend<'a>, Shift>> {
+    let root = SVGBackend::new(path, (width, height + FOOTER)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let (plot, footer) = root.split_vertically(height);
+    let style = ("sans-serif", 16).into_font().color(&BLACK.mix(0.7));
+    footer
+        .draw_text(machine, &style, (16, 4))
+        .map_err(plot_error)?;
+    Ok(plot)
+}
+
 fn plot_error(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("plot: {e}"))
 }
@@ -574,7 +595,7 @@ struct Curve {
 }
 
 /// `wake-latency.svg`, unless nothing was measured: a panel per group.
-fn latency(dir: &Path, report: &wake::Report) -> io::Result<Option<String>> {
+fn latency(dir: &Path, report: &wake::Report, machine: &str) -> io::Result<Option<String>> {
     let panels: Vec<(String, Vec<Curve>)> = report
         .groups
         .iter()
@@ -609,8 +630,7 @@ fn latency(dir: &Path, report: &wake::Report) -> io::Result<Option<String>> {
     let name = "wake-latency.svg";
     let path = dir.join(name);
     let rows = panels.len().div_ceil(2);
-    let root = SVGBackend::new(&path, (WIDTH * 2, HEIGHT * rows as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = canvas(&path, (WIDTH * 2, HEIGHT * rows as u32), machine)?;
     for ((title, curves), area) in panels.into_iter().zip(root.split_evenly((rows, 2))) {
         percentile_panel(&area, &title, curves)?;
     }
@@ -651,7 +671,7 @@ fn percentile_label(nines: f64) -> String {
 }
 
 /// `drain-throughput.svg`, unless nothing was measured.
-fn throughput(dir: &Path, report: &drain::Report) -> io::Result<Option<String>> {
+fn throughput(dir: &Path, report: &drain::Report, machine: &str) -> io::Result<Option<String>> {
     let rates = || {
         report
             .groups
@@ -668,8 +688,7 @@ fn throughput(dir: &Path, report: &drain::Report) -> io::Result<Option<String>> 
 
     let name = "drain-throughput.svg";
     let path = dir.join(name);
-    let root = SVGBackend::new(&path, (WIDTH * 2, HEIGHT * 2)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = canvas(&path, (WIDTH * 2, HEIGHT * 2), machine)?;
     let root = root
         .titled(
             "drain: post -> dequeue throughput (median records/s; * pinned)",

@@ -39,7 +39,11 @@ pub fn write(dir: &Path, results: &Results, table: &str) -> io::Result<Vec<Strin
     files.push("results.json".to_owned());
     fs::write(dir.join("table.txt"), table)?;
     files.push("table.txt".to_owned());
-    files.extend(plot::all(dir, &results.scenarios)?);
+    files.extend(plot::all(
+        dir,
+        &results.scenarios,
+        &results.machine.summary(),
+    )?);
     Ok(files)
 }
 
@@ -47,30 +51,18 @@ pub fn write(dir: &Path, results: &Results, table: &str) -> io::Result<Vec<Strin
 pub fn table(results: &Results) -> String {
     let mut out = String::new();
     let machine = &results.machine;
-    let unknown = || "unknown".to_owned();
     let _ = writeln!(
         out,
-        "\niocp-bench on {} ({} cores), {}",
-        machine.cpu_model.clone().unwrap_or_else(unknown),
+        "\niocp-bench on {}, {} cores, {}",
+        machine.cpu.name(),
         machine.cores,
-        machine.kernel.clone().unwrap_or_else(unknown)
+        machine.kernel.as_deref().unwrap_or("unknown")
     );
     let _ = writeln!(
         out,
-        "{}, commit {}{}; {:.2} s per measurement{}; wall time {:.1} s",
-        machine
-            .rustc
-            .clone()
-            .unwrap_or_else(|| "rustc unknown".into()),
-        machine
-            .git_commit
-            .as_deref()
-            .map_or("unknown", |c| &c[..c.len().min(12)]),
-        if machine.git_dirty == Some(true) {
-            " (dirty)"
-        } else {
-            ""
-        },
+        "{}, commit {}; {:.2} s per measurement{}; wall time {:.1} s",
+        machine.rustc.as_deref().unwrap_or("rustc unknown"),
+        machine.commit(),
         results.settings.duration_s,
         if results.settings.quick {
             " (--quick: indicative only)"

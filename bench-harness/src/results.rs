@@ -65,8 +65,9 @@ pub struct SettingsRecord {
 /// The machine a run measured.
 #[derive(Debug, Serialize)]
 pub struct Machine {
-    /// CPU model, from `/proc/cpuinfo`.
-    pub cpu_model: Option<String>,
+    /// The CPU.
+    #[serde(flatten)]
+    pub cpu: Cpu,
     /// CPUs this process may run on.
     pub cores: usize,
     /// `uname -srvm`.
@@ -82,16 +83,65 @@ pub struct Machine {
     pub stalls: Vec<Stalls>,
 }
 
+/// The CPU, from `/proc/cpuinfo` (its first processor's lines).
+#[derive(Debug, Serialize)]
+pub struct Cpu {
+    /// Model name.
+    pub cpu_model: Option<String>,
+    /// Family, model number and stepping: a virtual machine's model name may name only the
+    /// line ("AMD EPYC", "Intel(R) Xeon(R) Processor"), and these tell its generations
+    /// apart.
+    pub cpu_family: Option<u32>,
+    /// See [`cpu_family`](Self::cpu_family).
+    pub cpu_model_number: Option<u32>,
+    /// See [`cpu_family`](Self::cpu_family).
+    pub cpu_stepping: Option<u32>,
+}
+
+impl Cpu {
+    /// The CPU that `/proc/cpuinfo` text describes; a field it lacks, or a number that is
+    /// not one, is left unknown rather than guessed.
+    fn parse(cpuinfo: &str) -> Cpu {
+        // The first `name : value` line whose name is `name` exactly (`model` must not
+        // find `model name`).
+        let field = |name: &str| {
+            cpuinfo.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == name).then(|| value.trim())
+            })
+        };
+        let number = |name| field(name).and_then(|value| value.parse().ok());
+        Cpu {
+            cpu_model: field("model name").map(str::to_owned),
+            cpu_family: number("cpu family"),
+            cpu_model_number: number("model"),
+            cpu_stepping: number("stepping"),
+        }
+    }
+
+    /// Its name as the table and the plots give it: the model name, then family, model
+    /// number and stepping where known.
+    pub fn name(&self) -> String {
+        let name = self.cpu_model.as_deref().unwrap_or("unknown CPU");
+        let numbers: Vec<String> = [
+            ("family", self.cpu_family),
+            ("model", self.cpu_model_number),
+            ("stepping", self.cpu_stepping),
+        ]
+        .iter()
+        .filter_map(|(what, number)| number.map(|n| format!("{what} {n}")))
+        .collect();
+        match numbers.is_empty() {
+            true => name.to_owned(),
+            false => format!("{name} ({})", numbers.join(" ")),
+        }
+    }
+}
+
 impl Machine {
     fn detect(stalls: Vec<Stalls>) -> Machine {
-        let cpu_model = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        });
         Machine {
-            cpu_model,
+            cpu: Cpu::parse(&fs::read_to_string("/proc/cpuinfo").unwrap_or_default()),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             kernel: sys::uname(),
             rustc: output("rustc", &["-V"]),
@@ -99,6 +149,28 @@ impl Machine {
             git_dirty: output("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
             stalls,
         }
+    }
+
+    /// The commit measured, its first 12 digits, and whether the checkout had changes.
+    pub fn commit(&self) -> String {
+        let commit = self
+            .git_commit
+            .as_deref()
+            .map_or("unknown", |c| &c[..c.len().min(12)]);
+        match self.git_dirty {
+            Some(true) => format!("{commit} (dirty)"),
+            _ => commit.to_owned(),
+        }
+    }
+
+    /// The machine and the build in one line, for the plots: CPU, cores, commit.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}, {} cores; commit {}",
+            self.cpu.name(),
+            self.cores,
+            self.commit()
+        )
     }
 }
 
@@ -164,6 +236,43 @@ pub fn utc(time: SystemTime, time_separator: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_is_named_by_model_name_family_model_and_stepping() {
+        // The first processor's lines, as two of the virtual machines' kernels print them
+        // (here with `model name` first: `model` must not find it).
+        let epyc = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\
+                    model name\t: AMD EPYC\nmodel\t\t: 17\nstepping\t: 1\n\n\
+                    processor\t: 1\ncpu family\t: 26\nmodel\t\t: 18\n";
+        assert_eq!(
+            Cpu::parse(epyc).name(),
+            "AMD EPYC (family 25 model 17 stepping 1)"
+        );
+        let xeon = "processor\t: 0\ncpu family\t: 6\nmodel\t\t: 167\n\
+                    model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 1\n";
+        let machine = Machine {
+            cpu: Cpu::parse(xeon),
+            cores: 2,
+            kernel: None,
+            rustc: None,
+            git_commit: Some("68abbcbe3de4a1b2".into()),
+            git_dirty: Some(true),
+            stalls: Vec::new(),
+        };
+        assert_eq!(
+            machine.summary(),
+            "Intel(R) Xeon(R) Processor (family 6 model 167 stepping 1), 2 cores; \
+             commit 68abbcbe3de4 (dirty)"
+        );
+        // Some architectures print no family: what there is, and no empty parentheses.
+        assert_eq!(Cpu::parse("model name\t: Some CPU\n").name(), "Some CPU");
+        // A number that is not one is left out rather than guessed.
+        assert_eq!(
+            Cpu::parse("cpu family\t: 6\nmodel\t\t: unknown\n").name(),
+            "unknown CPU (family 6)"
+        );
+        assert_eq!(Cpu::parse("").name(), "unknown CPU");
+    }
 
     #[test]
     fn utc_formats_known_instants() {
