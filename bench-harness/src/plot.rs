@@ -561,7 +561,6 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Plotters' errors, as the `io::Error` the results writer reports.
 /// Height of the strip along the bottom of every plot that names the machine.
 const FOOTER: u32 = 28;
 
@@ -582,6 +581,7 @@ fn canvas<'a>(
     Ok(plot)
 }
 
+/// Plotters' errors, as the `io::Error` the results writer reports.
 fn plot_error(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("plot: {e}"))
 }
