@@ -176,10 +176,15 @@ args="$scenario${*:+ $*}"
 # The CPU as the harness's table names it: a virtual machine's model name may name only
 # the line ("AMD EPYC"), and the family, model and stepping tell its generations apart.
 cpuinfo() { sed -n "s/^$1[[:space:]]*: //p" /proc/cpuinfo | head -n 1; }
+# As there, a field that is missing or not a number is left out.
 cpu=$(cpuinfo 'model name')
 cpu=${cpu:-unknown CPU}
-family=$(cpuinfo 'cpu family')
-[[ -z $family ]] || cpu+=" (family $family model $(cpuinfo model) stepping $(cpuinfo stepping))"
+ids=""
+for field in 'cpu family=family' 'model=model' 'stepping=stepping'; do
+    value=$(cpuinfo "${field%%=*}")
+    [[ ! $value =~ ^[0-9]+$ ]] || ids+="${ids:+ }${field##*=} $value"
+done
+[[ -z $ids ]] || cpu+=" ($ids)"
 env_prefix=""
 [[ $CALLGRAPH == fp ]] || env_prefix+="PERF_CALLGRAPH=$CALLGRAPH "
 [[ -z ${PERF_FREQ:-} ]] || env_prefix+="PERF_FREQ=$FREQ "
