@@ -71,7 +71,10 @@ fi
 
 # The C compiler can build a sanitized program, and the sanitizer reports a planted bug: a
 # race for TSan, an overflow for ASan. A runtime that saw nothing would make a green run
-# meaningless, so that fails the script.
+# meaningless, so that fails the script. The probe gets three tries: ThreadSanitizer (v3,
+# the nightly toolchain's runtime) now and then misses the planted race, printing nothing
+# and exiting 0 (on a 2-core Xeon VM, 5 runs of 7,000; 1 of 3,000 with a hundred racing
+# increments a thread), and once that failed CI; a runtime that never reports still fails.
 planted=overflow
 expected="ERROR: AddressSanitizer: heap-buffer-overflow"
 if [ "$mode" = thread ]; then
@@ -110,10 +113,13 @@ if ! "$probe_dir/probe" 2>"$probe_dir/why"; then
     cat "$probe_dir/why"
     skip "a sanitized program does not run here"
 fi
-if "$probe_dir/probe" "$planted" >"$probe_dir/planted" 2>&1 ||
-    ! grep -q "$expected" "$probe_dir/planted"; then
+reported() {
+    ! "$probe_dir/probe" "$planted" >"$probe_dir/planted" 2>&1 &&
+        grep -q "$expected" "$probe_dir/planted"
+}
+if ! reported && ! reported && ! reported; then
     cat "$probe_dir/planted"
-    echo "sanitize.sh ($mode): the sanitizer did not report the planted $planted" >&2
+    echo "sanitize.sh ($mode): the sanitizer did not report the planted $planted in 3 tries" >&2
     exit 1
 fi
 
